@@ -1,0 +1,45 @@
+"""Decoding PNGs with errors that name the file (truncated uploads and corrupt files occur in real releases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from spinebench.data.errors import DatasetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted by name so every run sees the same order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _decode(path: Path, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()  # forces a full decode: a truncated PNG fails here, not later in a worker
+            return np.asarray(image.convert(mode))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable or truncated image ({error})") from error
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """B-mode image as H x W uint8 (the releases store grey ultrasound, sometimes saved as RGB)."""
+    return _decode(Path(path), "L")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """H x W x 3 uint8, used for the colour masks."""
+    return _decode(Path(path), "RGB")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header only; cheap enough to call on every image of a split."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable image ({error})") from error

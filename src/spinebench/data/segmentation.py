@@ -1,0 +1,73 @@
+"""Reader for the segmentation release: `<split>_images/` + `<split>_masks/`, RGB masks in the VOC palette.
+
+Mask colours are decoded to class indices 0-9; a colour outside the palette (anti-aliasing at label edges)
+becomes IGNORE_INDEX and is counted, never mapped silently to the nearest class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spinebench.classes import IGNORE_INDEX, SEGMENTATION_PALETTE
+from spinebench.data.errors import DatasetError
+from spinebench.data.images import list_images, read_rgb
+from spinebench.data.layout import split_folder
+
+# A 24-bit RGB key per palette colour gives a vectorised lookup with one np.searchsorted.
+_KEYS = SEGMENTATION_PALETTE.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int64)
+_ORDER = np.argsort(_KEYS)
+_SORTED_KEYS = _KEYS[_ORDER]
+
+
+@dataclass(frozen=True)
+class SegmentationSample:
+    image: Path
+    mask: Path
+
+
+def decode_mask(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """RGB (H x W x 3 uint8) -> (class indices H x W uint8 with IGNORE_INDEX for unknown colours, unknown count)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 mask, got shape {rgb.shape}")
+    keys = rgb.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int64)
+    position = np.clip(np.searchsorted(_SORTED_KEYS, keys), 0, len(_SORTED_KEYS) - 1)
+    known = _SORTED_KEYS[position] == keys
+    labels = np.where(known, _ORDER[position], IGNORE_INDEX).astype(np.uint8)
+    return labels, int((~known).sum())
+
+
+def encode_mask(labels: np.ndarray) -> np.ndarray:
+    """Class indices -> RGB in the release's palette (what the phantom writes and what overlays show)."""
+    if labels.max(initial=0) >= len(SEGMENTATION_PALETTE):
+        raise ValueError(f"class index {int(labels.max())} has no palette colour")
+    return SEGMENTATION_PALETTE[labels]
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Class-index mask of one file (unknown colours -> IGNORE_INDEX)."""
+    return decode_mask(read_rgb(path))[0]
+
+
+def mask_folder(image_folder: Path) -> Path:
+    """`<split>_masks/` beside `<split>_images/`."""
+    return image_folder.with_name(image_folder.name[: -len("_images")] + "_masks")
+
+
+def read_segmentation_split(root: Path, split: str) -> list[SegmentationSample]:
+    """Image/mask pairs of one split; DatasetError naming the first image without mask (or vice versa)."""
+    images_dir = split_folder(root, "segmentation", split)
+    masks_dir = mask_folder(images_dir)
+    if not masks_dir.is_dir():
+        raise DatasetError(f"{masks_dir}: mask folder for split {split!r} is missing")
+    images = {p.name: p for p in list_images(images_dir)}
+    masks = {p.name: p for p in list_images(masks_dir)}
+    if not images:
+        raise DatasetError(f"{images_dir}: split {split!r} holds no images")
+    if missing := sorted(images.keys() - masks.keys()):
+        raise DatasetError(f"{images_dir / missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} images lack one)")
+    if orphans := sorted(masks.keys() - images.keys()):
+        raise DatasetError(f"{masks_dir / orphans[0]}: mask without an image in {images_dir} ({len(orphans)} such masks)")
+    return [SegmentationSample(image=images[name], mask=masks[name]) for name in sorted(images)]
