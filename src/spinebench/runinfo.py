@@ -1,0 +1,85 @@
+"""What every run writes beside its numbers: resolved config, environment, data provenance.
+
+`metrics.json` is written last by the runners: a run counts as finished only when it exists
+(mmdetection's gather_models rule), which `spinebench report` and `make reproduce` rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spinebench import __version__
+from spinebench.data.source import DatasetSpec
+
+PACKAGES = ("torch", "torchvision", "ultralytics-opencv-headless", "ultralytics", "segmentation-models-pytorch",
+            "timm", "monai", "hydra-core", "faster-coco-eval", "pycocotools", "segment-anything", "numpy")
+METRICS_FILE = "metrics.json"
+
+
+def git_commit(cwd: Path | None = None) -> dict[str, Any]:
+    """Commit of the checkout the code runs from, and whether it had uncommitted changes."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def device_name(device: torch.device | str) -> str:
+    """'NVIDIA H200' / 'cpu (x86_64, 2 threads)': the hardware label of a result."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def data_label(spec: DatasetSpec) -> dict[str, Any]:
+    """The data block every result file carries."""
+    return {"name": spec.name, "task": spec.task, "label": spec.label, **spec.source}
+
+
+def collect_env(spec: DatasetSpec | None, device: torch.device | str) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    env = {
+        "spinebench": __version__,
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "device": device_name(device),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "git": git_commit(),
+        "command": sys.argv,
+    }
+    if spec is not None:
+        env["data"] = data_label(spec)
+    return env
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write atomically (temp file + rename) so a killed run never leaves half a metrics.json behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,79 @@
+"""Batch-1 inference speed and processor load, as the paper's implantability score needs them.
+
+FPS: `n` single-image forward passes timed after `warmup` passes (CUDA synchronised). Load: the process's CPU
+utilisation (psutil, normalised by the number of cores) and, on CUDA, the GPU's utilisation sampled through
+NVML every 50 ms during the timed passes. Both as fractions 0-1.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import psutil
+import torch
+
+
+@dataclass
+class InferenceSpeed:
+    fps: float
+    cpu_load: float
+    gpu_load: float | None
+    n_images: int
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _GpuSampler(threading.Thread):
+    """Samples NVML utilisation of one GPU in the background while the timed loop runs."""
+
+    def __init__(self, index: int, period_s: float = 0.05):
+        super().__init__(daemon=True)
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+        self._nvml, self._handle, self._period = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index), period_s
+        self.samples: list[float] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu / 100.0)
+            time.sleep(self._period)
+
+    def stop(self) -> float | None:
+        self._stop_event.set()
+        self.join()
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+@torch.inference_mode()
+def measure_inference(predict: Callable[[torch.Tensor], object], images: Sequence[torch.Tensor],
+                      device: torch.device | str, warmup: int = 5, n: int = 50) -> InferenceSpeed:
+    """Time `predict` on one image at a time (each already a 1 x C x H x W tensor on `device`)."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(warmup):
+        predict(images[i % len(images)])
+    sync()
+    process = psutil.Process()
+    process.cpu_percent(None)  # starts the CPU-time window
+    sampler = None
+    if device.type == "cuda":
+        try:
+            sampler = _GpuSampler(device.index or 0)
+            sampler.start()
+        except Exception:  # NVML missing (e.g. no driver library): GPU load is then reported as unknown
+            sampler = None
+    start = time.perf_counter()
+    for i in range(n):
+        predict(images[i % len(images)])
+    sync()
+    elapsed = time.perf_counter() - start
+    cpu_load = process.cpu_percent(None) / 100.0 / (psutil.cpu_count() or 1)
+    gpu_load = sampler.stop() if sampler else None
+    return InferenceSpeed(fps=n / elapsed, cpu_load=min(cpu_load, 1.0), gpu_load=gpu_load, n_images=n, device=str(device))
