@@ -1,0 +1,1 @@
+"""Injury localization: detectors (torchvision, ultralytics) and the one COCO evaluator."""
