@@ -14,3 +14,55 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory):
     """One cache for the whole session so each tiny phantom is generated once."""
     return tmp_path_factory.mktemp("cache")
+
+
+# Minimal hand-made releases with exactly known content, for reader and `data check` tests.
+# (The phantom tests use the phantom itself; these stay tiny so each bad-input case is easy to build.)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH  # noqa: E402
+from spinebench.data.segmentation import encode_mask  # noqa: E402
+
+
+def write_png(path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+
+
+def voc_xml(filename: str, boxes, name: str = "hematoma", width: int = IMAGE_WIDTH, height: int = IMAGE_HEIGHT) -> str:
+    objects = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for b in boxes)
+    return (f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}</height>"
+            f"<depth>1</depth></size>{objects}</annotation>")
+
+
+@pytest.fixture
+def detection_release(tmp_path):
+    """train/valid/test with 3 images each: one injured (one box), one negative without XML, one with an empty XML."""
+    root = tmp_path / "det"
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        for index, kind in enumerate(("post", "pre", "pre")):
+            name = f"{split}_{kind}_{index}"
+            write_png(root / split / f"{name}.png", rng.integers(0, 255, (IMAGE_HEIGHT, IMAGE_WIDTH)))
+            if index == 0:
+                (root / split / f"{name}.xml").write_text(voc_xml(f"{name}.png", [(100.5, 60.2, 220.7, 130.1)]))
+            elif index == 2:
+                (root / split / f"{name}.xml").write_text(voc_xml(f"{name}.png", []))
+    return root
+
+
+@pytest.fixture
+def segmentation_release(tmp_path):
+    """train/val/test with 2 image/mask pairs each; masks are horizontal bands of classes 0-9."""
+    root = tmp_path / "seg"
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), -(-IMAGE_HEIGHT // 10))[:IMAGE_HEIGHT, None].repeat(IMAGE_WIDTH, 1)
+    for split in ("train", "val", "test"):
+        for index in range(2):
+            name = f"{split}_{index}.png"
+            write_png(root / f"{split}_images" / name, rng.integers(0, 255, (IMAGE_HEIGHT, IMAGE_WIDTH)))
+            write_png(root / f"{split}_masks" / name, encode_mask(labels))
+    return root

@@ -1,0 +1,116 @@
+"""`spinebench`: data and reporting commands (training and evaluation are the Hydra apps
+`spinebench-train` / `spinebench-eval`). Errors a user can cause print one line and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from spinebench.data.errors import DatasetError
+from spinebench.data.fetch import FetchError
+from spinebench.data.layout import TASKS
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    from spinebench.data.fetch import fetch
+
+    manifest = fetch(args.task, args.out, archive=args.archive)
+    console.print(f"[green]{args.task} release ready in {args.out}[/]: {manifest['n_files']} files, "
+                  f"splits {', '.join(f'{k}={v}' for k, v in manifest['splits'].items())}; manifest written")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from spinebench.data.check import check_dataset
+
+    try:
+        report = check_dataset(args.root, args.task, workers=args.workers)
+    except DatasetError as error:
+        console.print(f"[red]error:[/] {error}")
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    table = Table(title=f"{args.task} dataset {args.root}: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items()))
+    for column in ("problem", "count", "examples"):
+        table.add_column(column)
+    for kind, entry in report.problems.items():
+        table.add_row(kind, str(entry["count"]), "\n".join(entry["examples"][:3]))
+    console.print(table if report.problems else f"[green]clean[/]: {args.root} ({args.task}, {report.split_counts})")
+    for name, value in report.stats.items():
+        console.print(f"{name}: {json.dumps(value)}")
+    return 0 if report.clean else 1
+
+
+def _data_phantom(args: argparse.Namespace) -> int:
+    from spinebench.data.phantom import write_phantom
+
+    out = write_phantom(task=args.task, out=args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                        seed=args.seed, domain=args.domain, workers=args.workers)
+    console.print(f"[yellow]SYNTHETIC PHANTOM[/] ({args.task}, {args.domain}, seed {args.seed}) written to {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from spinebench.report import run_report
+
+    return run_report(args.runs, args.out, manuscript=args.manuscript)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spinebench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="download, validate or synthesise a dataset").add_subparsers(dest="data_command", required=True)
+    fetch = data.add_parser("fetch", help="download the real release (Google Drive) or extract an archive you have")
+    fetch.add_argument("--task", choices=TASKS, required=True)
+    fetch.add_argument("--out", type=Path, required=True)
+    fetch.add_argument("--archive", type=Path, help="an archive already downloaded by hand: extract it instead")
+    fetch.set_defaults(func=_data_fetch)
+
+    check = data.add_parser("check", help="validate a dataset folder (exit 0 clean, 1 problems, 2 unusable)")
+    check.add_argument("root", type=Path)
+    check.add_argument("--task", choices=TASKS, required=True)
+    check.add_argument("--json", type=Path, help="also write the full report as JSON")
+    check.add_argument("--workers", type=int, default=1)
+    check.set_defaults(func=_data_check)
+
+    phantom = data.add_parser("phantom", help="write a synthetic phantom in the release's exact layout")
+    phantom.add_argument("--task", choices=TASKS, required=True)
+    phantom.add_argument("--out", type=Path, required=True)
+    phantom.add_argument("--n-train", type=int, default=64)
+    phantom.add_argument("--n-val", type=int, default=16)
+    phantom.add_argument("--n-test", type=int, default=16)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--domain", choices=("porcine", "human"), default="porcine")
+    phantom.add_argument("--workers", type=int, default=1)
+    phantom.set_defaults(func=_data_phantom)
+
+    report = commands.add_parser("report", help="collect finished runs into results/ tables and plots")
+    report.add_argument("runs", nargs="+", type=Path, help="run folders, or folders holding them")
+    report.add_argument("--out", type=Path, default=Path("results"))
+    report.add_argument("--manuscript", type=Path, default=None, help="defaults to benchmarks/manuscript.yaml")
+    report.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FetchError as error:  # the input was fine; the download was not possible here
+        console.print(f"[red]error:[/] {error}")
+        return 1
+    except (DatasetError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/] {error}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

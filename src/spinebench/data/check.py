@@ -1,0 +1,206 @@
+"""`spinebench data check`: validate a release folder and report every problem, per kind, with example files.
+
+The per-file checks call the same functions the readers use (`read_gray`, `parse_voc_xml`, `clip_box`,
+`decode_mask`), so what `check` reports is exactly what would stop or alter a training run.
+Exit codes: 0 clean, 1 problems found, 2 input unusable (missing folder, wrong task).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SEGMENTATION_CLASSES, SEGMENTATION_CLASSES
+from spinebench.data.detection import annotation_for, class_index, clip_box, image_folder, parse_voc_xml
+from spinebench.data.errors import DatasetError
+from spinebench.data.images import list_images, read_gray, read_rgb
+from spinebench.data.layout import SPLITS, find_splits
+from spinebench.data.segmentation import decode_mask, mask_folder
+
+MAX_EXAMPLES = 5
+PROBLEM_KINDS = {
+    "missing_split": "a train/val/test split is absent",
+    "empty_split": "a split folder holds no images",
+    "unreadable_image": "image cannot be decoded (corrupt or truncated)",
+    "wrong_size": f"image is not {IMAGE_WIDTH}x{IMAGE_HEIGHT}",
+    "malformed_xml": "annotation is not valid Pascal-VOC XML",
+    "unknown_class": "annotation names a class other than hematoma",
+    "box_outside_image": "box spills over the image (clipped when loading)",
+    "degenerate_box": "box has no area inside the image (dropped when loading)",
+    "annotation_without_image": "XML file with no image of the same name",
+    "image_without_mask": "image with no mask of the same name",
+    "mask_without_image": "mask with no image of the same name",
+    "mask_size_mismatch": "mask and image sizes differ",
+    "unreadable_mask": "mask cannot be decoded",
+    "unknown_mask_colour": "mask pixels outside the VOC palette (mapped to ignore index 255)",
+    "duplicate_across_splits": "identical image content in two splits (leakage)",
+}
+
+
+@dataclass
+class FileResult:
+    """What one image (and its label file) contributed: problems, content hash, statistics."""
+
+    split: str
+    path: str
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, file, detail)
+    digest: str | None = None
+    n_boxes: int = 0
+    class_pixels: np.ndarray | None = None
+
+
+@dataclass
+class CheckReport:
+    task: str
+    root: str
+    split_counts: dict[str, int] = field(default_factory=dict)
+    problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, kind: str, file: str, detail: str = "", count: int = 1) -> None:
+        entry = self.problems.setdefault(kind, {"description": PROBLEM_KINDS[kind], "count": 0, "examples": []})
+        entry["count"] += count
+        if len(entry["examples"]) < MAX_EXAMPLES:
+            entry["examples"].append(f"{file}: {detail}" if detail else file)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "root": self.root, "clean": self.clean, "split_counts": self.split_counts,
+                "problems": self.problems, "stats": self.stats}
+
+
+def _check_image(split: str, path: Path) -> tuple[FileResult, np.ndarray | None]:
+    result = FileResult(split=split, path=str(path))
+    try:
+        pixels = read_gray(path)
+    except DatasetError as error:
+        result.problems.append(("unreadable_image", str(path), str(error).split(": ", 1)[-1]))
+        return result, None
+    if pixels.shape != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        result.problems.append(("wrong_size", str(path), f"{pixels.shape[1]}x{pixels.shape[0]}"))
+    result.digest = hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+    return result, pixels
+
+
+def check_detection_file(split: str, path: Path) -> FileResult:
+    result, pixels = _check_image(split, path)
+    xml = annotation_for(path)
+    if xml is None:
+        return result  # a negative (pre-injury) image
+    try:
+        objects = parse_voc_xml(xml)
+    except DatasetError as error:
+        result.problems.append(("malformed_xml", str(xml), str(error).split(": ", 1)[-1]))
+        return result
+    height, width = pixels.shape if pixels is not None else (IMAGE_HEIGHT, IMAGE_WIDTH)
+    for obj in objects:
+        try:
+            class_index(obj.name, xml)
+        except DatasetError:
+            result.problems.append(("unknown_class", str(xml), repr(obj.name)))
+        _, outside, degenerate = clip_box(obj.box, width, height)
+        if degenerate:
+            result.problems.append(("degenerate_box", str(xml), f"{obj.box} in {width}x{height}"))
+        elif outside:
+            result.problems.append(("box_outside_image", str(xml), f"{obj.box} in {width}x{height}"))
+        result.n_boxes += not degenerate
+    return result
+
+
+def check_segmentation_file(split: str, path: Path, mask: Path) -> FileResult:
+    result, pixels = _check_image(split, path)
+    try:
+        labels, unknown = decode_mask(read_rgb(mask))
+    except DatasetError as error:
+        result.problems.append(("unreadable_mask", str(mask), str(error).split(": ", 1)[-1]))
+        return result
+    if pixels is not None and labels.shape != pixels.shape:
+        result.problems.append(("mask_size_mismatch", str(mask), f"mask {labels.shape[::-1]} vs image {pixels.shape[::-1]}"))
+    if unknown:
+        result.problems.append(("unknown_mask_colour", str(mask), f"{unknown} pixels"))
+    result.class_pixels = np.bincount(labels[labels < NUM_SEGMENTATION_CLASSES].ravel(), minlength=NUM_SEGMENTATION_CLASSES)
+    return result
+
+
+def _detection_jobs(report: CheckReport, split: str, folder: Path) -> list[tuple]:
+    images = image_folder(folder)
+    paths = list_images(images)
+    stems = {p.stem for p in paths}
+    xml_folders = {folder, images, folder / "annotations", folder / "Annotations"}
+    for xml in sorted(x for d in xml_folders if d.is_dir() for x in d.glob("*.xml")):
+        if xml.stem not in stems:
+            report.add("annotation_without_image", str(xml))
+    return [(check_detection_file, split, p) for p in paths]
+
+
+def _segmentation_jobs(report: CheckReport, split: str, folder: Path) -> list[tuple]:
+    masks_dir = mask_folder(folder)
+    images = {p.name: p for p in list_images(folder)}
+    masks = {p.name: p for p in list_images(masks_dir)} if masks_dir.is_dir() else {}
+    for name in sorted(images.keys() - masks.keys()):
+        report.add("image_without_mask", str(images[name]), f"no {masks_dir / name}")
+    for name in sorted(masks.keys() - images.keys()):
+        report.add("mask_without_image", str(masks[name]))
+    return [(check_segmentation_file, split, images[n], masks[n]) for n in sorted(images.keys() & masks.keys())]
+
+
+def _run(job: tuple) -> FileResult:
+    function, *args = job
+    return function(*args)
+
+
+def check_dataset(root: Path, task: str, workers: int = 1) -> CheckReport:
+    """Validate every file of a release; raises DatasetError only when the input is unusable as a whole."""
+    splits = find_splits(Path(root), task)
+    report = CheckReport(task=task, root=str(root))
+    jobs = []
+    for split in SPLITS:
+        if split not in splits:
+            report.add("missing_split", str(root), split)
+            continue
+        split_jobs = (_detection_jobs if task == "detection" else _segmentation_jobs)(report, split, splits[split])
+        report.split_counts[split] = len(split_jobs)
+        if not split_jobs:
+            report.add("empty_split", str(splits[split]))
+        jobs += split_jobs
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_run, jobs, chunksize=16))
+    else:
+        results = [_run(job) for job in jobs]
+    _summarise(report, results)
+    return report
+
+
+def _summarise(report: CheckReport, results: list[FileResult]) -> None:
+    seen: dict[str, list[FileResult]] = defaultdict(list)
+    for result in results:
+        for kind, file, detail in result.problems:
+            report.add(kind, file, detail)
+        if result.digest:
+            seen[result.digest].append(result)
+    for copies in seen.values():
+        if len({r.split for r in copies}) > 1:
+            report.add("duplicate_across_splits", " = ".join(f"{r.split}:{Path(r.path).name}" for r in copies))
+    per_split: dict[str, list[FileResult]] = defaultdict(list)
+    for result in results:
+        per_split[result.split].append(result)
+    if report.task == "detection":
+        report.stats["boxes"] = {s: sum(r.n_boxes for r in rs) for s, rs in per_split.items()}
+        report.stats["negative_images"] = {s: sum(r.n_boxes == 0 for r in rs) for s, rs in per_split.items()}
+    else:
+        shares = {}
+        for split, rs in per_split.items():
+            totals = sum((r.class_pixels for r in rs if r.class_pixels is not None), np.zeros(NUM_SEGMENTATION_CLASSES))
+            shares[split] = {name: round(float(v / max(totals.sum(), 1)), 4) for name, v in zip(SEGMENTATION_CLASSES, totals)}
+        report.stats["class_pixel_shares"] = shares
+

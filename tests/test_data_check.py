@@ -1,0 +1,89 @@
+"""`spinebench data check`: each bad-input kind is reported with its file and the right exit code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import voc_xml, write_png
+
+from spinebench.cli import main
+from spinebench.data.check import check_dataset
+from spinebench.data.segmentation import encode_mask
+
+
+def _run(*argv, tmp_path):
+    out = tmp_path / "report.json"
+    code = main(["data", "check", *map(str, argv), "--json", str(out)])
+    return code, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_clean_releases_exit_zero(detection_release, segmentation_release, tmp_path):
+    code, report = _run(detection_release, "--task", "detection", tmp_path=tmp_path)
+    assert code == 0 and report["clean"] and report["split_counts"] == {"train": 3, "val": 3, "test": 3}
+    assert report["stats"]["negative_images"] == {"train": 2, "val": 2, "test": 2}
+    code, report = _run(segmentation_release, "--task", "segmentation", tmp_path=tmp_path)
+    assert code == 0
+    shares = report["stats"]["class_pixel_shares"]["train"]
+    assert shares["spinal cord"] == pytest.approx(28 / 275, abs=1e-3)  # band 4 of the fixture: rows 112-139
+
+
+def _corrupt_detection(root):
+    write_png(root / "train" / "small.png", np.zeros((100, 200)))                              # wrong size
+    (root / "train" / "trunc.png").write_bytes((root / "train" / "train_pre_1.png").read_bytes()[:300])  # truncated
+    (root / "valid" / "valid_pre_2.xml").write_text("<annotation><object>")                   # malformed XML
+    (root / "test" / "test_post_0.xml").write_text(voc_xml("t.png", [(600, 200, 720, 300), (700, 10, 800, 20)]))
+    (root / "test" / "orphan.xml").write_text(voc_xml("orphan.png", []))                      # XML without image
+    (root / "valid" / "valid_pre_1.xml").write_text(voc_xml("x.png", [(1, 1, 9, 9)], name="tumour"))
+    shutil.copy(root / "train" / "train_post_0.png", root / "test" / "leak.png")               # duplicate across splits
+
+
+def test_every_detection_problem_kind_is_reported(detection_release, tmp_path):
+    _corrupt_detection(detection_release)
+    code, report = _run(detection_release, "--task", "detection", tmp_path=tmp_path)
+    assert code == 1
+    problems = report["problems"]
+    assert set(problems) == {"wrong_size", "unreadable_image", "malformed_xml", "box_outside_image", "degenerate_box",
+                             "annotation_without_image", "unknown_class", "duplicate_across_splits"}
+    assert "small.png" in problems["wrong_size"]["examples"][0] and "200x100" in problems["wrong_size"]["examples"][0]
+    assert "trunc.png" in problems["unreadable_image"]["examples"][0]
+    assert "valid_pre_2.xml" in problems["malformed_xml"]["examples"][0]
+    assert problems["box_outside_image"]["count"] == 1 and problems["degenerate_box"]["count"] == 1
+    assert "leak.png" in problems["duplicate_across_splits"]["examples"][0]
+
+
+def test_every_segmentation_problem_kind_is_reported(segmentation_release, tmp_path):
+    root = segmentation_release
+    (root / "train_masks" / "train_1.png").unlink()                                            # image without mask
+    write_png(root / "val_masks" / "lonely.png", np.zeros((275, 690, 3)))                     # mask without image
+    mask = encode_mask(np.full((275, 690), 4, dtype=np.uint8))
+    mask[:2, :5] = (10, 20, 30)                                                                # unknown colour, 10 px
+    write_png(root / "test_masks" / "test_0.png", mask)
+    write_png(root / "test_masks" / "test_1.png", np.zeros((100, 690, 3)))                    # size mismatch
+    code, report = _run(root, "--task", "segmentation", tmp_path=tmp_path)
+    assert code == 1
+    problems = report["problems"]
+    assert set(problems) == {"image_without_mask", "mask_without_image", "unknown_mask_colour", "mask_size_mismatch"}
+    assert "10 pixels" in problems["unknown_mask_colour"]["examples"][0]
+    assert "train_1.png" in problems["image_without_mask"]["examples"][0]
+
+
+def test_missing_split_is_a_problem_and_parallel_check_agrees(detection_release, tmp_path):
+    shutil.rmtree(detection_release / "test")
+    write_png(detection_release / "train" / "small.png", np.zeros((10, 10)))
+    serial = check_dataset(detection_release, "detection").to_dict()
+    parallel = check_dataset(detection_release, "detection", workers=2).to_dict()
+    assert serial == parallel
+    assert serial["problems"]["missing_split"]["examples"] == [f"{detection_release}: test"]
+    assert serial["problems"]["wrong_size"]["count"] == 1
+
+
+@pytest.mark.parametrize("case", ["missing_folder", "wrong_task"])
+def test_unusable_input_exits_two(case, detection_release, tmp_path, capsys):
+    root = tmp_path / "nope" if case == "missing_folder" else detection_release
+    code = main(["data", "check", str(root), "--task", "segmentation"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and ("does not exist" in err or "no segmentation release" in err)

@@ -1,0 +1,77 @@
+"""`spinebench data fetch`: offline failure is fast and says what to do; `--archive` extracts and stamps."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+import zipfile
+
+import pytest
+
+from spinebench.cli import main
+from spinebench.data import fetch as fetch_module
+from spinebench.data.errors import DatasetError
+from spinebench.data.fetch import FetchError, fetch
+from spinebench.data.source import MANIFEST, describe_source
+
+
+def _zip_release(release, archive, wrapper="release_v1"):
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in sorted(release.rglob("*")):
+            if path.is_file():
+                handle.write(path, f"{wrapper}/{path.relative_to(release)}")
+    return archive
+
+
+def test_download_without_a_route_fails_fast_with_manual_instructions(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(FetchError) as error:
+        fetch("segmentation", tmp_path / "out", host=("127.0.0.1", 9))  # nothing listens there: like offline
+    assert time.perf_counter() - start < 10
+    message = str(error.value)
+    assert "1JUKakYg10ZsHVDORsv9XvDkx86WVKaFO" in message and "--archive" in message
+
+
+def test_cli_fetch_offline_exits_one_within_seconds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fetch_module, "DRIVE_HOST", ("127.0.0.1", 9))
+    start = time.perf_counter()
+    assert main(["data", "fetch", "--task", "detection", "--out", str(tmp_path / "d")]) == 1
+    assert time.perf_counter() - start < 10
+    assert "Download it by hand" in capsys.readouterr().err
+
+
+def test_archive_is_extracted_discovered_and_stamped_as_real(detection_release, tmp_path):
+    archive = _zip_release(detection_release, tmp_path / "det.zip")
+    out = tmp_path / "data"
+    assert main(["data", "fetch", "--task", "detection", "--out", str(out), "--archive", str(archive)]) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["splits"] == {"train": "release_v1/train", "val": "release_v1/valid", "test": "release_v1/test"}
+    assert manifest["n_files"] == 9 + 6  # 9 PNGs + 6 XMLs
+    assert len(manifest["archive_sha256"]) == 64
+    source = describe_source(out / "release_v1")
+    assert source["kind"] == "real" and source["verified"] is True
+
+
+def test_tar_archives_work_and_hostile_or_damaged_archives_are_refused(segmentation_release, tmp_path):
+    archive = tmp_path / "seg.tar.gz"
+    with tarfile.open(archive, "w:gz") as handle:
+        handle.add(segmentation_release, arcname="seg")
+    assert fetch("segmentation", tmp_path / "s", archive=archive)["splits"]["test"] == "seg/test_images"
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as handle:
+        handle.writestr("../../escape.txt", "x")
+    with pytest.raises(DatasetError, match="outside"):
+        fetch("detection", tmp_path / "e", archive=evil)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DatasetError, match="not a zip or tar|damaged"):
+        fetch("detection", tmp_path / "b", archive=broken)
+    with pytest.raises(DatasetError, match="archive not found"):
+        fetch("detection", tmp_path / "b", archive=tmp_path / "missing.zip")
+
+
+def test_archive_of_the_wrong_task_is_unusable(segmentation_release, tmp_path):
+    archive = _zip_release(segmentation_release, tmp_path / "seg.zip")
+    with pytest.raises(DatasetError, match="no detection release found"):
+        fetch("detection", tmp_path / "x", archive=archive)
