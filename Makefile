@@ -12,7 +12,6 @@ help:  ## list the targets
 
 setup:  ## create .venv and install spinebench with its test extras (torch 2.14.1 from the local disk)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
 
 test:  ## the CI test suite (CPU only, under 10 minutes on 2 cores)

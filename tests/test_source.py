@@ -1,0 +1,32 @@
+"""Data provenance: every dataset a run reads is labelled phantom, verified real, or unverified."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spinebench.data.errors import DatasetError
+from spinebench.data.source import PHANTOM_STAMP, describe_source, prepare_dataset
+
+
+def test_unstamped_folder_is_real_but_unverified(detection_release):
+    spec = prepare_dataset("detection_real", "detection", detection_release)
+    assert spec.source["kind"] == "real" and spec.source["verified"] is False
+    assert "unverified" in spec.label and not spec.is_phantom
+
+
+def test_phantom_stamp_is_found_from_a_split_folder(segmentation_release):
+    (segmentation_release / PHANTOM_STAMP).write_text(json.dumps({"synthetic": True, "domain": "human", "seed": 3}))
+    source = describe_source(segmentation_release / "test_images")
+    assert source["kind"] == "phantom" and source["stamp"]["domain"] == "human"
+    spec = prepare_dataset("x", "segmentation", segmentation_release)
+    assert spec.is_phantom and "PHANTOM (human, seed 3)" in spec.label
+
+
+@pytest.mark.parametrize("task, message", [("segmentation", "no segmentation release"), ("tracking", "unknown task")])
+def test_wrong_task_or_missing_folder_is_a_clear_error(detection_release, tmp_path, task, message):
+    with pytest.raises(DatasetError, match=message):
+        prepare_dataset("x", task, detection_release)
+    with pytest.raises(DatasetError, match="does not exist"):
+        prepare_dataset("x", "detection", tmp_path / "missing")
