@@ -15,9 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from faster_coco_eval import COCO, COCOeval_faster
-from torchvision.ops import box_iou
 
 from spinebench.classes import DETECTION_CLASSES
 from spinebench.data.detection import DetectionSample
@@ -61,6 +59,17 @@ def _coco_stats(ground_truth: dict, detections: list[dict], image_ids: Sequence[
     return np.maximum(np.asarray(evaluator.stats[:12], dtype=float), 0.0)  # -1 (undefined) -> 0
 
 
+def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of two sets of COCO (x, y, w, h) boxes."""
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
+    y1 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    return inter / np.maximum(union, 1e-12)
+
+
 def pr_curve(ground_truth: dict, detections: list[dict], iou: float = PR_IOU,
              image_ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Raw precision/recall/score arrays at one IoU (greedy matching by descending score, as COCO does)."""
@@ -77,29 +86,23 @@ def pr_curve(ground_truth: dict, detections: list[dict], iou: float = PR_IOU,
     scores, hits = [], []
     for image_id, dets in by_image.items():
         dets = sorted(dets, key=lambda d: -d["score"])
-        gts = torch.tensor(gt_boxes.get(image_id, []), dtype=torch.float64).reshape(-1, 4)
-        boxes = torch.tensor([d["bbox"] for d in dets], dtype=torch.float64).reshape(-1, 4)
-        overlaps = box_iou(_xywh_to_xyxy(boxes), _xywh_to_xyxy(gts)) if len(gts) else torch.zeros(len(dets), 0)
-        taken = torch.zeros(len(gts), dtype=torch.bool)
-        for row, det in enumerate(dets):
-            candidates = overlaps[row].clone()
-            candidates[taken] = -1
-            best = int(candidates.argmax()) if len(gts) else -1
-            hit = best >= 0 and candidates[best] >= iou
+        scores += [d["score"] for d in dets]
+        gts = np.asarray(gt_boxes.get(image_id, []), dtype=float).reshape(-1, 4)
+        if not len(gts):
+            hits += [False] * len(dets)
+            continue
+        overlaps = _iou_xywh(np.asarray([d["bbox"] for d in dets], dtype=float), gts)
+        for row in overlaps:
+            best = int(row.argmax())
+            hit = bool(row[best] >= iou)
             if hit:
-                taken[best] = True
-            scores.append(det["score"])
+                overlaps[:, best] = -1.0  # each reference box matches one detection at most
             hits.append(hit)
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
-    tp = np.cumsum(np.asarray(hits, dtype=float)[order])
-    fp = np.cumsum(1.0 - np.asarray(hits, dtype=float)[order])
-    precision = tp / np.maximum(tp + fp, 1e-12)
-    recall = tp / max(n_gt, 1)
-    return {"precision": precision, "recall": recall, "score": np.asarray(scores, dtype=float)[order], "n_gt": n_gt}
-
-
-def _xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+    hits_sorted = np.asarray(hits, dtype=float)[order]
+    tp, fp = np.cumsum(hits_sorted), np.cumsum(1.0 - hits_sorted)
+    return {"precision": tp / np.maximum(tp + fp, 1e-12), "recall": tp / max(n_gt, 1),
+            "score": np.asarray(scores, dtype=float)[order], "n_gt": n_gt}
 
 
 def score_coco(ground_truth: dict, detections: list[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
