@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as error:  # the input was fine; the download was not possible here
         console.print(f"[red]error:[/] {error}")
         return 1
-    except (DatasetError, ValueError, FileNotFoundError) as error:
+    except (DatasetError, ValueError, FileNotFoundError, FileExistsError) as error:
         console.print(f"[red]error:[/] {error}")
         return 2
 

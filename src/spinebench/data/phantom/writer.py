@@ -1,0 +1,255 @@
+"""Writes a phantom in the exact on-disk layout of either release, plus PHANTOM.json marking it synthetic.
+
+Every image gets its own seed, SeedSequence((seed, task, domain, split, index)), so a multiprocessing Pool
+writes the same bytes as a single process. The writer refuses any non-empty folder without PHANTOM.json, so
+it can never clobber a user's real release.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import cv2
+import numpy as np
+
+from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH
+from spinebench.data.phantom.anatomy import DOMAINS, RANGES, Anatomy, animal_knobs, build_anatomy, sample_knobs
+from spinebench.data.phantom.speckle import render_bmode
+from spinebench.data.segmentation import encode_mask
+
+TASKS = ("segmentation", "detection")
+SPLITS = ("train", "val", "test")
+VERSION = 1
+GENERATOR = "spinebench.data.phantom"
+NOTE = "Synthetic phantom; not the Kumar et al. release"
+MARKER = "PHANTOM.json"
+
+# Share of injured (post-injury) images in the releases (manuscript.md: 5,756/10,223 and 1,368/2,245).
+INJURED_SHARE = {"segmentation": 5756 / 10223, "detection": 1368 / 2245}
+EMPTY_XML_SHARE = 0.2  # negatives that carry an XML without objects, as some VOC exports do
+ANIMALS = {"train": range(1, 17), "val": range(17, 21), "test": range(21, 26)}  # disjoint animals per split
+_CODES = {"segmentation": 1, "detection": 2, "porcine": 1, "human": 2, "train": 1, "val": 2, "test": 3}
+_PNG_INFO = (("Software", GENERATOR), ("Comment", "SYNTHETIC PHANTOM - not real ultrasound data"))
+
+
+@dataclass
+class PhantomSample:
+    """One rendered image with its exact labels (for tests, figures and box checks)."""
+
+    image: np.ndarray  # H x W uint8 B-mode
+    labels: np.ndarray  # H x W uint8 class indices
+    envelope: np.ndarray  # H x W float32 envelope before log compression
+    coherent: np.ndarray  # H x W bool, pixels carrying a specular line (not fully developed speckle)
+    box: tuple[int, int, int, int] | None  # tight hematoma box (xmin, ymin, xmax, ymax), pixel edges
+    injured: bool
+    params: dict
+
+
+def image_seed(seed: int, task: str, domain: str, split: str, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(seed), _CODES[task], _CODES[domain], _CODES[split], int(index)])
+
+
+def render_sample(seed: int | np.random.SeedSequence = 0, domain: str = "porcine", injured: bool = True,
+                  animal: int | None = None, overrides: dict | None = None) -> PhantomSample:
+    """Render one (image, labels) pair; `overrides` pins knobs (e.g. {"frequency_mhz": 12.0})."""
+    _check_domain(domain)
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence([int(seed), 99])
+    rng = np.random.default_rng(sequence)
+    base = animal_knobs(np.random.default_rng([int(animal), _CODES[domain], 7]), domain) if animal is not None else None
+    knobs = sample_knobs(rng, domain, base)
+    knobs.update(overrides or {})
+    anatomy: Anatomy = build_anatomy(rng, domain, injured, knobs)
+    image, envelope, coherent = render_bmode(anatomy, knobs, rng, domain)
+    return PhantomSample(image=image, labels=anatomy.labels, envelope=envelope, coherent=coherent,
+                         box=anatomy.hematoma_box, injured=injured, params=anatomy.params)
+
+
+def _check_domain(domain: str) -> None:
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown phantom domain {domain!r}: expected one of {', '.join(DOMAINS)}")
+
+
+def plan_split(task: str, domain: str, seed: int, split: str, n: int) -> list[dict]:
+    """File name (stem), index, injury status and animal of every image of a split (exact injured share)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _CODES[task], _CODES[domain], _CODES[split], 10**6]))
+    injured = np.zeros(n, dtype=bool)
+    injured[: int(round(INJURED_SHARE[task] * n))] = True
+    rng.shuffle(injured)
+    animals = rng.choice(list(ANIMALS[split]), size=n)
+    prefix = "pig" if domain == "porcine" else "pt"
+    return [
+        {"index": i, "injured": bool(injured[i]), "animal": int(animals[i]),
+         "name": f"{prefix}{animals[i]:02d}_{'post' if injured[i] else 'pre'}_{i:04d}"}
+        for i in range(n)
+    ]
+
+
+def _text_chunk(key: str, value: str) -> bytes:
+    data = key.encode("latin-1") + b"\0" + value.encode("latin-1")
+    return struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data))
+
+
+_TEXT = b"".join(_text_chunk(key, value) for key, value in _PNG_INFO)
+# Speckle barely compresses, so Huffman-only is as small as full deflate and twice as fast; masks are runs.
+_GREY_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+_MASK_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG of a grey (H x W) or RGB (H x W x 3) uint8 array, tagged synthetic in tEXt chunks after IHDR."""
+    if array.ndim == 3:
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array[..., ::-1]), _MASK_FLAGS)  # cv2 wants BGR
+    else:
+        ok, encoded = cv2.imencode(".png", array, _GREY_FLAGS)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    raw = encoded.tobytes()
+    return raw[:33] + _TEXT + raw[33:]  # 8-byte signature + 25-byte IHDR chunk, then our text
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    path.write_bytes(png_bytes(array))
+
+
+def voc_xml(folder: str, filename: str, box: tuple[int, int, int, int] | None) -> str:
+    """Pascal-VOC annotation; `box` None gives an XML without objects (a negative)."""
+    obj = ""
+    if box is not None:
+        xmin, ymin, xmax, ymax = box
+        obj = ("  <object>\n    <name>hematoma</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n"
+               "    <difficult>0</difficult>\n    <bndbox>\n"
+               f"      <xmin>{xmin}</xmin>\n      <ymin>{ymin}</ymin>\n      <xmax>{xmax}</xmax>\n      <ymax>{ymax}</ymax>\n"
+               "    </bndbox>\n  </object>\n")
+    return ("<annotation>\n"
+            f"  <folder>{escape(folder)}</folder>\n  <filename>{escape(filename)}</filename>\n"
+            f"  <source>\n    <database>{GENERATOR} (synthetic phantom)</database>\n  </source>\n"
+            f"  <size>\n    <width>{IMAGE_WIDTH}</width>\n    <height>{IMAGE_HEIGHT}</height>\n    <depth>1</depth>\n  </size>\n"
+            f"  <segmented>0</segmented>\n{obj}</annotation>\n")
+
+
+def render_planned(task: str, domain: str, seed: int, split: str, item: dict) -> PhantomSample:
+    """The sample write_phantom writes for one `plan_split` entry (labels included, e.g. to check boxes)."""
+    sequence = image_seed(seed, task, domain, split, item["index"])
+    return render_sample(sequence, domain, item["injured"], animal=item["animal"])
+
+
+def _write_one(job: tuple) -> None:
+    task, domain, seed, split, out, item = job
+    sequence = image_seed(seed, task, domain, split, item["index"])
+    sample = render_planned(task, domain, seed, split, item)
+    out = Path(out)
+    name = item["name"] + ".png"
+    if task == "segmentation":
+        _save_png(sample.image, out / f"{split}_images" / name)
+        _save_png(encode_mask(sample.labels), out / f"{split}_masks" / name)
+        return
+    _save_png(sample.image, out / split / name)
+    box = sample.box if item["injured"] else None
+    empty_xml = not item["injured"] and np.random.default_rng(sequence.spawn(1)[0]).random() < EMPTY_XML_SHARE
+    if box is not None or empty_xml:
+        (out / split / (item["name"] + ".xml")).write_text(voc_xml(split, name, box), encoding="utf-8")
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _folders(task: str, split: str) -> tuple[str, ...]:
+    return (f"{split}_images", f"{split}_masks") if task == "segmentation" else (split,)
+
+
+def _prepare(out: Path) -> None:
+    """Refuse a non-empty non-phantom folder; clear an old phantom's split folders (and nothing else)."""
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder; refusing to write a phantom there")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    marker = out / MARKER
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+    except (OSError, ValueError):
+        meta = None
+    if not (isinstance(meta, dict) and meta.get("synthetic") is True and meta.get("generator") == GENERATOR):
+        raise FileExistsError(
+            f"{out}: folder is not empty and holds no {MARKER} of a phantom; refusing to write into it "
+            "(it may hold real data). Pick an empty or new folder.")
+    ours = {name for task in TASKS for split in SPLITS for name in _folders(task, split)} | {MARKER}
+    for entry in entries:
+        if entry.name not in ours:
+            raise FileExistsError(f"{out}: holds {entry.name!r}, which no phantom writes; refusing to overwrite the folder")
+    for entry in entries:
+        if entry.is_dir():
+            stray = [p for p in entry.iterdir() if p.suffix.lower() not in (".png", ".xml")]
+            if stray:
+                raise FileExistsError(f"{stray[0]}: not a phantom file; refusing to overwrite {out}")
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_test: int = 16,
+                  seed: int = 0, domain: str = "porcine", workers: int = 1) -> Path:
+    """Write a synthetic phantom of one release (`task`) under `out`; returns `out`.
+
+    Layout: segmentation -> `{split}_images/` + `{split}_masks/` (VOC-palette RGB); detection -> `{split}/`
+    with PNG and Pascal-VOC XML side by side (pre-injury images: no XML or an XML without objects).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown phantom task {task!r}: expected one of {', '.join(TASKS)}")
+    _check_domain(domain)
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    for split, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n_{split} must be a non-negative integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    out = Path(out)
+    _prepare(out)
+    meta = {
+        "synthetic": True, "generator": GENERATOR, "version": VERSION, "task": task, "domain": domain,
+        "seed": int(seed), "counts": {k: int(v) for k, v in counts.items()},
+        "parameters": {
+            "knobs": {name: list(bounds) for name, bounds in RANGES[domain].items()},
+            "injured_share": INJURED_SHARE[task],
+            "image_size": [IMAGE_WIDTH, IMAGE_HEIGHT],
+        },
+        "note": NOTE,
+    }
+    (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    jobs = []
+    for split, n in counts.items():
+        if n == 0:
+            continue
+        for folder in _folders(task, split):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+        jobs += [(task, domain, int(seed), split, str(out), item) for item in plan_split(task, domain, seed, split, int(n))]
+    if workers == 1 or len(jobs) < 2:
+        for job in jobs:
+            _write_one(job)
+    else:
+        # Never plain fork: OpenCV's thread pool does not survive fork() in a parent that already used it
+        # (the children hang). A forkserver preloaded with this module starts workers almost as fast.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+        else:
+            context = multiprocessing.get_context("spawn")
+        with context.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
+            for _ in pool.imap_unordered(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                pass
+    return out
