@@ -1,0 +1,173 @@
+"""Training throughput of the detectors through spinebench vs the model's compute-only step rate.
+
+For each torchvision detector, in the same process and on the same device:
+  spinebench   images/s of the engine's second epoch (spinebench.engine.fit: cached uint8 batches, pinned
+               memory, workers, device augmentation, autocast, optimizer step) - the first epoch is warm-up
+  compute      images/s of model + loss + backward + optimizer step on one batch already on the device
+  ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
+For YOLOv8: spinebench's YoloV8.fit vs plain `YOLO("yolov8<s>.yaml").train(...)` with ultralytics' defaults on
+the same exported data, images/s = train images x epochs / wall time (both include ultralytics' validation).
+
+    python benchmarks/bench_detection_train.py                                  # CPU, tiny (minutes)
+    python benchmarks/bench_detection_train.py --device cuda --data detection_phantom --batch 16 \
+        --steps 50 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --yolo-epochs 3 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+TORCHVISION = {"faster_rcnn": ("faster_rcnn", [256, 642]), "retinanet": ("retinanet", [256, 642]),
+               "ssd300": ("ssd", [300, 300]), "ssd512": ("ssd", [512, 512])}
+PHANTOMS = {"detection_phantom_tiny": (8, 4, 4), "detection_phantom": (192, 48, 64)}
+
+
+def dataset(name: str, cache: Path):
+    from spinebench.data.source import prepare_dataset
+
+    n_train, n_val, n_test = PHANTOMS[name]
+    root = cache / "phantom" / f"detection-porcine-s0-{n_train}-{n_val}-{n_test}"
+    return prepare_dataset(name, "detection", root, phantom={"n_train": n_train, "n_val": n_val, "n_test": n_test,
+                                                             "seed": 0, "domain": "porcine"})
+
+
+def trainer_cfg(args, epochs: int, **extra):
+    from spinebench.engine import TrainerConfig
+
+    return TrainerConfig.from_config({"device": args.device, "epochs": epochs, "batch_size": args.batch,
+                                      "num_workers": args.workers, "progress": "false", "limit_train_batches": args.steps,
+                                      "max_input_size": args.max_input_size,
+                                      "scheduler": {"name": "constant", "warmup_epochs": 0.0}, **extra})
+
+
+def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.data.detection import read_detection_split
+    from spinebench.detection.data import build_dataset, detection_loader, to_device
+    from spinebench.detection.torchvision_benchmark import DetectorModule, TorchvisionDetector
+    from spinebench.engine import autocast_for, fit, resolve_device
+    from spinebench.engine.loop import build_optimizer
+    from spinebench.pipeline import RunContext
+
+    arch, size = TORCHVISION[name]
+    cfg = trainer_cfg(args, epochs=2)
+    device = resolve_device(cfg.device)
+    family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext(Path(tmp), cache, cfg, device, 0, {})
+        model, _ = family._build(ctx, load_weights=False)
+        samples = read_detection_split(spec.root, "train")
+        loader = detection_loader(build_dataset(samples, cache), cfg.batch_size, True, cfg.num_workers, device)
+        result = fit(DetectorModule(model, None, augment=True), loader, None, cfg, tmp, monitor="none")
+        spinebench = result.history[-1]["images_per_s"]
+        # compute only: the same model, one augmented batch already on the device
+        module = DetectorModule(model, None, augment=False)
+        model.train()
+        optimizer = build_optimizer(list(model.parameters()), cfg)
+        batch = next(iter(loader))
+        images, targets, _ = to_device(batch, device, augment=True)
+        fixed = ([im.contiguous() for im in images], targets, batch[2])
+
+        def step():
+            with autocast_for(device, cfg.amp):
+                loss = sum(model(*fixed[:2]).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        for _ in range(2):
+            step()
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        sync()
+        compute = args.steps * len(fixed[1]) / (time.perf_counter() - start)
+    del module
+    return {"model": name, "path": "spinebench engine", "images_per_s": spinebench, "reference": "compute-only",
+            "reference_images_per_s": compute, "ratio": spinebench / compute,
+            "input_size": family.effective_size(ctx), "batch": cfg.batch_size, "device": str(device)}
+
+
+def bench_yolo(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.data.detection import read_detection_split
+    from spinebench.detection.yolo import YoloV8, export_yolo_dataset, ultralytics_env
+    from spinebench.engine import resolve_device
+    from spinebench.pipeline import RunContext
+
+    size = name[-1]
+    cfg = trainer_cfg(args, epochs=args.yolo_epochs, limit_train_batches=None,
+                      optimizer={"name": "sgd", "lr": 0.01, "momentum": 0.937, "weight_decay": 0.0005})
+    device = resolve_device(cfg.device)
+    ultralytics_env(cache)
+    from ultralytics import YOLO
+
+    n_train = len(read_detection_split(spec.root, "train"))
+    imgsz = YoloV8(name=name, size=size, imgsz=args.yolo_imgsz).effective_imgsz(
+        RunContext(Path("."), cache, cfg, device, 0, {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        family = YoloV8(name=name, size=size, imgsz=args.yolo_imgsz, weights=None, args={"cache": "ram", "plots": False})
+        facts = family.fit(RunContext(tmp / "spinebench", cache, cfg, device, 0, {}), spec)
+        data_yaml = export_yolo_dataset(spec.root, tmp / "plain_data")
+        start = time.perf_counter()
+        YOLO(f"yolov8{size}.yaml").train(data=str(data_yaml), epochs=cfg.epochs, batch=cfg.batch_size, imgsz=imgsz,
+                                         device="cpu" if device.type == "cpu" else 0, workers=args.workers,
+                                         pretrained=False, project=str(tmp), name="plain", exist_ok=True, plots=False,
+                                         verbose=False, seed=0)
+        plain = n_train * cfg.epochs / (time.perf_counter() - start)
+    return {"model": name, "path": "spinebench YoloV8.fit", "images_per_s": facts["train_images_per_s"],
+            "reference": "plain YOLO().train", "reference_images_per_s": plain,
+            "ratio": facts["train_images_per_s"] / plain, "input_size": [imgsz, imgsz], "batch": cfg.batch_size,
+            "device": str(device)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="faster_rcnn,ssd300,yolov8n")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data", default="detection_phantom_tiny", choices=sorted(PHANTOMS))
+    parser.add_argument("--cache", default=os.environ.get("SPINEBENCH_CACHE", str(REPO / ".cache")))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per epoch / compute loop")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-input-size", type=int, default=None, help="cap input sizes (CPU runs)")
+    parser.add_argument("--yolo-epochs", type=int, default=1)
+    parser.add_argument("--yolo-imgsz", type=int, default=320)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    cache = Path(args.cache)
+    spec = dataset(args.data, cache)
+    rows = []
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        row = bench_yolo(name, args, spec, cache) if name.startswith("yolov8") else bench_torchvision(name, args, spec, cache)
+        rows.append(row)
+        print(f"{row['model']:<12} {row['path']:<22} {row['images_per_s']:>9.2f} img/s   {row['reference']:<20} "
+              f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}", flush=True)
+    from spinebench.runinfo import device_name
+
+    meta = {"device": device_name(rows[0]["device"]) if rows else None, "torch": torch.__version__, "data": args.data,
+            "args": {k: str(v) for k, v in vars(args).items()}}
+    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}  ({meta['device']})")
+    for r in rows:
+        print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
+              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}  vs {r['reference']}")
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

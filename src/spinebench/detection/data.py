@@ -1,0 +1,102 @@
+"""Detection batches: PNGs decoded once (uint8 memmap cache), batched as uint8, augmented on the device.
+
+A batch from `detection_loader` is `(images, targets, indices)`: images B x H x W uint8 (pinned on CUDA) when
+all images share a size (the release: 275 x 690), else a list of H x W uint8 tensors; targets a list of
+{"boxes": N x 4 float32 xyxy pixels, "labels": N int64 (0 = hematoma)}; indices the sample positions.
+`to_device` moves a batch to the device, converts to float in [0, 1] and applies the cheap augmentation there
+(horizontal flip with boxes, brightness/contrast), drawing its random numbers from torch's CPU generator so a
+run is reproducible on any device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from spinebench.data.cache import DecodedCache, decoded_cache
+from spinebench.data.detection import DetectionSample
+from spinebench.engine import EpochSampler
+
+BRIGHTNESS = 0.15  # additive, in [0, 1] intensity units
+CONTRAST = 0.2  # multiplicative range 1 +- CONTRAST
+
+
+class DetectionDataset(Dataset):
+    def __init__(self, samples: Sequence[DetectionSample], cache: DecodedCache):
+        if len(samples) != len(cache):
+            raise ValueError("samples and cache differ in length")
+        self.samples, self.cache = list(samples), cache
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        image = torch.from_numpy(np.array(self.cache[index]))  # copy out of the read-only memmap
+        target = {"boxes": torch.from_numpy(sample.boxes.copy()).float().reshape(-1, 4),
+                  "labels": torch.from_numpy(sample.labels.copy()).long()}
+        return image, target, index
+
+
+def collate(batch):
+    images, targets, indices = zip(*batch)
+    if all(im.shape == images[0].shape for im in images):
+        images = torch.stack(images)
+    return images, list(targets), list(indices)
+
+
+def build_dataset(samples: Sequence[DetectionSample], cache_dir: Path | str) -> DetectionDataset:
+    return DetectionDataset(samples, decoded_cache([s.image for s in samples], cache_dir))
+
+
+def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, num_workers: int, device: torch.device,
+                     seed: int = 0, drop_last: bool | None = None) -> DataLoader:
+    """Training loaders shuffle with an EpochSampler (resume-exact); evaluation keeps file order."""
+    sampler = EpochSampler(dataset, seed=seed, shuffle=train)
+    if drop_last is None:  # a last batch of one image breaks batch-norm-free heads less than BN; keep it unless big
+        drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", drop_last=drop_last,
+                      persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+
+
+def to_device(batch, device: torch.device, augment: bool = False):
+    """(list of 3 x H x W float images in [0, 1] on device, targets on device, indices)."""
+    images, targets, indices = batch
+    stacked = isinstance(images, torch.Tensor)
+    if stacked:
+        x = images.to(device, non_blocking=True).float().div_(255.0)  # B x H x W
+    else:
+        x = [im.to(device, non_blocking=True).float().div_(255.0) for im in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    n = len(targets)
+    if augment:
+        flips = torch.rand(n) < 0.5
+        gains = 1.0 + (torch.rand(n) * 2 - 1) * CONTRAST
+        shifts = (torch.rand(n) * 2 - 1) * BRIGHTNESS
+        if stacked:
+            width = x.shape[-1]
+            flip_idx = flips.nonzero().flatten().to(device)
+            if len(flip_idx):
+                x[flip_idx] = x[flip_idx].flip(-1)
+            mean = x.mean(dim=(1, 2), keepdim=True)
+            x = ((x - mean) * gains.to(device).view(-1, 1, 1) + mean + shifts.to(device).view(-1, 1, 1)).clamp_(0, 1)
+            widths = [width] * n
+        else:
+            out = []
+            for i, im in enumerate(x):
+                im = im.flip(-1) if flips[i] else im
+                mean = im.mean()
+                out.append(((im - mean) * float(gains[i]) + mean + float(shifts[i])).clamp_(0, 1))
+            widths = [im.shape[-1] for im in x]
+            x = out
+        for i in range(n):
+            if flips[i] and len(targets[i]["boxes"]):
+                b = targets[i]["boxes"]
+                targets[i] = {**targets[i], "boxes": torch.stack([widths[i] - b[:, 2], b[:, 1], widths[i] - b[:, 0], b[:, 3]], 1)}
+    images_out = [im.unsqueeze(0).expand(3, -1, -1) for im in x]  # grey -> 3 channels (ImageNet-style stems)
+    return images_out, targets, indices

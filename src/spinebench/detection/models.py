@@ -1,0 +1,131 @@
+"""torchvision detectors of the manuscript: Faster R-CNN R50-FPN, RetinaNet R50-FPN, SSD300/SSD512 (ResNet-50).
+
+`build_detector(arch, num_classes=2, input_size=..., pretrained=False)` builds the model; `load_pretrained`
+loads a local file into it (a full detector checkpoint -> every tensor of matching shape, the class-specific
+heads are re-initialised; an ImageNet ResNet-50 -> the backbone). Pretrained models use frozen batch norm and
+train the last 3 ResNet stages (torchvision's recipe); from scratch everything trains with ordinary BN.
+
+Input size: Faster R-CNN / RetinaNet resize the short side to `input_size[0]` (paper: 256 -> 256 x 642) with
+max_size = input_size[1]; SSD resizes to a fixed input_size (paper: 300 x 300 / 512 x 512). Native = 275 x 690.
+SSD uses the ResNet-50 backbone of the paper (NVIDIA's SSD300 v1.1 layout: conv1..layer3 with layer3 at
+stride 1, plus 5 extra blocks), on torchvision's SSD head, anchors and loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet50
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.ssd import SSD
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.ssd import SSDHead
+from torchvision.ops import misc as misc_ops
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("faster_rcnn", "retinanet", "ssd")
+SCORE_THRESH = 0.001  # keep low-confidence boxes: COCO mAP integrates over the whole PR curve
+DETECTIONS_PER_IMAGE = 100
+
+# Known local files (torchvision's names), and where torchvision serves them.
+TORCHVISION_WEIGHTS = {
+    "faster_rcnn": ["fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
+    "retinanet": ["retinanet_resnet50_fpn_coco-eeacb38b.pth", "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
+    "ssd": ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
+}
+TORCHVISION_URLS = {name: f"https://download.pytorch.org/models/{name}" for names in TORCHVISION_WEIGHTS.values() for name in names}
+
+
+def _resnet_body(pretrained: bool) -> nn.Module:
+    return resnet50(weights=None, norm_layer=misc_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+
+
+class ResNetSSDBackbone(nn.Module):
+    """ResNet-50 conv1..layer3 (layer3 at stride 1: 38 x 38 at 300) + extra blocks -> 6 feature maps."""
+
+    def __init__(self, pretrained: bool = False):
+        super().__init__()
+        resnet = _resnet_body(pretrained)
+        block = resnet.layer3[0]
+        block.conv2.stride = (1, 1)
+        block.downsample[0].stride = (1, 1)
+        self.body = nn.Sequential(OrderedDict(conv1=resnet.conv1, bn1=resnet.bn1, relu=resnet.relu, maxpool=resnet.maxpool,
+                                              layer1=resnet.layer1, layer2=resnet.layer2, layer3=resnet.layer3))
+        if pretrained:  # train layer2..3 like torchvision's trainable_layers=3 (layer4 is not used by SSD)
+            for name, parameter in self.body.named_parameters():
+                if not name.startswith(("layer2", "layer3")):
+                    parameter.requires_grad_(False)
+        channels, mids = [1024, 512, 512, 256, 256, 256], [256, 256, 128, 128, 128]
+        extras = []
+        for i, (cin, cout, mid) in enumerate(zip(channels[:-1], channels[1:], mids)):
+            stride, padding = (2, 1) if i < 3 else (1, 0)
+            extras.append(nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                                        nn.Conv2d(mid, cout, 3, stride=stride, padding=padding, bias=False),
+                                        nn.BatchNorm2d(cout), nn.ReLU(inplace=True)))
+        self.extras = nn.ModuleList(extras)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        x = self.body(x)
+        features = OrderedDict([("0", x)])
+        for i, layer in enumerate(self.extras, start=1):
+            x = layer(x)
+            features[str(i)] = x
+        return features
+
+
+def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] | list[int] = (256, 642),
+                   pretrained: bool = False) -> nn.Module:
+    """A torchvision detector with `num_classes` including background (2 = background + hematoma)."""
+    height, width = int(input_size[0]), int(input_size[1])
+    if arch == "faster_rcnn":
+        backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5)
+        return FasterRCNN(backbone, num_classes=num_classes, min_size=height, max_size=max(height, width),
+                          box_score_thresh=SCORE_THRESH, box_detections_per_img=DETECTIONS_PER_IMAGE)
+    if arch == "retinanet":
+        backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5, returned_layers=[2, 3, 4],
+                                         extra_blocks=LastLevelP6P7(256, 256))
+        return RetinaNet(backbone, num_classes=num_classes, min_size=height, max_size=max(height, width),
+                         score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE)
+    if arch == "ssd":
+        backbone = ResNetSSDBackbone(pretrained)
+        anchors = DefaultBoxGenerator([[2], [2, 3], [2, 3], [2, 3], [2], [2]], min_ratio=0.15, max_ratio=0.9)
+        head = SSDHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes)
+        return SSD(backbone, anchors, (height, width), num_classes, head=head,
+                   image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                   score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=400)
+    raise ValueError(f"unknown detector architecture {arch!r} (known: {', '.join(ARCHS)})")
+
+
+def _state_dict_of(obj) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_state"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+        return obj
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    raise ValueError("not a state dict")
+
+
+def load_pretrained(model: nn.Module, path: Path | str) -> dict[str, int]:
+    """Load every tensor of matching name and shape; return counts. Fails if nothing matched."""
+    state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=False))
+    own = model.state_dict()
+    if not any(k.startswith("backbone.") for k in state):  # an ImageNet classifier: goes into the ResNet body
+        state = {f"backbone.body.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if not matched:
+        raise ValueError(f"{path}: no tensor matches this model (is it a checkpoint of another architecture?)")
+    model.load_state_dict(matched, strict=False)
+    log.info("loaded %d/%d tensors from %s (%d re-initialised for %s classes: %s)", len(matched), len(own), path,
+             len(skipped), "new", ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
+    return {"loaded": len(matched), "total": len(own), "shape_mismatch": len(skipped)}

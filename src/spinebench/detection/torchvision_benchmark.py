@@ -1,0 +1,173 @@
+"""Faster R-CNN / RetinaNet / SSD through the spinebench engine: the `_target_` of their model configs.
+
+Implements the pipeline's Benchmark protocol (see spinebench.pipeline): fit() trains with the engine (resume
+from checkpoints/last.pt), test() scores checkpoints/best.pt on the test split with the one COCO evaluator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from spinebench.data.detection import DetectionSample, read_detection_split
+from spinebench.detection.coco import coco_ground_truth, detections_to_coco, score_coco
+from spinebench.detection.data import build_dataset, detection_loader, to_device
+from spinebench.detection.models import TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, load_pretrained
+from spinebench.detection.outputs import score_and_write
+from spinebench.detection.weights import resolve_weights
+from spinebench.engine import autocast_for, fit, load_checkpoint
+from spinebench.runinfo import count_parameters
+from spinebench.speed import measure_inference
+
+if TYPE_CHECKING:
+    from spinebench.data.source import DatasetSpec
+    from spinebench.pipeline import RunContext
+
+log = logging.getLogger(__name__)
+
+MONITOR = "mAP50_95"
+SSD_MIN_SIZE = 300
+
+
+class DetectorModule:
+    """The engine's TrainModule for a torchvision detector."""
+
+    def __init__(self, model: nn.Module, val_ground_truth: dict | None = None, augment: bool = True):
+        self.model, self.val_ground_truth, self.augment = model, val_ground_truth, augment
+
+    def training_step(self, batch, device: torch.device) -> dict[str, torch.Tensor]:
+        images, targets, _ = to_device(batch, device, augment=self.augment)
+        losses = self.model(images, targets)
+        loss = sum(losses.values())
+        return {"loss": loss, **{k: v.detach() for k, v in losses.items()}}
+
+    def batch_size(self, batch) -> int:
+        return len(batch[1])
+
+    def validation(self, loader, device: torch.device) -> dict[str, float]:
+        detections, seen = predict(self.model, loader, device, limit=getattr(loader, "limit_batches", None))
+        return score_coco(self.val_ground_truth, detections, image_ids=seen)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, limit: int | None = None, amp: bool = True):
+    """COCO results of every image in the loader (image ids = sample index + 1), and the ids seen."""
+    model.eval()
+    detections, seen = [], []
+    for step, batch in enumerate(loader):
+        if limit is not None and step >= limit:
+            break
+        images, _, indices = to_device(batch, device, augment=False)
+        with autocast_for(device, amp):
+            outputs = model(images)
+        for index, output in zip(indices, outputs):
+            image_id = index + 1
+            seen.append(image_id)
+            detections += detections_to_coco(image_id, output["boxes"].float().cpu().numpy(),
+                                             output["scores"].float().cpu().tolist(), (output["labels"] - 1).cpu().tolist())
+    return detections, seen
+
+
+class _Limited:
+    """A loader that reports its length as min(len, limit): validation on the first N batches only."""
+
+    def __init__(self, loader, limit: int | None):
+        self.loader, self.limit_batches = loader, limit
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def __len__(self):
+        return min(len(self.loader), self.limit_batches or len(self.loader))
+
+
+class TorchvisionDetector:
+    task = "detection"
+
+    def __init__(self, name: str, arch: str, row: str | None = None, input_size: Sequence[int] = (256, 642),
+                 num_classes: int = 2, weights: str | None = "auto", download: bool = False):
+        self.name, self.arch, self.row = name, arch, row
+        self.input_size = [int(v) for v in input_size]
+        self.num_classes, self.weights, self.download = int(num_classes), weights, bool(download)
+        if arch not in TORCHVISION_WEIGHTS:
+            raise ValueError(f"model.arch={arch!r} is not one of {', '.join(TORCHVISION_WEIGHTS)}")
+
+    # -- building ---------------------------------------------------------------------------------------------
+    def effective_size(self, ctx: "RunContext") -> list[int]:
+        cap = getattr(ctx.trainer, "max_input_size", None)
+        size = list(self.input_size)
+        if cap and self.arch == "ssd":  # SSD's extra blocks need >= 300 px: shrink no further
+            cap = max(cap, SSD_MIN_SIZE)
+        if cap and max(size) > cap:  # smoke runs: shrink, keep the aspect ratio
+            scale = cap / max(size)
+            size = [max(32, int(round(s * scale))) for s in size]
+        return size
+
+    def _build(self, ctx: "RunContext", load_weights: bool) -> tuple[nn.Module, dict[str, Any]]:
+        choice = resolve_weights(self.weights, TORCHVISION_WEIGHTS[self.arch], ctx.cache_dir, self.name,
+                                 download=self.download, urls=TORCHVISION_URLS) if load_weights else None
+        pretrained = bool(choice and choice.pretrained)
+        model = build_detector(self.arch, self.num_classes, self.effective_size(ctx), pretrained=pretrained)
+        if choice and choice.path is not None:
+            load_pretrained(model, choice.path)
+        elif choice and choice.download_url:
+            path = Path(torch.hub.get_dir()) / "checkpoints" / choice.download_url.rsplit("/", 1)[-1]
+            torch.hub.download_url_to_file(choice.download_url, str(path))
+            load_pretrained(model, path)
+        info = {"pretrained": pretrained, "pretrained_source": choice.source if choice else None}
+        return model, info
+
+    # -- protocol ---------------------------------------------------------------------------------------------
+    def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+        trainer = ctx.trainer
+        model, info = self._build(ctx, load_weights=True)
+        train_samples = read_detection_split(spec.root, "train")
+        val_samples = read_detection_split(spec.root, "val")
+        device = ctx.device
+        train_loader = detection_loader(build_dataset(train_samples, ctx.cache_dir), trainer.batch_size, True,
+                                        trainer.num_workers, device, seed=ctx.seed)
+        val_loader = _Limited(detection_loader(build_dataset(val_samples, ctx.cache_dir), trainer.val_batch_size, False,
+                                               trainer.num_workers, device), trainer.limit_val_batches)
+        module = DetectorModule(model, coco_ground_truth(val_samples), augment=trainer.augment)
+        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR)
+        return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
+                "monitor": MONITOR, "train_images_per_s": result.train_images_per_s,
+                "input_size": self.effective_size(ctx), "history": result.history}
+
+    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+        trainer, device = ctx.trainer, ctx.device
+        model, _ = self._build(ctx, load_weights=False)
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        samples = read_detection_split(spec.root, "test")
+        if trainer.limit_test_images:
+            samples = samples[: trainer.limit_test_images]
+        loader = detection_loader(build_dataset(samples, ctx.cache_dir), trainer.val_batch_size, False,
+                                  trainer.num_workers, device)
+        start = time.perf_counter()
+        detections, _ = predict(model, loader, device, amp=trainer.amp)
+        log.info("test: %d images in %.1f s", len(samples), time.perf_counter() - start)
+        ground_truth = coco_ground_truth(samples)
+        metrics = score_and_write(ctx.run_dir, ground_truth, detections, f"{self.name} - {spec.name}")
+        speed = self.inference_speed(model, loader, device, trainer)
+        return {"metrics": metrics, "params": count_parameters(model), "fps_batch1": speed.fps,
+                "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": self.effective_size(ctx),
+                "checkpoint_epoch": state.get("epoch")}
+
+    @staticmethod
+    def inference_speed(model: nn.Module, loader, device: torch.device, trainer):
+        """Batch-1 FPS, fp32, the image already on the device (the paper's protocol)."""
+        images = []
+        for batch in loader:
+            batch_images, _, _ = to_device(batch, device, augment=False)
+            images += [im.unsqueeze(0).contiguous() for im in batch_images]
+            if len(images) >= 8:
+                break
+        return measure_inference(lambda x: model(list(x)), images, device, warmup=trainer.fps_warmup, n=trainer.fps_images)

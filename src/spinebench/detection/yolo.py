@@ -1,0 +1,262 @@
+"""YOLOv8 through the ultralytics engine itself, offline and contained in the run folder (the model configs'
+`_target_`; implements the pipeline's Benchmark protocol).
+
+Containment (environment.md): YOLO_OFFLINE=1, YOLO_CONFIG_DIR=<cache>/ultralytics with local Arial fonts copied
+from matplotlib's DejaVuSans, the split exported into `<run>/yolo_data` by symlinks (labels as YOLO txt) with
+an absolute data.yaml, and absolute project=<run>, name=yolo: ultralytics writes nothing outside the run and
+cache folders. `model.args.*` go to `YOLO.train` unchanged and win over the trainer mapping.
+
+Trainer mapping: epochs, batch_size, optimizer (name/lr/momentum/weight_decay), warmup_epochs, cosine ->
+cos_lr, min_lr_ratio -> lrf, amp, num_workers, seed, deterministic, device; limit_train_batches -> fraction.
+Resume: `<run>/yolo/weights/last.pt` of an unfinished run -> `YOLO(last).train(resume=True)`.
+Checkpoints: ultralytics' weights/{last,best}.pt are copied to `<run>/checkpoints/` (ultralytics' format).
+Scoring: predictions on the test split (conf 0.001, NMS IoU 0.7, max 100 boxes) go through
+spinebench.detection.coco like every detector; ultralytics' own test mAP is kept as `ultralytics_mAP50` /
+`ultralytics_mAP50_95` for reference only (its interpolation differs from COCO's).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spinebench.classes import DETECTION_CLASSES
+from spinebench.data.detection import DetectionSample, read_detection_split
+from spinebench.data.layout import find_splits
+from spinebench.detection.coco import coco_ground_truth, detections_to_coco
+from spinebench.detection.outputs import score_and_write
+from spinebench.detection.weights import resolve_weights
+from spinebench.engine import CHECKPOINT_DIR, ConfigError
+from spinebench.runinfo import count_parameters
+from spinebench.speed import measure_inference
+
+if TYPE_CHECKING:
+    from spinebench.data.source import DatasetSpec
+    from spinebench.pipeline import RunContext
+
+log = logging.getLogger(__name__)
+
+SIZES = ("n", "s", "m", "l", "x")
+YOLO_DIR, DATA_DIR, TEST_DATA_DIR, STATE_FILE = "yolo", "yolo_data", "yolo_test_data", "spinebench_yolo.json"
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "auto": "auto"}
+PREDICT = {"conf": 0.001, "iou": 0.7, "max_det": 100}
+
+
+# ------------------------------------------------------------------------------------------------ containment
+def ultralytics_env(cache_dir: Path | str, allow_download: bool = False) -> Path:
+    """Set YOLO_OFFLINE / YOLO_CONFIG_DIR and place the fonts, BEFORE ultralytics is imported. Returns the config dir."""
+    if not allow_download:
+        os.environ["YOLO_OFFLINE"] = "1"
+    config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(cache_dir).resolve() / "ultralytics")))
+    fonts = config_dir / "Ultralytics"
+    fonts.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (fonts / name).is_file() and dejavu.is_file():
+            shutil.copyfile(dejavu, fonts / name)
+    if "ultralytics" in sys.modules:
+        from ultralytics.utils import USER_CONFIG_DIR
+
+        if Path(USER_CONFIG_DIR).resolve() != fonts.resolve():
+            log.warning("ultralytics was imported before spinebench set YOLO_CONFIG_DIR: it uses %s", USER_CONFIG_DIR)
+    return config_dir
+
+
+def _yolo():
+    from ultralytics import YOLO
+
+    return YOLO
+
+
+# ------------------------------------------------------------------------------------------------ export
+def yolo_label_lines(sample: DetectionSample) -> list[str]:
+    lines = []
+    for (x0, y0, x1, y1), label in zip(sample.boxes.tolist(), sample.labels.tolist()):
+        cx, cy = (x0 + x1) / 2 / sample.width, (y0 + y1) / 2 / sample.height
+        w, h = (x1 - x0) / sample.width, (y1 - y0) / sample.height
+        lines.append(f"{int(label)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return lines
+
+
+def export_yolo_dataset(root: Path, out: Path, splits: Sequence[str] | None = None,
+                        samples: dict[str, list[DetectionSample]] | None = None) -> Path:
+    """YOLO layout at `out` (images/<split>/ symlinks to the release, labels/<split>/*.txt); returns data.yaml."""
+    out = Path(out).resolve()
+    available = find_splits(root, "detection")
+    splits = [s for s in (splits or ("train", "val", "test")) if s in available]
+    samples = dict(samples or {})
+    for split in splits:
+        images_dir, labels_dir = out / "images" / split, out / "labels" / split
+        for folder in (images_dir, labels_dir):
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+        for sample in samples.get(split) or read_detection_split(root, split):
+            (images_dir / sample.image.name).symlink_to(sample.image.resolve())
+            (labels_dir / f"{sample.image.stem}.txt").write_text("".join(line + "\n" for line in yolo_label_lines(sample)))
+        cache = out / "labels" / f"{split}.cache"
+        if cache.exists():
+            cache.unlink()
+    data = {"path": str(out), "names": {i: name for i, name in enumerate(DETECTION_CLASSES)}}
+    for split in ("train", "val", "test"):
+        if split in splits:
+            data[split] = f"images/{split}"
+    for required in ("train", "val"):  # ultralytics requires both keys even to evaluate a test split
+        if required not in data:
+            data[required] = data.get("val") or data.get("test")
+    yaml_path = out / "data.yaml"
+    import yaml
+
+    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return yaml_path
+
+
+def _finished(checkpoint: Path) -> bool:
+    """ultralytics strips the optimizer and sets epoch -1 in the final checkpoints."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return ckpt.get("epoch", -1) == -1 or ckpt.get("optimizer") is None
+
+
+class YoloV8:
+    task = "detection"
+
+    def __init__(self, name: str, size: str = "m", row: str | None = None, imgsz: int = 320, weights: str | None = "auto",
+                 download: bool = False, args: dict[str, Any] | None = None):
+        if size not in SIZES:
+            raise ConfigError(f"model.size must be one of {', '.join(SIZES)}, got {size!r}")
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int):
+            raise ConfigError(f"model.imgsz must be an integer, got {imgsz!r}")
+        self.name, self.size, self.row, self.imgsz = name, size, row, int(imgsz)
+        self.weights, self.download, self.args = weights, bool(download), dict(args or {})
+
+    # -- settings ---------------------------------------------------------------------------------------------
+    def effective_imgsz(self, ctx: "RunContext") -> int:
+        cap = ctx.trainer.max_input_size
+        size = min(self.imgsz, cap) if cap else self.imgsz
+        return max(32, int(size) // 32 * 32)
+
+    def _device(self, ctx: "RunContext") -> str | int:
+        return "cpu" if ctx.device.type != "cuda" else (ctx.device.index or 0)
+
+    def train_args(self, ctx: "RunContext", data_yaml: Path, n_train: int) -> dict[str, Any]:
+        t = ctx.trainer
+        args = {
+            "data": str(data_yaml), "epochs": t.epochs, "batch": t.batch_size, "imgsz": self.effective_imgsz(ctx),
+            "device": self._device(ctx), "workers": t.num_workers, "seed": ctx.seed, "deterministic": t.deterministic,
+            "project": str(Path(ctx.run_dir).resolve()), "name": YOLO_DIR, "exist_ok": True,
+            "optimizer": OPTIMIZERS.get(t.optimizer.name.lower(), t.optimizer.name), "lr0": t.optimizer.lr,
+            "momentum": t.optimizer.momentum, "weight_decay": t.optimizer.weight_decay,
+            "warmup_epochs": t.scheduler.warmup_epochs, "cos_lr": t.scheduler.name.lower() == "cosine",
+            "lrf": t.scheduler.min_lr_ratio or 0.01, "amp": t.amp, "verbose": False, "plots": False,
+        }
+        if t.limit_train_batches:
+            args["fraction"] = min(1.0, t.limit_train_batches * t.batch_size / max(n_train, 1))
+        args.update(self.args)
+        for key in ("project", "name"):  # containment is not negotiable
+            if key in self.args:
+                log.warning("model.args.%s is ignored: ultralytics writes into the run folder", key)
+        args["project"], args["name"] = str(Path(ctx.run_dir).resolve()), YOLO_DIR
+        return args
+
+    # -- protocol ---------------------------------------------------------------------------------------------
+    def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+        ultralytics_env(ctx.cache_dir, allow_download=self.download)
+        YOLO = _yolo()
+        run_dir = Path(ctx.run_dir).resolve()
+        train_samples = read_detection_split(spec.root, "train")
+        data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})
+        weights_dir = run_dir / YOLO_DIR / "weights"
+        state_file = run_dir / YOLO_DIR / STATE_FILE
+        last = weights_dir / "last.pt"
+        start = time.perf_counter()
+        trained_epochs = 0
+        if last.is_file() and state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if _finished(last):
+                log.info("%s: %s is a finished ultralytics run: nothing to train", self.name, last)
+            else:
+                done = _epochs_done(run_dir / YOLO_DIR)
+                log.info("%s: resuming ultralytics training from %s (epoch %d)", self.name, last, done)
+                YOLO(str(last)).train(resume=True)
+                trained_epochs = ctx.trainer.epochs - done
+        else:
+            choice = resolve_weights(self.weights, [f"yolov8{self.size}.pt"], ctx.cache_dir, self.name,
+                                     download=self.download, urls={f"yolov8{self.size}.pt": f"yolov8{self.size}.pt"})
+            source = str(choice.path) if choice.path else (f"yolov8{self.size}.pt" if choice.download_url else f"yolov8{self.size}.yaml")
+            state = {"pretrained": choice.pretrained, "pretrained_source": choice.source, "model_source": source}
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            state_file.write_text(json.dumps(state))
+            args = self.train_args(ctx, data_yaml, len(train_samples))
+            args["pretrained"] = bool(choice.pretrained)
+            log.info("%s: ultralytics YOLO(%s).train(%s)", self.name, source,
+                     ", ".join(f"{k}={v}" for k, v in args.items() if k not in ("project",)))
+            YOLO(source).train(**args)
+            trained_epochs = ctx.trainer.epochs
+        wall = time.perf_counter() - start
+        ckpt_dir = run_dir / CHECKPOINT_DIR
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("last.pt", "best.pt"):
+            if (weights_dir / name).is_file():
+                shutil.copyfile(weights_dir / name, ckpt_dir / name)
+        fraction = self.train_args(ctx, data_yaml, len(train_samples)).get("fraction", 1.0)
+        images = len(train_samples) * fraction * trained_epochs
+        return {"pretrained": state["pretrained"], "pretrained_source": state["pretrained_source"],
+                "epochs": ctx.trainer.epochs, "input_size": [self.effective_imgsz(ctx)] * 2,
+                "train_images_per_s": images / wall if trained_epochs and wall > 0 else None,
+                "train_images_per_s_note": "ultralytics loop, epochs incl. validation"}
+
+    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+        ultralytics_env(ctx.cache_dir)
+        YOLO = _yolo()
+        run_dir = Path(ctx.run_dir).resolve()
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+        samples = read_detection_split(spec.root, "test")
+        if ctx.trainer.limit_test_images:
+            samples = samples[: ctx.trainer.limit_test_images]
+        data_yaml = export_yolo_dataset(spec.root, run_dir / TEST_DATA_DIR, splits=("test",), samples={"test": samples})
+        model = YOLO(str(checkpoint))
+        imgsz, device = self.effective_imgsz(ctx), self._device(ctx)
+        detections = []
+        batch = ctx.trainer.val_batch_size
+        for start in range(0, len(samples), batch):
+            chunk = samples[start:start + batch]
+            results = model.predict([str(s.image) for s in chunk], imgsz=imgsz, device=device, verbose=False, **PREDICT)
+            for offset, result in enumerate(results):
+                boxes = result.boxes
+                detections += detections_to_coco(start + offset + 1, boxes.xyxy.float().cpu().numpy(),
+                                                  boxes.conf.float().cpu().tolist(), boxes.cls.long().cpu().tolist())
+        metrics = score_and_write(run_dir, coco_ground_truth(samples), detections, f"{self.name} - {spec.name}")
+        reference = model.val(data=str(data_yaml), split="test", imgsz=imgsz, batch=batch, device=device,
+                              project=str(run_dir), name=f"{YOLO_DIR}_test", exist_ok=True, plots=False, verbose=False,
+                              **{k: v for k, v in PREDICT.items() if k != "max_det"})
+        import cv2
+
+        frames = [cv2.imread(str(s.image)) for s in samples[:8]]
+        speed = measure_inference(lambda im: model.predict(im, imgsz=imgsz, device=device, verbose=False, **PREDICT),
+                                  frames, ctx.device, warmup=ctx.trainer.fps_warmup, n=ctx.trainer.fps_images)
+        return {"metrics": metrics, "params": count_parameters(model.model), "fps_batch1": speed.fps,
+                "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": [imgsz, imgsz],
+                "ultralytics_mAP50": float(reference.box.map50), "ultralytics_mAP50_95": float(reference.box.map),
+                "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
+                                    "`metrics` come from spinebench.detection.coco like every detector"}
+
+
+def _epochs_done(folder: Path) -> int:
+    results = folder / "results.csv"
+    if not results.is_file():
+        return 0
+    return max(0, len(results.read_text().strip().splitlines()) - 1)

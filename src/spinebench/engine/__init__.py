@@ -1,0 +1,68 @@
+"""The one training loop, shared by detection and segmentation (task-agnostic).
+
+API (everything a task needs):
+
+    from spinebench.engine import TrainerConfig, TrainModule, fit, load_checkpoint, resolve_device
+
+    cfg = TrainerConfig.from_config(cfg.trainer)     # validates types: a wrong override -> ConfigError (one line)
+    device = resolve_device(cfg.device)              # "auto" -> cuda when available, else cpu
+    result = fit(module, train_loader, val_loader, cfg, run_dir, config=resolved_cfg_dict, monitor="mAP50_95")
+    # result: FitResult(epochs, best_metric, best_epoch, history, train_images_per_s, wall_time_s, resumed_from)
+    state = load_checkpoint(run_dir / "checkpoints" / "best.pt")   # dict, see below
+    module.load_checkpoint_state(state["model"])
+
+`TrainModule` (a Protocol; only `model`, `training_step` and `validation` are required):
+
+    model: torch.nn.Module                                    # moved to the device (channels_last on CUDA) by fit()
+    training_step(batch, device) -> Tensor | dict             # the loss, or a dict with "loss" (+ logged scalars);
+                                                              # move the batch to `device` here (non_blocking),
+                                                              # augment on the device; fit() wraps it in autocast
+    validation(loader, device) -> dict[str, float]            # called once per epoch in eval mode under no_grad
+                                                              # and autocast; must contain the `monitor` key
+    # optional
+    checkpoint_state() -> dict                                # default: model.state_dict() (SAMed: LoRA + decoder)
+    load_checkpoint_state(state: dict) -> None                # default: model.load_state_dict(state)
+    batch_size(batch) -> int                                  # default: len(batch[0]) / len(batch) (images/s)
+    parameter_groups() -> iterable                            # default: trainable model parameters
+
+Behaviour:
+- bf16 autocast on CUDA (`amp`), channels_last on CUDA (`channels_last`), `grad_clip` (max L2 norm) optional.
+- LR schedule stepped per iteration: linear warmup (`warmup_epochs`, fractions allowed, or `warmup_iters`)
+  then `cosine` (to lr * min_lr_ratio), `poly` (power), `step` (step_size epochs, gamma) or `constant`.
+- Optimizers: sgd (momentum, nesterov), adam, adamw (weight_decay).
+- Every epoch: validation, `checkpoints/last.pt` (atomic), and `checkpoints/best.pt` when the monitored metric
+  improves (`mode` max by default). A checkpoint is a dict: model, optimizer, scheduler, epoch (epochs completed),
+  global_step, best_metric, best_epoch, history, config, monitor.
+- Resume: when `checkpoints/last.pt` exists, fit() continues from it; the result equals an uninterrupted run on
+  CPU because all randomness of an epoch (shuffle, augmentation, dropout) is drawn from a generator seeded with
+  (seed, epoch) at the start of that epoch. A finished run (epoch == epochs) returns at once without training.
+- Progress: rich bars (images/s, loss, ETA) on a TTY (`progress: auto|true|false`); one log line per epoch always.
+- Loader randomness: build train loaders with `sampler=EpochSampler(dataset)` (or any sampler with `set_epoch`);
+  fit() calls `set_epoch(epoch)` so the shuffle is a function of (seed, epoch) only.
+"""
+
+from spinebench.engine.config import ConfigError, TrainerConfig, resolve_device
+from spinebench.engine.loop import (
+    CHECKPOINT_DIR,
+    EpochSampler,
+    FitResult,
+    TrainModule,
+    autocast_for,
+    fit,
+    load_checkpoint,
+    seed_everything,
+)
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "ConfigError",
+    "EpochSampler",
+    "FitResult",
+    "TrainModule",
+    "TrainerConfig",
+    "autocast_for",
+    "fit",
+    "load_checkpoint",
+    "resolve_device",
+    "seed_everything",
+]

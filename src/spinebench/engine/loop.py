@@ -1,0 +1,337 @@
+"""fit(): the training loop itself. See the package docstring for the contract."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from spinebench.engine.config import ConfigError, TrainerConfig, resolve_device
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@runtime_checkable
+class TrainModule(Protocol):
+    model: nn.Module
+
+    def training_step(self, batch: Any, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]: ...
+
+    def validation(self, loader: Iterable, device: torch.device) -> dict[str, float]: ...
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    best_metric: float | None
+    best_epoch: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_images_per_s: float | None = None
+    wall_time_s: float = 0.0
+    resumed_from: int | None = None  # epochs already done when this process started (None: fresh run)
+    best_path: Path | None = None
+    last_path: Path | None = None
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % 2**63
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffles with a permutation that depends only on (seed, epoch): resuming at epoch k reproduces it."""
+
+    def __init__(self, data_source, seed: int = 0, shuffle: bool = True):
+        self.n = len(data_source)
+        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA, a no-op elsewhere (CPU runs stay fp32 and deterministic)."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_optimizer(params: Iterable, cfg: TrainerConfig) -> torch.optim.Optimizer:
+    opt = cfg.optimizer
+    params = [p for p in params if getattr(p, "requires_grad", True)] if not _is_groups(params) else params
+    name = opt.name.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.nesterov)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+    raise ConfigError(f"trainer.optimizer.name must be sgd, adam or adamw, got {opt.name!r}")
+
+
+def _is_groups(params: Any) -> bool:
+    return isinstance(params, list) and bool(params) and isinstance(params[0], dict)
+
+
+def lr_lambda(cfg: TrainerConfig, steps_per_epoch: int):
+    """Multiplier of the base lr at a global iteration: linear warmup, then the decay of `scheduler.name`."""
+    sch = cfg.scheduler
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = sch.warmup_iters if sch.warmup_iters is not None else int(round(sch.warmup_epochs * steps_per_epoch))
+    warmup = min(max(0, warmup), total - 1) if total > 1 else 0
+    name = sch.name.lower()
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            alpha = step / warmup
+            return sch.warmup_factor * (1 - alpha) + alpha
+        if name == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if name == "cosine":
+            return sch.min_lr_ratio + (1 - sch.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if name == "poly":
+            return (1 - progress) ** sch.power
+        if name == "step":
+            return sch.gamma ** int(step // max(1, round(sch.step_size * steps_per_epoch)))
+        raise ConfigError(f"trainer.scheduler.name {sch.name!r} is not one of cosine, poly, step, constant")
+
+    return factor
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _module_state(module: Any) -> dict:
+    if hasattr(module, "checkpoint_state"):
+        return module.checkpoint_state()
+    return module.model.state_dict()
+
+
+def _load_module_state(module: Any, state: dict) -> None:
+    if hasattr(module, "load_checkpoint_state"):
+        module.load_checkpoint_state(state)
+    else:
+        module.model.load_state_dict(state)
+
+
+def _batch_size(module: Any, batch: Any) -> int:
+    if hasattr(module, "batch_size"):
+        return int(module.batch_size(batch))
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if isinstance(first, dict):
+        first = next(iter(first.values()))
+    return len(first)
+
+
+def _progress_enabled(setting: str) -> bool:
+    if setting.lower() == "true":
+        return True
+    if setting.lower() == "false":
+        return False
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+class _Progress:
+    """rich bars (images/s, loss, ETA) on a TTY; nothing otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.progress = None
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[speed]:>7.1f} img/s  loss {task.fields[loss]:.4f}"),
+                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+    def add(self, description: str, total: int):
+        return self.progress.add_task(description, total=total, speed=0.0, loss=float("nan")) if self.progress else None
+
+    def update(self, task, **kwargs):
+        if self.progress and task is not None:
+            self.progress.update(task, **kwargs)
+
+
+def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None, cfg: TrainerConfig,
+        run_dir: Path | str, config: dict | None = None, monitor: str | None = None) -> FitResult:
+    """Train `module` for cfg.epochs, validating each epoch; resume from run_dir/checkpoints/last.pt if present."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    monitor = cfg.monitor or monitor
+    if monitor is None:
+        raise ConfigError("trainer.monitor is not set and the task gave no default metric")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    model = module.model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = module.parameter_groups() if hasattr(module, "parameter_groups") else model.parameters()
+    optimizer = build_optimizer(list(params), cfg)
+    try:
+        n_batches = len(train_loader)  # type: ignore[arg-type]
+    except TypeError as error:
+        raise ConfigError("the training loader must have a length (the schedule is per iteration)") from error
+    steps_per_epoch = min(n_batches, cfg.limit_train_batches or n_batches)
+    if steps_per_epoch == 0:
+        raise ConfigError("the training split yields no batch (fewer images than trainer.batch_size with drop_last?)")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+
+    start_epoch, global_step, history = 0, 0, []
+    best_metric, best_epoch, resumed_from = None, None, None
+    if last_path.is_file():
+        state = load_checkpoint(last_path, map_location=device)
+        _load_module_state(module, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, global_step = int(state["epoch"]), int(state.get("global_step", 0))
+        history = list(state.get("history", []))
+        best_metric, best_epoch = state.get("best_metric"), state.get("best_epoch")
+        resumed_from = start_epoch
+        if start_epoch >= cfg.epochs:
+            log.info("checkpoint %s already holds %d/%d epochs: nothing to train", last_path, start_epoch, cfg.epochs)
+        else:
+            log.info("resuming from %s at epoch %d/%d", last_path, start_epoch, cfg.epochs)
+
+    images_seen, train_time = 0, 0.0
+    with _Progress(_progress_enabled(cfg.progress)) as progress:
+        for epoch in range(start_epoch, cfg.epochs):
+            # All randomness of this epoch is a function of (seed, epoch): what makes resume exact.
+            epoch_seed = _epoch_seed(cfg.seed, epoch)
+            torch.manual_seed(epoch_seed)
+            random.seed(epoch_seed)
+            np.random.seed(epoch_seed % 2**32)
+            sampler = getattr(train_loader, "sampler", None)
+            for candidate in (sampler, getattr(train_loader, "batch_sampler", None)):
+                if hasattr(candidate, "set_epoch"):
+                    candidate.set_epoch(epoch)
+            model.train()
+            task = progress.add(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            loss_sum, loss_n, epoch_images = 0.0, 0, 0
+            epoch_start = time.perf_counter()
+            for step, batch in enumerate(train_loader):
+                if step >= steps_per_epoch:
+                    break
+                with autocast_for(device, cfg.amp):
+                    out = module.training_step(batch, device)
+                loss = out["loss"] if isinstance(out, dict) else out
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                                             f"(lower trainer.optimizer.lr or set trainer.grad_clip)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                global_step += 1
+                value = float(loss.detach())
+                loss_sum, loss_n = loss_sum + value, loss_n + 1
+                epoch_images += _batch_size(module, batch)
+                elapsed = time.perf_counter() - epoch_start
+                progress.update(task, advance=1, speed=epoch_images / max(elapsed, 1e-9), loss=value)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            epoch_time = time.perf_counter() - epoch_start
+            images_seen, train_time = images_seen + epoch_images, train_time + epoch_time
+
+            metrics: dict[str, float] = {}
+            if val_loader is not None:
+                model.eval()
+                with torch.no_grad(), autocast_for(device, cfg.amp):
+                    metrics = dict(module.validation(val_loader, device))
+                if monitor not in metrics:
+                    raise KeyError(f"validation returned no {monitor!r} (got {sorted(metrics)}): set trainer.monitor")
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(loss_n, 1), "lr": optimizer.param_groups[0]["lr"],
+                      "images_per_s": epoch_images / max(epoch_time, 1e-9), **{f"val_{k}": v for k, v in metrics.items()}}
+            history.append(record)
+            improved = val_loader is None or _better(metrics.get(monitor), best_metric, cfg.mode)
+            if improved:
+                best_metric = metrics.get(monitor) if val_loader is not None else None
+                best_epoch = epoch + 1
+            state = {"model": _module_state(module), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "global_step": global_step,
+                     "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
+                     "monitor": monitor, "config": config}
+            if improved:
+                _atomic_save(state, best_path)
+            _atomic_save(state, last_path)  # last is written after best: a kill in between re-runs this epoch
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+            log.info("epoch %d/%d  loss %.4f  %.1f img/s  %s%s", epoch + 1, cfg.epochs, record["train_loss"],
+                     record["images_per_s"], shown, "  (best)" if improved else "")
+
+    if not best_path.is_file() and last_path.is_file():  # e.g. every validation gave NaN: best = last
+        _atomic_save(load_checkpoint(last_path), best_path)
+    return FitResult(epochs=cfg.epochs, best_metric=best_metric, best_epoch=best_epoch, history=history,
+                     train_images_per_s=(images_seen / train_time) if train_time > 0 else _history_speed(history),
+                     wall_time_s=time.perf_counter() - started, resumed_from=resumed_from,
+                     best_path=best_path, last_path=last_path)
+
+
+def _history_speed(history: list[dict]) -> float | None:
+    speeds = [h.get("images_per_s") for h in history if h.get("images_per_s")]
+    return float(np.mean(speeds)) if speeds else None

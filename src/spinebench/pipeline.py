@@ -1,0 +1,274 @@
+"""The real work behind `spinebench-train` and `spinebench-eval`: seed -> data -> model -> fit -> test -> files.
+
+Model families are found ONLY through the model config's `_target_` (`benchmark = instantiate(cfg.model)`);
+nothing here knows model names. The object must implement the Benchmark protocol:
+
+    task: str                      # "detection" | "segmentation"; must equal the dataset's task
+    name: str                      # the model config's `name` (metrics.json `model_name`)
+    row: str | None                # manuscript row key (metrics.json `model`; falls back to name)
+
+    fit(ctx: RunContext, spec: DatasetSpec) -> dict
+        Train on spec's train split, validating on val each epoch; resume from ctx.run_dir/checkpoints/last.pt
+        when present (the engine does this: spinebench.engine.fit). Must leave ctx.run_dir/checkpoints/best.pt
+        and last.pt. Returns run facts merged into metrics.json, e.g. epochs, train_images_per_s, pretrained,
+        pretrained_source, input_size, best_epoch (keys it does not know it may omit; "history" is dropped).
+
+    test(ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict
+        Load `checkpoint` (another run's best.pt for spinebench-eval), predict spec's test split, write the
+        task's files into ctx.run_dir (detection: ground_truth.json, predictions.json, pr_curve.png;
+        segmentation: summary.json, predictions/, overlays/) and return
+        {"metrics": {...}, "params": int, "fps_batch1": float, "load": {"cpu": .., "gpu": ..}, ...extra}.
+        Extra keys (e.g. ultralytics_mAP50) are copied into metrics.json as they are.
+
+RunContext carries run_dir, cache_dir, trainer (a validated spinebench.engine.TrainerConfig), device, seed and
+the resolved config (stored inside checkpoints).
+
+The pipeline writes config.yaml and env.json first, removes a stale metrics.json, and writes metrics.json LAST
+(atomic): a run folder is finished only when it exists. Errors a user can cause surface as one line
+(see `run_guarded`); SPINEBENCH_DEBUG=1 re-raises them with the full traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from spinebench.data.errors import DatasetError
+from spinebench.data.layout import split_folder
+from spinebench.data.source import DatasetSpec
+from spinebench.engine import CHECKPOINT_DIR, ConfigError, TrainerConfig, resolve_device, seed_everything
+from spinebench.runinfo import METRICS_FILE, collect_env, data_label, device_name, write_json
+
+log = logging.getLogger("spinebench")
+logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its INFO lines repeat every COCO summary
+
+CONFIG_FILE, ENV_FILE = "config.yaml", "env.json"
+# The repository's configs/ (src/spinebench/../../configs). Absolute because Hydra resolves a relative
+# config_path of an installed entry point against the package (pkg://), which cannot reach the repo root.
+CONFIG_DIR = str(Path(os.environ.get("SPINEBENCH_CONFIGS", Path(__file__).resolve().parents[2] / "configs")))
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    cache_dir: Path
+    trainer: TrainerConfig
+    device: torch.device
+    seed: int
+    config: dict[str, Any]
+
+
+class UserError(Exception):
+    """Something the user asked for cannot be done; printed as one line."""
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _hydra_choices() -> dict[str, Any]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices)
+    except Exception:
+        return {}
+
+
+def config_label(choices: dict[str, Any] | None = None) -> str | None:
+    """Which config file describes the run: the experiment when one was used, else model + trainer."""
+    choices = _hydra_choices() if choices is None else choices
+    if choices.get("experiment"):
+        return f"experiment/{choices['experiment']}.yaml"
+    if choices.get("model"):
+        return f"model/{choices['model']}.yaml + trainer/{choices.get('trainer', 'default')}.yaml"
+    return None
+
+
+def _instantiate(node: DictConfig, what: str):
+    from hydra.utils import instantiate
+
+    if node is None or "_target_" not in node:
+        raise UserError(f"no {what} selected: add {what}=<name> (see configs/{what}/)")
+    return instantiate(node, _convert_="all")
+
+
+def _check_task(benchmark: Any, spec: DatasetSpec) -> None:
+    for attribute in ("task", "name", "fit", "test"):
+        if not hasattr(benchmark, attribute):
+            raise UserError(f"{type(benchmark).__name__} does not implement the Benchmark protocol (no {attribute!r})")
+    if benchmark.task != spec.task:
+        raise UserError(f"model {benchmark.name} is a {benchmark.task} model but data {spec.name} is a {spec.task} dataset")
+    split_folder(spec.root, spec.task, "test")  # a dataset without test split fails before any training
+
+
+def _prepare_run_dir(cfg: DictConfig) -> Path:
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stale = run_dir / METRICS_FILE
+    if stale.exists():  # this run is being redone: it is unfinished until the new metrics.json lands
+        stale.unlink()
+    return run_dir
+
+
+def _trainer(cfg: DictConfig, node: Any = None) -> TrainerConfig:
+    return TrainerConfig.from_config(cfg.trainer if node is None else node, seed=int(cfg.seed))
+
+
+def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: torch.device, facts: dict, result: dict,
+                   started: float, config: str | None, checkpoint_run: str | None) -> dict:
+    facts = {k: v for k, v in facts.items() if k != "history"}
+    result = dict(result)
+    data = data_label(spec)
+    doc = {
+        "task": spec.task,
+        "model": getattr(benchmark, "row", None) or benchmark.name,
+        "model_name": benchmark.name,
+        "split": "test",
+        "data": {"name": spec.name, "kind": data.get("kind"), "label": spec.label, "stamp": data.get("stamp")},
+        "metrics": result.pop("metrics"),
+        "params": result.pop("params", None),
+        "fps_batch1": result.pop("fps_batch1", None),
+        "load": result.pop("load", None),
+        "device": device_name(device),
+        "epochs": facts.pop("epochs", None),
+        "input_size": result.pop("input_size", None) or facts.pop("input_size", None),
+        "pretrained": facts.pop("pretrained", None),
+        "pretrained_source": facts.pop("pretrained_source", None),
+        "train_images_per_s": facts.pop("train_images_per_s", None),
+        "wall_time_s": time.perf_counter() - started,
+        "config": config,
+        "checkpoint_run": checkpoint_run,
+    }
+    facts.pop("input_size", None)
+    doc.update({k: v for k, v in facts.items() if k not in doc})
+    doc.update({k: v for k, v in result.items() if k not in doc})
+    write_json(run_dir / METRICS_FILE, doc)
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------------- train
+def train(cfg: DictConfig) -> dict:
+    """Train + test one model on one dataset; returns the metrics.json document."""
+    started = time.perf_counter()
+    trainer = _trainer(cfg)
+    seed_everything(trainer.seed, trainer.deterministic)
+    device = resolve_device(trainer.device)
+    spec: DatasetSpec = _instantiate(cfg.data, "data")
+    benchmark = _instantiate(cfg.model, "model")
+    _check_task(benchmark, spec)
+    run_dir = _prepare_run_dir(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    write_json(run_dir / ENV_FILE, collect_env(spec, device))
+    log.info("run %s: %s on %s [%s], device %s", run_dir, benchmark.name, spec.name, spec.label, device_name(device))
+    ctx = RunContext(run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir), trainer=trainer, device=device,
+                     seed=trainer.seed, config=resolved)
+    facts = benchmark.fit(ctx, spec) or {}
+    result = benchmark.test(ctx, spec, run_dir / CHECKPOINT_DIR / "best.pt")
+    doc = _write_metrics(run_dir, spec, benchmark, device, facts, result, started, config_label(), None)
+    log.info("%s on %s test: %s", benchmark.name, spec.name,
+             ", ".join(f"{k} {v:.4f}" for k, v in doc["metrics"].items() if isinstance(v, float)))
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+def evaluate(cfg: DictConfig) -> dict:
+    """Score a finished run's best checkpoint on another dataset's test split (no training)."""
+    started = time.perf_counter()
+    source = Path(str(cfg.ckpt)).expanduser()
+    if source.is_file():  # a checkpoint file inside a run folder
+        source = source.parent.parent if source.parent.name == CHECKPOINT_DIR else source.parent
+    checkpoint = source / CHECKPOINT_DIR / "best.pt"
+    if not (source / CONFIG_FILE).is_file() or not checkpoint.is_file():
+        raise UserError(f"ckpt={cfg.ckpt}: not a finished spinebench run folder (needs {CONFIG_FILE} and "
+                        f"{CHECKPOINT_DIR}/best.pt)")
+    saved = OmegaConf.load(source / CONFIG_FILE)
+    trainer_node = OmegaConf.to_container(saved.trainer, resolve=True)
+    trainer_node.update({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None})
+    trainer = _trainer(cfg, trainer_node)
+    seed_everything(trainer.seed, trainer.deterministic)
+    device = resolve_device(trainer.device)
+    spec: DatasetSpec = _instantiate(cfg.data, "data")
+    benchmark = _instantiate(saved.model, "model")
+    _check_task(benchmark, spec)
+    run_dir = _prepare_run_dir(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["checkpoint_config"] = OmegaConf.to_container(saved, resolve=True)
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    write_json(run_dir / ENV_FILE, collect_env(spec, device))
+    ctx = RunContext(run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir), trainer=trainer, device=device,
+                     seed=trainer.seed, config=resolved)
+    result = benchmark.test(ctx, spec, checkpoint)
+    facts = {}
+    source_metrics = source / METRICS_FILE
+    if source_metrics.is_file():
+        import json
+
+        previous = json.loads(source_metrics.read_text())
+        facts = {k: previous.get(k) for k in ("epochs", "pretrained", "pretrained_source", "train_images_per_s", "config")}
+    config = facts.pop("config", None)
+    return _write_metrics(run_dir, spec, benchmark, device, facts, result, started, config, str(source.resolve()))
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+USER_ERRORS = (UserError, ConfigError, DatasetError, FileNotFoundError, OmegaConfBaseException, ValueError)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """Unwrap Hydra's InstantiationException (and other wrappers) down to the error that explains it."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        cause = error.__cause__ or (error.__context__ if not error.__suppress_context__ else None)
+        if cause is None or type(error).__name__ not in ("InstantiationException", "HydraException", "ConfigCompositionException"):
+            break
+        error = cause
+    return error
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, (UserError, DatasetError, ConfigError)) else f"{type(error).__name__}: {text}"
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
+def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: str) -> dict | None:
+    """Run `task`; a user error prints one line and exits 2, an unexpected one 1 (traceback in the run's log).
+    Inside a multirun a failed job is logged and the sweep goes on (returns None)."""
+    try:
+        return task(cfg)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # noqa: BLE001 - the point is to turn every failure into one clear line
+        if os.environ.get("SPINEBENCH_DEBUG", "").lower() in ("1", "true", "yes"):
+            raise
+        cause = _root_cause(error)
+        log.debug("full traceback:\n%s", "".join(traceback.format_exception(error)))
+        message = one_line(cause)
+        if _is_multirun():
+            log.error("job failed (%s), the sweep continues: %s", program, message)
+            log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
+            return None
+        user = isinstance(cause, USER_ERRORS) or type(cause).__name__ == "WeightsError"
+        if not user:
+            log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
+        print(f"{program}: error: {message}" + ("" if user else "  (SPINEBENCH_DEBUG=1 shows the traceback)"),
+              file=sys.stderr)
+        sys.exit(2 if user else 1)

@@ -1,0 +1,128 @@
+"""The shared training loop: resume equivalence, determinism, checkpoint contents, config validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from spinebench.engine import ConfigError, EpochSampler, TrainerConfig, fit, load_checkpoint
+
+
+class ToyModule:
+    """A tiny regressor with dropout and noise augmentation: every source of randomness the engine must control."""
+
+    def __init__(self):
+        torch.manual_seed(123)
+        self.model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+    def training_step(self, batch, device):
+        x, y = (t.to(device) for t in batch)
+        x = x + 0.05 * torch.randn_like(x)  # "augmentation"
+        return nn.functional.mse_loss(self.model(x), y)
+
+    def validation(self, loader, device):
+        errors = [nn.functional.mse_loss(self.model(x.to(device)), y.to(device)).item() for x, y in loader]
+        return {"neg_mse": -sum(errors) / len(errors)}
+
+
+def _loaders(seed=0):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 4, generator=g)
+    y = x.sum(1, keepdim=True)
+    data = TensorDataset(x, y)
+    return DataLoader(data, batch_size=8, sampler=EpochSampler(data, seed=seed)), DataLoader(data, batch_size=20)
+
+
+def _cfg(epochs, **kw):
+    return TrainerConfig.from_config({"device": "cpu", "epochs": epochs, "progress": "false", "seed": 3,
+                                      "optimizer": {"name": "sgd", "lr": 0.05},
+                                      "scheduler": {"name": "cosine", "warmup_epochs": 0.5}, **kw})
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledModule(ToyModule):
+    """Dies in the middle of its second epoch, as a killed process would (last.pt holds epoch 1)."""
+
+    def __init__(self, die_at_step=7):
+        super().__init__()
+        self.steps, self.die_at_step = 0, die_at_step
+
+    def training_step(self, batch, device):
+        self.steps += 1
+        if self.steps == self.die_at_step:
+            raise Killed
+        return super().training_step(batch, device)
+
+
+def _run(run_dir, epochs, module=None, **kw):
+    module = module or ToyModule()
+    train, val = _loaders()
+    result = fit(module, train, val, _cfg(epochs, **kw), run_dir, config={"note": "test"}, monitor="neg_mse")
+    return module, result
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full, full_result = _run(tmp_path / "full", 3)
+    with pytest.raises(Killed):  # killed in epoch 2 (5 batches per epoch) ...
+        _run(tmp_path / "killed", 3, module=KilledModule(die_at_step=7))
+    resumed, resumed_result = _run(tmp_path / "killed", 3)  # ... and the same command run again
+    assert resumed_result.resumed_from == 1
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["val_neg_mse"] for h in full_result.history] == [h["val_neg_mse"] for h in resumed_result.history]
+    assert full_result.best_metric == resumed_result.best_metric
+    # a finished run started again trains nothing and keeps its result
+    again, again_result = _run(tmp_path / "full", 3)
+    assert again_result.resumed_from == 3 and again_result.best_metric == full_result.best_metric
+
+
+def test_same_seed_same_result_other_seed_differs(tmp_path):
+    _, a = _run(tmp_path / "a", 2)
+    _, b = _run(tmp_path / "b", 2)
+    _, c = _run(tmp_path / "c", 2, **{"seed": 4})
+    assert a.history[-1]["val_neg_mse"] == b.history[-1]["val_neg_mse"]
+    assert a.history[-1]["val_neg_mse"] != c.history[-1]["val_neg_mse"]
+
+
+def test_checkpoint_contents_and_grad_clip(tmp_path):
+    _, result = _run(tmp_path / "run", 2, grad_clip=1.0, scheduler={"name": "poly", "warmup_iters": 2})
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(tmp_path / "run" / "checkpoints" / name)
+        assert {"model", "optimizer", "scheduler", "epoch", "config", "best_metric", "history"} <= set(state)
+        assert state["config"] == {"note": "test"}
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["epoch"] == result.best_epoch
+    assert result.history[-1]["lr"] < 0.05  # the schedule decayed
+
+
+def test_reduced_checkpoint_state(tmp_path):
+    """A module may store only part of its weights (SAMed: LoRA + decoder)."""
+
+    class Partial(ToyModule):
+        def checkpoint_state(self):
+            return {k: v for k, v in self.model.state_dict().items() if k.startswith("3.")}
+
+        def load_checkpoint_state(self, state):
+            self.model.load_state_dict(state, strict=False)
+
+    module = Partial()
+    train, val = _loaders()
+    fit(module, train, val, _cfg(1), tmp_path, monitor="neg_mse")
+    assert set(load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]) == {"3.weight", "3.bias"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"epochs": "abc"}, "trainer.epochs must be an integer"),
+    ({"optimizer": {"lr": "fast"}}, "trainer.optimizer.lr must be a number"),
+    ({"optimizer": {"name": "lion"}}, "trainer.optimizer.name"),
+    ({"bogus": 1}, "unknown key trainer.bogus"),
+    ({"scheduler": {"name": "exp"}}, "trainer.scheduler.name"),
+])
+def test_bad_trainer_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainerConfig.from_config(override)

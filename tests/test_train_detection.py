@@ -1,0 +1,118 @@
+"""One smoke run per detection experiment config (lightning-hydra-template style: compose the real configs,
+force tiny limits), every file of the run folder checked; bad input gives one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
+from spinebench.pipeline import CONFIG_DIR, evaluate, run_guarded, train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml")
+                     if p.stem in ("faster_rcnn", "retinanet", "ssd300", "ssd512", "yolov8m"))
+RUN_FILES = ("config.yaml", "env.json", "metrics.json", "ground_truth.json", "predictions.json", "pr_curve.png",
+             "checkpoints/best.pt", "checkpoints/last.pt")
+
+
+def compose_cfg(config_name: str, overrides: list[str], out: Path, cache_dir: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=[f"paths.root_dir={out}", f"paths.cache_dir={cache_dir}", *overrides],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out / "run")
+        del cfg["hydra"]
+    return cfg
+
+
+def smoke_cfg(experiment: str, out: Path, cache_dir: Path):
+    cfg = compose_cfg("train", [f"experiment=paper/{experiment}", "trainer=smoke", "data=detection_phantom_tiny"],
+                      out, cache_dir)
+    with open_dict(cfg):  # the experiment sets the paper's epochs and batch: force the smoke limits back
+        cfg.trainer.epochs, cfg.trainer.batch_size = 1, 2
+    return cfg
+
+
+def test_every_paper_detection_experiment_exists():
+    assert EXPERIMENTS == ["faster_rcnn", "retinanet", "ssd300", "ssd512", "yolov8m"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
+    cfg = smoke_cfg(experiment, tmp_path, cache_dir)
+    doc = train(cfg)
+    run = tmp_path / "run"
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(doc, default=str))
+    assert metrics["task"] == "detection" and metrics["model"] == experiment
+    assert metrics["config"] == f"experiment/paper/{experiment}.yaml"
+    assert metrics["data"]["kind"] == "phantom" and metrics["pretrained"] is False
+    for key in ("mAP50", "mAP50_95", "AR100", "precision", "recall"):
+        assert 0.0 <= metrics["metrics"][key] <= 1.0, key
+    assert metrics["params"] > 1e6 and metrics["fps_batch1"] > 0
+    ground_truth = json.loads((run / "ground_truth.json").read_text())
+    assert len(ground_truth["images"]) == 2  # trainer=smoke scores 2 test images, negatives included
+    if experiment != "yolov8m":
+        assert (run / "env.json").is_file() and json.loads((run / "env.json").read_text())["data"]["kind"] == "phantom"
+
+
+def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
+    """A finished run started again trains nothing; spinebench-eval scores its best checkpoint elsewhere."""
+    cfg = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path, cache_dir)
+    first = train(cfg)
+    second = train(cfg)  # same command: resumes from last.pt (already complete) and re-tests
+    assert second["metrics"] == first["metrics"]
+    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e", cache_dir)
+    doc = evaluate(eval_cfg)
+    assert doc["checkpoint_run"] == str((tmp_path / "run").resolve())
+    assert doc["metrics"] == first["metrics"]
+    assert (tmp_path / "e" / "run" / "predictions.json").is_file()
+
+
+def _guarded_error(cfg, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_guarded(train, cfg, "spinebench-train")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_wrong_type_override_is_one_line(tmp_path, cache_dir, capsys):
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer.epochs=abc"], tmp_path, cache_dir)
+    assert "trainer.epochs must be an integer, got 'abc'" in _guarded_error(cfg, capsys)
+
+
+def test_missing_weights_path_is_one_line(tmp_path, cache_dir, capsys):
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer=smoke",
+                                f"model.weights={tmp_path / 'nope.pth'}"], tmp_path, cache_dir)
+    assert "nope.pth: file not found" in _guarded_error(cfg, capsys)
+
+
+def test_dataset_without_test_split_is_one_line(tmp_path, cache_dir, capsys):
+    root = tmp_path / "no_test"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", f"data.root={root}"], tmp_path, cache_dir)
+    assert "split 'test' is missing" in _guarded_error(cfg, capsys)
+
+
+def test_unknown_model_name_cli(tmp_path):
+    env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "spinebench.train", "model=yolov99"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Could not find 'model/yolov99'" in proc.stderr and "Traceback" not in proc.stderr
