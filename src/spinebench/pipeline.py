@@ -50,7 +50,6 @@ from spinebench.engine import CHECKPOINT_DIR, ConfigError, TrainerConfig, resolv
 from spinebench.runinfo import METRICS_FILE, collect_env, data_label, device_name, write_json
 
 log = logging.getLogger("spinebench")
-logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its INFO lines repeat every COCO summary
 
 CONFIG_FILE, ENV_FILE = "config.yaml", "env.json"
 # The repository's configs/ (src/spinebench/../../configs). Absolute because Hydra resolves a relative

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from spinebench.classes import DETECTION_CLASSES
 from spinebench.data.detection import DetectionSample
 
 PR_IOU = 0.5  # IoU at which precision/recall/F1 and the PR curve are reported
+logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its INFO lines repeat every COCO summary
 
 
 def coco_ground_truth(samples: Sequence[DetectionSample]) -> dict[str, Any]:
