@@ -75,6 +75,11 @@ def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     first = train(cfg)
     second = train(cfg)  # same command: resumes from last.pt (already complete) and re-tests
     assert second["metrics"] == first["metrics"]
+    finished = tmp_path / "run" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    with open_dict(cfg):
+        cfg.skip_finished = True  # what `make reproduce` passes: a finished row is not redone
+    assert train(cfg) == json.loads(finished.read_text()) and finished.stat().st_mtime_ns == stamp
     eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e", cache_dir)
     doc = evaluate(eval_cfg)
     assert doc["checkpoint_run"] == str((tmp_path / "run").resolve())

@@ -30,6 +30,7 @@ The pipeline writes config.yaml and env.json first, removes a stale metrics.json
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -157,6 +158,10 @@ def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: tor
 def train(cfg: DictConfig) -> dict:
     """Train + test one model on one dataset; returns the metrics.json document."""
     started = time.perf_counter()
+    finished = Path(cfg.paths.output_dir) / METRICS_FILE
+    if cfg.get("skip_finished") and finished.is_file():  # `make reproduce` re-runs a sweep: keep finished rows
+        log.info("skipping %s: already finished (%s exists; skip_finished=false redoes it)", finished.parent, METRICS_FILE)
+        return json.loads(finished.read_text())
     trainer = _trainer(cfg)
     seed_everything(trainer.seed, trainer.deterministic)
     device = resolve_device(trainer.device)
@@ -209,8 +214,6 @@ def evaluate(cfg: DictConfig) -> dict:
     facts = {}
     source_metrics = source / METRICS_FILE
     if source_metrics.is_file():
-        import json
-
         previous = json.loads(source_metrics.read_text())
         facts = {k: previous.get(k) for k in ("epochs", "pretrained", "pretrained_source", "train_images_per_s", "config")}
     config = facts.pop("config", None)
