@@ -1,0 +1,94 @@
+"""`spinebench report RUNS... --out results/`: finished runs -> tables and plots against the manuscript.
+
+collect (finished runs only) -> bootstrap (95% CIs over test images) -> implantability (ours, per hardware)
+-> tables (CSV per task + results/README.md) -> plots (PNG). Each step lives in its own module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from spinebench.report.bootstrap import N_RESAMPLES, SEED, bootstrap_run
+from spinebench.report.collect import Collection, Run, collect_runs
+from spinebench.report.implantability import ACCURACY_METRIC, implantability, scores
+from spinebench.report.manuscript import Manuscript, load_manuscript
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_report", "add_report_parser", "collect_runs", "load_manuscript", "implantability",
+           "score_runs", "Collection", "Run", "Manuscript"]
+
+
+def score_runs(runs: Sequence[Run]) -> None:
+    """Set `run.implantability[processor]` with FPS_best among the runs of the same task and data source measured
+    on the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared)."""
+    groups: dict[tuple, list[tuple[Run, dict]]] = {}
+    for run in runs:
+        if run.domain == "human" or run.task not in ACCURACY_METRIC:
+            continue
+        for processor, speed in run.speeds.items():
+            groups.setdefault((run.task, run.data_group, processor, speed["hardware"]), []).append((run, speed))
+    for (_, _, processor, _), group in groups.items():
+        rows = {i: {"accuracy": run.values.get(ACCURACY_METRIC[run.task]), "fps": speed["fps"], "load": speed["load"]}
+                for i, (run, speed) in enumerate(group)}
+        for i, score in scores(rows).items():
+            group[i][0].implantability[processor] = score
+
+
+def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscript: str | Path | None = None,
+               n_resamples: int = N_RESAMPLES, seed: int = SEED, plots: bool = True, workers: int | None = None) -> int:
+    """Write `out/detection.csv`, `out/segmentation.csv`, `out/README.md` and `out/plots/*.png`.
+
+    `workers`: processes for the detection bootstrap (default: automatic, 1 for small test sets); the intervals
+    do not depend on it. Returns a process exit code: 0 when written (even with no finished run: the tables then read "not run"),
+    2 when the manuscript file is unusable.
+    """
+    from spinebench.report.manuscript import ManuscriptError
+    from spinebench.report.tables import write_tables
+
+    out = Path(out)
+    try:
+        paper = load_manuscript(manuscript)
+    except ManuscriptError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}")
+        return 2
+    collection = collect_runs(list(runs))
+    ci_notes = []
+    for run in collection.runs:
+        run.intervals, note = bootstrap_run(run, n_resamples=n_resamples, seed=seed, workers=workers)
+        if note:
+            ci_notes.append(note)
+    score_runs(collection.runs)
+    written_plots: list[Path] = []
+    if plots:
+        from spinebench.report.plots import make_plots
+
+        written_plots, plot_notes = make_plots(collection, paper, out / "plots")
+        ci_notes += plot_notes
+    files = write_tables(collection, paper, out, written_plots, n_resamples=n_resamples, seed=seed, ci_notes=ci_notes)
+    print(f"{len(collection.runs)} finished run(s), {len(collection.notes)} skipped")
+    for note in collection.notes:
+        print(f"  skipped: {note}")
+    for path in [*files, *written_plots]:
+        print(f"  wrote {path}")
+    return 0
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `spinebench report`; the handler is `args.func(args) -> int`."""
+    parser = subparsers.add_parser("report", help="tables and plots of finished runs against the manuscript",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders or folders holding runs (searched recursively)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
+    parser.add_argument("--manuscript", type=Path, default=None, help="manuscript table (default: benchmarks/manuscript.yaml)")
+    parser.add_argument("--resamples", type=int, default=N_RESAMPLES, help=f"bootstrap resamples (default {N_RESAMPLES})")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"bootstrap seed (default {SEED})")
+    parser.add_argument("--workers", type=int, default=None, help="processes for the detection bootstrap (default: auto)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.set_defaults(func=lambda a: run_report(a.runs, a.out, a.manuscript, n_resamples=a.resamples, seed=a.seed,
+                                                  plots=not a.no_plots, workers=a.workers))
+    return parser

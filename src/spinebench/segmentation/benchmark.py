@@ -1,0 +1,152 @@
+"""`SegmentationBenchmark`: the Benchmark protocol of spinebench.pipeline for every segmenter.
+
+A model config (`configs/model/{deeplabv3,unet,segformer,samed}.yaml`) is
+`_target_: spinebench.segmentation.benchmark.SegmentationBenchmark` with `name`, `row`, `arch`, `input_size`,
+`loss` and the network's own keys (passed to its builder), e.g. `model.sam_checkpoint=PATH` for SAMed.
+
+    arch       builder                                  network keys
+    deeplabv3  models.build_deeplabv3 (torchvision)     pad_multiple, backbone_weights, aux
+    plain_unet models.build_plain_unet (ours)           pad_multiple, weights
+    segformer  models.build_segformer (smp)             encoder_name, decoder_channels, pad_multiple, encoder_weights
+    smp        models.build_smp (any smp arch)          smp_arch, encoder_name, pad_multiple, encoder_weights, ...
+    samed      samed.build_samed                        image_size, rank, sam_checkpoint, init_seed
+
+`input_size: [H, W]` resizes inputs (the paper: 256 x 256; SAMed square = image_size); `null` feeds the native
+275 x 690 padded to the network's multiple. `trainer.max_input_size` (smoke runs) caps the size, SAMed's
+image_size included. Evaluation always scores at the native size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from spinebench.classes import SEGMENTATION_CLASSES
+from spinebench.engine import EpochSampler, fit, load_checkpoint
+from spinebench.runinfo import count_parameters, write_json
+from spinebench.segmentation.data import SegmentationSplit
+from spinebench.segmentation.losses import SegmentationLoss
+from spinebench.segmentation.task import SegmentationModule, evaluate_split, load_model_state
+from spinebench.speed import measure_inference
+
+if TYPE_CHECKING:
+    from spinebench.data.source import DatasetSpec
+    from spinebench.pipeline import RunContext
+
+log = logging.getLogger(__name__)
+MONITOR = "mean_dice"
+ARCHS = ("deeplabv3", "plain_unet", "segformer", "smp", "samed")
+
+
+class SegmentationBenchmark:
+    task = "segmentation"
+
+    def __init__(self, name: str, arch: str, row: str | None = None, input_size: Sequence[int] | None = (256, 256),
+                 loss: dict | None = None, num_classes: int = len(SEGMENTATION_CLASSES), n_overlays: int = 8, **net: Any):
+        if arch not in ARCHS:
+            raise ValueError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
+        if num_classes != len(SEGMENTATION_CLASSES):
+            raise ValueError(f"model.num_classes={num_classes}, but the segmentation data has "
+                             f"{len(SEGMENTATION_CLASSES)} classes ({', '.join(SEGMENTATION_CLASSES)})")
+        self.name, self.arch, self.row = name, arch, row
+        self.input_size = [int(v) for v in input_size] if input_size else None
+        if self.input_size is not None and len(self.input_size) != 2:
+            raise ValueError(f"model.input_size must be [H, W] or null, got {input_size}")
+        self.loss_cfg = {"ce": 1.0, "dice": 0.0, "aux": 0.0, **(loss or {})}
+        self.num_classes, self.n_overlays, self.net = int(num_classes), int(n_overlays), dict(net)
+        if arch == "samed":
+            size = int(self.net.get("image_size", 512))
+            if self.input_size is not None and self.input_size != [size, size]:
+                raise ValueError(f"SAMed takes square {size}x{size} inputs (model.image_size); "
+                                 f"model.input_size={self.input_size} disagrees")
+            self.input_size = [size, size]
+
+    # -- building ---------------------------------------------------------------------------------------------
+    def effective_size(self, ctx: "RunContext | None") -> list[int] | None:
+        cap = getattr(ctx.trainer, "max_input_size", None) if ctx is not None else None
+        size = self.input_size
+        if cap:
+            base = size or [275, 690]
+            if max(base) > cap:
+                scale = cap / max(base)
+                multiple = 16 if self.arch == "samed" else 1
+                size = [max(multiple, int(round(s * scale / multiple)) * multiple) for s in base]
+        return size
+
+    def build_model(self, ctx: "RunContext | None" = None) -> torch.nn.Module:
+        from spinebench.segmentation import models
+
+        kwargs = dict(self.net)
+        if self.arch == "deeplabv3":
+            return models.build_deeplabv3(self.num_classes, **kwargs)
+        if self.arch == "plain_unet":
+            return models.build_plain_unet(self.num_classes, **kwargs)
+        if self.arch == "segformer":
+            return models.build_segformer(self.num_classes, **kwargs)
+        if self.arch == "smp":
+            return models.build_smp(kwargs.pop("smp_arch", "Unet"), num_classes=self.num_classes, **kwargs)
+        from spinebench.segmentation.samed import build_samed
+
+        kwargs["image_size"] = self.effective_size(ctx)[0]
+        return build_samed(self.num_classes, **kwargs)
+
+    def module(self, ctx: "RunContext | None" = None, augment: bool = True) -> SegmentationModule:
+        loss = SegmentationLoss(self.num_classes, ce_weight=self.loss_cfg["ce"], dice_weight=self.loss_cfg["dice"],
+                                aux_weight=self.loss_cfg["aux"])
+        return SegmentationModule(self.build_model(ctx), loss, self.effective_size(ctx), augment=augment)
+
+    @staticmethod
+    def loader(dataset, batch_size: int, train: bool, workers: int, device: torch.device, seed: int = 0) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(dataset, seed=seed, shuffle=train),
+                          num_workers=workers, pin_memory=device.type == "cuda",
+                          drop_last=train and len(dataset) > batch_size, persistent_workers=False,
+                          prefetch_factor=4 if workers > 0 else None)
+
+    def _pretrained(self, model: torch.nn.Module) -> dict[str, Any]:
+        source = getattr(model, "pretrained_source", None)
+        return {"pretrained": source is not None, "pretrained_source": source}
+
+    # -- protocol ---------------------------------------------------------------------------------------------
+    def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+        trainer, device = ctx.trainer, ctx.device
+        module = self.module(ctx, augment=trainer.augment)
+        info = self._pretrained(module.model)
+        if self.arch == "samed" and not info["pretrained"]:
+            log.warning("SAMed WITHOUT the SAM checkpoint: random frozen encoder; set model.sam_checkpoint=PATH "
+                        "(sam_vit_b_01ec64.pth). This run records pretrained: false.")
+        train_set = SegmentationSplit(spec.root, "train", ctx.cache_dir)
+        val_limit = trainer.limit_val_batches * trainer.val_batch_size if trainer.limit_val_batches else None
+        val_set = SegmentationSplit(spec.root, "val", ctx.cache_dir, limit=val_limit)
+        train_loader = self.loader(train_set, trainer.batch_size, True, trainer.num_workers, device, ctx.seed)
+        val_loader = self.loader(val_set, trainer.val_batch_size, False, trainer.num_workers, device)
+        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR)
+        return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
+                "monitor": trainer.monitor or MONITOR, "train_images_per_s": result.train_images_per_s,
+                "input_size": self.effective_size(ctx), "trainable_params": count_parameters(module.model, True),
+                "fit_wall_time_s": result.wall_time_s, "history": result.history}
+
+    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+        trainer, device = ctx.trainer, ctx.device
+        module = self.module(ctx, augment=False)
+        state = load_checkpoint(checkpoint)
+        load_model_state(module.model, state["model"], source=f"checkpoint {checkpoint}")
+        module.model.to(device).eval()
+        dataset = SegmentationSplit(spec.root, "test", ctx.cache_dir, limit=trainer.limit_test_images)
+        loader = self.loader(dataset, trainer.val_batch_size, False, trainer.num_workers, device)
+        start = time.perf_counter()
+        metrics, summary = evaluate_split(module, loader, dataset.names, device, ctx.run_dir, self.n_overlays,
+                                          amp=trainer.amp, mask_paths=dataset.mask_paths)
+        log.info("test: %d images in %.2f s", len(dataset), time.perf_counter() - start)
+        summary.update({"model": self.name, "data": spec.name, "checkpoint": str(checkpoint)})
+        write_json(ctx.run_dir / "summary.json", summary)
+        images = [dataset[i][0][None].to(device) for i in range(min(8, len(dataset)))]
+        speed = measure_inference(module.predict, images, device, warmup=trainer.fps_warmup, n=trainer.fps_images)
+        return {"metrics": metrics, "params": count_parameters(module.model), "fps_batch1": speed.fps,
+                "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": self.effective_size(ctx),
+                "checkpoint_epoch": state.get("epoch"), "test_images": len(dataset),
+                "test_wall_time_s": time.perf_counter() - start, **self._pretrained(module.model)}

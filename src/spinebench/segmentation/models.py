@@ -1,0 +1,147 @@
+"""Segmentation networks behind one interface: `Segmenter(gray) -> logits at the input size`.
+
+Which library builds what, and why (parameter counts are for 10 classes, 3 input channels):
+- DeepLabv3 ResNet-50: torchvision's `deeplabv3_resnet50(aux_loss=True)`: 41,998,420 parameters, exactly the
+  manuscript's count (smp's DeepLabV3 R50 has 39,636,042: no auxiliary FCN head), so torchvision is the paper's
+  model. Output stride 8: native inputs are padded to a multiple of 8.
+- U-Net: the paper's "plain, 31M" U-Net is Ronneberger's (double 3x3 conv + BN + ReLU, widths 64..1024,
+  transposed-conv upsampling, biased convs): 31,044,106 parameters, exactly the manuscript's count. smp's Unet
+  always puts a classification backbone (ResNet, VGG, ...) in the encoder, so it cannot express that model:
+  `PlainUNet` below is our own (~30 lines). smp's Unet (e.g. ResNet-18/34 encoder) stays available through
+  `build_smp` as a lighter option.
+- SegFormer MiT-B5: smp's `Segformer("mit_b5", decoder_segmentation_channels=768)`: 84,601,034 parameters,
+  exactly the manuscript's count (HuggingFace's B5 decoder width; smp's default 256 gives 81.97M).
+- SAMed: `spinebench.segmentation.samed`.
+
+Inputs are grey B-mode images; the wrapper scales them with ImageNet's mean/std and repeats them to 3 channels
+(what ImageNet- or SAM-pretrained weights expect; SAM's pixel mean/std are ImageNet's x 255).
+No weights are ever downloaded: `weights=PATH` loads a local state dict (the whole net or its backbone).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Segmenter(nn.Module):
+    """Grey images (B x 1 x H x W, float 0-1) -> class logits (B x C x H x W, same H x W).
+
+    Pads to `pad_multiple` (replicate padding at the bottom/right) and crops back, so any input size works.
+    In training mode a net with an auxiliary head returns `(logits, aux_logits)`.
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int, pad_multiple: int = 1, has_aux: bool = False):
+        super().__init__()
+        self.net, self.num_classes, self.pad_multiple, self.has_aux = net, num_classes, pad_multiple, has_aux
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor):
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected grey images B x 1 x H x W, got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        m = self.pad_multiple
+        pad_h, pad_w = (-height) % m, (-width) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        out = self.net(x)
+        aux = None
+        if isinstance(out, dict):
+            out, aux = out["out"], out.get("aux")
+        out = out[..., :height, :width]
+        if self.training and self.has_aux and aux is not None:
+            return out, aux[..., :height, :width]
+        return out
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class PlainUNet(nn.Module):
+    """Ronneberger's U-Net with BatchNorm; widths (64, 128, 256, 512, 1024) = 31,044,106 params at 3 -> 10."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, widths: tuple[int, ...] = (64, 128, 256, 512, 1024)):
+        super().__init__()
+        self.down = nn.ModuleList([_double_conv(in_channels, widths[0])] +
+                                  [_double_conv(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        rev = widths[::-1]
+        self.up = nn.ModuleList([nn.ConvTranspose2d(a, b, 2, stride=2) for a, b in zip(rev[:-1], rev[1:])])
+        self.fuse = nn.ModuleList([_double_conv(a, b) for a, b in zip(rev[:-1], rev[1:])])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.multiple = 2 ** (len(widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1])):
+            x = fuse(torch.cat([skip, up(x)], dim=1))
+        return self.head(x)
+
+
+def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str | None:
+    """Load a local state dict (non-strict; reports what did not match). Returns the source path or None."""
+    if not path:
+        return None
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights {path} do not exist (give a local file; nothing is downloaded)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    result = module.load_state_dict(state, strict=False)
+    log.info("%s: loaded %s (%d missing, %d unexpected keys)", what, path, len(result.missing_keys), len(result.unexpected_keys))
+    if len(result.missing_keys) == len(list(module.state_dict())):
+        raise ValueError(f"{path}: no tensor matches {what}: is this the right file?")
+    return str(path)
+
+
+def build_deeplabv3(num_classes: int = 10, pad_multiple: int = 8, backbone_weights: str | None = None,
+                    aux: bool = True) -> Segmenter:
+    """torchvision DeepLabv3-ResNet50 (+ FCN aux head: the paper's 41,998,420 params)."""
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux)
+    model = Segmenter(net, num_classes, pad_multiple, has_aux=aux)
+    model.pretrained_source = _load_weights(net.backbone, backbone_weights, "DeepLabv3 backbone (ResNet-50)")
+    return model
+
+
+def build_plain_unet(num_classes: int = 10, pad_multiple: int = 16, weights: str | None = None,
+                     widths: Sequence[int] = (64, 128, 256, 512, 1024)) -> Segmenter:
+    """The paper's plain U-Net; smaller `widths` (e.g. [16, 32, 64, 128, 256]) give the same design, lighter."""
+    net = PlainUNet(3, num_classes, tuple(int(w) for w in widths))
+    model = Segmenter(net, num_classes, max(pad_multiple, net.multiple))
+    model.pretrained_source = _load_weights(net, weights, "plain U-Net")
+    return model
+
+
+def build_smp(arch: str = "Unet", encoder_name: str = "resnet34", num_classes: int = 10, pad_multiple: int = 32,
+              encoder_weights: str | None = None, **kwargs) -> Segmenter:
+    """Any segmentation-models-pytorch architecture; `encoder_weights` is a local file (never 'imagenet')."""
+    import segmentation_models_pytorch as smp
+
+    net = getattr(smp, arch)(encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=num_classes, **kwargs)
+    model = Segmenter(net, num_classes, pad_multiple)
+    model.pretrained_source = _load_weights(net.encoder, encoder_weights, f"smp {arch} encoder {encoder_name}")
+    return model
+
+
+def build_segformer(num_classes: int = 10, encoder_name: str = "mit_b5", decoder_channels: int = 768,
+                    pad_multiple: int = 32, encoder_weights: str | None = None) -> Segmenter:
+    return build_smp("Segformer", encoder_name, num_classes, pad_multiple, encoder_weights,
+                     decoder_segmentation_channels=decoder_channels)

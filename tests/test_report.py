@@ -1,0 +1,429 @@
+"""`spinebench report` on fixture run folders written in the documented format (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spinebench.classes import SEGMENTATION_CLASSES
+from spinebench.data.segmentation import encode_mask
+from spinebench.report import add_report_parser, run_report, score_runs
+from spinebench.report.bootstrap import bootstrap_detection, bootstrap_segmentation, case_table, resample_coco
+from spinebench.report.collect import collect_runs
+from spinebench.report.manuscript import load_manuscript
+
+RESAMPLES = 60  # the default is 1,000; fewer keep this file fast on a 2-core machine
+H, W = 275, 690
+
+
+# ---------------------------------------------------------------- fixture writers
+def _data_block(kind: str, name: str, root: Path, domain: str = "porcine") -> dict:
+    if kind == "phantom":
+        stamp = {"synthetic": True, "seed": 0, "domain": domain, "n_test": 6}
+        label = f"PHANTOM ({domain}, seed 0) - synthetic, not the Kumar et al. release"
+        return {"name": name, "task": "x", "label": label, "kind": "phantom", "root": str(root), "stamp": stamp}
+    return {"name": name, "task": "x", "label": f"real release ({root})", "kind": "real", "root": str(root),
+            "verified": True, "archive_sha256": "ab" * 32}
+
+
+def _metrics_data(data: dict) -> dict:
+    """metrics.json's data block as the pipeline writes it: name, kind, label, stamp (no root)."""
+    return {"name": data["name"], "kind": data["kind"], "label": data["label"], "stamp": data.get("stamp")}
+
+
+def _write_common(run: Path, config: str, device: str, data: dict | None = None, commit: str = "0123456789abcdef") -> None:
+    """config.yaml and env.json (whose data block, as collect_env writes it, carries the dataset root)."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(f"experiment: {config}\n")
+    (run / "env.json").write_text(json.dumps({"device": device, "git": {"commit": commit, "dirty": False},
+                                              "packages": {"torch": "2.14.1"}, "data": data or {}}))
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"stub")
+
+
+def detection_pair(seed: int, n_pos: int = 10, n_neg: int = 4, jitter: float = 4.0, miss: int = 1):
+    """A COCO ground truth (one hematoma box on positives, none on negatives) and noisy predictions."""
+    rng = np.random.default_rng(seed)
+    images, anns, dets = [], [], []
+    for i in range(n_pos + n_neg):
+        image_id = i + 1
+        images.append({"id": image_id, "file_name": f"img_{i:03d}.png", "width": W, "height": H})
+        if i < n_pos:
+            x, y, w, h = float(rng.uniform(50, 500)), float(rng.uniform(20, 150)), float(rng.uniform(60, 120)), float(rng.uniform(30, 80))
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0})
+            if i >= miss:
+                dx, dy = rng.normal(0, jitter, 2)
+                dets.append({"image_id": image_id, "category_id": 1, "bbox": [x + dx, y + dy, w, h],
+                             "score": float(rng.uniform(0.5, 1.0))})
+        elif rng.uniform() < 0.5:
+            dets.append({"image_id": image_id, "category_id": 1, "bbox": [100.0, 100.0, 50.0, 40.0],
+                         "score": float(rng.uniform(0.1, 0.6))})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "hematoma"}]}
+    return gt, dets
+
+
+def write_detection_run(run: Path, model: str, model_name: str, data: dict, seed: int, device: str = "cpu (x86_64, 2 threads)",
+                        fps: float = 10.0, load: float = 0.4) -> None:
+    from spinebench.detection.coco import score_coco
+
+    _write_common(run, f"experiment/paper/{model}.yaml", device, data)
+    gt, dets = detection_pair(seed)
+    (run / "ground_truth.json").write_text(json.dumps(gt))
+    (run / "predictions.json").write_text(json.dumps(dets))
+    metrics = score_coco(gt, dets)
+    payload = {"task": "detection", "model": model, "model_name": model_name, "split": "test", "data": _metrics_data(data),
+               "metrics": metrics, "params": 25_000_000 + seed, "fps_batch1": fps,
+               "load": {"cpu": load, "gpu": None}, "device": device, "epochs": 2, "input_size": [256, 640],
+               "pretrained": False, "pretrained_source": None, "train_images_per_s": 5.0, "wall_time_s": 60.0,
+               "config": f"experiment/paper/{model}.yaml", "checkpoint_run": None}
+    (run / "metrics.json").write_text(json.dumps(payload))
+
+
+def seg_masks(seed: int, n: int, noise: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Layered reference masks (all ten classes present somewhere) and predictions that flip a share of rows."""
+    rng = np.random.default_rng(seed)
+    refs, preds = [], []
+    for i in range(n):
+        ref = np.zeros((H, W), dtype=np.uint8)
+        bounds = np.sort(rng.choice(np.arange(10, H - 10), 9, replace=False))
+        for c, top in enumerate(bounds, start=1):
+            ref[top:] = c
+        pred = ref.copy()
+        shift = rng.integers(1, 12)
+        pred[shift:] = ref[:-shift]  # a vertical misalignment, different per image
+        flip = rng.uniform(size=(H, W)) < noise
+        pred[flip] = rng.integers(0, 10, size=int(flip.sum()))
+        refs.append(ref)
+        preds.append(pred)
+    return refs, preds
+
+
+def summary_from_masks(refs, preds, names) -> dict:
+    """nnU-Net style summary.json (as spinebench.segmentation.metrics writes it)."""
+    per_case = []
+    for name, ref, pred in zip(names, refs, preds):
+        metrics = {}
+        for c in range(len(SEGMENTATION_CLASSES)):
+            tp = int(((ref == c) & (pred == c)).sum())
+            fp = int(((ref != c) & (pred == c)).sum())
+            fn = int(((ref == c) & (pred != c)).sum())
+            union = tp + fp + fn
+            metrics[str(c)] = {"Dice": 2 * tp / (2 * tp + fp + fn) if union else None,
+                               "IoU": tp / union if union else None, "TP": tp, "FP": fp, "FN": fn,
+                               "n_pred": tp + fp, "n_ref": tp + fn}
+        per_case.append({"case": name, "metrics": metrics, "prediction_file": f"predictions/{name}",
+                         "reference_file": f"test_masks/{name}"})
+    return {"labels": {str(i): n for i, n in enumerate(SEGMENTATION_CLASSES)}, "ignore_index": 255,
+            "metric_per_case": per_case, "mean": {}, "foreground_mean": {}}
+
+
+def seg_metrics_from_summary(summary: dict) -> dict:
+    dice, iou, names = case_table(summary)
+    dice_c, iou_c = np.nanmean(dice, axis=0), np.nanmean(iou, axis=0)
+    cord = names.index("spinal cord")
+    return {"mIoU": float(np.nanmean(iou_c)), "mean_dice": float(np.nanmean(dice_c)),
+            "cord_iou": float(iou_c[cord]), "cord_dice": float(dice_c[cord]),
+            "dice_per_class": {n: float(v) for n, v in zip(names, dice_c)},
+            "iou_per_class": {n: float(v) for n, v in zip(names, iou_c)}, "n_images": len(dice)}
+
+
+def write_seg_dataset(root: Path, seed: int, n: int = 6) -> tuple[list[str], list[np.ndarray]]:
+    refs, _ = seg_masks(seed, n, 0.0)
+    names = [f"case_{i:03d}.png" for i in range(n)]
+    (root / "test_images").mkdir(parents=True, exist_ok=True)
+    (root / "test_masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, ref in zip(names, refs):
+        Image.fromarray((ref * 20 + rng.integers(0, 40, ref.shape)).astype(np.uint8)).save(root / "test_images" / name)
+        Image.fromarray(encode_mask(ref)).save(root / "test_masks" / name)
+    return names, refs
+
+
+def write_seg_run(run: Path, model: str, data: dict, seed: int, noise: float, names, refs, device: str,
+                  fps: float, load: dict, checkpoint_run: str | None = None) -> None:
+    _write_common(run, f"experiment/paper/{model}.yaml", device, data)
+    _, preds = seg_masks(seed, len(refs), noise)
+    preds = [np.where(np.random.default_rng(seed + i).uniform(size=r.shape) < noise, p, r) for i, (r, p) in enumerate(zip(refs, preds))]
+    (run / "predictions").mkdir(exist_ok=True)
+    for name, pred in zip(names, preds):
+        Image.fromarray(pred).save(run / "predictions" / name)
+    summary = summary_from_masks(refs, preds, names)
+    (run / "summary.json").write_text(json.dumps(summary))
+    payload = {"task": "segmentation", "model": model, "model_name": model, "split": "test", "data": _metrics_data(data),
+               "metrics": seg_metrics_from_summary(summary), "params": 31_000_000, "fps_batch1": fps, "load": load,
+               "device": device, "epochs": 1, "input_size": [275, 690], "pretrained": False, "pretrained_source": None,
+               "train_images_per_s": 3.0, "wall_time_s": 30.0, "config": f"experiment/paper/{model}.yaml",
+               "checkpoint_run": checkpoint_run}
+    (run / "metrics.json").write_text(json.dumps(payload))
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    outputs = root / "outputs"
+    cpu, gpu = "cpu (x86_64, 2 threads)", "NVIDIA H200"
+    det_ph = _data_block("phantom", "detection_phantom", root / "data/det_ph")
+    det_real = _data_block("real", "detection_real", root / "data/det_real")
+    write_detection_run(outputs / "detection_phantom/yolov8n", "yolov8m", "yolov8n", det_ph, seed=1, fps=20.0, load=0.3)
+    write_detection_run(outputs / "detection_phantom/faster_rcnn", "faster_rcnn", "faster_rcnn", det_ph, seed=2, fps=2.0, load=0.5)
+    write_detection_run(outputs / "detection_real/yolov8m", "yolov8m", "yolov8m", det_real, seed=3, fps=18.0, load=0.25)
+    # a half-finished run: config, env and a checkpoint, but no metrics.json
+    _write_common(outputs / "detection_phantom/retinanet", "experiment/paper/retinanet.yaml", cpu)
+
+    seg_root = root / "data/seg_ph"
+    names, refs = write_seg_dataset(seg_root, seed=5)
+    seg_ph = _data_block("phantom", "segmentation_phantom", seg_root)
+    write_seg_run(outputs / "segmentation_phantom/deeplabv3", "deeplabv3", seg_ph, 11, 0.10, names, refs, gpu, 60.0,
+                  {"cpu": 0.9, "gpu": 0.35})
+    write_seg_run(outputs / "segmentation_phantom/unet", "unet", seg_ph, 12, 0.20, names, refs, gpu, 120.0,
+                  {"cpu": 0.9, "gpu": 0.5})
+    human_root = root / "data/seg_human"
+    hnames, hrefs = write_seg_dataset(human_root, seed=6)
+    seg_human = _data_block("phantom", "segmentation_phantom_human", human_root, domain="human")
+    write_seg_run(outputs / "segmentation_phantom_human/deeplabv3", "deeplabv3", seg_human, 13, 0.35, hnames, hrefs,
+                  gpu, 60.0, {"cpu": 0.9, "gpu": 0.35}, checkpoint_run=str(outputs / "segmentation_phantom/deeplabv3"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs_root) -> Path:
+    out = runs_root / "results"
+    start = time.perf_counter()
+    assert run_report([runs_root / "outputs"], out, n_resamples=RESAMPLES, seed=0) == 0
+    print(f"report took {time.perf_counter() - start:.1f} s")
+    return out
+
+
+# ---------------------------------------------------------------- collect
+def test_only_finished_runs_are_collected(runs_root):
+    collection = collect_runs([runs_root / "outputs"])
+    assert len(collection.runs) == 6
+    assert not any(r.path.name == "retinanet" for r in collection.runs)
+    assert any("retinanet" in note and "unfinished" in note for note in collection.notes)
+    kinds = {(r.task, r.data_kind) for r in collection.runs}
+    assert ("detection", "phantom") in kinds and ("detection", "real") in kinds
+    human = [r for r in collection.runs if r.domain == "human"]
+    assert len(human) == 1 and human[0].is_zero_shot
+
+
+def test_missing_path_and_broken_metrics_are_notes(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metrics.json").write_text("{not json")
+    collection = collect_runs([tmp_path / "nope", tmp_path])
+    assert collection.runs == []
+    assert any("no such folder" in n for n in collection.notes)
+    assert any("unreadable" in n for n in collection.notes)
+
+
+# ---------------------------------------------------------------- bootstrap
+def test_resample_duplicates_become_new_images():
+    gt, dets = detection_pair(0, n_pos=3, n_neg=1, miss=0)
+    new_gt, new_dets = resample_coco(gt, dets, [0, 0, 2])
+    assert [im["id"] for im in new_gt["images"]] == [1, 2, 3]
+    assert [im["file_name"] for im in new_gt["images"]] == ["img_000.png", "img_000.png", "img_002.png"]
+    assert [a["image_id"] for a in new_gt["annotations"]] == [1, 2, 3]
+    assert len({a["id"] for a in new_gt["annotations"]}) == 3
+    assert sorted(d["image_id"] for d in new_dets) == [1, 2, 3]
+
+
+def test_detection_bootstrap_brackets_and_reproduces():
+    from spinebench.detection.coco import score_coco
+
+    gt, dets = detection_pair(4, n_pos=12, n_neg=4)
+    point = score_coco(gt, dets)
+    a = bootstrap_detection(gt, dets, n_resamples=40, seed=7)
+    b = bootstrap_detection(gt, dets, n_resamples=40, seed=7)
+    c = bootstrap_detection(gt, dets, n_resamples=40, seed=8)
+    for key in ("mAP50", "mAP50_95", "AR100"):
+        assert a[key].estimate == pytest.approx(point[key])
+        assert a[key].low <= point[key] + 1e-9 and point[key] - 1e-9 <= a[key].high
+        assert a[key].as_tuple() == b[key].as_tuple()
+    assert any(a[k].as_tuple() != c[k].as_tuple() for k in ("mAP50_95", "AR100"))
+    parallel = bootstrap_detection(gt, dets, n_resamples=40, seed=7, workers=2)
+    assert {k: v.as_tuple() for k, v in parallel.items()} == {k: v.as_tuple() for k, v in a.items()}
+
+
+def test_segmentation_bootstrap_brackets_and_reproduces():
+    refs, preds = seg_masks(3, 12, 0.3)
+    summary = summary_from_masks(refs, preds, [f"c{i}" for i in range(12)])
+    metrics = seg_metrics_from_summary(summary)
+    a = bootstrap_segmentation(summary, n_resamples=300, seed=1)
+    assert a == bootstrap_segmentation(summary, n_resamples=300, seed=1)
+    assert a != bootstrap_segmentation(summary, n_resamples=300, seed=2)
+    for key in ("mIoU", "mean_dice", "cord_iou", "cord_dice", "dice/dura"):
+        value = metrics[key] if "/" not in key else metrics["dice_per_class"]["dura"]
+        assert a[key].estimate == pytest.approx(value)
+        assert a[key].low <= value <= a[key].high
+        assert a[key].high - a[key].low > 0
+
+
+def test_segmentation_bootstrap_matches_the_suite_scorer():
+    """The bootstrap aggregates summary.json exactly as the segmentation track computes metrics.json."""
+    torch = pytest.importorskip("torch")
+    metrics_mod = pytest.importorskip("spinebench.segmentation.metrics")
+    refs, preds = seg_masks(8, 5, 0.2)
+    scorer = metrics_mod.SegmentationScorer()
+    scorer.update(torch.as_tensor(np.stack(preds)), torch.as_tensor(np.stack(refs)))
+    reported = scorer.metrics()
+    intervals = bootstrap_segmentation(scorer.summary(), n_resamples=20, seed=0, reported=reported)
+    for key in ("mIoU", "mean_dice", "cord_iou", "cord_dice"):
+        assert intervals[key].estimate == pytest.approx(reported[key])
+        assert intervals[key].shift == 0.0
+
+
+# ---------------------------------------------------------------- implantability of our runs
+def test_our_implantability_uses_fps_best_per_hardware(runs_root):
+    collection = collect_runs([runs_root / "outputs"])
+    score_runs(collection.runs)
+    seg = {r.model: r for r in collection.runs if r.task == "segmentation" and r.domain == "porcine"}
+    unet, deeplab = seg["unet"], seg["deeplabv3"]
+    # both on the same GPU: FPS_best = U-Net's 120, GPU load taken (not the process's CPU load)
+    assert unet.implantability == {"gpu": pytest.approx(unet.values["mean_dice"] / 2 + 1 / 4 + (1 - 0.5) / 4)}
+    assert deeplab.implantability["gpu"] == pytest.approx(deeplab.values["mean_dice"] / 2 + 0.5 / 4 + (1 - 0.35) / 4)
+    human = [r for r in collection.runs if r.domain == "human"][0]
+    assert human.implantability == {}
+    # CPU runs of another data source never share FPS_best with these
+    det = {r.model_name: r for r in collection.runs if r.task == "detection" and r.is_phantom}
+    assert det["faster_rcnn"].implantability["cpu"] == pytest.approx(
+        det["faster_rcnn"].values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4)
+
+
+def test_speed_block_with_both_processors(tmp_path):
+    run_dir = tmp_path / "run"
+    write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "r", tmp_path), seed=9)
+    payload = json.loads((run_dir / "metrics.json").read_text())
+    payload["speed"] = {"cpu": {"fps": 5.0, "load": 0.5, "device": "cpu (x86_64, 16 threads)"},
+                        "gpu": {"fps": 100.0, "load": 0.2, "device": "NVIDIA H100"}}
+    (run_dir / "metrics.json").write_text(json.dumps(payload))
+    (run,) = collect_runs([run_dir]).runs
+    score_runs([run])
+    assert set(run.implantability) == {"cpu", "gpu"}
+    assert run.implantability["gpu"] == pytest.approx(run.values["mAP50"] / 2 + 0.25 + 0.2)
+
+
+# ---------------------------------------------------------------- tables
+def _read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_rows_and_columns(report):
+    det = _read_csv(report / "detection.csv")
+    assert len(det) == 3
+    required = {"model", "model_name", "mAP50", "mAP50_95", "AR100", "precision", "recall", "mAP50_ci_low",
+                "mAP50_ci_high", "paper_mAP50", "mAP50_diff", "params", "fps_batch1", "epochs", "input_size",
+                "pretrained", "data_source", "data_kind", "data_label", "data_stamp", "hardware", "commit", "config",
+                "config_file", "run_dir", "implantability_cpu", "implantability_gpu", "paper_implantability_cpu"}
+    assert required <= set(det[0])
+    assert {r["data_kind"] for r in det} == {"phantom", "real"}
+    for row in det:
+        assert float(row["mAP50_diff"]) == pytest.approx(float(row["mAP50"]) - float(row["paper_mAP50"]))
+        assert float(row["mAP50_ci_low"]) <= float(row["mAP50"]) <= float(row["mAP50_ci_high"])
+        assert row["commit"] == "0123456789ab"
+    yolo = [r for r in det if r["model_name"] == "yolov8n"][0]
+    assert float(yolo["paper_mAP50"]) == 0.979 and "PHANTOM" in yolo["data_label"]
+
+    seg = _read_csv(report / "segmentation.csv")
+    assert len(seg) == 3
+    for name in SEGMENTATION_CLASSES:
+        assert f"dice_{name.replace('/', '_').replace(' ', '_')}" in seg[0]
+    human = [r for r in seg if r["domain"] == "human"][0]
+    assert float(human["paper_mean_dice"]) == 0.289  # DeepLabv3's human-side figure
+    assert human["checkpoint_run"].endswith("deeplabv3")
+
+
+def _section(text: str, heading_part: str) -> str:
+    start = text.index(heading_part)
+    end = text.find("\n### ", start + 1)
+    end2 = text.find("\n## ", start + 1)
+    ends = [e for e in (end, end2) if e != -1]
+    return text[start:min(ends) if ends else len(text)]
+
+
+def _table_row(section: str, name: str) -> list[str]:
+    for line in section.splitlines():
+        if line.startswith(f"| {name}"):
+            return [c.strip() for c in line.strip().strip("|").split("|")]
+    raise AssertionError(f"no row {name!r} in\n{section}")
+
+
+def test_markdown_has_every_manuscript_row(report):
+    text = (report / "README.md").read_text()
+    paper = load_manuscript()
+    real = _section(text, "### Detection - detection_real (real)")
+    phantom = _section(text, "### Detection - detection_phantom (phantom)")
+    assert "PHANTOM" in phantom.splitlines()[0] and "not a reproduction" in phantom.splitlines()[0]
+    assert "PHANTOM" not in real.splitlines()[0]
+    for key, row in paper.tasks["detection"].rows.items():
+        for section in (real, phantom):
+            assert f"| {row.name}" in section
+    assert _table_row(real, "SSD300")[2] == "not run"
+    assert _table_row(phantom, "RetinaNet")[2] == "not run"  # the half-finished run is not reported
+    # paper value, ours [CI], diff
+    cells = _table_row(phantom, "Faster R-CNN")
+    assert cells[1] == "0.985"
+    ours = float(cells[2].split()[0])
+    assert cells[3] == f"{ours - 0.985:+.3f}"
+    assert cells[2].count("[") == 1
+    yolo = _table_row(phantom, "YOLOv8 (m)")
+    assert "yolov8n" in yolo[0]
+
+    seg = _section(text, "### Segmentation - segmentation_phantom (phantom)")
+    for row in paper.tasks["segmentation"].rows.values():
+        assert f"| {row.name}" in seg
+    assert _table_row(seg, "SAMed")[2] == "not run"
+    for name in SEGMENTATION_CLASSES:
+        assert name in seg  # the per-class Dice table
+    human = _section(text, "zero-shot on human - segmentation_phantom_human")
+    cells = _table_row(human, "DeepLabv3")
+    assert cells[1] == "0.200" and cells[2] != "not run"
+    assert _table_row(human, "U-Net")[2] == "not run"
+    assert "Traceability" in text and "0123456789ab" in text and "experiment/paper/deeplabv3.yaml" in text
+    assert "retinanet" in text.split("## Skipped and notes")[1]
+
+
+def test_grid_finds_the_reference_through_env_json(runs_root):
+    from spinebench.report.plots import _reference
+
+    run = next(r for r in collect_runs([runs_root / "outputs"]).runs if r.model == "unet")
+    assert "root" not in run.metrics["data"]
+    gray, ref = _reference(run, "case_002.png")
+    assert gray.shape == (H, W) and ref.shape == (H, W) and ref.max() == 9
+
+
+def test_plots_written(report):
+    plots = report / "plots"
+    expected = ["detection_bars.png", "segmentation_bars.png", "detection_accuracy_vs_fps.png",
+                "segmentation_accuracy_vs_fps.png", "detection_pr_detection_phantom_phantom.png",
+                "detection_pr_detection_real_real.png", "segmentation_grid_segmentation_phantom_phantom.png"]
+    for name in expected:
+        assert (plots / name).is_file() and (plots / name).stat().st_size > 5000, name
+    assert "plot '" not in (report / "README.md").read_text()  # no plot failed
+    assert "![segmentation_grid" in (report / "README.md").read_text()
+
+
+def test_report_without_runs_keeps_every_row(tmp_path):
+    assert run_report([tmp_path], tmp_path / "results", n_resamples=10, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    assert text.count("not run") >= 7 + 6 + 6
+    assert _read_csv(tmp_path / "results" / "detection.csv") == []
+
+
+def test_cli_parser(tmp_path, runs_root):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="spinebench")
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(runs_root / "outputs" / "detection_real"), "--out", str(tmp_path / "r"),
+                              "--resamples", "5", "--no-plots"])
+    assert args.func(args) == 0
+    assert len(_read_csv(tmp_path / "r" / "detection.csv")) == 1
+    assert run_report([tmp_path], tmp_path / "x", manuscript=tmp_path / "missing.yaml") == 2

@@ -1,0 +1,140 @@
+"""End to end on the tiny phantom: one smoke run per segmentation experiment config, zero-shot evaluation, bad input.
+
+Runs in-process through Hydra's compose API (imports are paid once). The experiment configs set the paper's
+trainer values; the smoke test re-applies trainer=smoke's values on top (as a user would with explicit overrides)
+and shrinks inputs to 64 px so the four models (SegFormer-B5 and SAMed ViT-B included) finish in seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from PIL import Image
+
+import spinebench.evaluate  # noqa: F401  (registers the spinebench.run_id resolver eval.yaml uses)
+from spinebench import pipeline
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment" / "paper").glob("*.yaml")
+                     if yaml.safe_load(p.read_text().split("\n", 1)[1] or "{}").get("defaults", [{}])[0]
+                     .get("override /model") in ("deeplabv3", "unet", "segformer", "samed"))
+FAST = ["trainer.max_input_size=64", "trainer.fps_images=1", "trainer.fps_warmup=0", "trainer.limit_test_images=2"]
+# SegFormer-B5 alone costs ~1-2 min on a shared 2-core CPU (85M-parameter init + first passes); the smoke test
+# checks the experiment's plumbing with the B0 encoder. `trainer=smoke` with the real B5 runs in ~70 s.
+MODEL_FAST = {"segformer": ["model.encoder_name=mit_b0", "model.decoder_channels=256"]}
+
+
+def smoke_overrides() -> list[str]:
+    smoke = yaml.safe_load((CONFIGS / "trainer" / "smoke.yaml").read_text())
+    return ["trainer=smoke"] + [f"trainer.{k}={v}" for k, v in smoke.items()
+                                if k not in ("defaults", "name") and not isinstance(v, (dict, list)) and v is not None]
+
+
+def run(config: str, out: Path, cache: Path, overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name=config, return_hydra_config=True, overrides=overrides)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            cfg.paths.cache_dir = str(cache)
+        return (pipeline.train if config == "train" else pipeline.evaluate)(cfg)
+
+
+def check_run_folder(folder: Path, checkpoints: bool = True) -> dict:
+    for name in ("config.yaml", "env.json", "metrics.json", "summary.json"):
+        assert (folder / name).is_file(), name
+    if checkpoints:
+        assert (folder / "checkpoints" / "best.pt").is_file() and (folder / "checkpoints" / "last.pt").is_file()
+    predictions = sorted((folder / "predictions").glob("*.png"))
+    assert predictions and sorted((folder / "overlays").glob("*.png"))
+    with Image.open(predictions[0]) as image:
+        assert image.size == (690, 275) and image.mode == "L"
+    doc = json.loads((folder / "metrics.json").read_text())
+    metrics = doc["metrics"]
+    assert set(metrics["dice_per_class"]) == set(metrics["iou_per_class"]) and len(metrics["dice_per_class"]) == 10
+    for key in ("mIoU", "mean_dice", "cord_iou", "cord_dice"):
+        assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0, key
+    for value in list(metrics["dice_per_class"].values()) + list(metrics["iou_per_class"].values()):
+        assert value is None or 0.0 <= value <= 1.0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert len(summary["metric_per_case"]) == len(predictions) and {"mean", "foreground_mean"} <= set(summary)
+    assert doc["task"] == "segmentation" and doc["params"] > 0 and doc["fps_batch1"] > 0
+    assert doc["data"]["kind"] == "phantom"
+    return doc
+
+
+def smoke_run(experiment: str, out: Path, cache_dir: Path) -> Path:
+    run("train", out, cache_dir, [f"experiment=paper/{experiment}", "data=segmentation_phantom_tiny",
+                                  *smoke_overrides(), *FAST, *MODEL_FAST.get(experiment, [])])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    """The paper U-Net's smoke run, shared by its smoke test, the zero-shot and the bad-input tests."""
+    return smoke_run("unet", tmp_path_factory.mktemp("runs") / "unet", cache_dir)
+
+
+def test_experiment_configs_cover_the_four_rows():
+    assert EXPERIMENTS == ["deeplabv3", "samed", "segformer", "unet"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_smoke(experiment, tmp_path, cache_dir, request):
+    out = request.getfixturevalue("trained") if experiment == "unet" else smoke_run(experiment, tmp_path / experiment, cache_dir)
+    doc = check_run_folder(out)
+    assert doc["model"] == experiment and doc["epochs"] == 1 and doc["config"] == f"experiment/paper/{experiment}.yaml"
+    if experiment == "samed":
+        assert doc["pretrained"] is False
+        state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
+        assert all(not k.split("net.", 1)[-1].startswith("image_encoder.") or ".lora_" in k for k in state)
+
+
+def test_zero_shot_eval(trained, tmp_path, cache_dir):
+    check_run_folder(trained)
+    out = tmp_path / "zero_shot"
+    doc = run("eval", out, cache_dir, [f"ckpt={trained}", "data=segmentation_human_phantom", "trainer.limit_test_images=2",
+                                       "trainer.fps_images=1", "trainer.fps_warmup=0"])
+    check_run_folder(out, checkpoints=False)
+    assert doc["checkpoint_run"] == str(trained.resolve()) and doc["data"]["stamp"]["domain"] == "human"
+    assert not (out / "checkpoints").exists()
+
+
+def test_checkpoint_with_other_class_count_fails_clearly(trained, tmp_path, cache_dir):
+    bad = tmp_path / "bad_run"
+    (bad / "checkpoints").mkdir(parents=True)
+    (bad / "config.yaml").write_text((trained / "config.yaml").read_text())
+    state = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
+    state["model"]["net.head.weight"] = state["model"]["net.head.weight"][:4]
+    state["model"]["net.head.bias"] = state["model"]["net.head.bias"][:4]
+    torch.save(state, bad / "checkpoints" / "best.pt")
+    with pytest.raises(ValueError, match="trained for 4 classes"):
+        run("eval", tmp_path / "eval", cache_dir, [f"ckpt={bad}", "data=segmentation_phantom_tiny"])
+
+
+def test_mask_size_mismatch_fails_clearly(tmp_path, cache_dir):
+    from spinebench.data.errors import DatasetError
+    from spinebench.data.phantom import write_phantom
+    from spinebench.segmentation.data import SegmentationSplit
+
+    root = tmp_path / "phantom"
+    write_phantom("segmentation", root, n_train=2, n_val=1, n_test=1, seed=3)
+    mask = sorted((root / "train_masks").glob("*.png"))[0]
+    with Image.open(mask) as image:
+        image.crop((0, 0, 600, 275)).save(mask)
+    with pytest.raises(DatasetError, match=f"{mask.name}: mask is 600x275"):
+        SegmentationSplit(root, "train", cache_dir)
+
+
+def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_dir):
+    with pytest.raises(Exception, match="does not exist") as info:
+        run("train", tmp_path / "samed", cache_dir, ["model=samed", "data=segmentation_phantom_tiny", *smoke_overrides(),
+                                                     *FAST, f"model.sam_checkpoint={tmp_path / 'sam_vit_b_01ec64.pth'}"])
+    assert "sam_vit_b_01ec64.pth" in str(pipeline._root_cause(info.value))
