@@ -22,9 +22,13 @@ import spinebench.evaluate  # noqa: F401  (registers the spinebench.run_id resol
 from spinebench import pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+def _model_of(experiment: Path) -> str | None:
+    defaults = yaml.safe_load(experiment.read_text().split("\n", 1)[1] or "{}").get("defaults", [])
+    return next((d["override /model"] for d in defaults if isinstance(d, dict) and "override /model" in d), None)
+
+
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment" / "paper").glob("*.yaml")
-                     if yaml.safe_load(p.read_text().split("\n", 1)[1] or "{}").get("defaults", [{}])[0]
-                     .get("override /model") in ("deeplabv3", "unet", "segformer", "samed"))
+                     if _model_of(p) in ("deeplabv3", "unet", "segformer", "samed"))
 FAST = ["trainer.max_input_size=64", "trainer.fps_images=1", "trainer.fps_warmup=0", "trainer.limit_test_images=2"]
 # SegFormer-B5 alone costs ~1-2 min on a shared 2-core CPU (85M-parameter init + first passes); the smoke test
 # checks the experiment's plumbing with the B0 encoder. `trainer=smoke` with the real B5 runs in ~70 s.

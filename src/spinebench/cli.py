@@ -57,12 +57,6 @@ def _data_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from spinebench.report import run_report
-
-    return run_report(args.runs, args.out, manuscript=args.manuscript)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spinebench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,11 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--workers", type=int, default=1)
     phantom.set_defaults(func=_data_phantom)
 
-    report = commands.add_parser("report", help="collect finished runs into results/ tables and plots")
-    report.add_argument("runs", nargs="+", type=Path, help="run folders, or folders holding them")
-    report.add_argument("--out", type=Path, default=Path("results"))
-    report.add_argument("--manuscript", type=Path, default=None, help="defaults to benchmarks/manuscript.yaml")
-    report.set_defaults(func=_report)
+    from spinebench.report import add_report_parser  # noqa: PLC0415 - keeps `spinebench data` start-up light
+
+    add_report_parser(commands)
     return parser
 
 

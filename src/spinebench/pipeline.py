@@ -122,6 +122,23 @@ def _trainer(cfg: DictConfig, node: Any = None) -> TrainerConfig:
     return TrainerConfig.from_config(cfg.trainer if node is None else node, seed=int(cfg.seed))
 
 
+def _start_run(cfg: DictConfig, trainer: TrainerConfig, model_node: Any, resolved: dict) -> tuple[DatasetSpec, Any, RunContext]:
+    """What training and evaluation share: seed, device, data, model, and a run folder holding config.yaml and
+    env.json before any work starts."""
+    seed_everything(trainer.seed, trainer.deterministic)
+    device = resolve_device(trainer.device)
+    spec: DatasetSpec = _instantiate(cfg.data, "data")
+    benchmark = _instantiate(model_node, "model")
+    _check_task(benchmark, spec)
+    run_dir = _prepare_run_dir(cfg)
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    write_json(run_dir / ENV_FILE, collect_env(spec, device))
+    log.info("run %s: %s on %s [%s], device %s", run_dir, benchmark.name, spec.name, spec.label, device_name(device))
+    ctx = RunContext(run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir), trainer=trainer, device=device,
+                     seed=trainer.seed, config=resolved)
+    return spec, benchmark, ctx
+
+
 def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: torch.device, facts: dict, result: dict,
                    started: float, config: str | None, checkpoint_run: str | None) -> dict:
     facts = {k: v for k, v in facts.items() if k != "history"}
@@ -162,22 +179,10 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("skip_finished") and finished.is_file():  # `make reproduce` re-runs a sweep: keep finished rows
         log.info("skipping %s: already finished (%s exists; skip_finished=false redoes it)", finished.parent, METRICS_FILE)
         return json.loads(finished.read_text())
-    trainer = _trainer(cfg)
-    seed_everything(trainer.seed, trainer.deterministic)
-    device = resolve_device(trainer.device)
-    spec: DatasetSpec = _instantiate(cfg.data, "data")
-    benchmark = _instantiate(cfg.model, "model")
-    _check_task(benchmark, spec)
-    run_dir = _prepare_run_dir(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    write_json(run_dir / ENV_FILE, collect_env(spec, device))
-    log.info("run %s: %s on %s [%s], device %s", run_dir, benchmark.name, spec.name, spec.label, device_name(device))
-    ctx = RunContext(run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir), trainer=trainer, device=device,
-                     seed=trainer.seed, config=resolved)
+    spec, benchmark, ctx = _start_run(cfg, _trainer(cfg), cfg.model, OmegaConf.to_container(cfg, resolve=True))
     facts = benchmark.fit(ctx, spec) or {}
-    result = benchmark.test(ctx, spec, run_dir / CHECKPOINT_DIR / "best.pt")
-    doc = _write_metrics(run_dir, spec, benchmark, device, facts, result, started, config_label(), None)
+    result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
+    doc = _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config_label(), None)
     log.info("%s on %s test: %s", benchmark.name, spec.name,
              ", ".join(f"{k} {v:.4f}" for k, v in doc["metrics"].items() if isinstance(v, float)))
     return doc
@@ -197,19 +202,9 @@ def evaluate(cfg: DictConfig) -> dict:
     saved = OmegaConf.load(source / CONFIG_FILE)
     trainer_node = OmegaConf.to_container(saved.trainer, resolve=True)
     trainer_node.update({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None})
-    trainer = _trainer(cfg, trainer_node)
-    seed_everything(trainer.seed, trainer.deterministic)
-    device = resolve_device(trainer.device)
-    spec: DatasetSpec = _instantiate(cfg.data, "data")
-    benchmark = _instantiate(saved.model, "model")
-    _check_task(benchmark, spec)
-    run_dir = _prepare_run_dir(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["checkpoint_config"] = OmegaConf.to_container(saved, resolve=True)
-    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    write_json(run_dir / ENV_FILE, collect_env(spec, device))
-    ctx = RunContext(run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir), trainer=trainer, device=device,
-                     seed=trainer.seed, config=resolved)
+    spec, benchmark, ctx = _start_run(cfg, _trainer(cfg, trainer_node), saved.model, resolved)
     result = benchmark.test(ctx, spec, checkpoint)
     facts = {}
     source_metrics = source / METRICS_FILE
@@ -217,7 +212,7 @@ def evaluate(cfg: DictConfig) -> dict:
         previous = json.loads(source_metrics.read_text())
         facts = {k: previous.get(k) for k in ("epochs", "pretrained", "pretrained_source", "train_images_per_s", "config")}
     config = facts.pop("config", None)
-    return _write_metrics(run_dir, spec, benchmark, device, facts, result, started, config, str(source.resolve()))
+    return _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config, str(source.resolve()))
 
 
 # ---------------------------------------------------------------------------------------------------- errors

@@ -46,6 +46,15 @@ def encode_mask(labels: np.ndarray) -> np.ndarray:
     return SEGMENTATION_PALETTE[labels]
 
 
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Grey image (H x W uint8) with class colours blended in; IGNORE_INDEX pixels stay grey."""
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
+    known = labels < len(SEGMENTATION_PALETTE)
+    colours = SEGMENTATION_PALETTE[np.where(known, labels, 0)].astype(np.float32)
+    rgb[known] = (1 - alpha) * rgb[known] + alpha * colours[known]
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Class-index mask of one file (unknown colours -> IGNORE_INDEX)."""
     return decode_mask(read_rgb(path))[0]

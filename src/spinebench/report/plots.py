@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from spinebench.data.segmentation import overlay  # noqa: E402
 from spinebench.report.collect import Collection, Run  # noqa: E402
 from spinebench.report.implantability import ACCURACY_METRIC  # noqa: E402
 from spinebench.report.manuscript import Manuscript  # noqa: E402
@@ -179,16 +180,6 @@ def pr_plots(collection: Collection, out: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- segmentation grid
-def _overlay(gray: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    from spinebench.classes import SEGMENTATION_PALETTE
-
-    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
-    valid = labels < len(SEGMENTATION_PALETTE)
-    colours = SEGMENTATION_PALETTE[np.where(valid, labels, 0)].astype(np.float32)
-    rgb[valid] = (1 - alpha) * rgb[valid] + alpha * colours[valid]
-    return rgb.clip(0, 255).astype(np.uint8)
-
-
 def _reference(run: Run, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(gray image, reference mask) of a test image of the run's dataset, (None, None) when not found."""
     from spinebench.data.errors import DatasetError
@@ -257,7 +248,7 @@ def segmentation_grids(collection: Collection, out: Path, n_images: int = 4) -> 
                 else:
                     if labels.shape != base.shape:
                         base = np.zeros(labels.shape, dtype=np.uint8)
-                    ax.imshow(_overlay(base, labels))
+                    ax.imshow(overlay(base, labels))
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if i == 0:

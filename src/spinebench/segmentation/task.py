@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from spinebench.classes import IGNORE_INDEX, SEGMENTATION_CLASSES, SEGMENTATION_PALETTE
+from spinebench.classes import IGNORE_INDEX, SEGMENTATION_CLASSES
+from spinebench.data.segmentation import overlay
 from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.metrics import SegmentationScorer
 
@@ -136,15 +137,6 @@ def augment(x: torch.Tensor, y: torch.Tensor, flip_p: float = 0.5, jitter: float
         y = F.grid_sample((y[:, None].float() + 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
         y = torch.where(y == 0, torch.full_like(y, IGNORE_INDEX + 1), y).long() - 1
     return x, y
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Grey image with class colours blended in (IGNORE_INDEX pixels stay grey)."""
-    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
-    known = labels < len(SEGMENTATION_PALETTE)
-    colours = SEGMENTATION_PALETTE[np.where(known, labels, 0)].astype(np.float32)
-    rgb[known] = (1 - alpha) * rgb[known] + alpha * colours[known]
-    return rgb.clip(0, 255).astype(np.uint8)
 
 
 @torch.no_grad()
