@@ -1,0 +1,41 @@
+"""`make reproduce` builds the right Hydra multiruns from DATA / MODELS / OVERRIDES (dry run: nothing trains)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def dry_run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-n", "--no-print-directory", "reproduce", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_subset_on_real_data_with_overrides():
+    result = dry_run("MODELS=yolov8m,deeplabv3", "DATA=/data/spinal", "OVERRIDES=trainer.num_workers=16")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("spinebench-train -m experiment=paper/yolov8m data=detection_real data.root=/data/spinal/detection "
+               "trainer=gpu skip_finished=true trainer.num_workers=16" in line for line in lines)
+    assert any("experiment=paper/deeplabv3 data=segmentation_real data.root=/data/spinal/segmentation" in line for line in lines)
+    assert not any("paper/unet" in line or "paper/faster_rcnn" in line for line in lines)
+    assert any("spinebench report outputs/detection_real/yolov8m-paper-s0 outputs/segmentation_real/deeplabv3-paper-s0" in line
+               for line in lines)
+
+
+def test_without_data_every_row_runs_on_the_phantom_and_says_so():
+    result = dry_run()
+    assert result.returncode == 0, result.stderr
+    assert "SYNTHETIC PHANTOM" in result.stdout
+    assert "experiment=paper/yolov8m,paper/faster_rcnn,paper/retinanet,paper/ssd300,paper/ssd512 data=detection_phantom" in result.stdout
+    assert "experiment=paper/deeplabv3,paper/unet,paper/segformer,paper/samed data=segmentation_phantom" in result.stdout
+
+
+def test_unknown_model_is_refused():
+    result = dry_run("MODELS=yolov8m,detr9000")
+    assert result.returncode != 0 and "unknown MODELS: detr9000" in result.stderr
