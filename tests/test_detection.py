@@ -137,3 +137,21 @@ def test_yolo_cli_run_is_offline_and_contained(tiny_detection, cache_dir, tmp_pa
     assert not (work / "runs").exists() and not (home / ".config" / "Ultralytics").exists()
     assert (cache_dir / "ultralytics" / "Ultralytics" / "Arial.ttf").is_file()
     assert all(p.is_symlink() for p in (run / "yolo_data" / "images" / "train").iterdir())
+
+
+def test_ultralytics_thread_reset_does_not_leak():
+    """ultralytics' select_device sets torch to cpu_count - 1 threads process-wide; YoloV8 restores them."""
+    import torch
+    from ultralytics.utils.torch_utils import select_device
+
+    from spinebench.detection.yolo import keep_torch_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with keep_torch_threads():
+            select_device("cpu", verbose=False)
+            assert torch.get_num_threads() != 3 or (os.cpu_count() or 1) - 1 == 3
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -17,6 +17,7 @@ spinebench.detection.coco like every detector; ultralytics' own test mAP is kept
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -77,6 +78,19 @@ def _yolo():
     from ultralytics import YOLO
 
     return YOLO
+
+
+@contextlib.contextmanager
+def keep_torch_threads():
+    """ultralytics' select_device sets torch's CPU threads to cpu_count - 1 for the whole process (1 on a 2-core
+    machine): restore them afterwards, so later runs of a multirun and the FPS measurement keep the process's own."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -173,6 +187,14 @@ class YoloV8:
 
     # -- protocol ---------------------------------------------------------------------------------------------
     def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+        with keep_torch_threads():
+            return self._fit(ctx, spec)
+
+    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+        with keep_torch_threads() as threads:
+            return self._test(ctx, spec, checkpoint, threads)
+
+    def _fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
         ultralytics_env(ctx.cache_dir, allow_download=self.download)
         YOLO = _yolo()
         run_dir = Path(ctx.run_dir).resolve()
@@ -218,7 +240,7 @@ class YoloV8:
                 "train_images_per_s": images / wall if trained_epochs and wall > 0 else None,
                 "train_images_per_s_note": "ultralytics loop, epochs incl. validation"}
 
-    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+    def _test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path, threads: int) -> dict[str, Any]:
         ultralytics_env(ctx.cache_dir)
         YOLO = _yolo()
         run_dir = Path(ctx.run_dir).resolve()
@@ -246,6 +268,9 @@ class YoloV8:
         import cv2
 
         frames = [cv2.imread(str(s.image)) for s in samples[:8]]
+        import torch
+
+        torch.set_num_threads(threads)  # model.val() above reset them: time inference like the other detectors
         speed = measure_inference(lambda im: model.predict(im, imgsz=imgsz, device=device, verbose=False, **PREDICT),
                                   frames, ctx.device, warmup=ctx.trainer.fps_warmup, n=ctx.trainer.fps_images)
         return {"metrics": metrics, "params": count_parameters(model.model), "fps_batch1": speed.fps,
