@@ -427,3 +427,14 @@ def test_cli_parser(tmp_path, runs_root):
     assert args.func(args) == 0
     assert len(_read_csv(tmp_path / "r" / "detection.csv")) == 1
     assert run_report([tmp_path], tmp_path / "x", manuscript=tmp_path / "missing.yaml") == 2
+
+
+def test_runs_without_a_manuscript_row_are_listed_not_dropped(tmp_path):
+    data = _data_block("phantom", "detection_phantom", tmp_path / "data")
+    write_detection_run(tmp_path / "outputs" / "yolov8n-run", "yolov8n", "yolov8n", data, seed=4)
+    assert run_report([tmp_path / "outputs"], tmp_path / "results", n_resamples=10, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    section = text.split("Runs of models without a manuscript row:", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| `yolov8n`"))
+    mAP50 = json.loads((tmp_path / "outputs" / "yolov8n-run" / "metrics.json").read_text())["metrics"]["mAP50"]
+    assert f"{mAP50:.3f} [" in row and "yolov8n-run" in row

@@ -225,6 +225,20 @@ def _metric_table(table: TaskTable, runs: Sequence[Run], metrics: Sequence[str],
     return lines
 
 
+def _other_runs(table: TaskTable, runs: Sequence[Run], metrics: Sequence[str]) -> list[str]:
+    """Finished runs of a model that has no manuscript row (e.g. yolov8n): listed, never dropped."""
+    others = [r for r in runs if r.model not in table.rows]
+    if not others:
+        return []
+    header = ["model (no manuscript row)", *[f"{table.label(m)} [95% CI]" for m in metrics], "run folder"]
+    lines = ["Runs of models without a manuscript row:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in sorted(others, key=lambda r: r.model_name or r.model):
+        cells = [f"`{run.model_name or run.model}`", *[fmt_ci(run.values.get(m), run.intervals.get(m)) for m in metrics],
+                 f"`{display_path(run.path)}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _speed_table(table: TaskTable, runs: Sequence[Run]) -> list[str]:
     lines = ["| model | params paper | params ours | CPU paper: FPS / load / impl. | CPU ours | GPU paper: FPS / load / impl. "
              "| GPU ours | our hardware |", "|" + "---|" * 8]
@@ -332,6 +346,7 @@ def render_markdown(collection: Collection, manuscript: Manuscript, plots: Seque
             if group_runs:
                 lines += ["Traceability (the run behind each row):", ""]
                 lines += _trace_table(table, group_runs) + [""]
+            lines += _other_runs(table, group_runs, table.reported)
         if table.reported_human:
             for group, group_runs in (_groups(human) or [("", [])]):
                 kind = ("PHANTOM (synthetic human-like) - not a reproduction" if group_runs and group_runs[0].is_phantom
@@ -343,6 +358,7 @@ def render_markdown(collection: Collection, manuscript: Manuscript, plots: Seque
                 lines += _metric_table(table, group_runs, table.reported_human, True, label_ours) + [""]
                 if group_runs:
                     lines += _trace_table(table, group_runs) + [""]
+                lines += _other_runs(table, group_runs, table.reported_human)
     if plots:
         lines += ["## Plots", ""]
         for plot in plots:
