@@ -47,6 +47,8 @@ demo:  ## the whole pipeline on a small phantom with the smoke trainer, CPU, no 
 
 reproduce:  ## every paper row on a CUDA GPU: make reproduce DATA=/data/spinal [MODELS=yolov8m,unet] [HUMAN=...]
 	$(if $(UNKNOWN),$(error unknown MODELS: $(UNKNOWN) (rows: $(DETECTORS) $(SEGMENTERS))))
+	$(if $(strip $(DATA)),$(if $(wildcard $(strip $(DATA))),,$(error DATA=$(strip $(DATA)) does not exist (see README: spinebench data fetch))))
+	$(if $(strip $(HUMAN)),$(if $(wildcard $(strip $(HUMAN))),,$(error HUMAN=$(strip $(HUMAN)) does not exist)))
 	@$(if $(strip $(DATA)),echo "reproducing on the real release in $(DATA)",echo "WARNING: no DATA=... given: running on the SYNTHETIC PHANTOM, not the paper's data")
 	$(if $(DET),$(BIN)/spinebench-train -m experiment=$(call experiments,$(DET)) $(DET_DATA) trainer=gpu skip_finished=true $(OVERRIDES))
 	$(if $(SEG),$(BIN)/spinebench-train -m experiment=$(call experiments,$(SEG)) $(SEG_DATA) trainer=gpu skip_finished=true $(OVERRIDES))

@@ -16,13 +16,15 @@ def dry_run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-n", "--no-print-directory", "reproduce", *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def test_subset_on_real_data_with_overrides():
-    result = dry_run("MODELS=yolov8m,deeplabv3", "DATA=/data/spinal", "OVERRIDES=trainer.num_workers=16")
+def test_subset_on_real_data_with_overrides(tmp_path):
+    data = tmp_path / "spinal"
+    data.mkdir()
+    result = dry_run("MODELS=yolov8m,deeplabv3", f"DATA={data}", "OVERRIDES=trainer.num_workers=16")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any("spinebench-train -m experiment=paper/yolov8m data=detection_real data.root=/data/spinal/detection "
+    assert any(f"spinebench-train -m experiment=paper/yolov8m data=detection_real data.root={data}/detection "
                "trainer=gpu skip_finished=true trainer.num_workers=16" in line for line in lines)
-    assert any("experiment=paper/deeplabv3 data=segmentation_real data.root=/data/spinal/segmentation" in line for line in lines)
+    assert any(f"experiment=paper/deeplabv3 data=segmentation_real data.root={data}/segmentation" in line for line in lines)
     assert not any("paper/unet" in line or "paper/faster_rcnn" in line for line in lines)
     assert any("spinebench report outputs/detection_real/yolov8m-paper-s0 outputs/segmentation_real/deeplabv3-paper-s0" in line
                for line in lines)
@@ -39,3 +41,8 @@ def test_without_data_every_row_runs_on_the_phantom_and_says_so():
 def test_unknown_model_is_refused():
     result = dry_run("MODELS=yolov8m,detr9000")
     assert result.returncode != 0 and "unknown MODELS: detr9000" in result.stderr
+
+
+def test_missing_data_folder_is_refused_before_anything_runs(tmp_path):
+    result = dry_run(f"DATA={tmp_path / 'nowhere'}")
+    assert result.returncode != 0 and "does not exist" in result.stderr
