@@ -107,6 +107,19 @@ def test_device_augmentation_flips_boxes_with_the_image(tiny_detection, cache_di
     assert torch.allclose(targets[i]["boxes"][:, [0, 2]], 690 - plain_targets[i]["boxes"][:, [2, 0]])
 
 
+def test_detector_sees_hematoma_as_foreground(tiny_detection, cache_dir):
+    """torchvision reserves label 0 for background: the hematoma boxes of a batch must reach the ROI head as a
+    foreground class, else Faster R-CNN trains to a low loss and never detects anything."""
+    samples = read_detection_split(tiny_detection.root, "train")
+    batch = collate([build_dataset(samples, cache_dir)[i] for i in range(len(samples))])
+    _, targets, _ = to_device(batch, torch.device("cpu"), augment=False)
+    with_boxes = [t for t in targets if len(t["boxes"])]
+    assert with_boxes
+    model = build_detector("faster_rcnn", 2, (64, 160)).train()
+    _, _, labels, _ = model.roi_heads.select_training_samples([t["boxes"] for t in with_boxes], with_boxes)
+    assert all(int(lab.max()) == 1 for lab in labels)  # the ground-truth boxes themselves are sampled as class 1
+
+
 def test_yolo_export_links_not_copies(tiny_detection, tmp_path):
     data_yaml = export_yolo_dataset(tiny_detection.root, tmp_path / "yolo_data")
     data = yaml.safe_load(data_yaml.read_text())

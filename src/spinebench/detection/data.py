@@ -5,7 +5,8 @@ all images share a size (the release: 275 x 690), else a list of H x W uint8 ten
 {"boxes": N x 4 float32 xyxy pixels, "labels": N int64 (0 = hematoma)}; indices the sample positions.
 `to_device` moves a batch to the device, converts to float in [0, 1] and applies the cheap augmentation there
 (horizontal flip with boxes, brightness/contrast), drawing its random numbers from torch's CPU generator so a
-run is reproducible on any device.
+run is reproducible on any device. It hands the detectors torchvision's label convention: 0 is background, so
+dataset class k becomes label k + LABEL_OFFSET (hematoma = 1); predictions map back with - LABEL_OFFSET.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from spinebench.engine import EpochSampler
 
 BRIGHTNESS = 0.15  # additive, in [0, 1] intensity units
 CONTRAST = 0.2  # multiplicative range 1 +- CONTRAST
+LABEL_OFFSET = 1  # torchvision detectors reserve label 0 for background
 
 
 class DetectionDataset(Dataset):
@@ -65,14 +67,15 @@ def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, nu
 
 
 def to_device(batch, device: torch.device, augment: bool = False):
-    """(list of 3 x H x W float images in [0, 1] on device, targets on device, indices)."""
+    """(list of 3 x H x W float images in [0, 1] on device, targets on device in model labels, indices)."""
     images, targets, indices = batch
     stacked = isinstance(images, torch.Tensor)
     if stacked:
         x = images.to(device, non_blocking=True).float().div_(255.0)  # B x H x W
     else:
         x = [im.to(device, non_blocking=True).float().div_(255.0) for im in images]
-    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    targets = [{"boxes": t["boxes"].to(device, non_blocking=True), "labels": (t["labels"] + LABEL_OFFSET).to(device, non_blocking=True)}
+               for t in targets]
     n = len(targets)
     if augment:
         flips = torch.rand(n) < 0.5

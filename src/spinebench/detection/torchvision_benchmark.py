@@ -17,7 +17,7 @@ from torch import nn
 
 from spinebench.data.detection import DetectionSample, read_detection_split
 from spinebench.detection.coco import coco_ground_truth, detections_to_coco, score_coco
-from spinebench.detection.data import build_dataset, detection_loader, to_device
+from spinebench.detection.data import LABEL_OFFSET, build_dataset, detection_loader, to_device
 from spinebench.detection.models import TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, load_pretrained
 from spinebench.detection.outputs import score_and_write
 from spinebench.detection.weights import resolve_weights
@@ -70,7 +70,7 @@ def predict(model: nn.Module, loader, device: torch.device, limit: int | None = 
             image_id = index + 1
             seen.append(image_id)
             detections += detections_to_coco(image_id, output["boxes"].float().cpu().numpy(),
-                                             output["scores"].float().cpu().tolist(), (output["labels"] - 1).cpu().tolist())
+                                             output["scores"].float().cpu().tolist(), (output["labels"] - LABEL_OFFSET).cpu().tolist())
     return detections, seen
 
 
