@@ -16,7 +16,6 @@ the same exported data, images/s = train images x epochs / wall time (both inclu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -150,22 +149,22 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     cache = Path(args.cache)
     spec = dataset(args.data, cache)
+    from spinebench.runinfo import device_name, write_json
+
     rows = []
+    meta = {"device": None, "torch": torch.__version__, "data": args.data, "args": {k: str(v) for k, v in vars(args).items()}}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         row = bench_yolo(name, args, spec, cache) if name.startswith("yolov8") else bench_torchvision(name, args, spec, cache)
         rows.append(row)
+        meta["device"] = device_name(row["device"])
         print(f"{row['model']:<12} {row['path']:<22} {row['images_per_s']:>9.2f} img/s   {row['reference']:<20} "
               f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}", flush=True)
-    from spinebench.runinfo import device_name
-
-    meta = {"device": device_name(rows[0]["device"]) if rows else None, "torch": torch.__version__, "data": args.data,
-            "args": {k: str(v) for k, v in vars(args).items()}}
+        if args.json:  # after every model: a benchmark cut short by a time limit keeps what it measured
+            write_json(args.json, {"meta": meta, "rows": rows})
     print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}  ({meta['device']})")
     for r in rows:
         print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
               f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}  vs {r['reference']}")
-    if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
 
 

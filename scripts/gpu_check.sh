@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent CUDA machine (see the device tool): install the wheels it lacks (.whl/, fetched with
-# ../shared/tools/fetch-device-wheels.sh .whl and carried along), run the test suite (its CUDA tests included),
-# then the training-throughput benchmarks, and print a short table last. Numbers land in $OUT.
+# ../shared/tools/fetch-device-wheels.sh .whl and carried along); a Faster R-CNN learning run on the detection
+# phantom with the test suite (its CUDA tests included) beside it on the CPU; then the training-throughput
+# benchmarks; a short table last. Numbers land in $OUT (the learning run's folder in $OUT/runs, no checkpoints).
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
 # CPU try-out (tiny settings, same code path):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
 set -uo pipefail
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/outputs/gpu_check}; mkdir -p "$OUT"
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 PY=${PY:-python3}
+DEADLINE=$(( SECONDS + ${GPU_CHECK_BUDGET_S:-540} ))  # stay inside the device call's limit, table included
+cap() { local t=$1 left=$(( DEADLINE - SECONDS - 10 )); (( left < t )) && t=$left; (( t < 5 )) && t=5; echo "$t"; }
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
   export PYTHONPATH=$PWD/src:$PWD/.site${PYTHONPATH:+:$PYTHONPATH}
@@ -19,22 +22,33 @@ import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(
                     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 PY
 
-# 1. the test suite (the CUDA-only tests run here and nowhere else)
-timeout 240 $PY -m pytest -q -x -p no:cacheprovider ${GPU_CHECK_TESTS:-tests} > "$OUT/tests.txt" 2>&1
+# 1. a learning run (GPU) and, beside it on the CPU cores, the test suite (the CUDA-only tests run only here)
+timeout "$(cap ${GPU_CHECK_TEST_S:-230})" $PY -m pytest -q -p no:cacheprovider ${GPU_CHECK_TESTS:-tests} > "$OUT/tests.txt" 2>&1 &
+TESTS_PID=$!
+RUNS=$PWD/outputs/gpu_check_runs
+if [ "$DEVICE" = cuda ]; then
+  LEARN=(trainer=gpu trainer.epochs=${LEARN_EPOCHS:-24} trainer.batch_size=8 trainer.optimizer.lr=0.02 data=detection_phantom)
+else
+  LEARN=(trainer=smoke data=detection_phantom_tiny)
+fi
+timeout "$(cap ${GPU_CHECK_LEARN_S:-230})" $PY -m spinebench.train model=faster_rcnn "${LEARN[@]}" run_name=gpu-check-faster_rcnn \
+  paths.log_dir="$RUNS" skip_finished=false > "$OUT/learn_faster_rcnn.log" 2>&1 || echo "learning run failed: $(tail -n 3 "$OUT/learn_faster_rcnn.log")"
+mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --parents {} "$OUT/runs/" \;)
+wait $TESTS_PID
 echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
 # 2. training throughput: spinebench vs compute-only (same device, same process) and YOLOv8 vs plain ultralytics
 if [ "$DEVICE" = cuda ]; then
-  DET=(--device cuda --data detection_phantom --batch 16 --steps 30 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --yolo-epochs 2)
-  SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30)
+  DET=(--device cuda --data detection_phantom --batch 16 --steps 30 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8)
+  SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
 else
   DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0)
   SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
 fi
-timeout 300 $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
+timeout "$(cap 240)" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
   || echo "detection benchmark failed: $(tail -n 3 "$OUT/bench_detection.txt")"
 for model in "${SEG_MODELS[@]}"; do
-  timeout 120 $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
+  timeout "$(cap 60)" $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
     > "$OUT/bench_seg_$model.txt" 2>&1 || echo "segmentation benchmark $model failed: $(tail -n 3 "$OUT/bench_seg_$model.txt")"
 done
 
@@ -50,6 +64,10 @@ for f in sorted(out.glob("bench_seg_*.json")):
     r = json.loads(f.read_text())
     rows.append((r["model"], "spinebench", r["spinebench_images_per_s"], "compute only", r["compute_only_images_per_s"], r["ratio"], r["device"]))
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
+for metrics in sorted(out.glob("runs/**/metrics.json")):
+    m = json.loads(metrics.read_text()); t = m["metrics"]
+    print(f"learning run {metrics.parent.name} ({m['epochs']} epochs, {m['train_images_per_s']:.0f} img/s, {m['fps_batch1']:.0f} FPS): "
+          + ", ".join(f"test {k} {t[k]:.3f}" for k in ("mAP50", "mAP50_95", "AR100")))
 print(f"{'model':<12} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6}  device")
 for model, _, ours, ref, ref_ips, ratio, device in rows:
     print(f"{model:<12} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f}  {device}")
