@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -25,8 +26,11 @@ METRICS_FILE = "metrics.json"
 
 
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
-    """Commit of the checkout the code runs from, and whether it had uncommitted changes."""
+    """Commit of the checkout the code runs from, and whether it had uncommitted changes. A copy of the tree
+    without git (e.g. the lent GPU machine) names its commit in SPINEBENCH_GIT_COMMIT; its dirtiness is unknown."""
     cwd = cwd or Path(__file__).resolve().parent
+    if os.environ.get("SPINEBENCH_GIT_COMMIT"):
+        return {"commit": os.environ["SPINEBENCH_GIT_COMMIT"], "dirty": None}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
