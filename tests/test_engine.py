@@ -100,6 +100,32 @@ def test_checkpoint_contents_and_grad_clip(tmp_path):
     assert result.history[-1]["lr"] < 0.05  # the schedule decayed
 
 
+def test_non_finite_loss_stops_the_run_naming_its_step(tmp_path):
+    """Losses are read back in groups (engine.loop.SYNC_EVERY), yet the error names the first bad step and
+    last.pt keeps the last good epoch."""
+
+    class Diverging(ToyModule):
+        steps = 0
+
+        def training_step(self, batch, device):
+            self.steps += 1
+            loss = super().training_step(batch, device)
+            return loss * float("inf") if self.steps == 8 else loss  # epoch 2, step 3 (5 batches per epoch)
+
+    with pytest.raises(FloatingPointError, match=r"loss is inf at epoch 2, step 3 \("):
+        _run(tmp_path, 3, module=Diverging())
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_train_loss_is_the_mean_of_the_epoch(tmp_path):
+    class Constant(ToyModule):
+        def training_step(self, batch, device):
+            return self.model(batch[0].to(device)).sum() * 0 + 2.5
+
+    _, result = _run(tmp_path, 1, module=Constant())
+    assert result.history[0]["train_loss"] == 2.5
+
+
 def test_reduced_checkpoint_state(tmp_path):
     """A module may store only part of its weights (SAMed: LoRA + decoder)."""
 

@@ -63,7 +63,8 @@ def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, nu
         drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
-                      persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+                      persistent_workers=num_workers > 0,  # no worker start-up at every epoch
+                      prefetch_factor=4 if num_workers > 0 else None)
 
 
 def to_device(batch, device: torch.device, augment: bool = False):

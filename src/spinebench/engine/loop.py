@@ -23,6 +23,7 @@ from spinebench.engine.config import ConfigError, TrainerConfig, resolve_device
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+SYNC_EVERY = 20  # steps between host syncs (loss check, progress): in between the CPU queues work ahead of the GPU
 
 
 @runtime_checkable
@@ -214,6 +215,39 @@ class _Progress:
             self.progress.update(task, **kwargs)
 
 
+class _EpochMeter:
+    """An epoch's losses, kept on the device and read back every SYNC_EVERY steps (one host sync, not one per
+    step) and checked for NaN/inf there - the error names the first bad step; plus images/s for the bar."""
+
+    def __init__(self, epoch: int):
+        self.epoch, self.pending, self.total, self.count, self.images = epoch, [], 0.0, 0, 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, images: int) -> bool:
+        """Keep the step's loss; True when it is time to read."""
+        self.pending.append(loss.detach())
+        self.images += images
+        return len(self.pending) >= SYNC_EVERY
+
+    def read(self) -> dict[str, float]:
+        """The progress-bar fields since the last read; raises FloatingPointError on a non-finite loss."""
+        speed = self.images / max(time.perf_counter() - self.start, 1e-9)
+        if not self.pending:
+            return {"advance": 0, "speed": speed}
+        values = torch.stack(self.pending).float().cpu()
+        self.pending = []
+        bad = (~torch.isfinite(values)).nonzero().flatten()
+        if len(bad):
+            raise FloatingPointError(f"loss is {values[bad[0]].item()} at epoch {self.epoch + 1}, step "
+                                     f"{self.count + int(bad[0]) + 1} (lower trainer.optimizer.lr or set trainer.grad_clip)")
+        self.total, self.count = self.total + float(values.sum()), self.count + len(values)
+        return {"advance": len(values), "speed": speed, "loss": float(values[-1])}
+
+    @property
+    def mean_loss(self) -> float:
+        return self.total / max(self.count, 1)
+
+
 def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None, cfg: TrainerConfig,
         run_dir: Path | str, config: dict | None = None, monitor: str | None = None) -> FitResult:
     """Train `module` for cfg.epochs, validating each epoch; resume from run_dir/checkpoints/last.pt if present."""
@@ -271,17 +305,13 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                     candidate.set_epoch(epoch)
             model.train()
             task = progress.add(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
-            loss_sum, loss_n, epoch_images = 0.0, 0, 0
-            epoch_start = time.perf_counter()
+            meter = _EpochMeter(epoch)
             for step, batch in enumerate(train_loader):
                 if step >= steps_per_epoch:
                     break
                 with autocast_for(device, cfg.amp):
                     out = module.training_step(batch, device)
                 loss = out["loss"] if isinstance(out, dict) else out
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                                             f"(lower trainer.optimizer.lr or set trainer.grad_clip)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -289,14 +319,12 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                 optimizer.step()
                 scheduler.step()
                 global_step += 1
-                value = float(loss.detach())
-                loss_sum, loss_n = loss_sum + value, loss_n + 1
-                epoch_images += _batch_size(module, batch)
-                elapsed = time.perf_counter() - epoch_start
-                progress.update(task, advance=1, speed=epoch_images / max(elapsed, 1e-9), loss=value)
+                if meter.add(loss, _batch_size(module, batch)):
+                    progress.update(task, **meter.read())
+            progress.update(task, **meter.read())
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            epoch_time = time.perf_counter() - epoch_start
+            epoch_images, epoch_time = meter.images, time.perf_counter() - meter.start
             images_seen, train_time = images_seen + epoch_images, train_time + epoch_time
 
             metrics: dict[str, float] = {}
@@ -306,7 +334,7 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                     metrics = dict(module.validation(val_loader, device))
                 if monitor not in metrics:
                     raise KeyError(f"validation returned no {monitor!r} (got {sorted(metrics)}): set trainer.monitor")
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(loss_n, 1), "lr": optimizer.param_groups[0]["lr"],
+            record = {"epoch": epoch + 1, "train_loss": meter.mean_loss, "lr": optimizer.param_groups[0]["lr"],
                       "images_per_s": epoch_images / max(epoch_time, 1e-9), **{f"val_{k}": v for k, v in metrics.items()}}
             history.append(record)
             improved = val_loader is None or _better(metrics.get(monitor), best_metric, cfg.mode)

@@ -104,7 +104,7 @@ class SegmentationBenchmark:
     def loader(dataset, batch_size: int, train: bool, workers: int, device: torch.device, seed: int = 0) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(dataset, seed=seed, shuffle=train),
                           num_workers=workers, pin_memory=device.type == "cuda",
-                          drop_last=train and len(dataset) > batch_size, persistent_workers=False,
+                          drop_last=train and len(dataset) > batch_size, persistent_workers=workers > 0,
                           prefetch_factor=4 if workers > 0 else None)
 
     def _pretrained(self, model: torch.nn.Module) -> dict[str, Any]:
