@@ -60,6 +60,12 @@ def test_paper_parameter_count_faster_rcnn():
     assert sum(p.numel() for p in model.parameters()) == 41_299_161
 
 
+def test_paper_parameter_count_retinanet():
+    """RetinaNet in torchvision's v2 layout with 2 classes has the paper's 36,352,630 parameters."""
+    model = build_detector("retinanet", 2, (256, 642))
+    assert sum(p.numel() for p in model.parameters()) == 36_352_630
+
+
 def test_weights_rules(tmp_path, caplog):
     with pytest.raises(WeightsError, match="file not found"):
         resolve_weights(str(tmp_path / "missing.pth"), ["x.pth"], tmp_path, "faster_rcnn")

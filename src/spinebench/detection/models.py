@@ -1,4 +1,4 @@
-"""torchvision detectors of the manuscript: Faster R-CNN R50-FPN, RetinaNet R50-FPN, SSD300/SSD512 (ResNet-50).
+"""torchvision detectors of the manuscript: Faster R-CNN R50-FPN, RetinaNet R50-FPN (v2), SSD300/SSD512 (ResNet-50).
 
 `build_detector(arch, num_classes=2, input_size=..., pretrained=False)` builds the model; `load_pretrained`
 loads a local file into it (a full detector checkpoint -> every tensor of matching shape, the class-specific
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.retinanet import RetinaNetHead, _default_anchorgen
 from torchvision.models.detection.ssd import SSDHead
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -37,7 +39,7 @@ DETECTIONS_PER_IMAGE = 100
 # Known local files (torchvision's names), and where torchvision serves them.
 TORCHVISION_WEIGHTS = {
     "faster_rcnn": ["fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
-    "retinanet": ["retinanet_resnet50_fpn_coco-eeacb38b.pth", "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
+    "retinanet": ["retinanet_resnet50_fpn_v2_coco-5905b1c5.pth", "resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"],
     "ssd": ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
 }
 TORCHVISION_URLS = {name: f"https://download.pytorch.org/models/{name}" for names in TORCHVISION_WEIGHTS.values() for name in names}
@@ -89,11 +91,15 @@ def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] 
         backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5)
         return FasterRCNN(backbone, num_classes=num_classes, min_size=height, max_size=max(height, width),
                           box_score_thresh=SCORE_THRESH, box_detections_per_img=DETECTIONS_PER_IMAGE)
-    if arch == "retinanet":
+    if arch == "retinanet":  # torchvision's v2 layout (P6 from C5, GroupNorm head, GIoU): the paper's 36,352,630
         backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5, returned_layers=[2, 3, 4],
-                                         extra_blocks=LastLevelP6P7(256, 256))
-        return RetinaNet(backbone, num_classes=num_classes, min_size=height, max_size=max(height, width),
-                         score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE)
+                                         extra_blocks=LastLevelP6P7(2048, 256))
+        anchors = _default_anchorgen()
+        head = RetinaNetHead(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
+                             norm_layer=partial(nn.GroupNorm, 32))
+        head.regression_head._loss_type = "giou"
+        return RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors, head=head, min_size=height,
+                         max_size=max(height, width), score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE)
     if arch == "ssd":
         backbone = ResNetSSDBackbone(pretrained)
         anchors = DefaultBoxGenerator([[2], [2, 3], [2, 3], [2, 3], [2], [2]], min_ratio=0.15, max_ratio=0.9)
