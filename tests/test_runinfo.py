@@ -1,4 +1,4 @@
-"""Provenance of a run: the git commit of the code, also where the tree was copied without git."""
+"""Provenance of a run: the git commit of the code (also where the tree was copied without git) and its recipe."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def test_copy_without_git_names_its_commit(tmp_path, monkeypatch):
     assert git_commit(tmp_path) == {"commit": None, "dirty": None}  # no repository here: unknown, not invented
     monkeypatch.setenv("SPINEBENCH_GIT_COMMIT", "1a37f29")
     assert git_commit(tmp_path) == {"commit": "1a37f29", "dirty": None}
+
+
+def test_config_label_is_the_recipe_not_the_file_locations():
+    from spinebench.pipeline import config_label
+
+    overrides = ["model=faster_rcnn", "trainer=gpu", "trainer.epochs=24", "trainer.optimizer.lr=0.01", "data=detection_phantom",
+                 "run_name=x", "paths.log_dir=/tmp/o", "data.phantom.n_train=64"]
+    assert config_label({"model": "faster_rcnn", "trainer": "gpu"}, overrides) == (
+        "model/faster_rcnn.yaml + trainer/gpu.yaml trainer.epochs=24 trainer.optimizer.lr=0.01 data.phantom.n_train=64")
+    assert config_label({"experiment": "paper/ssd300", "model": "ssd300"}, ["experiment=paper/ssd300"]) == "experiment/paper/ssd300.yaml"
+    assert config_label({}, []) is None

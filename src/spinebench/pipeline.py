@@ -82,14 +82,31 @@ def _hydra_choices() -> dict[str, Any]:
         return {}
 
 
-def config_label(choices: dict[str, Any] | None = None) -> str | None:
-    """Which config file describes the run: the experiment when one was used, else model + trainer."""
+def _hydra_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:
+        return []
+
+
+NOT_RECIPE = ("paths.", "run_name=", "skip_finished=", "hydra.", "data=", "data.root=", "model=", "trainer=", "experiment=")
+
+
+def config_label(choices: dict[str, Any] | None = None, overrides: list[str] | None = None) -> str | None:
+    """The recipe of the run, for the results' traceability table: the experiment file when one was used, else
+    model + trainer, then the command-line overrides that change training (not where files go)."""
     choices = _hydra_choices() if choices is None else choices
+    overrides = _hydra_overrides() if overrides is None else overrides
     if choices.get("experiment"):
-        return f"experiment/{choices['experiment']}.yaml"
-    if choices.get("model"):
-        return f"model/{choices['model']}.yaml + trainer/{choices.get('trainer', 'default')}.yaml"
-    return None
+        label = f"experiment/{choices['experiment']}.yaml"
+    elif choices.get("model"):
+        label = f"model/{choices['model']}.yaml + trainer/{choices.get('trainer', 'default')}.yaml"
+    else:
+        return None
+    recipe = [o for o in overrides if not o.lstrip("+~").startswith(NOT_RECIPE)]
+    return label + (" " + " ".join(recipe) if recipe else "")
 
 
 def _instantiate(node: DictConfig, what: str):
