@@ -6,7 +6,8 @@ For each torchvision detector, in the same process and on the same device:
   compute      images/s of model + loss + backward + optimizer step on one batch already on the device
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
 For YOLOv8: spinebench's YoloV8.fit vs plain `YOLO("yolov8<s>.yaml").train(...)` with ultralytics' defaults on
-the same exported data, images/s = train images x epochs / wall time (both include ultralytics' validation).
+the same exported data, images/s = train images x epochs / wall time (both include ultralytics' validation),
+after one untimed warm-up run so that neither pays the process's first-run costs.
 
     python benchmarks/bench_detection_train.py                                  # CPU, tiny (minutes)
     python benchmarks/bench_detection_train.py --device cuda --data detection_phantom --batch 16 \
@@ -46,8 +47,8 @@ def trainer_cfg(args, epochs: int, **extra):
 
     return TrainerConfig.from_config({"device": args.device, "epochs": epochs, "batch_size": args.batch,
                                       "num_workers": args.workers, "progress": "false", "limit_train_batches": args.steps,
-                                      "max_input_size": args.max_input_size,
-                                      "scheduler": {"name": "constant", "warmup_epochs": 0.0}, **extra})
+                                      "max_input_size": args.max_input_size, "deterministic": args.device == "cpu",
+                                      "scheduler": {"name": "constant", "warmup_epochs": 0.0}, **extra})  # as trainer=gpu
 
 
 def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
@@ -101,7 +102,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
 
 def bench_yolo(name: str, args, spec, cache: Path) -> dict:
     from spinebench.data.detection import read_detection_split
-    from spinebench.detection.yolo import YoloV8, export_yolo_dataset, ultralytics_env
+    from spinebench.detection.yolo import YoloV8, export_yolo_dataset, keep_torch_threads, ultralytics_env
     from spinebench.engine import resolve_device
     from spinebench.pipeline import RunContext
 
@@ -117,18 +118,24 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
         RunContext(Path("."), cache, cfg, device, 0, {}))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        data_yaml = export_yolo_dataset(spec.root, tmp / "plain_data")
+
+        def plain(epochs: int, run: str) -> float:
+            start = time.perf_counter()
+            with keep_torch_threads():  # ultralytics resets torch's thread count; the next benchmark needs it back
+                YOLO(f"yolov8{size}.yaml").train(data=str(data_yaml), epochs=epochs, batch=cfg.batch_size, imgsz=imgsz,
+                                                 device="cpu" if device.type == "cpu" else 0, workers=args.workers,
+                                                 pretrained=False, project=str(tmp), name=run, exist_ok=True,
+                                                 plots=False, verbose=False, seed=0, deterministic=cfg.deterministic)
+            return n_train * epochs / (time.perf_counter() - start)
+
+        plain(1, "warmup")  # untimed: the process's first ultralytics run pays imports, CUDA context, autotuning
         family = YoloV8(name=name, size=size, imgsz=args.yolo_imgsz, weights=None, args={"cache": "ram", "plots": False})
         facts = family.fit(RunContext(tmp / "spinebench", cache, cfg, device, 0, {}), spec)
-        data_yaml = export_yolo_dataset(spec.root, tmp / "plain_data")
-        start = time.perf_counter()
-        YOLO(f"yolov8{size}.yaml").train(data=str(data_yaml), epochs=cfg.epochs, batch=cfg.batch_size, imgsz=imgsz,
-                                         device="cpu" if device.type == "cpu" else 0, workers=args.workers,
-                                         pretrained=False, project=str(tmp), name="plain", exist_ok=True, plots=False,
-                                         verbose=False, seed=0)
-        plain = n_train * cfg.epochs / (time.perf_counter() - start)
+        reference = plain(cfg.epochs, "plain")
     return {"model": name, "path": "spinebench YoloV8.fit", "images_per_s": facts["train_images_per_s"],
-            "reference": "plain YOLO().train", "reference_images_per_s": plain,
-            "ratio": facts["train_images_per_s"] / plain, "input_size": [imgsz, imgsz], "batch": cfg.batch_size,
+            "reference": "plain YOLO().train", "reference_images_per_s": reference,
+            "ratio": facts["train_images_per_s"] / reference, "input_size": [imgsz, imgsz], "batch": cfg.batch_size,
             "device": str(device)}
 
 

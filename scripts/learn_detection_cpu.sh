@@ -8,6 +8,6 @@ date +%s > ${LOG_DIR:-outputs/learn-logs}/t0
   trainer.fps_images=20 run_name=learn-yolov8n-256-e30 > ${LOG_DIR:-outputs/learn-logs}/yolo.log 2>&1
 date +%s > ${LOG_DIR:-outputs/learn-logs}/t1
 /usr/bin/time -v .venv/bin/spinebench-train model=faster_rcnn data=detection_phantom trainer.device=cpu \
-  'model.input_size=[160,402]' trainer.epochs=10 trainer.batch_size=4 trainer.num_workers=1 \
-  trainer.optimizer.lr=0.01 trainer.fps_images=10 run_name=learn-faster_rcnn-160-e10 > ${LOG_DIR:-outputs/learn-logs}/frcnn.log 2>&1
+  'model.input_size=[128,320]' trainer.epochs=6 trainer.batch_size=4 trainer.num_workers=1 \
+  trainer.optimizer.lr=0.02 trainer.fps_images=10 run_name=learn-faster_rcnn-128-e6-fixed > ${LOG_DIR:-outputs/learn-logs}/frcnn.log 2>&1
 date +%s > ${LOG_DIR:-outputs/learn-logs}/t2
