@@ -27,7 +27,7 @@ timeout "$(cap ${GPU_CHECK_TEST_S:-230})" $PY -m pytest -q -p no:cacheprovider $
 TESTS_PID=$!
 RUNS=$PWD/outputs/gpu_check_runs
 if [ "$DEVICE" = cuda ]; then
-  LEARN=(trainer=gpu trainer.epochs=${LEARN_EPOCHS:-24} trainer.batch_size=8 trainer.optimizer.lr=0.02 data=detection_phantom)
+  LEARN=(trainer=gpu trainer.epochs=${LEARN_EPOCHS:-24} trainer.batch_size=8 trainer.optimizer.lr=0.01 trainer.grad_clip=10 data=detection_phantom)
 else
   LEARN=(trainer=smoke data=detection_phantom_tiny)
 fi
@@ -48,7 +48,7 @@ fi
 timeout "$(cap 240)" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
   || echo "detection benchmark failed: $(tail -n 3 "$OUT/bench_detection.txt")"
 for model in "${SEG_MODELS[@]}"; do
-  timeout "$(cap 60)" $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
+  timeout "$(cap 90)" $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
     > "$OUT/bench_seg_$model.txt" 2>&1 || echo "segmentation benchmark $model failed: $(tail -n 3 "$OUT/bench_seg_$model.txt")"
 done
 
