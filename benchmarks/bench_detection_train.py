@@ -1,8 +1,8 @@
 """Training throughput of the detectors through spinebench vs the model's compute-only step rate.
 
 For each torchvision detector, in the same process and on the same device:
-  spinebench   images/s of the engine's second epoch (spinebench.engine.fit: cached uint8 batches, pinned
-               memory, workers, device augmentation, autocast, optimizer step) - the first epoch is warm-up
+  spinebench   images/s of the engine after a warm-up epoch, over at least --steps steps (spinebench.engine.fit:
+               cached uint8 batches, pinned memory, workers, device augmentation, autocast, optimizer step)
   compute      images/s of model + loss + backward + optimizer step on one batch already on the device
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
 For YOLOv8: spinebench's YoloV8.fit vs plain `YOLO("yolov8<s>.yaml").train(...)` with ultralytics' defaults on
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -60,16 +61,21 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     from spinebench.pipeline import RunContext
 
     arch, size = TORCHVISION[name]
-    cfg = trainer_cfg(args, epochs=2)
-    device = resolve_device(cfg.device)
+    samples = read_detection_split(spec.root, "train")
+    loader_cfg = trainer_cfg(args, epochs=1)
+    device = resolve_device(loader_cfg.device)
+    loader = detection_loader(build_dataset(samples, cache), loader_cfg.batch_size, True, loader_cfg.num_workers, device)
+    # a warm-up epoch, then as many epochs as it takes to time at least --steps steps (a small phantom has short
+    # epochs: their boundaries are part of the cost, as in real training)
+    per_epoch = min(len(loader), args.steps)
+    cfg = trainer_cfg(args, epochs=1 + math.ceil(args.steps / per_epoch))
     family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = RunContext(Path(tmp), cache, cfg, device, 0, {})
         model, _ = family._build(ctx, load_weights=False)
-        samples = read_detection_split(spec.root, "train")
-        loader = detection_loader(build_dataset(samples, cache), cfg.batch_size, True, cfg.num_workers, device)
         result = fit(DetectorModule(model, None, augment=True), loader, None, cfg, tmp, monitor="none")
-        spinebench = result.history[-1]["images_per_s"]
+        timed = result.history[1:]  # equal-size epochs: the mean of their rates is the rate of all of them
+        spinebench = sum(h["images_per_s"] for h in timed) / len(timed)
         # compute only: the same model, one augmented batch already on the device
         module = DetectorModule(model, None, augment=False)
         model.train()
