@@ -3,7 +3,8 @@
 # ../shared/tools/fetch-device-wheels.sh .whl and carried along); a Faster R-CNN learning run on the detection
 # phantom with the test suite (its CUDA tests included) beside it on the CPU; then the training-throughput
 # benchmarks; a short table last. Numbers land in $OUT (the learning run's folder in $OUT/runs, no checkpoints).
-#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
+#   run(command="SPINEBENCH_GIT_COMMIT=<git rev-parse HEAD, typed here> bash scripts/gpu_check.sh", carry=[".whl"],
+#       timeout_s=600)        # the copy there has no .git: the commit label of its results comes from that variable
 # CPU try-out (tiny settings, same code path):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,3 +73,9 @@ print(f"{'model':<12} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'r
 for model, _, ours, ref, ref_ips, ratio, device in rows:
     print(f"{model:<12} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f}  {device}")
 PY
+
+# 4. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)
+if [ "${GPU_CHECK_PACK:-$([ "$DEVICE" = cuda ] && echo 1 || echo 0)}" = 1 ]; then
+  tar czf /tmp/gpu_check.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/gpu_check.tgz "$OUT/" \
+    && echo "packed: $OUT/gpu_check.tgz"
+fi
