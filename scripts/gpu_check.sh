@@ -2,7 +2,8 @@
 # One call on a lent CUDA machine (see the device tool): install the wheels it lacks (.whl/, fetched with
 # ../shared/tools/fetch-device-wheels.sh .whl and carried along); a Faster R-CNN learning run on the detection
 # phantom with the test suite (its CUDA tests included) beside it on the CPU; then the training-throughput
-# benchmarks; a short table last. Numbers land in $OUT (the learning run's folder in $OUT/runs, no checkpoints).
+# benchmarks; a short table last. Numbers land in $OUT (the learning run in $OUT/runs, no checkpoints), packed
+# into $OUT/gpu_check.tgz on the device.
 #   run(command="SPINEBENCH_GIT_COMMIT=<git rev-parse HEAD, typed here> bash scripts/gpu_check.sh", carry=[".whl"],
 #       timeout_s=600)        # the copy there has no .git: the commit label of its results comes from that variable
 # CPU try-out (tiny settings, same code path):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh

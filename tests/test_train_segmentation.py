@@ -8,6 +8,8 @@ and shrinks inputs to 64 px so the four models (SegFormer-B5 and SAMed ViT-B inc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,14 @@ def test_zero_shot_eval(trained, tmp_path, cache_dir):
     check_run_folder(out, checkpoints=False)
     assert doc["checkpoint_run"] == str(trained.resolve()) and doc["data"]["stamp"]["domain"] == "human"
     assert not (out / "checkpoints").exists()
+
+
+def test_eval_without_data_says_so_and_help_works(trained, tmp_path, cache_dir):
+    with pytest.raises(pipeline.UserError, match=r"no data selected: add data=<name>"):
+        run("eval", tmp_path / "eval", cache_dir, [f"ckpt={trained}"])
+    help_text = subprocess.run([sys.executable, "-m", "spinebench.evaluate", "--help"], capture_output=True, text=True,
+                               timeout=120)
+    assert help_text.returncode == 0 and "segmentation_human_phantom" in help_text.stdout, help_text.stderr[-500:]
 
 
 def test_checkpoint_with_other_class_count_fails_clearly(trained, tmp_path, cache_dir):

@@ -209,6 +209,8 @@ def train(cfg: DictConfig) -> dict:
 def evaluate(cfg: DictConfig) -> dict:
     """Score a finished run's best checkpoint on another dataset's test split (no training)."""
     started = time.perf_counter()
+    if cfg.get("data") is None:
+        raise UserError("no data selected: add data=<name> (see configs/data/), the dataset whose test split to score")
     source = Path(str(cfg.ckpt)).expanduser()
     if source.is_file():  # a checkpoint file inside a run folder
         source = source.parent.parent if source.parent.name == CHECKPOINT_DIR else source.parent
