@@ -61,10 +61,9 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     from spinebench.pipeline import RunContext
 
     arch, size = TORCHVISION[name]
-    samples = read_detection_split(spec.root, "train")
-    loader_cfg = trainer_cfg(args, epochs=1)
-    device = resolve_device(loader_cfg.device)
-    loader = detection_loader(build_dataset(samples, cache), loader_cfg.batch_size, True, loader_cfg.num_workers, device)
+    device = resolve_device(args.device)
+    loader = detection_loader(build_dataset(read_detection_split(spec.root, "train"), cache), args.batch, True,
+                              args.workers, device)
     # a warm-up epoch, then as many epochs as it takes to time at least --steps steps (a small phantom has short
     # epochs: their boundaries are part of the cost, as in real training)
     per_epoch = min(len(loader), args.steps)

@@ -73,22 +73,14 @@ class UserError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _hydra_choices() -> dict[str, Any]:
+def _hydra_config():
+    """Hydra's own config of this run, or None outside a Hydra app (the Python API)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return dict(HydraConfig.get().runtime.choices)
+        return HydraConfig.get()
     except Exception:
-        return {}
-
-
-def _hydra_overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except Exception:
-        return []
+        return None
 
 
 NOT_RECIPE = ("paths.", "run_name=", "skip_finished=", "hydra.", "data=", "data.root=", "model=", "trainer=", "experiment=")
@@ -97,8 +89,9 @@ NOT_RECIPE = ("paths.", "run_name=", "skip_finished=", "hydra.", "data=", "data.
 def config_label(choices: dict[str, Any] | None = None, overrides: list[str] | None = None) -> str | None:
     """The recipe of the run, for the results' traceability table: the experiment file when one was used, else
     model + trainer, then the command-line overrides that change training (not where files go)."""
-    choices = _hydra_choices() if choices is None else choices
-    overrides = _hydra_overrides() if overrides is None else overrides
+    hydra = _hydra_config()
+    choices = (dict(hydra.runtime.choices) if hydra else {}) if choices is None else choices
+    overrides = (list(hydra.overrides.task) if hydra else []) if overrides is None else overrides
     if choices.get("experiment"):
         label = f"experiment/{choices['experiment']}.yaml"
     elif choices.get("model"):

@@ -75,8 +75,8 @@ def to_device(batch, device: torch.device, augment: bool = False):
         x = images.to(device, non_blocking=True).float().div_(255.0)  # B x H x W
     else:
         x = [im.to(device, non_blocking=True).float().div_(255.0) for im in images]
-    targets = [{"boxes": t["boxes"].to(device, non_blocking=True), "labels": (t["labels"] + LABEL_OFFSET).to(device, non_blocking=True)}
-               for t in targets]
+    targets = [{"boxes": t["boxes"].to(device, non_blocking=True),
+                "labels": (t["labels"] + LABEL_OFFSET).to(device, non_blocking=True)} for t in targets]
     n = len(targets)
     if augment:
         flips = torch.rand(n) < 0.5
