@@ -37,6 +37,9 @@ Behaviour:
   CPU because all randomness of an epoch (shuffle, augmentation, dropout) is drawn from a generator seeded with
   (seed, epoch) at the start of that epoch. A finished run (epoch == epochs) returns at once without training.
 - Progress: rich bars (images/s, loss, ETA) on a TTY (`progress: auto|true|false`); one log line per epoch always.
+- Host syncs: the losses stay on the device and are read back every SYNC_EVERY (20) steps, so the CPU can queue
+  the next step while the GPU works; a NaN/inf loss stops the run there with the epoch and step that produced it
+  (`last.pt` still holds the last good epoch). Loaders should keep their workers (`persistent_workers`).
 - Loader randomness: build train loaders with `sampler=EpochSampler(dataset)` (or any sampler with `set_epoch`);
   fit() calls `set_epoch(epoch)` so the shuffle is a function of (seed, epoch) only.
 """
