@@ -30,3 +30,26 @@ def test_wrong_task_or_missing_folder_is_a_clear_error(detection_release, tmp_pa
         prepare_dataset("x", task, detection_release)
     with pytest.raises(DatasetError, match="does not exist"):
         prepare_dataset("x", "detection", tmp_path / "missing")
+
+
+def test_a_phantom_generation_killed_half_way_is_redone_not_used(tmp_path, monkeypatch):
+    from spinebench.data.phantom import writer
+
+    root, phantom = tmp_path / "det", {"n_train": 6, "n_val": 2, "n_test": 2, "seed": 0}
+    real_write_one, written = writer._write_one, []
+
+    def killed_after_three(job):
+        if len(written) == 3:
+            raise KeyboardInterrupt("killed")
+        written.append(job)
+        real_write_one(job)
+
+    monkeypatch.setattr(writer, "_write_one", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset("detection_phantom", "detection", root, phantom=phantom)
+    assert json.loads((root / PHANTOM_STAMP).read_text())["complete"] is False
+    monkeypatch.setattr(writer, "_write_one", real_write_one)
+    spec = prepare_dataset("detection_phantom", "detection", root, phantom=phantom)
+    assert spec.source["stamp"]["complete"] is True
+    assert {split: len(list((root / split).glob("*.png"))) for split in ("train", "val", "test")} == \
+        {"train": 6, "val": 2, "test": 2}

@@ -60,11 +60,12 @@ def describe_source(root: Path) -> dict[str, Any]:
 def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None) -> DatasetSpec:
     """Return the dataset at `root`, generating a phantom there first when `phantom` parameters are given."""
     root = Path(root).expanduser()
-    if phantom is not None and not (root / PHANTOM_STAMP).is_file():
-        from spinebench.data.phantom import write_phantom  # imported lazily: real-data runs never need it
+    if phantom is not None:
+        from spinebench.data.phantom.writer import is_complete_phantom, write_phantom  # real-data runs never need it
 
-        log.info("generating a %s phantom into %s (first use)", task, root)
-        write_phantom(task=task, out=root, **dict(phantom))
+        if not is_complete_phantom(root):  # first use, or a generation that was killed half-way
+            log.info("generating a %s phantom into %s", task, root)
+            write_phantom(task=task, out=root, **dict(phantom))
     find_splits(root, task)  # fails early with a clear message when the folder is not a release of this task
     spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=describe_source(root))
     if phantom is None and spec.is_phantom:

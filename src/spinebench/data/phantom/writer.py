@@ -229,6 +229,7 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
             "image_size": [IMAGE_WIDTH, IMAGE_HEIGHT],
         },
         "note": NOTE,
+        "complete": False,  # True once every file is written: a killed generation is redone, never used
     }
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     jobs = []
@@ -252,4 +253,14 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
         with context.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
             for _ in pool.imap_unordered(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 pass
+    meta["complete"] = True
+    (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def is_complete_phantom(root: Path) -> bool:
+    """True when `root` holds a phantom whose generation ran to the end."""
+    try:
+        return json.loads((Path(root) / MARKER).read_text(encoding="utf-8")).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
