@@ -174,3 +174,18 @@ def test_ultralytics_thread_reset_does_not_leak():
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_moving_a_batch_to_the_device_never_waits_for_the_device(tiny_detection, cache_dir, stacked):
+    """On the meta device any read of a value (.item(), bool(), nonzero, .cpu()) raises: to_device passing there
+    means on a GPU it queues its copies and augmentation without a host sync, so the CPU can run ahead of the
+    GPU (the engine's contract, spinebench.engine)."""
+    samples = read_detection_split(tiny_detection.root, "train")
+    images, targets, indices = collate([build_dataset(samples, cache_dir)[i] for i in range(len(samples))])
+    with pytest.raises((RuntimeError, NotImplementedError)):  # the premise: reading a meta value fails
+        torch.ones(1, device="meta").item()
+    batch = (images if stacked else list(images), targets, indices)
+    moved, moved_targets, _ = to_device(batch, torch.device("meta"), augment=True)
+    assert moved[0].device.type == "meta" and moved[0].shape == (3, 275, 690)
+    assert [t["boxes"].shape for t in moved_targets] == [t["boxes"].shape for t in targets]

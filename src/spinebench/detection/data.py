@@ -76,20 +76,17 @@ def to_device(batch, device: torch.device, augment: bool = False):
     else:
         x = [im.to(device, non_blocking=True).float().div_(255.0) for im in images]
     targets = [{"boxes": t["boxes"].to(device, non_blocking=True),
-                "labels": (t["labels"] + LABEL_OFFSET).to(device, non_blocking=True)} for t in targets]
+                "labels": t["labels"].to(device, non_blocking=True) + LABEL_OFFSET} for t in targets]
     n = len(targets)
     if augment:
-        flips = torch.rand(n) < 0.5
-        gains = 1.0 + (torch.rand(n) * 2 - 1) * CONTRAST
-        shifts = (torch.rand(n) * 2 - 1) * BRIGHTNESS
+        flips, gains, shifts = torch.rand(3, n)  # one draw from the CPU generator: the same run on any device
+        flips, gains, shifts = flips < 0.5, 1.0 + (gains * 2 - 1) * CONTRAST, (shifts * 2 - 1) * BRIGHTNESS
         if stacked:
-            width = x.shape[-1]
-            flip_idx = flips.nonzero().flatten().to(device)
-            if len(flip_idx):
-                x[flip_idx] = x[flip_idx].flip(-1)
+            on_device = torch.stack([flips.float(), gains, shifts]).to(device, non_blocking=True).view(3, -1, 1, 1)
+            x = torch.where(on_device[0] > 0, x.flip(-1), x)
             mean = x.mean(dim=(1, 2), keepdim=True)
-            x = ((x - mean) * gains.to(device).view(-1, 1, 1) + mean + shifts.to(device).view(-1, 1, 1)).clamp_(0, 1)
-            widths = [width] * n
+            x = ((x - mean) * on_device[1] + mean + on_device[2]).clamp_(0, 1)
+            widths = [x.shape[-1]] * n
         else:
             out = []
             for i, im in enumerate(x):
