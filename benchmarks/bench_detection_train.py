@@ -5,6 +5,7 @@ For each torchvision detector, in the same process and on the same device:
                cached uint8 batches, pinned memory, workers, device augmentation, autocast, optimizer step)
   compute      images/s of model + loss + backward + optimizer step on one batch already on the device
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
+  data path    images/s of the loader + device augmentation alone, no model (what could starve the GPU)
 For YOLOv8: spinebench's YoloV8.fit vs plain `YOLO("yolov8<s>.yaml").train(...)` with ultralytics' defaults on
 the same exported data, images/s = train images x epochs / wall time (both include ultralytics' validation),
 after one untimed warm-up run so that neither pays the process's first-run costs.
@@ -31,16 +32,18 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION = {"faster_rcnn": ("faster_rcnn", [256, 642]), "retinanet": ("retinanet", [256, 642]),
                "ssd300": ("ssd", [300, 300]), "ssd512": ("ssd", [512, 512])}
-PHANTOMS = {"detection_phantom_tiny": (8, 4, 4), "detection_phantom": (192, 48, 64)}
+PHANTOMS = ("detection_phantom_tiny", "detection_phantom", "detection_phantom_paper")  # configs/data/<name>.yaml
 
 
 def dataset(name: str, cache: Path):
+    """The phantom of data config `name`, in the cache folder where spinebench-train would put it."""
+    from hydra import compose, initialize_config_dir
+
     from spinebench.data.source import prepare_dataset
 
-    n_train, n_val, n_test = PHANTOMS[name]
-    root = cache / "phantom" / f"detection-porcine-s0-{n_train}-{n_val}-{n_test}"
-    return prepare_dataset(name, "detection", root, phantom={"n_train": n_train, "n_val": n_val, "n_test": n_test,
-                                                             "seed": 0, "domain": "porcine"})
+    with initialize_config_dir(str(REPO / "configs"), version_base=None):
+        data = compose("train", overrides=[f"data={name}", f"paths.cache_dir={cache}"]).data
+    return prepare_dataset(name, "detection", data.root, phantom=dict(data.phantom))
 
 
 def trainer_cfg(args, epochs: int, **extra):
@@ -50,6 +53,22 @@ def trainer_cfg(args, epochs: int, **extra):
                                       "num_workers": args.workers, "progress": "false", "limit_train_batches": args.steps,
                                       "max_input_size": args.max_input_size, "deterministic": args.device == "cpu",
                                       "scheduler": {"name": "constant", "warmup_epochs": 0.0}, **extra})  # as trainer=gpu
+
+
+def data_path_rate(loader, device: torch.device, steps: int) -> float:
+    """images/s of the data path alone: the loader's batches moved and augmented on the device, no model."""
+    from spinebench.detection.data import to_device
+
+    images, done, start = 0, 0, time.perf_counter()
+    while done < steps:
+        for batch in loader:
+            batch_images, _, _ = to_device(batch, device, augment=True)
+            images, done = images + len(batch_images), done + 1
+            if done >= steps:
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return images / (time.perf_counter() - start)
 
 
 def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
@@ -75,6 +94,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         result = fit(DetectorModule(model, None, augment=True), loader, None, cfg, tmp, monitor="none")
         timed = result.history[1:]  # equal-size epochs: the mean of their rates is the rate of all of them
         spinebench = sum(h["images_per_s"] for h in timed) / len(timed)
+        data_only = data_path_rate(loader, device, args.steps)
         # compute only: the same model, one augmented batch already on the device
         module = DetectorModule(model, None, augment=False)
         model.train()
@@ -101,7 +121,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         compute = args.steps * len(fixed[1]) / (time.perf_counter() - start)
     del module
     return {"model": name, "path": "spinebench engine", "images_per_s": spinebench, "reference": "compute-only",
-            "reference_images_per_s": compute, "ratio": spinebench / compute,
+            "reference_images_per_s": compute, "ratio": spinebench / compute, "data_path_images_per_s": data_only,
             "input_size": family.effective_size(ctx), "batch": cfg.batch_size, "device": str(device)}
 
 
@@ -148,7 +168,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="faster_rcnn,ssd300,yolov8n")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--data", default="detection_phantom_tiny", choices=sorted(PHANTOMS))
+    parser.add_argument("--data", default="detection_phantom_tiny", choices=PHANTOMS)
     parser.add_argument("--cache", default=os.environ.get("SPINEBENCH_CACHE", str(REPO / ".cache")))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per epoch / compute loop")
@@ -173,10 +193,11 @@ def main(argv=None) -> int:
               f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}", flush=True)
         if args.json:  # after every model: a benchmark cut short by a time limit keeps what it measured
             write_json(args.json, {"meta": meta, "rows": rows})
-    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}  ({meta['device']})")
+    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6} {'data path':>10}"
+          f"  ({meta['device']})")
     for r in rows:
         print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
-              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}  vs {r['reference']}")
+              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f} {r.get('data_path_images_per_s', float('nan')):>10.1f}  vs {r['reference']}")
     return 0
 
 

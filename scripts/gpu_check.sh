@@ -41,7 +41,7 @@ echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
 # 2. training throughput: spinebench vs compute-only (same device, same process) and YOLOv8 vs plain ultralytics
 if [ "$DEVICE" = cuda ]; then
-  DET=(--device cuda --data detection_phantom --batch 16 --steps 30 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8)
+  DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8)
   SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
 else
   DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0)
@@ -61,18 +61,20 @@ out = pathlib.Path(sys.argv[1]); rows = []
 det = out / "bench_detection.json"
 if det.exists():
     doc = json.loads(det.read_text())
-    rows += [(r["model"], r["path"], r["images_per_s"], r["reference"], r["reference_images_per_s"], r["ratio"], doc["meta"]["device"]) for r in doc["rows"]]
+    rows += [(r["model"], r["path"], r["images_per_s"], r["reference"], r["reference_images_per_s"], r["ratio"],
+              r.get("data_path_images_per_s"), doc["meta"]["device"]) for r in doc["rows"]]
 for f in sorted(out.glob("bench_seg_*.json")):
     r = json.loads(f.read_text())
-    rows.append((r["model"], "spinebench", r["spinebench_images_per_s"], "compute only", r["compute_only_images_per_s"], r["ratio"], r["device"]))
+    rows.append((r["model"], "spinebench", r["spinebench_images_per_s"], "compute only", r["compute_only_images_per_s"], r["ratio"],
+                 None, r["device"]))
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 for metrics in sorted(out.glob("runs/**/metrics.json")):
     m = json.loads(metrics.read_text()); t = m["metrics"]
     print(f"learning run {metrics.parent.name} ({m['epochs']} epochs, {m['train_images_per_s']:.0f} img/s, {m['fps_batch1']:.0f} FPS): "
           + ", ".join(f"test {k} {t[k]:.3f}" for k in ("mAP50", "mAP50_95", "AR100")))
-print(f"{'model':<12} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6}  device")
-for model, _, ours, ref, ref_ips, ratio, device in rows:
-    print(f"{model:<12} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f}  {device}")
+print(f"{'model':<12} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6} {'data path':>10}  device")
+for model, _, ours, ref, ref_ips, ratio, data_path, device in rows:
+    print(f"{model:<12} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f} {data_path or float('nan'):>10.1f}  {device}")
 PY
 
 # 4. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)

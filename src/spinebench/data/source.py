@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 PHANTOM_STAMP = "PHANTOM.json"
 MANIFEST = "spinebench-manifest.json"  # written by `spinebench data fetch`
+PHANTOM_IMAGES_PER_WORKER = 100  # below this a process pool costs more to start than it saves (same bytes either way)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,11 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
         from spinebench.data.phantom.writer import is_complete_phantom, write_phantom  # real-data runs never need it
 
         if not is_complete_phantom(root):  # first use, or a generation that was killed half-way
-            log.info("generating a %s phantom into %s", task, root)
-            write_phantom(task=task, out=root, **dict(phantom))
+            params = dict(phantom)
+            n_images = sum(int(params.get(f"n_{split}", 0)) for split in ("train", "val", "test"))
+            params.setdefault("workers", max(1, min(os.cpu_count() or 1, n_images // PHANTOM_IMAGES_PER_WORKER)))
+            log.info("generating a %s phantom of %d images into %s (%d processes)", task, n_images, root, params["workers"])
+            write_phantom(task=task, out=root, **params)
     find_splits(root, task)  # fails early with a clear message when the folder is not a release of this task
     spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=describe_source(root))
     if phantom is None and spec.is_phantom:
