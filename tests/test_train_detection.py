@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
-from spinebench.pipeline import CONFIG_DIR, evaluate, run_guarded, train
+from spinebench.pipeline import CONFIG_DIR, drop_untouched_run_dir, evaluate, run_guarded, train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml")
                      if p.stem in ("faster_rcnn", "retinanet", "ssd300", "ssd512", "yolov8m"))
@@ -121,3 +121,25 @@ def test_unknown_model_name_cli(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "Could not find 'model/yolov99'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_command_stopped_by_a_user_error_leaves_no_empty_run_folder(tmp_path):
+    env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "spinebench.evaluate", f"ckpt={tmp_path}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no data selected: add data=<name>" in proc.stderr, proc.stderr[-500:]
+    left = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")]
+    assert not any(name.startswith("outputs") for name in left), left
+
+
+def test_only_an_untouched_run_folder_is_dropped(tmp_path):
+    untouched, resumable = tmp_path / "outputs/data/a", tmp_path / "outputs/data/b"
+    for run in (untouched, resumable):
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra/config.yaml").write_text("x: 1\n")
+        (run / "train.log").write_text("error\n")
+    (resumable / "checkpoints").mkdir()
+    (resumable / "checkpoints/last.pt").write_bytes(b"0")
+    assert drop_untouched_run_dir(untouched) and not untouched.exists()
+    assert not drop_untouched_run_dir(resumable) and (resumable / "checkpoints/last.pt").is_file()
+    assert (tmp_path / "outputs/data").is_dir()  # still holds the resumable run

@@ -30,9 +30,11 @@ The pipeline writes config.yaml and env.json first, removes a stale metrics.json
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -258,6 +260,27 @@ def _is_multirun() -> bool:
         return False
 
 
+def _hydra_run_dir() -> Path | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # not under @hydra.main (tests call the tasks directly)
+        return None
+
+
+def drop_untouched_run_dir(run_dir: Path | None) -> bool:
+    """Remove a run folder holding only Hydra's own .hydra/ and log (a command stopped before doing anything),
+    and the data and outputs folders above it if they are left empty: a typo leaves no debris. True if removed."""
+    if run_dir is None or not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        for folder in (run_dir.parent, run_dir.parent.parent):
+            folder.rmdir()  # only succeeds when empty
+    return True
+
+
 def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: str) -> dict | None:
     """Run `task`; a user error prints one line and exits 2, an unexpected one 1 (traceback in the run's log).
     Inside a multirun a failed job is logged and the sweep goes on (returns None)."""
@@ -276,7 +299,9 @@ def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: st
             log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
             return None
         user = isinstance(cause, USER_ERRORS) or type(cause).__name__ == "WeightsError"
-        if not user:
+        if user:
+            drop_untouched_run_dir(_hydra_run_dir())
+        else:
             log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
         print(f"{program}: error: {message}" + ("" if user else "  (SPINEBENCH_DEBUG=1 shows the traceback)"),
               file=sys.stderr)
