@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,14 @@ def test_refuses_to_write_into_a_folder_with_other_data(tmp_path):
     with pytest.raises(FileExistsError):
         write_phantom("detection", phantom, n_train=1, n_val=0, n_test=0)
     assert (phantom / "notes.txt").exists()
+
+
+def test_parallel_writing_from_a_script_on_stdin_does_not_hang(tmp_path):
+    """`python - <<EOF` scripts have __main__.__file__ == '<stdin>': pool workers could not start (and were
+    respawned forever); the writer falls back to one process."""
+    script = (f"from spinebench.data.phantom import write_phantom\n"
+              f"write_phantom('detection', {str(tmp_path / 'ph')!r}, n_train=4, n_val=1, n_test=1, workers=2)\n")
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert "cannot be re-imported" in proc.stderr
+    assert len(list((tmp_path / "ph" / "train").glob("*.png"))) == 4

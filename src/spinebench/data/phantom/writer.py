@@ -8,9 +8,11 @@ it can never clobber a user's real release.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import shutil
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH
 from spinebench.data.phantom.anatomy import DOMAINS, RANGES, Anatomy, animal_knobs, build_anatomy, sample_knobs
 from spinebench.data.phantom.speckle import render_bmode
 from spinebench.data.segmentation import encode_mask
+
+log = logging.getLogger(__name__)
 
 TASKS = ("segmentation", "detection")
 SPLITS = ("train", "val", "test")
@@ -239,6 +243,10 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
         for folder in _folders(task, split):
             (out / folder).mkdir(parents=True, exist_ok=True)
         jobs += [(task, domain, int(seed), split, str(out), item) for item in plan_split(task, domain, seed, split, int(n))]
+    if workers > 1 and not _main_reimportable():
+        log.warning("the main script (%s) cannot be re-imported by worker processes: writing the phantom in one "
+                    "process", getattr(sys.modules.get("__main__"), "__file__", "?"))
+        workers = 1
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
             _write_one(job)
@@ -256,6 +264,16 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
     meta["complete"] = True
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _main_reimportable() -> bool:
+    """Whether a forkserver/spawn child can import __main__ again: not for `python -` (its __file__ is
+    '<stdin>'), where every worker dies at start and the pool respawns them forever."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):  # python -m package.module
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or Path(path).is_file()  # None: an interactive session, nothing to import
 
 
 def is_complete_phantom(root: Path) -> bool:
