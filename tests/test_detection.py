@@ -19,7 +19,7 @@ from PIL import Image
 from spinebench.data.cache import decoded_cache
 from spinebench.data.detection import read_detection_split
 from spinebench.data.source import prepare_dataset
-from spinebench.detection.data import build_dataset, collate, to_device
+from spinebench.detection.data import build_dataset, collate, detection_loader, to_device
 from spinebench.detection.models import build_detector, load_pretrained
 from spinebench.detection.weights import WeightsError, resolve_weights
 from spinebench.detection.yolo import export_yolo_dataset
@@ -99,18 +99,39 @@ def test_decoded_cache_is_built_once_and_rebuilt_on_change(tmp_path):
     assert changed.data_path != cache.data_path and int(changed[2][0, 0]) == 99
 
 
-def test_device_augmentation_flips_boxes_with_the_image(tiny_detection, cache_dir):
+def test_a_batch_crosses_from_a_loader_worker_as_three_tensors(tiny_detection, cache_dir):
+    """Each tensor costs the main process a shared-memory segment to open: the batch packs its targets."""
+    samples = read_detection_split(tiny_detection.root, "train")
+    loader = detection_loader(build_dataset(samples, cache_dir), 4, True, 1, torch.device("cpu"))
+    batch = next(iter(loader))
+    tensors = [t for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, torch.Tensor)]
+    assert len(tensors) == 3 and all(t.is_shared() for t in tensors)
+    assert batch[0].shape == (4, 275, 690) and sum(batch[1]["counts"]) == len(batch[1]["boxes"])
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_device_augmentation_flips_boxes_with_their_own_image(tiny_detection, cache_dir, stacked):
     samples = read_detection_split(tiny_detection.root, "train")
     dataset = build_dataset(samples, cache_dir)
-    batch = collate([dataset[i] for i in range(len(dataset))])
-    torch.manual_seed(0)
-    images, targets, _ = to_device(batch, torch.device("cpu"), augment=True)
+    images, packed, indices = collate([dataset[i] for i in range(len(dataset))])
+    batch = (images if stacked else list(images), packed, indices)
     plain, plain_targets, _ = to_device(batch, torch.device("cpu"), augment=False)
-    assert images[0].shape == (3, 275, 690) and 0 <= float(images[0].min()) and float(images[0].max()) <= 1
-    flipped = [i for i, (a, b) in enumerate(zip(targets, plain_targets)) if len(a["boxes"]) and not torch.equal(a["boxes"], b["boxes"])]
-    assert flipped, "expected at least one flipped image with a box"
-    i = flipped[0]
-    assert torch.allclose(targets[i]["boxes"][:, [0, 2]], 690 - plain_targets[i]["boxes"][:, [2, 0]])
+    for target, sample in zip(plain_targets, samples):  # unpacked per image, labels in torchvision's convention
+        assert torch.equal(target["boxes"], torch.from_numpy(sample.boxes).float().reshape(-1, 4))
+        assert torch.equal(target["labels"], torch.from_numpy(sample.labels).long() + 1)
+    torch.manual_seed(0)
+    augmented, targets, _ = to_device(batch, torch.device("cpu"), augment=True)
+    assert augmented[0].shape == (3, 275, 690) and 0 <= float(augmented[0].min()) and float(augmented[0].max()) <= 1
+    n_flipped = 0
+    for image, target, original, original_target in zip(augmented, targets, plain, plain_targets):
+        a, b = image[0].flatten(), original[0]
+        mirrored = bool(torch.corrcoef(torch.stack([a, b.flip(-1).flatten()]))[0, 1] >
+                        torch.corrcoef(torch.stack([a, b.flatten()]))[0, 1])
+        mirror_boxes = torch.stack([690 - original_target["boxes"][:, 2], original_target["boxes"][:, 1],
+                                    690 - original_target["boxes"][:, 0], original_target["boxes"][:, 3]], 1)
+        assert torch.equal(target["boxes"], mirror_boxes if mirrored else original_target["boxes"])
+        n_flipped += mirrored and len(target["boxes"]) > 0
+    assert n_flipped, "expected at least one flipped image with a box"
 
 
 def test_detector_sees_hematoma_as_foreground(tiny_detection, cache_dir):
@@ -188,4 +209,4 @@ def test_moving_a_batch_to_the_device_never_waits_for_the_device(tiny_detection,
     batch = (images if stacked else list(images), targets, indices)
     moved, moved_targets, _ = to_device(batch, torch.device("meta"), augment=True)
     assert moved[0].device.type == "meta" and moved[0].shape == (3, 275, 690)
-    assert [t["boxes"].shape for t in moved_targets] == [t["boxes"].shape for t in targets]
+    assert [t["boxes"].shape[0] for t in moved_targets] == [len(s.boxes) for s in samples]

@@ -1,8 +1,9 @@
 """Detection batches: PNGs decoded once (uint8 memmap cache), batched as uint8, augmented on the device.
 
 A batch from `detection_loader` is `(images, targets, indices)`: images B x H x W uint8 (pinned on CUDA) when
-all images share a size (the release: 275 x 690), else a list of H x W uint8 tensors; targets a list of
-{"boxes": N x 4 float32 xyxy pixels, "labels": N int64 (0 = hematoma)}; indices the sample positions.
+all images share a size (the release: 275 x 690), else a list of H x W uint8 tensors; targets packed for the
+whole batch, {"boxes": N x 4 float32 xyxy pixels, "labels": N int64 (0 = hematoma), "counts": boxes per image};
+indices the sample positions. `to_device` unpacks the targets into torchvision's one dict per image.
 `to_device` moves a batch to the device, converts to float in [0, 1] and applies the cheap augmentation there
 (horizontal flip with boxes, brightness/contrast), drawing its random numbers from torch's CPU generator so a
 run is reproducible on any device. It hands the detectors torchvision's label convention: 0 is background, so
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from spinebench.data.cache import DecodedCache, decoded_cache
 from spinebench.data.detection import DetectionSample
@@ -45,10 +46,14 @@ class DetectionDataset(Dataset):
 
 
 def collate(batch):
+    """Few tensors per batch: a loader worker hands each tensor to the main process through its own shared-memory
+    segment, and 33 small ones cost the main thread ~4x the whole batch's loading (bench note in the README)."""
     images, targets, indices = zip(*batch)
     if all(im.shape == images[0].shape for im in images):
-        images = torch.stack(images)
-    return images, list(targets), list(indices)
+        images = default_collate(images)  # stacked straight into shared memory inside a worker
+    packed = {"boxes": torch.cat([t["boxes"] for t in targets]), "labels": torch.cat([t["labels"] for t in targets]),
+              "counts": [len(t["labels"]) for t in targets]}
+    return images, packed, list(indices)
 
 
 def build_dataset(samples: Sequence[DetectionSample], cache_dir: Path | str) -> DetectionDataset:
@@ -68,16 +73,15 @@ def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, nu
 
 
 def to_device(batch, device: torch.device, augment: bool = False):
-    """(list of 3 x H x W float images in [0, 1] on device, targets on device in model labels, indices)."""
-    images, targets, indices = batch
+    """(list of 3 x H x W float images in [0, 1] on device, per-image targets on device in model labels, indices)."""
+    images, packed, indices = batch
+    boxes, labels, counts = packed["boxes"], packed["labels"], packed["counts"]
     stacked = isinstance(images, torch.Tensor)
     if stacked:
         x = images.to(device, non_blocking=True).float().div_(255.0)  # B x H x W
     else:
         x = [im.to(device, non_blocking=True).float().div_(255.0) for im in images]
-    targets = [{"boxes": t["boxes"].to(device, non_blocking=True),
-                "labels": t["labels"].to(device, non_blocking=True) + LABEL_OFFSET} for t in targets]
-    n = len(targets)
+    n = len(indices)
     if augment:
         flips, gains, shifts = torch.rand(3, n)  # one draw from the CPU generator: the same run on any device
         flips, gains, shifts = flips < 0.5, 1.0 + (gains * 2 - 1) * CONTRAST, (shifts * 2 - 1) * BRIGHTNESS
@@ -86,18 +90,20 @@ def to_device(batch, device: torch.device, augment: bool = False):
             x = torch.where(on_device[0] > 0, x.flip(-1), x)
             mean = x.mean(dim=(1, 2), keepdim=True)
             x = ((x - mean) * on_device[1] + mean + on_device[2]).clamp_(0, 1)
-            widths = [x.shape[-1]] * n
         else:
             out = []
             for i, im in enumerate(x):
                 im = im.flip(-1) if flips[i] else im
                 mean = im.mean()
                 out.append(((im - mean) * float(gains[i]) + mean + float(shifts[i])).clamp_(0, 1))
-            widths = [im.shape[-1] for im in x]
             x = out
-        for i in range(n):
-            if flips[i] and len(targets[i]["boxes"]):
-                b = targets[i]["boxes"]
-                targets[i] = {**targets[i], "boxes": torch.stack([widths[i] - b[:, 2], b[:, 1], widths[i] - b[:, 0], b[:, 3]], 1)}
+        # boxes flip with their image, on the host (a few numbers; the device never has to report anything back)
+        per_box = torch.tensor(counts)
+        width = torch.tensor([im.shape[-1] for im in images], dtype=boxes.dtype).repeat_interleave(per_box)[:, None]
+        mirrored = torch.stack([width[:, 0] - boxes[:, 2], boxes[:, 1], width[:, 0] - boxes[:, 0], boxes[:, 3]], 1)
+        boxes = torch.where(flips.repeat_interleave(per_box)[:, None], mirrored, boxes)
+    boxes = boxes.to(device, non_blocking=True).split(counts)
+    labels = (labels.to(device, non_blocking=True) + LABEL_OFFSET).split(counts)
+    targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
     images_out = [im.unsqueeze(0).expand(3, -1, -1) for im in x]  # grey -> 3 channels (ImageNet-style stems)
     return images_out, targets, indices

@@ -48,7 +48,7 @@ class DetectorModule:
         return {"loss": loss, **{k: v.detach() for k, v in losses.items()}}
 
     def batch_size(self, batch) -> int:
-        return len(batch[1])
+        return len(batch[2])
 
     def validation(self, loader, device: torch.device) -> dict[str, float]:
         detections, seen = predict(self.model, loader, device, limit=getattr(loader, "limit_batches", None))
