@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
+from spinebench.detection.torchvision_benchmark import DetectorModule
 from spinebench.pipeline import CONFIG_DIR, drop_untouched_run_dir, evaluate, run_guarded, train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml")
@@ -85,6 +87,39 @@ def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     assert doc["checkpoint_run"] == str((tmp_path / "run").resolve())
     assert doc["metrics"] == first["metrics"]
     assert (tmp_path / "e" / "run" / "predictions.json").is_file()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, cache_dir, monkeypatch):
+    """RetinaNet on the tiny phantom, killed in its second epoch and started again with the same command: it
+    continues from last.pt and ends with the weights and test metrics of a run that was never interrupted."""
+    overrides = ["model=retinanet", "trainer=smoke", "data=detection_phantom_tiny", "trainer.epochs=2",
+                 "trainer.limit_train_batches=2"]
+    full = train(compose_cfg("train", overrides, tmp_path / "full", cache_dir))
+    killed_cfg = compose_cfg("train", overrides, tmp_path / "killed", cache_dir)
+    real_step, steps = DetectorModule.training_step, []
+
+    def dies_in_epoch_two(self, batch, device):
+        steps.append(1)
+        if len(steps) == 4:  # the second (last) step of epoch 2 (2 steps per epoch)
+            raise Killed
+        return real_step(self, batch, device)
+
+    monkeypatch.setattr(DetectorModule, "training_step", dies_in_epoch_two)
+    with pytest.raises(Killed):
+        train(killed_cfg)
+    checkpoints = tmp_path / "killed" / "run" / "checkpoints"
+    assert torch.load(checkpoints / "last.pt", weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(DetectorModule, "training_step", real_step)
+    resumed = train(killed_cfg)
+    assert resumed["metrics"] == full["metrics"] and resumed["best_epoch"] == full["best_epoch"]
+    finished = torch.load(checkpoints / "last.pt", weights_only=False)
+    uninterrupted = torch.load(tmp_path / "full" / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert finished["epoch"] == 2 and finished["model"].keys() == uninterrupted["model"].keys()
+    assert all(torch.equal(finished["model"][k], uninterrupted["model"][k]) for k in finished["model"])
 
 
 def _guarded_error(cfg, capsys) -> str:
