@@ -152,3 +152,25 @@ def test_reduced_checkpoint_state(tmp_path):
 def test_bad_trainer_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         TrainerConfig.from_config(override)
+
+
+def test_each_epoch_is_serialised_once_and_best_keeps_its_epoch(tmp_path):
+    """best.pt is a hard link to the epoch's last.pt when that epoch is the best (one write of a 330 MB state,
+    not two); the next epoch's last.pt replaces the file, so best.pt keeps the best epoch's bytes."""
+
+    class Scripted(ToyModule):
+        scores, calls = [1.0, 3.0, 2.0], 0
+
+        def validation(self, loader, device):
+            self.calls += 1
+            return {"neg_mse": self.scores[self.calls - 1]}
+
+    checkpoints = tmp_path / "checkpoints"
+    _, two = _run(tmp_path, 2, module=Scripted())  # epoch 2 is the best so far: one file under two names
+    assert two.best_epoch == 2 and (checkpoints / "best.pt").samefile(checkpoints / "last.pt")
+    module = Scripted()
+    module.calls = 2  # resumed at epoch 3, whose score (2.0) is worse
+    _, three = _run(tmp_path, 3, module=module)
+    assert three.best_epoch == 2 and not (checkpoints / "best.pt").samefile(checkpoints / "last.pt")
+    assert load_checkpoint(checkpoints / "best.pt")["epoch"] == 2 and load_checkpoint(checkpoints / "last.pt")["epoch"] == 3
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt"]  # no temporary file left

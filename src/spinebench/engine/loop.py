@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -133,11 +134,27 @@ def lr_lambda(cfg: TrainerConfig, steps_per_epoch: int):
     return factor
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _publish(written: Path, path: Path) -> None:
+    """Make `path` a hard link to the finished file `written` (a copy where links fail), atomically."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(written, tmp)
+    except OSError:
+        shutil.copyfile(written, tmp)
     os.replace(tmp, path)
+
+
+def save_checkpoints(state: dict, last_path: Path, best_path: Path | None = None) -> None:
+    """Write the epoch's state once: last.pt, and best.pt as a hard link to the same bytes when this epoch is the
+    best (a Faster R-CNN state with its optimizer is 330 MB). best is in place before last: a kill in between
+    re-runs this epoch. Both are replaced atomically, so a link never sees a later epoch's bytes."""
+    last_path.parent.mkdir(parents=True, exist_ok=True)
+    written = last_path.with_suffix(".pt.writing")
+    torch.save(state, written)
+    if best_path is not None:
+        _publish(written, best_path)
+    os.replace(written, last_path)
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -345,15 +362,13 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "global_step": global_step,
                      "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
                      "monitor": monitor, "config": config}
-            if improved:
-                _atomic_save(state, best_path)
-            _atomic_save(state, last_path)  # last is written after best: a kill in between re-runs this epoch
+            save_checkpoints(state, last_path, best_path if improved else None)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
             log.info("epoch %d/%d  loss %.4f  %.1f img/s  %s%s", epoch + 1, cfg.epochs, record["train_loss"],
                      record["images_per_s"], shown, "  (best)" if improved else "")
 
     if not best_path.is_file() and last_path.is_file():  # e.g. every validation gave NaN: best = last
-        _atomic_save(load_checkpoint(last_path), best_path)
+        _publish(last_path, best_path)
     return FitResult(epochs=cfg.epochs, best_metric=best_metric, best_epoch=best_epoch, history=history,
                      train_images_per_s=(images_seen / train_time) if train_time > 0 else _history_speed(history),
                      wall_time_s=time.perf_counter() - started, resumed_from=resumed_from,
