@@ -153,3 +153,29 @@ def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_d
         run("train", tmp_path / "samed", cache_dir, ["model=samed", "data=segmentation_phantom_tiny", *smoke_overrides(),
                                                      *FAST, f"model.sam_checkpoint={tmp_path / 'sam_vit_b_01ec64.pth'}"])
     assert "sam_vit_b_01ec64.pth" in str(pipeline._root_cause(info.value))
+
+
+def test_a_training_step_never_waits_for_the_device():
+    """On the meta device any read of a value raises: the step (device augmentation, resize, CE + Dice with the
+    ignore index, aux head, backward) runs there, so on a GPU it queues without a host sync."""
+    from torch import nn
+
+    from spinebench.segmentation.losses import SegmentationLoss
+    from spinebench.segmentation.task import SegmentationModule
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main, self.aux = nn.Conv2d(1, 10, 3, padding=1), nn.Conv2d(1, 10, 1)
+
+        def forward(self, x):
+            return self.main(x), self.aux(x)
+
+    model = TwoHeads().to("meta")
+    module = SegmentationModule(model, SegmentationLoss(10, ce_weight=0.2, dice_weight=0.8, aux_weight=0.4), (32, 64))
+    batch = (torch.randint(0, 256, (2, 40, 80), dtype=torch.uint8), torch.randint(0, 10, (2, 40, 80), dtype=torch.uint8),
+             torch.tensor([0, 1]))
+    parts = module.training_step(batch, torch.device("meta"))
+    assert set(parts) == {"ce", "dice", "aux", "loss"} and parts["loss"].device.type == "meta"
+    parts["loss"].backward()
+    assert model.main.weight.grad is not None and model.main.weight.grad.device.type == "meta"
