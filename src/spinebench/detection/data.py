@@ -99,8 +99,8 @@ def to_device(batch, device: torch.device, augment: bool = False):
             x = out
         # boxes flip with their image, on the host (a few numbers; the device never has to report anything back)
         per_box = torch.tensor(counts)
-        width = torch.tensor([im.shape[-1] for im in images], dtype=boxes.dtype).repeat_interleave(per_box)[:, None]
-        mirrored = torch.stack([width[:, 0] - boxes[:, 2], boxes[:, 1], width[:, 0] - boxes[:, 0], boxes[:, 3]], 1)
+        width = torch.tensor([im.shape[-1] for im in images], dtype=boxes.dtype).repeat_interleave(per_box)
+        mirrored = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
         boxes = torch.where(flips.repeat_interleave(per_box)[:, None], mirrored, boxes)
     boxes = boxes.to(device, non_blocking=True).split(counts)
     labels = (labels.to(device, non_blocking=True) + LABEL_OFFSET).split(counts)
