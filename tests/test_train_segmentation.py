@@ -19,11 +19,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from PIL import Image
+from torch import nn
 
 import spinebench.evaluate  # noqa: F401  (registers the spinebench.run_id resolver eval.yaml uses)
 from spinebench import pipeline
+from spinebench.segmentation.losses import SegmentationLoss
+from spinebench.segmentation.task import SegmentationModule
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
 def _model_of(experiment: Path) -> str | None:
     defaults = yaml.safe_load(experiment.read_text().split("\n", 1)[1] or "{}").get("defaults", [])
     return next((d["override /model"] for d in defaults if isinstance(d, dict) and "override /model" in d), None)
@@ -158,10 +163,6 @@ def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_d
 def test_a_training_step_never_waits_for_the_device():
     """On the meta device any read of a value raises: the step (device augmentation, resize, CE + Dice with the
     ignore index, aux head, backward) runs there, so on a GPU it queues without a host sync."""
-    from torch import nn
-
-    from spinebench.segmentation.losses import SegmentationLoss
-    from spinebench.segmentation.task import SegmentationModule
 
     class TwoHeads(nn.Module):
         def __init__(self):
