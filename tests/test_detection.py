@@ -99,6 +99,20 @@ def test_decoded_cache_is_built_once_and_rebuilt_on_change(tmp_path):
     assert changed.data_path != cache.data_path and int(changed[2][0, 0]) == 99
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_moving_a_batch_to_a_gpu_makes_no_synchronizing_call(tiny_detection, cache_dir):
+    """The CUDA form of the meta-device test: torch's sync debug mode raises on any synchronizing call."""
+    samples = read_detection_split(tiny_detection.root, "train")
+    loader = detection_loader(build_dataset(samples, cache_dir), 4, True, 0, torch.device("cuda"))
+    batch = next(iter(loader))  # pinned, as in training
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        images, targets, _ = to_device(batch, torch.device("cuda"), augment=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert images[0].is_cuda and len(targets) == 4
+
+
 def test_a_batch_crosses_from_a_loader_worker_as_three_tensors(tiny_detection, cache_dir):
     """Each tensor costs the main process a shared-memory segment to open: the batch packs its targets."""
     samples = read_detection_split(tiny_detection.root, "train")
