@@ -160,23 +160,42 @@ def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_d
     assert "sam_vit_b_01ec64.pth" in str(pipeline._root_cause(info.value))
 
 
-def test_a_training_step_never_waits_for_the_device():
-    """On the meta device any read of a value raises: the step (device augmentation, resize, CE + Dice with the
-    ignore index, aux head, backward) runs there, so on a GPU it queues without a host sync."""
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.main, self.aux = nn.Conv2d(1, 10, 3, padding=1), nn.Conv2d(1, 10, 1)
 
-    class TwoHeads(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.main, self.aux = nn.Conv2d(1, 10, 3, padding=1), nn.Conv2d(1, 10, 1)
+    def forward(self, x):
+        return self.main(x), self.aux(x)
 
-        def forward(self, x):
-            return self.main(x), self.aux(x)
 
-    model = TwoHeads().to("meta")
+def _step_on(device: torch.device, debug_sync: bool = False):
+    """A full segmentation training step (device augmentation, resize, CE + Dice with the ignore index, aux head,
+    backward) on `device`; with debug_sync, under torch's CUDA sync debug mode (raises on a synchronizing call)."""
+    model = TwoHeads().to(device)
     module = SegmentationModule(model, SegmentationLoss(10, ce_weight=0.2, dice_weight=0.8, aux_weight=0.4), (32, 64))
     batch = (torch.randint(0, 256, (2, 40, 80), dtype=torch.uint8), torch.randint(0, 10, (2, 40, 80), dtype=torch.uint8),
              torch.tensor([0, 1]))
-    parts = module.training_step(batch, torch.device("meta"))
+    if debug_sync:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        parts = module.training_step(batch, device)
+        parts["loss"].backward()
+    finally:
+        if debug_sync:
+            torch.cuda.set_sync_debug_mode("default")
+    return model, parts
+
+
+def test_a_training_step_never_waits_for_the_device():
+    """On the meta device any read of a value raises: the step runs there, so on a GPU it queues without a host
+    sync."""
+    model, parts = _step_on(torch.device("meta"))
     assert set(parts) == {"ce", "dice", "aux", "loss"} and parts["loss"].device.type == "meta"
-    parts["loss"].backward()
     assert model.main.weight.grad is not None and model.main.weight.grad.device.type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_training_step_on_a_gpu_makes_no_synchronizing_call():
+    model, parts = _step_on(torch.device("cuda"), debug_sync=True)
+    assert parts["loss"].is_cuda and model.main.weight.grad is not None
