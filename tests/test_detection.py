@@ -193,6 +193,28 @@ def test_yolo_cli_run_is_offline_and_contained(tiny_detection, cache_dir, tmp_pa
     assert all(p.is_symlink() for p in (run / "yolo_data" / "images" / "train").iterdir())
 
 
+def test_yolo_predictions_reach_their_own_image(tiny_detection, cache_dir):
+    """predict_coco streams the files through ultralytics in batches; every image gets its own detections."""
+    from spinebench.detection.yolo import keep_torch_threads, predict_coco, ultralytics_env
+
+    ultralytics_env(cache_dir)
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO("yolov8n.yaml")
+    for branch in model.model.model[-1].cv3:  # class logits up: an untrained head then keeps boxes on every image
+        branch[-1].bias.data.normal_(0.0, 2.0)
+    samples = read_detection_split(tiny_detection.root, "train")
+    with keep_torch_threads():  # ultralytics' predict resets torch's threads process-wide
+        batched = predict_coco(model, samples, 160, "cpu", 3)
+        alone = {index: predict_coco(model, samples[index:index + 1], 160, "cpu", 1) for index in (0, len(samples) - 1)}
+    assert {d["image_id"] for d in batched} == set(range(1, len(samples) + 1))
+    for index, own in alone.items():  # the same detections as predicting that file alone
+        mine = [d for d in batched if d["image_id"] == index + 1]
+        assert len(mine) == len(own) > 0
+        assert np.allclose([d["bbox"] for d in mine], [d["bbox"] for d in own], atol=1e-3)
+
+
 def test_ultralytics_thread_reset_does_not_leak():
     """ultralytics' select_device sets torch to cpu_count - 1 threads process-wide; YoloV8 restores them."""
     import torch

@@ -252,15 +252,8 @@ class YoloV8:
         data_yaml = export_yolo_dataset(spec.root, run_dir / TEST_DATA_DIR, splits=("test",), samples={"test": samples})
         model = YOLO(str(checkpoint))
         imgsz, device = self.effective_imgsz(ctx), self._device(ctx)
-        detections = []
         batch = ctx.trainer.val_batch_size
-        for start in range(0, len(samples), batch):
-            chunk = samples[start:start + batch]
-            results = model.predict([str(s.image) for s in chunk], imgsz=imgsz, device=device, verbose=False, **PREDICT)
-            for offset, result in enumerate(results):
-                boxes = result.boxes
-                detections += detections_to_coco(start + offset + 1, boxes.xyxy.float().cpu().numpy(),
-                                                  boxes.conf.float().cpu().tolist(), boxes.cls.long().cpu().tolist())
+        detections = predict_coco(model, samples, imgsz, device, batch)
         metrics = score_and_write(run_dir, coco_ground_truth(samples), detections, f"{self.name} - {spec.name}")
         reference = model.val(data=str(data_yaml), split="test", imgsz=imgsz, batch=batch, device=device,
                               project=str(run_dir), name=f"{YOLO_DIR}_test", exist_ok=True, plots=False, verbose=False,
@@ -278,6 +271,19 @@ class YoloV8:
                 "ultralytics_mAP50": float(reference.box.map50), "ultralytics_mAP50_95": float(reference.box.map),
                 "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
                                     "`metrics` come from spinebench.detection.coco like every detector"}
+
+
+def predict_coco(model, samples: Sequence[DetectionSample], imgsz: int, device: str | int, batch: int) -> list[dict]:
+    """COCO results of `samples` (image ids = position + 1) from an ultralytics YOLO: one streaming predict over
+    the files, `batch` at a time (ultralytics' own inference loop). Each result is matched by its file path."""
+    image_ids = {str(s.image): index + 1 for index, s in enumerate(samples)}
+    detections = []
+    for result in model.predict(list(image_ids), stream=True, batch=batch, imgsz=imgsz, device=device, verbose=False,
+                                **PREDICT):
+        boxes = result.boxes
+        detections += detections_to_coco(image_ids[result.path], boxes.xyxy.float().cpu().numpy(),
+                                         boxes.conf.float().cpu().tolist(), boxes.cls.long().cpu().tolist())
+    return detections
 
 
 def _epochs_done(folder: Path) -> int:
