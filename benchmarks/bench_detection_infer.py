@@ -1,0 +1,142 @@
+"""Inference images/s on a phantom's test split: spinebench's scoring path vs the framework's own loop.
+
+For each detector, in one process on one device (untrained weights; both paths keep the same boxes):
+  spinebench   the path that scores the test split: torchvision detectors through
+               detection.torchvision_benchmark.predict (uint8 cache, loader workers, to_device, bf16 autocast on
+               CUDA, COCO results); YOLOv8 through detection.yolo.predict_coco (ultralytics predict on the
+               files, --batch at a time, COCO results)
+  reference    torchvision: the model alone on the same batches already on the device (compute only);
+               YOLOv8: ultralytics' own loop, `YOLO(...).predict(source=<test folder>, stream=True)`
+  ratio        spinebench / reference
+Every path runs once untimed (workers, autotuning, ultralytics' set-up), then is timed over --passes passes.
+The paper's batch-1 FPS is in every run's metrics.json (spinebench.speed), not here.
+
+    python benchmarks/bench_detection_infer.py                                  # CPU, small (a minute)
+    python benchmarks/bench_detection_infer.py --device cuda --data detection_phantom_paper --batch 16 \
+        --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --json infer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench_detection_train import PHANTOMS, REPO, TORCHVISION, dataset  # the same phantoms and input sizes
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def _timed(run, passes: int, n_images: int, device: torch.device) -> float:
+    """images/s of `run()` (one pass over n_images) after one untimed pass."""
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(passes):
+        run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return passes * n_images / (time.perf_counter() - start)
+
+
+def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.data.detection import read_detection_split
+    from spinebench.detection.data import build_dataset, detection_loader, to_device
+    from spinebench.detection.torchvision_benchmark import TorchvisionDetector, predict
+    from spinebench.engine import TrainerConfig, autocast_for, resolve_device
+    from spinebench.pipeline import RunContext
+
+    arch, size = TORCHVISION[name]
+    device = resolve_device(args.device)
+    cfg = TrainerConfig.from_config({"device": args.device, "max_input_size": args.max_input_size})
+    family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
+    ctx = RunContext(Path("."), cache, cfg, device, 0, {})
+    model, _ = family._build(ctx, load_weights=False)
+    model.to(device).eval()  # as TorchvisionDetector.test
+    samples = read_detection_split(spec.root, "test")
+    loader = detection_loader(build_dataset(samples, cache), args.batch, False, args.workers, device)
+    spinebench = _timed(lambda: predict(model, loader, device, amp=cfg.amp), args.passes, len(samples), device)
+    on_device = [to_device(batch, device)[0] for batch in loader]
+
+    @torch.no_grad()
+    def compute_only():
+        with autocast_for(device, cfg.amp):
+            for images in on_device:
+                model(images)
+
+    reference = _timed(compute_only, args.passes, len(samples), device)
+    return {"model": name, "path": "spinebench predict", "images_per_s": spinebench, "reference": "compute-only",
+            "reference_images_per_s": reference, "ratio": spinebench / reference,
+            "input_size": family.effective_size(ctx), "batch": args.batch, "device": str(device)}
+
+
+def bench_yolo(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.data.detection import read_detection_split
+    from spinebench.data.layout import find_splits
+    from spinebench.detection.yolo import PREDICT, keep_torch_threads, predict_coco, ultralytics_env
+    from spinebench.engine import resolve_device
+
+    device = resolve_device(args.device)
+    ultralytics_env(cache)
+    from ultralytics import YOLO
+
+    samples = read_detection_split(spec.root, "test")
+    folder = find_splits(spec.root, "detection")["test"]
+    yolo_device = "cpu" if device.type == "cpu" else (device.index or 0)
+    with keep_torch_threads():  # ultralytics resets torch's thread count; the next benchmark needs it back
+        model = YOLO(f"yolov8{name[-1]}.yaml")
+        spinebench = _timed(lambda: predict_coco(model, samples, args.yolo_imgsz, yolo_device, args.batch),
+                            args.passes, len(samples), device)
+
+        def plain():
+            for _ in model.predict(source=str(folder), stream=True, batch=args.batch, imgsz=args.yolo_imgsz,
+                                   device=yolo_device, verbose=False, **PREDICT):
+                pass
+
+        reference = _timed(plain, args.passes, len(samples), device)
+    return {"model": name, "path": "spinebench predict_coco", "images_per_s": spinebench,
+            "reference": "plain YOLO().predict", "reference_images_per_s": reference, "ratio": spinebench / reference,
+            "input_size": [args.yolo_imgsz] * 2, "batch": args.batch, "device": str(device)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="faster_rcnn,ssd300,yolov8n")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data", default="detection_phantom_tiny", choices=PHANTOMS)
+    parser.add_argument("--cache", default=os.environ.get("SPINEBENCH_CACHE", str(REPO / ".cache")))
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--passes", type=int, default=2, help="timed passes over the test split")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-input-size", type=int, default=None, help="cap input sizes (CPU runs)")
+    parser.add_argument("--yolo-imgsz", type=int, default=320)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    cache = Path(args.cache)
+    spec = dataset(args.data, cache)
+    from spinebench.runinfo import device_name, write_json
+
+    rows = []
+    meta = {"device": None, "torch": torch.__version__, "data": args.data, "args": {k: str(v) for k, v in vars(args).items()}}
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        row = bench_yolo(name, args, spec, cache) if name.startswith("yolov8") else bench_torchvision(name, args, spec, cache)
+        rows.append(row)
+        meta["device"] = device_name(row["device"])
+        if args.json:  # after every model: a benchmark cut short by a time limit keeps what it measured
+            write_json(args.json, {"meta": meta, "rows": rows})
+    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}  ({meta['device']})")
+    for r in rows:
+        print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
+              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}  vs {r['reference']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
