@@ -181,10 +181,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     cache = Path(args.cache)
     spec = dataset(args.data, cache)
-    from spinebench.runinfo import device_name, write_json
+    from spinebench.runinfo import device_name, git_commit, write_json
 
     rows = []
-    meta = {"device": None, "torch": torch.__version__, "data": args.data, "args": {k: str(v) for k, v in vars(args).items()}}
+    meta = {"device": None, "torch": torch.__version__, "data": args.data, "git": git_commit(),
+            "args": {k: str(v) for k, v in vars(args).items()}}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         row = bench_yolo(name, args, spec, cache) if name.startswith("yolov8") else bench_torchvision(name, args, spec, cache)
         rows.append(row)

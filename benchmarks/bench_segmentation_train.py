@@ -47,7 +47,7 @@ def main() -> None:
 
     from spinebench.data.source import prepare_dataset
     from spinebench.engine import TrainerConfig, autocast_for, fit, resolve_device
-    from spinebench.runinfo import device_name
+    from spinebench.runinfo import device_name, git_commit
     from spinebench.segmentation.benchmark import SegmentationBenchmark
     from spinebench.segmentation.data import SegmentationSplit
 
@@ -112,7 +112,7 @@ def main() -> None:
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
               "precision": "bf16 autocast + channels_last" if cuda else "fp32",
               "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
-              "torch": torch.__version__}
+              "torch": torch.__version__, "git": git_commit()}
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

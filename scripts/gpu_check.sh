@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent CUDA machine (see the device tool): install the wheels it lacks (.whl/, fetched with
 # ../shared/tools/fetch-device-wheels.sh .whl and carried along); a Faster R-CNN learning run on the detection
-# phantom with the test suite (its CUDA tests included) beside it on the CPU; then the training-throughput
-# benchmarks; a short table last. Numbers land in $OUT (the learning run in $OUT/runs, no checkpoints), packed
+# phantom with the test suite (its CUDA tests included) beside it on the CPU; then the training and inference
+# throughput benchmarks; a short table last. Numbers land in $OUT (the learning run in $OUT/runs, no checkpoints), packed
 # into $OUT/gpu_check.tgz on the device.
 #   run(command="SPINEBENCH_GIT_COMMIT=<git rev-parse HEAD, typed here> bash scripts/gpu_check.sh", carry=[".whl"],
 #       timeout_s=600)        # the copy there has no .git: the commit label of its results comes from that variable
@@ -39,16 +39,21 @@ mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --
 wait $TESTS_PID
 echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
-# 2. training throughput: spinebench vs compute-only (same device, same process) and YOLOv8 vs plain ultralytics
+# 2. training and inference throughput: spinebench vs compute-only (same device, same process) and YOLOv8 vs plain
+#    ultralytics
 if [ "$DEVICE" = cuda ]; then
   DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8)
+  INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8)
   SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
 else
   DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0)
+  INFER=(--device cpu --data detection_phantom_tiny --batch 2 --passes 1 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --workers 0)
   SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
 fi
 timeout "$(cap 240)" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
   || echo "detection benchmark failed: $(tail -n 3 "$OUT/bench_detection.txt")"
+timeout "$(cap 90)" $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json" > "$OUT/bench_detection_infer.txt" 2>&1 \
+  || echo "inference benchmark failed: $(tail -n 3 "$OUT/bench_detection_infer.txt")"
 for model in "${SEG_MODELS[@]}"; do
   timeout "$(cap 90)" $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
     > "$OUT/bench_seg_$model.txt" 2>&1 || echo "segmentation benchmark $model failed: $(tail -n 3 "$OUT/bench_seg_$model.txt")"
@@ -58,11 +63,11 @@ done
 $PY - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1]); rows = []
-det = out / "bench_detection.json"
-if det.exists():
-    doc = json.loads(det.read_text())
-    rows += [(r["model"], r["path"], r["images_per_s"], r["reference"], r["reference_images_per_s"], r["ratio"],
-              r.get("data_path_images_per_s"), doc["meta"]["device"]) for r in doc["rows"]]
+for name, suffix in (("bench_detection.json", ""), ("bench_detection_infer.json", " infer")):
+    if (out / name).exists():
+        doc = json.loads((out / name).read_text())
+        rows += [(r["model"] + suffix, r["path"], r["images_per_s"], r["reference"], r["reference_images_per_s"], r["ratio"],
+                  r.get("data_path_images_per_s"), doc["meta"]["device"]) for r in doc["rows"]]
 for f in sorted(out.glob("bench_seg_*.json")):
     r = json.loads(f.read_text())
     rows.append((r["model"], "spinebench", r["spinebench_images_per_s"], "compute only", r["compute_only_images_per_s"], r["ratio"],
@@ -72,9 +77,9 @@ for metrics in sorted(out.glob("runs/**/metrics.json")):
     m = json.loads(metrics.read_text()); t = m["metrics"]
     print(f"learning run {metrics.parent.name} ({m['epochs']} epochs, {m['train_images_per_s']:.0f} img/s, {m['fps_batch1']:.0f} FPS): "
           + ", ".join(f"test {k} {t[k]:.3f}" for k in ("mAP50", "mAP50_95", "AR100")))
-print(f"{'model':<12} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6} {'data path':>10}  device")
+print(f"{'model':<18} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6} {'data path':>10}  device")
 for model, _, ours, ref, ref_ips, ratio, data_path, device in rows:
-    print(f"{model:<12} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f} {data_path or float('nan'):>10.1f}  {device}")
+    print(f"{model:<18} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f} {data_path or float('nan'):>10.1f}  {device}")
 PY
 
 # 4. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)
