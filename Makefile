@@ -63,7 +63,7 @@ report:  ## tables and plots of the finished runs in RUNS (default: everything u
 phantom-figure:  ## regenerate docs/phantom_example.png
 	$(BIN)/python scripts/make_phantom_figure.py
 
-bench:  ## phantom generation speed (CPU) and, on a CUDA machine, training/inference throughput
+bench:  ## phantom generation speed (the training and inference throughput benchmarks: scripts/gpu_check.sh, README Speed)
 	$(BIN)/python benchmarks/bench_phantom.py
 
 clean:  ## remove run outputs and caches (not results/)
