@@ -19,7 +19,6 @@ The paper's batch-1 FPS is in every run's metrics.json (spinebench.speed), not h
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bench_detection_train import PHANTOMS, REPO, TORCHVISION, dataset  # the same phantoms and input sizes
+from bench_detection_train import TORCHVISION, add_common_arguments, run_models  # same phantoms, sizes, table
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -107,35 +106,9 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="faster_rcnn,ssd300,yolov8n")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data", default="detection_phantom_tiny", choices=PHANTOMS)
-    parser.add_argument("--cache", default=os.environ.get("SPINEBENCH_CACHE", str(REPO / ".cache")))
-    parser.add_argument("--batch", type=int, default=4)
+    add_common_arguments(parser, batch=4)
     parser.add_argument("--passes", type=int, default=2, help="timed passes over the test split")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--max-input-size", type=int, default=None, help="cap input sizes (CPU runs)")
-    parser.add_argument("--yolo-imgsz", type=int, default=320)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    cache = Path(args.cache)
-    spec = dataset(args.data, cache)
-    from spinebench.runinfo import device_name, git_commit, write_json
-
-    rows = []
-    meta = {"device": None, "torch": torch.__version__, "data": args.data, "git": git_commit(),
-            "args": {k: str(v) for k, v in vars(args).items()}}
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        row = bench_yolo(name, args, spec, cache) if name.startswith("yolov8") else bench_torchvision(name, args, spec, cache)
-        rows.append(row)
-        meta["device"] = device_name(row["device"])
-        if args.json:  # after every model: a benchmark cut short by a time limit keeps what it measured
-            write_json(args.json, {"meta": meta, "rows": rows})
-    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}  ({meta['device']})")
-    for r in rows:
-        print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
-              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}  vs {r['reference']}")
+    run_models(parser.parse_args(argv), bench_torchvision, bench_yolo)
     return 0
 
 

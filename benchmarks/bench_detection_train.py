@@ -164,20 +164,22 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
             "device": str(device)}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
+    """The arguments this benchmark shares with bench_detection_infer.py."""
     parser.add_argument("--models", default="faster_rcnn,ssd300,yolov8n")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data", default="detection_phantom_tiny", choices=PHANTOMS)
     parser.add_argument("--cache", default=os.environ.get("SPINEBENCH_CACHE", str(REPO / ".cache")))
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per epoch / compute loop")
+    parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-input-size", type=int, default=None, help="cap input sizes (CPU runs)")
-    parser.add_argument("--yolo-epochs", type=int, default=1)
     parser.add_argument("--yolo-imgsz", type=int, default=320)
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+
+
+def run_models(args, torchvision_row, yolo_row) -> list[dict]:
+    """One row per model of --models (yolov8* through `yolo_row`, the rest `torchvision_row`), written to --json
+    after each (a run cut short by a time limit keeps what it measured); the table last."""
     logging.basicConfig(level=logging.WARNING)
     cache = Path(args.cache)
     spec = dataset(args.data, cache)
@@ -187,18 +189,28 @@ def main(argv=None) -> int:
     meta = {"device": None, "torch": torch.__version__, "data": args.data, "git": git_commit(),
             "args": {k: str(v) for k, v in vars(args).items()}}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        row = bench_yolo(name, args, spec, cache) if name.startswith("yolov8") else bench_torchvision(name, args, spec, cache)
+        row = (yolo_row if name.startswith("yolov8") else torchvision_row)(name, args, spec, cache)
         rows.append(row)
         meta["device"] = device_name(row["device"])
-        print(f"{row['model']:<12} {row['path']:<22} {row['images_per_s']:>9.2f} img/s   {row['reference']:<20} "
+        print(f"{row['model']:<12} {row['path']:<24} {row['images_per_s']:>9.2f} img/s   {row['reference']:<20} "
               f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}", flush=True)
-        if args.json:  # after every model: a benchmark cut short by a time limit keeps what it measured
+        if args.json:
             write_json(args.json, {"meta": meta, "rows": rows})
     print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6} {'data path':>10}"
           f"  ({meta['device']})")
     for r in rows:
         print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
-              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f} {r.get('data_path_images_per_s', float('nan')):>10.1f}  vs {r['reference']}")
+              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f} {r.get('data_path_images_per_s', float('nan')):>10.1f}"
+              f"  vs {r['reference']}")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, batch=2)
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per epoch / compute loop")
+    parser.add_argument("--yolo-epochs", type=int, default=1)
+    run_models(parser.parse_args(argv), bench_torchvision, bench_yolo)
     return 0
 
 
