@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One call on a lent CUDA machine (see the device tool): install the wheels it lacks (.whl/, fetched with
-# ../shared/tools/fetch-device-wheels.sh .whl and carried along); a Faster R-CNN learning run on the detection
-# phantom with the test suite (its CUDA tests included) beside it on the CPU; then the training and inference
-# throughput benchmarks; a short table last. Numbers land in $OUT (the learning run in $OUT/runs, no checkpoints), packed
-# into $OUT/gpu_check.tgz on the device.
+# ../shared/tools/fetch-device-wheels.sh .whl and carried along); the detection training and inference throughput
+# benchmarks first, with the GPU to themselves; then a Faster R-CNN learning run on the detection phantom with the
+# test suite (its CUDA tests included) beside it on the CPU; then the segmentation benchmarks in the time left; a
+# short table last. Numbers land in $OUT (the learning run in $OUT/runs, no checkpoints), packed into
+# $OUT/gpu_check.tgz on the device.
 #   run(command="SPINEBENCH_GIT_COMMIT=<git rev-parse HEAD, typed here> bash scripts/gpu_check.sh", carry=[".whl"],
 #       timeout_s=600)        # the copy there has no .git: the commit label of its results comes from that variable
 # CPU try-out (tiny settings, same code path):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
@@ -24,7 +25,22 @@ import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(
                     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 PY
 
-# 1. a learning run (GPU) and, beside it on the CPU cores, the test suite (the CUDA-only tests run only here)
+# 1. first, with the GPU to themselves: detection training and inference throughput, spinebench vs compute-only
+#    (same device, same process) and YOLOv8 vs plain ultralytics
+if [ "$DEVICE" = cuda ]; then
+  DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8)
+  INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8)
+  SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
+else
+  DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0)
+  INFER=(--device cpu --data detection_phantom_tiny --batch 2 --passes 1 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --workers 0)
+  SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
+fi
+timeout "$(cap 240)" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
+  || echo "detection benchmark failed: $(tail -n 3 "$OUT/bench_detection.txt")"
+timeout "$(cap 90)" $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json" > "$OUT/bench_detection_infer.txt" 2>&1 \
+  || echo "inference benchmark failed: $(tail -n 3 "$OUT/bench_detection_infer.txt")"
+# 2. a learning run (GPU) and, beside it on the CPU cores, the test suite (the CUDA-only tests run only here)
 timeout "$(cap ${GPU_CHECK_TEST_S:-230})" $PY -m pytest -q -p no:cacheprovider ${GPU_CHECK_TESTS:-tests} > "$OUT/tests.txt" 2>&1 &
 TESTS_PID=$!
 RUNS=$PWD/outputs/gpu_check_runs
@@ -39,27 +55,13 @@ mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --
 wait $TESTS_PID
 echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
-# 2. training and inference throughput: spinebench vs compute-only (same device, same process) and YOLOv8 vs plain
-#    ultralytics
-if [ "$DEVICE" = cuda ]; then
-  DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8)
-  INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8)
-  SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
-else
-  DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0)
-  INFER=(--device cpu --data detection_phantom_tiny --batch 2 --passes 1 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --workers 0)
-  SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
-fi
-timeout "$(cap 240)" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
-  || echo "detection benchmark failed: $(tail -n 3 "$OUT/bench_detection.txt")"
-timeout "$(cap 90)" $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json" > "$OUT/bench_detection_infer.txt" 2>&1 \
-  || echo "inference benchmark failed: $(tail -n 3 "$OUT/bench_detection_infer.txt")"
+# 3. segmentation training throughput, with what time is left
 for model in "${SEG_MODELS[@]}"; do
   timeout "$(cap 90)" $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
     > "$OUT/bench_seg_$model.txt" 2>&1 || echo "segmentation benchmark $model failed: $(tail -n 3 "$OUT/bench_seg_$model.txt")"
 done
 
-# 3. the short table, last
+# 4. the short table, last
 $PY - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1]); rows = []
@@ -82,7 +84,7 @@ for model, _, ours, ref, ref_ips, ratio, data_path, device in rows:
     print(f"{model:<18} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f} {data_path or float('nan'):>10.1f}  {device}")
 PY
 
-# 4. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)
+# 5. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)
 if [ "${GPU_CHECK_PACK:-$([ "$DEVICE" = cuda ] && echo 1 || echo 0)}" = 1 ]; then
   tar czf /tmp/gpu_check.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/gpu_check.tgz "$OUT/" \
     && echo "packed: $OUT/gpu_check.tgz"
