@@ -161,6 +161,28 @@ def test_detector_sees_hematoma_as_foreground(tiny_detection, cache_dir):
     assert all(int(lab.max()) == 1 for lab in labels)  # the ground-truth boxes themselves are sampled as class 1
 
 
+def test_predict_gives_each_image_its_own_detections(tiny_detection, cache_dir):
+    """predict copies a batch's outputs to the host in one piece and splits them back per image."""
+    from spinebench.detection.coco import detections_to_coco
+    from spinebench.detection.torchvision_benchmark import predict
+
+    samples = read_detection_split(tiny_detection.root, "test")
+    loader = detection_loader(build_dataset(samples, cache_dir), 3, False, 0, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_detector("faster_rcnn", 2, (64, 160)).eval()
+    detections, seen = predict(model, loader, torch.device("cpu"))
+    expected = []
+    with torch.no_grad():
+        for batch in loader:
+            images, _, indices = to_device(batch, torch.device("cpu"))
+            for index, out in zip(indices, model(images)):
+                expected += detections_to_coco(index + 1, out["boxes"].numpy(), out["scores"].tolist(),
+                                               (out["labels"] - 1).tolist())
+    assert seen == list(range(1, len(samples) + 1)) and len(expected) > 0
+    assert [(d["image_id"], d["category_id"]) for d in detections] == [(d["image_id"], d["category_id"]) for d in expected]
+    assert np.allclose([d["bbox"] + [d["score"]] for d in detections], [d["bbox"] + [d["score"]] for d in expected])
+
+
 def test_yolo_export_links_not_copies(tiny_detection, tmp_path):
     data_yaml = export_yolo_dataset(tiny_detection.root, tmp_path / "yolo_data")
     data = yaml.safe_load(data_yaml.read_text())

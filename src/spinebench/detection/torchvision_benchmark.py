@@ -66,11 +66,13 @@ def predict(model: nn.Module, loader, device: torch.device, limit: int | None = 
         images, _, indices = to_device(batch, device, augment=False)
         with autocast_for(device, amp):
             outputs = model(images)
-        for index, output in zip(indices, outputs):
-            image_id = index + 1
-            seen.append(image_id)
-            detections += detections_to_coco(image_id, output["boxes"].float().cpu().numpy(),
-                                             output["scores"].float().cpu().tolist(), (output["labels"] - LABEL_OFFSET).cpu().tolist())
+        # one device-to-host copy per batch (not three per image): boxes, score and label side by side
+        rows = torch.cat([torch.cat([o["boxes"].float(), o["scores"].float()[:, None],
+                                     (o["labels"] - LABEL_OFFSET).float()[:, None]], 1) for o in outputs]).cpu()
+        for index, image_rows in zip(indices, rows.split([len(o["boxes"]) for o in outputs])):
+            seen.append(index + 1)
+            detections += detections_to_coco(index + 1, image_rows[:, :4].numpy(), image_rows[:, 4].tolist(),
+                                             image_rows[:, 5].long().tolist())
     return detections, seen
 
 
