@@ -216,7 +216,8 @@ def test_yolo_cli_run_is_offline_and_contained(tiny_detection, cache_dir, tmp_pa
 
 
 def test_yolo_predictions_reach_their_own_image(tiny_detection, cache_dir):
-    """predict_coco streams the files through ultralytics in batches; every image gets its own detections."""
+    """predict_coco streams the files through ultralytics in batches of its `batch`; every image gets its own
+    detections, whatever order the samples come in."""
     from spinebench.detection.yolo import keep_torch_threads, predict_coco, ultralytics_env
 
     ultralytics_env(cache_dir)
@@ -229,8 +230,15 @@ def test_yolo_predictions_reach_their_own_image(tiny_detection, cache_dir):
     samples = read_detection_split(tiny_detection.root, "train")
     with keep_torch_threads():  # ultralytics' predict resets torch's threads process-wide
         batched = predict_coco(model, samples, 160, "cpu", 3)
+        backwards = predict_coco(model, samples[::-1], 160, "cpu", 3)  # ultralytics sorts its input files
         alone = {index: predict_coco(model, samples[index:index + 1], 160, "cpu", 1) for index in (0, len(samples) - 1)}
     assert {d["image_id"] for d in batched} == set(range(1, len(samples) + 1))
+    assert model.predictor.dataset.bs == 1  # the last call's batch size was honoured (a list would be one batch)
+
+    def by_file(detections, order):
+        return sorted((order[d["image_id"] - 1].image.name, d["bbox"], d["score"]) for d in detections)
+
+    assert by_file(backwards, samples[::-1]) == by_file(batched, samples)  # the same batches: bit for bit
     for index, own in alone.items():  # the same detections as predicting that file alone
         mine = [d for d in batched if d["image_id"] == index + 1]
         assert len(mine) == len(own) > 0

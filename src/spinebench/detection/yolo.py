@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -274,15 +275,20 @@ class YoloV8:
 
 
 def predict_coco(model, samples: Sequence[DetectionSample], imgsz: int, device: str | int, batch: int) -> list[dict]:
-    """COCO results of `samples` (image ids = position + 1) from an ultralytics YOLO: one streaming predict over
-    the files, `batch` at a time (ultralytics' own inference loop). Each result is matched by its file path."""
-    image_ids = {str(s.image): index + 1 for index, s in enumerate(samples)}
+    """COCO results of `samples` (image ids = position + 1) from an ultralytics YOLO, through ultralytics' own
+    inference loop: one streaming predict over a manifest of the files, `batch` images at a time (a Python list
+    would be read whole into one batch). ultralytics sorts the files and makes their paths absolute, so each result
+    is matched to its sample by absolute path, never by position."""
+    image_ids = {str(Path(s.image).absolute()): index + 1 for index, s in enumerate(samples)}
     detections = []
-    for result in model.predict(list(image_ids), stream=True, batch=batch, imgsz=imgsz, device=device, verbose=False,
-                                **PREDICT):
-        boxes = result.boxes
-        detections += detections_to_coco(image_ids[result.path], boxes.xyxy.float().cpu().numpy(),
-                                         boxes.conf.float().cpu().tolist(), boxes.cls.long().cpu().tolist())
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = Path(folder) / "images.txt"
+        manifest.write_text("\n".join(image_ids) + "\n")
+        for result in model.predict(str(manifest), stream=True, batch=batch, imgsz=imgsz, device=device, verbose=False,
+                                    **PREDICT):
+            boxes = result.boxes
+            detections += detections_to_coco(image_ids[str(Path(result.path).absolute())], boxes.xyxy.float().cpu().numpy(),
+                                             boxes.conf.float().cpu().tolist(), boxes.cls.long().cpu().tolist())
     return detections
 
 
