@@ -5,6 +5,9 @@
 - spinebench: `spinebench.engine.fit` on a phantom served from the memmap cache through the DataLoader and the
   SegmentationModule (device-side resize + augmentation), 2 epochs, the second epoch's images/s.
 The ratio spinebench / compute-only is the data path's overhead (target >= 0.9).
+Inference, on the same images with the trained model: `evaluate_split` (the path that scores a split: loader,
+predict, the scorer, a class-index PNG per image written by two threads) vs `predict` alone on batches already on
+the device (`infer_*` keys), each timed over one pass after an untimed one.
 
     python benchmarks/bench_segmentation_train.py --model unet --batch 16 --json out.json          # GPU
     python benchmarks/bench_segmentation_train.py --model unet_light --batch 2 --size 64 160 --steps 4   # CPU try
@@ -33,6 +36,18 @@ def model_config(name: str) -> dict:
     return cfg
 
 
+def timed(run, n_images: int, cuda: bool) -> float:
+    """images/s of `run()` (one pass over n_images) after one untimed pass."""
+    run()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run()
+    if cuda:
+        torch.cuda.synchronize()
+    return n_images / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet", help="configs/model/<name>.yaml")
@@ -50,6 +65,7 @@ def main() -> None:
     from spinebench.runinfo import device_name, git_commit
     from spinebench.segmentation.benchmark import SegmentationBenchmark
     from spinebench.segmentation.data import SegmentationSplit
+    from spinebench.segmentation.task import evaluate_split
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -108,11 +124,26 @@ def main() -> None:
         result = fit(module, loader, None, trainer, Path(tmp) / "run", monitor="mean_dice")
         spine = result.history[-1]["images_per_s"]
 
+        # inference: the path that scores a split (loader, predict, scorer, prediction PNGs written by threads)
+        # vs predict alone on the same batches already on the device
+        scoring_loader = bench.loader(dataset, args.batch, False, workers, device)
+        infer = timed(lambda: evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval",
+                                             n_overlays=0), len(dataset), cuda)
+        on_device = [images.to(device) for images, _, _ in scoring_loader]
+
+        def predict_only():
+            with autocast_for(device, True):
+                for images in on_device:
+                    module.predict(images)
+
+        infer_compute = timed(predict_only, len(dataset), cuda)
+
     report = {"model": args.model, "device": device_name(device), "batch": args.batch,
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
               "precision": "bf16 autocast + channels_last" if cuda else "fp32",
               "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
-              "torch": torch.__version__, "git": git_commit()}
+              "infer_spinebench_images_per_s": infer, "infer_compute_only_images_per_s": infer_compute,
+              "infer_ratio": infer / infer_compute, "torch": torch.__version__, "git": git_commit()}
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -55,7 +55,7 @@ mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --
 wait $TESTS_PID
 echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
-# 3. segmentation training throughput, with what time is left
+# 3. segmentation training and inference throughput, with what time is left
 for model in "${SEG_MODELS[@]}"; do
   timeout "$(cap 90)" $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
     > "$OUT/bench_seg_$model.txt" 2>&1 || echo "segmentation benchmark $model failed: $(tail -n 3 "$OUT/bench_seg_$model.txt")"
@@ -74,6 +74,9 @@ for f in sorted(out.glob("bench_seg_*.json")):
     r = json.loads(f.read_text())
     rows.append((r["model"], "spinebench", r["spinebench_images_per_s"], "compute only", r["compute_only_images_per_s"], r["ratio"],
                  None, r["device"]))
+    if "infer_ratio" in r:
+        rows.append((r["model"] + " infer", "evaluate_split", r["infer_spinebench_images_per_s"], "predict only",
+                     r["infer_compute_only_images_per_s"], r["infer_ratio"], None, r["device"]))
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 for metrics in sorted(out.glob("runs/**/metrics.json")):
     m = json.loads(metrics.read_text()); t = m["metrics"]
