@@ -230,10 +230,11 @@ def test_yolo_predictions_reach_their_own_image(tiny_detection, cache_dir):
     samples = read_detection_split(tiny_detection.root, "train")
     with keep_torch_threads():  # ultralytics' predict resets torch's threads process-wide
         batched = predict_coco(model, samples, 160, "cpu", 3)
+        batch_size = model.predictor.dataset.bs  # honoured: a Python list of files would be read as one batch of 8
         backwards = predict_coco(model, samples[::-1], 160, "cpu", 3)  # ultralytics sorts its input files
         alone = {index: predict_coco(model, samples[index:index + 1], 160, "cpu", 1) for index in (0, len(samples) - 1)}
     assert {d["image_id"] for d in batched} == set(range(1, len(samples) + 1))
-    assert model.predictor.dataset.bs == 1  # the last call's batch size was honoured (a list would be one batch)
+    assert batch_size == 3
 
     def by_file(detections, order):
         return sorted((order[d["image_id"] - 1].image.name, d["bbox"], d["score"]) for d in detections)
