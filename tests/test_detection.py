@@ -40,7 +40,8 @@ def _targets():
             {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
 
 
-@pytest.mark.parametrize("arch, size", [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (300, 300))])
+@pytest.mark.parametrize("arch, size", [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (300, 300)),
+                                        ("ssd_multiscale", (300, 300))])
 def test_detector_builds_and_trains_a_step(arch, size):
     torch.manual_seed(0)
     model = build_detector(arch, num_classes=2, input_size=size)
@@ -64,6 +65,27 @@ def test_paper_parameter_count_retinanet():
     """RetinaNet in torchvision's v2 layout with 2 classes has the paper's 36,352,630 parameters."""
     model = build_detector("retinanet", 2, (256, 642))
     assert sum(p.numel() for p in model.parameters()) == 36_352_630
+
+
+@pytest.mark.parametrize("size", [(300, 300), (512, 512)])
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_paper_parameter_count_ssd(size, pretrained):
+    """The authors' SSD (whole ResNet-50 trunk, six-level head) has the paper's 24,641,780 parameters at both
+    sizes, pretrained or not (their code trains every layer, batch norm included)."""
+    model = build_detector("ssd", 2, size, pretrained=pretrained)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 24_641_780
+
+
+@pytest.mark.parametrize("arch, size, anchors", [("ssd", (300, 300), 10 * 10 * 4), ("ssd", (512, 512), 16 * 16 * 4),
+                                                 ("ssd_multiscale", (300, 300), 8732)])
+def test_ssd_layouts_predict_from_their_anchors(arch, size, anchors):
+    """The authors' SSD predicts from one stride-32 map (4 anchors a cell); the multi-scale one from six maps."""
+    model = build_detector(arch, 2, size).eval()
+    with torch.no_grad():
+        features = list(model.backbone(torch.rand(1, 3, *size)).values())
+        out = model.head(features)
+    assert out["bbox_regression"].shape == (1, anchors, 4) and out["cls_logits"].shape == (1, anchors, 2)
+    assert len(features) == (1 if arch == "ssd" else 6)
 
 
 def test_weights_rules(tmp_path, caplog):

@@ -7,8 +7,14 @@ train the last 3 ResNet stages (torchvision's recipe); from scratch everything t
 
 Input size: Faster R-CNN / RetinaNet resize the short side to `input_size[0]` (paper: 256 -> 256 x 642) with
 max_size = input_size[1]; SSD resizes to a fixed input_size (paper: 300 x 300 / 512 x 512). Native = 275 x 690.
-SSD uses the ResNet-50 backbone of the paper (NVIDIA's SSD300 v1.1 layout: conv1..layer3 with layer3 at
-stride 1, plus 5 extra blocks), on torchvision's SSD head, anchors and loss.
+SSD, arch "ssd", is the authors' model (HematomaDetectionSSD/model.py of their code; 24,641,780 parameters as
+in the paper): the whole ResNet-50 trunk as one backbone, so a single 2048-channel map at stride 32, under a
+torchvision SSDHead built for six maps. torchvision's SSD runs the head and the anchor generator only over the
+maps the backbone returns, so only the first level predicts: 4 anchors per cell (scales 0.15 and 0.21 of the
+input, aspect 1, 2, 1/2) on a 10 x 10 grid at 300 and 16 x 16 at 512. The other five levels' convolutions
+(691,356 parameters) are counted but never used. Every layer trains, with ordinary batch norm, pretrained or
+not (as in the authors' code). Arch "ssd_multiscale" is the usual multi-scale SSD instead: NVIDIA's SSD300 v1.1
+ResNet-50 layout (conv1..layer3 with layer3 at stride 1, plus 5 extra blocks; 8,732 anchors at 300).
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("faster_rcnn", "retinanet", "ssd")
+ARCHS = ("faster_rcnn", "retinanet", "ssd", "ssd_multiscale")
+SSD_ASPECT_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
+PAPER_SSD_HEAD_CHANNELS = [2048, 1024, 512, 256, 256, 256]  # the authors' SSDHead; only the first level is fed
 SCORE_THRESH = 0.001  # keep low-confidence boxes: COCO mAP integrates over the whole PR curve
 DETECTIONS_PER_IMAGE = 100
 
@@ -41,12 +49,27 @@ TORCHVISION_WEIGHTS = {
     "faster_rcnn": ["fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
     "retinanet": ["retinanet_resnet50_fpn_v2_coco-5905b1c5.pth", "resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"],
     "ssd": ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
+    "ssd_multiscale": ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"],
 }
 TORCHVISION_URLS = {name: f"https://download.pytorch.org/models/{name}" for names in TORCHVISION_WEIGHTS.values() for name in names}
 
 
 def _resnet_body(pretrained: bool) -> nn.Module:
     return resnet50(weights=None, norm_layer=misc_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+
+
+class ResNetTrunk(nn.Module):
+    """The authors' SSD backbone: ResNet-50 conv1..layer4, one 2048-channel feature map at stride 32."""
+
+    def __init__(self):
+        super().__init__()
+        resnet = resnet50(weights=None)
+        self.body = nn.Sequential(OrderedDict(conv1=resnet.conv1, bn1=resnet.bn1, relu=resnet.relu, maxpool=resnet.maxpool,
+                                              layer1=resnet.layer1, layer2=resnet.layer2, layer3=resnet.layer3,
+                                              layer4=resnet.layer4))
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        return OrderedDict([("0", self.body(x))])
 
 
 class ResNetSSDBackbone(nn.Module):
@@ -100,10 +123,11 @@ def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] 
         head.regression_head._loss_type = "giou"
         return RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors, head=head, min_size=height,
                          max_size=max(height, width), score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE)
-    if arch == "ssd":
-        backbone = ResNetSSDBackbone(pretrained)
-        anchors = DefaultBoxGenerator([[2], [2, 3], [2, 3], [2, 3], [2], [2]], min_ratio=0.15, max_ratio=0.9)
-        head = SSDHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes)
+    if arch in ("ssd", "ssd_multiscale"):
+        backbone = ResNetTrunk() if arch == "ssd" else ResNetSSDBackbone(pretrained)
+        channels = PAPER_SSD_HEAD_CHANNELS if arch == "ssd" else backbone.out_channels
+        anchors = DefaultBoxGenerator(SSD_ASPECT_RATIOS, min_ratio=0.15, max_ratio=0.9)
+        head = SSDHead(channels, anchors.num_anchors_per_location(), num_classes)
         return SSD(backbone, anchors, (height, width), num_classes, head=head,
                    image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
                    score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=400)

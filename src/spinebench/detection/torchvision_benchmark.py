@@ -104,7 +104,7 @@ class TorchvisionDetector:
     def effective_size(self, ctx: "RunContext") -> list[int]:
         cap = getattr(ctx.trainer, "max_input_size", None)
         size = list(self.input_size)
-        if cap and self.arch == "ssd":  # SSD's extra blocks need >= 300 px: shrink no further
+        if cap and self.arch == "ssd_multiscale":  # its extra blocks need >= 300 px: shrink no further
             cap = max(cap, SSD_MIN_SIZE)
         if cap and max(size) > cap:  # smoke runs: shrink, keep the aspect ratio
             scale = cap / max(size)
