@@ -88,6 +88,25 @@ def test_ssd_layouts_predict_from_their_anchors(arch, size, anchors):
     assert len(features) == (1 if arch == "ssd" else 6)
 
 
+@pytest.mark.parametrize("arch, size, resize, expected", [
+    ("faster_rcnn", (48, 400), "short_side", (48, 120)),  # 64 x 160 scaled by 48/64, aspect kept
+    ("faster_rcnn", (96, 128), "stretch", (96, 128)),
+    ("retinanet", (96, 128), "stretch", (96, 128)),
+    ("ssd", (96, 160), None, (96, 160)),  # height first, as everywhere in spinebench (torchvision's is width first)
+])
+def test_detectors_resize_as_configured(arch, size, resize, expected):
+    model = build_detector(arch, 2, size, resize=resize).eval()
+    images, _ = model.transform([torch.rand(3, 64, 160)])
+    assert tuple(images.image_sizes[0]) == expected
+
+
+def test_resize_rejects_what_a_detector_cannot_do():
+    with pytest.raises(ValueError, match="short_side or stretch"):
+        build_detector("faster_rcnn", 2, (64, 160), resize="crop")
+    with pytest.raises(ValueError, match="SSD resizes every image"):
+        build_detector("ssd", 2, (300, 300), resize="short_side")
+
+
 def test_weights_rules(tmp_path, caplog):
     with pytest.raises(WeightsError, match="file not found"):
         resolve_weights(str(tmp_path / "missing.pth"), ["x.pth"], tmp_path, "faster_rcnn")

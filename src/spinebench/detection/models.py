@@ -5,8 +5,10 @@ loads a local file into it (a full detector checkpoint -> every tensor of matchi
 heads are re-initialised; an ImageNet ResNet-50 -> the backbone). Pretrained models use frozen batch norm and
 train the last 3 ResNet stages (torchvision's recipe); from scratch everything trains with ordinary BN.
 
-Input size: Faster R-CNN / RetinaNet resize the short side to `input_size[0]` (paper: 256 -> 256 x 642) with
-max_size = input_size[1]; SSD resizes to a fixed input_size (paper: 300 x 300 / 512 x 512). Native = 275 x 690.
+Input size (`resize`): "short_side", Faster R-CNN's and RetinaNet's default, scales the short side to
+`input_size[0]` with the long side at most `input_size[1]` (256 -> 256 x 642); "stretch", SSD's only mode,
+resizes every image to exactly `input_size` (SSD300: 300 x 300), as the authors' code does for every detector.
+Native = 275 x 690.
 SSD, arch "ssd", is the authors' model (HematomaDetectionSSD/model.py of their code; 24,641,780 parameters as
 in the paper): the whole ResNet-50 trunk as one backbone, so a single 2048-channel map at stride 32, under a
 torchvision SSDHead built for six maps. torchvision's SSD runs the head and the anchor generator only over the
@@ -106,14 +108,27 @@ class ResNetSSDBackbone(nn.Module):
         return features
 
 
+def resolve_resize(arch: str, resize: str | None) -> str:
+    """`resize`, or the architecture's own when None: SSD always stretches, the others scale the short side."""
+    resize = resize or ("stretch" if arch.startswith("ssd") else "short_side")
+    if resize not in ("short_side", "stretch"):
+        raise ValueError(f"model.resize must be short_side or stretch, got {resize!r}")
+    if arch.startswith("ssd") and resize != "stretch":
+        raise ValueError("SSD resizes every image to model.input_size: model.resize must be stretch")
+    return resize
+
+
 def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] | list[int] = (256, 642),
-                   pretrained: bool = False) -> nn.Module:
+                   pretrained: bool = False, resize: str | None = None) -> nn.Module:
     """A torchvision detector with `num_classes` including background (2 = background + hematoma)."""
     height, width = int(input_size[0]), int(input_size[1])
+    sizes = {"min_size": height, "max_size": max(height, width)}
+    if resolve_resize(arch, resize) == "stretch":  # torchvision's fixed_size is (width, height)
+        sizes["fixed_size"] = (width, height)
     if arch == "faster_rcnn":
         backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5)
-        return FasterRCNN(backbone, num_classes=num_classes, min_size=height, max_size=max(height, width),
-                          box_score_thresh=SCORE_THRESH, box_detections_per_img=DETECTIONS_PER_IMAGE)
+        return FasterRCNN(backbone, num_classes=num_classes, box_score_thresh=SCORE_THRESH,
+                          box_detections_per_img=DETECTIONS_PER_IMAGE, **sizes)
     if arch == "retinanet":  # torchvision's v2 layout (P6 from C5, GroupNorm head, GIoU): the paper's 36,352,630
         backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5, returned_layers=[2, 3, 4],
                                          extra_blocks=LastLevelP6P7(2048, 256))
@@ -121,14 +136,14 @@ def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] 
         head = RetinaNetHead(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
                              norm_layer=partial(nn.GroupNorm, 32))
         head.regression_head._loss_type = "giou"
-        return RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors, head=head, min_size=height,
-                         max_size=max(height, width), score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE)
+        return RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors, head=head, score_thresh=SCORE_THRESH,
+                         detections_per_img=DETECTIONS_PER_IMAGE, **sizes)
     if arch in ("ssd", "ssd_multiscale"):
         backbone = ResNetTrunk() if arch == "ssd" else ResNetSSDBackbone(pretrained)
         channels = PAPER_SSD_HEAD_CHANNELS if arch == "ssd" else backbone.out_channels
         anchors = DefaultBoxGenerator(SSD_ASPECT_RATIOS, min_ratio=0.15, max_ratio=0.9)
         head = SSDHead(channels, anchors.num_anchors_per_location(), num_classes)
-        return SSD(backbone, anchors, (height, width), num_classes, head=head,
+        return SSD(backbone, anchors, (width, height), num_classes, head=head,  # SSD passes size on as fixed_size
                    image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
                    score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=400)
     raise ValueError(f"unknown detector architecture {arch!r} (known: {', '.join(ARCHS)})")

@@ -18,7 +18,8 @@ from torch import nn
 from spinebench.data.detection import DetectionSample, read_detection_split
 from spinebench.detection.coco import coco_ground_truth, detections_to_coco, score_coco
 from spinebench.detection.data import LABEL_OFFSET, build_dataset, detection_loader, to_device
-from spinebench.detection.models import TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, load_pretrained
+from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, resolve_resize,
+                                         load_pretrained)
 from spinebench.detection.outputs import score_and_write
 from spinebench.detection.weights import resolve_weights
 from spinebench.engine import autocast_for, fit, load_checkpoint
@@ -93,12 +94,13 @@ class TorchvisionDetector:
     task = "detection"
 
     def __init__(self, name: str, arch: str, row: str | None = None, input_size: Sequence[int] = (256, 642),
-                 num_classes: int = 2, weights: str | None = "auto", download: bool = False):
+                 num_classes: int = 2, weights: str | None = "auto", download: bool = False, resize: str | None = None):
         self.name, self.arch, self.row = name, arch, row
         self.input_size = [int(v) for v in input_size]
         self.num_classes, self.weights, self.download = int(num_classes), weights, bool(download)
         if arch not in TORCHVISION_WEIGHTS:
             raise ValueError(f"model.arch={arch!r} is not one of {', '.join(TORCHVISION_WEIGHTS)}")
+        self.resize = resolve_resize(arch, resize)
 
     # -- building ---------------------------------------------------------------------------------------------
     def effective_size(self, ctx: "RunContext") -> list[int]:
@@ -115,7 +117,8 @@ class TorchvisionDetector:
         choice = resolve_weights(self.weights, TORCHVISION_WEIGHTS[self.arch], ctx.cache_dir, self.name,
                                  download=self.download, urls=TORCHVISION_URLS) if load_weights else None
         pretrained = bool(choice and choice.pretrained)
-        model = build_detector(self.arch, self.num_classes, self.effective_size(ctx), pretrained=pretrained)
+        model = build_detector(self.arch, self.num_classes, self.effective_size(ctx), pretrained=pretrained,
+                               resize=self.resize)
         if choice and choice.path is not None:
             load_pretrained(model, choice.path)
         elif choice and choice.download_url:
