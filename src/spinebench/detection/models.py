@@ -2,8 +2,9 @@
 
 `build_detector(arch, num_classes=2, input_size=..., pretrained=False)` builds the model; `load_pretrained`
 loads a local file into it (a full detector checkpoint -> every tensor of matching shape, the class-specific
-heads are re-initialised; an ImageNet ResNet-50 -> the backbone). Pretrained models use frozen batch norm and
-train the last 3 ResNet stages (torchvision's recipe); from scratch everything trains with ordinary BN.
+heads are re-initialised; an ImageNet ResNet-50 -> the backbone). Pretrained Faster R-CNN, RetinaNet and
+multi-scale SSD use frozen batch norm and train the last 3 ResNet stages (torchvision's recipe); from scratch
+everything trains with ordinary BN. The paper's SSD always trains every layer (below).
 
 Input size (`resize`): "short_side", Faster R-CNN's and RetinaNet's default, scales the short side to
 `input_size[0]` with the long side at most `input_size[1]` (256 -> 256 x 642); "stretch", SSD's only mode,
