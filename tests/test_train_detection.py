@@ -142,6 +142,16 @@ def test_missing_weights_path_is_one_line(tmp_path, cache_dir, capsys):
     assert "nope.pth: file not found" in _guarded_error(cfg, capsys)
 
 
+@pytest.mark.parametrize("model, resize, message", [
+    ("faster_rcnn", "crop", "model.resize must be short_side or stretch, got 'crop'"),
+    ("ssd300", "short_side", "model.resize must be stretch"),
+])
+def test_bad_resize_is_one_line(tmp_path, cache_dir, capsys, model, resize, message):
+    cfg = compose_cfg("train", [f"model={model}", "data=detection_phantom_tiny", "trainer=smoke",
+                                f"model.resize={resize}"], tmp_path, cache_dir)
+    assert message in _guarded_error(cfg, capsys)
+
+
 def test_dataset_without_test_split_is_one_line(tmp_path, cache_dir, capsys):
     root = tmp_path / "no_test"
     for split in ("train", "val"):
