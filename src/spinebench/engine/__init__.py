@@ -31,8 +31,9 @@ Behaviour:
   then `cosine` (to lr * min_lr_ratio), `poly` (power), `step` (step_size epochs, gamma) or `constant`.
 - Optimizers: sgd (momentum, nesterov), adam, adamw (weight_decay).
 - Every epoch: validation, `checkpoints/last.pt` (atomic), and `checkpoints/best.pt` when the monitored metric
-  improves (`mode` max by default), as a hard link to the same file: the state is serialised once per epoch. A checkpoint is a dict: model, optimizer, scheduler, epoch (epochs completed),
-  global_step, best_metric, best_epoch, history, config, monitor.
+  improves (`mode` max by default), as a hard link to the same file: the state is serialised once per epoch.
+  A checkpoint is a dict: model, optimizer, scheduler, epoch (epochs completed), global_step, best_metric,
+  best_epoch, history, config, monitor.
 - Resume: when `checkpoints/last.pt` exists, fit() continues from it; the result equals an uninterrupted run on
   CPU because all randomness of an epoch (shuffle, augmentation, dropout) is drawn from a generator seeded with
   (seed, epoch) at the start of that epoch. A finished run (epoch == epochs) returns at once without training.
