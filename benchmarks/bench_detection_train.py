@@ -5,7 +5,10 @@ For each torchvision detector, in the same process and on the same device:
                cached uint8 batches, pinned memory, workers, device augmentation, autocast, optimizer step)
   compute      images/s of model + loss + backward + optimizer step on one batch already on the device
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
-  data path    images/s of the loader + device augmentation alone, no model (what could starve the GPU)
+  data path    images/s of the loader + device augmentation alone, no model (what could starve the GPU); the
+               loader is spinebench-train's: on a CUDA device the split held in its memory (trainer.data_on_device),
+               and then the workers' DataLoader is timed too, for comparison
+  fetch ms     the main thread's CPU time per batch spent getting it from the loader (both loaders)
 For YOLOv8: spinebench's YoloV8.fit vs plain `YOLO("yolov8<s>.yaml").train(...)` with ultralytics' defaults on
 the same exported data, images/s = train images x epochs / wall time (both include ultralytics' validation),
 after one untimed warm-up run so that neither pays the process's first-run costs.
@@ -55,24 +58,31 @@ def trainer_cfg(args, epochs: int, **extra):
                                       "scheduler": {"name": "constant", "warmup_epochs": 0.0}, **extra})  # as trainer=gpu
 
 
-def data_path_rate(loader, device: torch.device, steps: int) -> float:
-    """images/s of the data path alone: the loader's batches moved and augmented on the device, no model."""
+def data_path_rate(loader, device: torch.device, steps: int) -> tuple[float, float]:
+    """images/s of the data path alone (the loader's batches moved and augmented on the device, no model), and
+    the main thread's CPU ms per batch spent getting each batch from the loader: time taken from the thread that
+    launches the model's kernels (waiting for a worker costs no CPU and is not counted)."""
     from spinebench.detection.data import to_device
 
-    images, done, start = 0, 0, time.perf_counter()
+    images, done, fetch_cpu, start = 0, 0, 0.0, time.perf_counter()
     while done < steps:
-        for batch in loader:
+        batches = iter(loader)
+        while done < steps:
+            before = time.thread_time()
+            batch = next(batches, None)
+            fetch_cpu += time.thread_time() - before
+            if batch is None:
+                break
             batch_images, _, _ = to_device(batch, device, augment=True)
             images, done = images + len(batch_images), done + 1
-            if done >= steps:
-                break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return images / (time.perf_counter() - start)
+    return images / (time.perf_counter() - start), 1000 * fetch_cpu / done
 
 
 def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     from spinebench.data.detection import read_detection_split
+    from spinebench.data.resident import ResidentBatches
     from spinebench.detection.data import build_dataset, detection_loader, to_device
     from spinebench.detection.torchvision_benchmark import DetectorModule, TorchvisionDetector
     from spinebench.engine import autocast_for, fit, resolve_device
@@ -81,12 +91,12 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
 
     arch, size = TORCHVISION[name]
     device = resolve_device(args.device)
-    loader = detection_loader(build_dataset(read_detection_split(spec.root, "train"), cache), args.batch, True,
-                              args.workers, device)
+    dataset = build_dataset(read_detection_split(spec.root, "train"), cache)
+    loader = detection_loader(dataset, args.batch, True, args.workers, device, on_device=args.data_on_device)
     # a warm-up epoch, then as many epochs as it takes to time at least --steps steps (a small phantom has short
     # epochs: their boundaries are part of the cost, as in real training)
     per_epoch = min(len(loader), args.steps)
-    cfg = trainer_cfg(args, epochs=1 + math.ceil(args.steps / per_epoch))
+    cfg = trainer_cfg(args, epochs=1 + math.ceil(args.steps / per_epoch), data_on_device=args.data_on_device)
     family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = RunContext(Path(tmp), cache, cfg, device, 0, {})
@@ -94,7 +104,10 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         result = fit(DetectorModule(model, None, augment=True), loader, None, cfg, tmp, monitor="none")
         timed = result.history[1:]  # equal-size epochs: the mean of their rates is the rate of all of them
         spinebench = sum(h["images_per_s"] for h in timed) / len(timed)
-        data_only = data_path_rate(loader, device, args.steps)
+        data_only, fetch_ms = data_path_rate(loader, device, args.steps)
+        workers_only, workers_fetch_ms = (data_path_rate(detection_loader(dataset, args.batch, True, args.workers,
+                                                                          device), device, args.steps)
+                                          if isinstance(loader, ResidentBatches) else (data_only, fetch_ms))
         # compute only: the same model, one augmented batch already on the device
         module = DetectorModule(model, None, augment=False)
         model.train()
@@ -122,6 +135,8 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     del module
     return {"model": name, "path": "spinebench engine", "images_per_s": spinebench, "reference": "compute-only",
             "reference_images_per_s": compute, "ratio": spinebench / compute, "data_path_images_per_s": data_only,
+            "data_on_device": isinstance(loader, ResidentBatches), "data_path_workers_images_per_s": workers_only,
+            "batch_fetch_main_thread_ms": fetch_ms, "batch_fetch_main_thread_ms_workers": workers_fetch_ms,
             "input_size": family.effective_size(ctx), "batch": cfg.batch_size, "device": str(device)}
 
 
@@ -197,11 +212,13 @@ def run_models(args, torchvision_row, yolo_row) -> list[dict]:
         if args.json:
             write_json(args.json, {"meta": meta, "rows": rows})
     print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6} {'data path':>10}"
-          f"  ({meta['device']})")
+          f" {'(workers)':>10} {'fetch ms':>8} {'(workers)':>9}  ({meta['device']})")
     for r in rows:
+        data = [r.get(k, float("nan")) for k in ("data_path_images_per_s", "data_path_workers_images_per_s",
+                                                 "batch_fetch_main_thread_ms", "batch_fetch_main_thread_ms_workers")]
         print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
-              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f} {r.get('data_path_images_per_s', float('nan')):>10.1f}"
-              f"  vs {r['reference']}")
+              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f} {data[0]:>10.1f} {data[1]:>10.1f} {data[2]:>8.2f}"
+              f" {data[3]:>9.2f}  vs {r['reference']}")
     return rows
 
 
@@ -210,6 +227,8 @@ def main(argv=None) -> int:
     add_common_arguments(parser, batch=2)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per epoch / compute loop")
     parser.add_argument("--yolo-epochs", type=int, default=1)
+    parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
+                        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
     run_models(parser.parse_args(argv), bench_torchvision, bench_yolo)
     return 0
 

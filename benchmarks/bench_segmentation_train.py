@@ -2,7 +2,8 @@
 
 - compute-only: one preprocessed batch already on the device; forward + loss + backward + optimizer step
   (bf16 autocast + channels_last on CUDA), timed after warmup.
-- spinebench: `spinebench.engine.fit` on a phantom served from the memmap cache through the DataLoader and the
+- spinebench: `spinebench.engine.fit` on a phantom served from the memmap cache by spinebench-train's loader (on a
+  CUDA device the split held in its memory, `trainer.data_on_device`; else the DataLoader's workers) and the
   SegmentationModule (device-side resize + augmentation), 2 epochs, the second epoch's images/s.
 The ratio spinebench / compute-only is the data path's overhead (target >= 0.9).
 Inference, on the same images with the trained model: `evaluate_split` (the path that scores a split: loader,
@@ -56,10 +57,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
+                        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from spinebench.data.resident import ResidentBatches
     from spinebench.data.source import prepare_dataset
     from spinebench.engine import TrainerConfig, autocast_for, fit, resolve_device
     from spinebench.runinfo import device_name, git_commit
@@ -80,7 +84,8 @@ def main() -> None:
     trainer = TrainerConfig.from_config({
         "device": str(device), "epochs": 2, "batch_size": args.batch, "num_workers": workers, "progress": "false",
         "limit_train_batches": args.steps, "optimizer": {"name": "adamw", "lr": 1e-4},
-        "scheduler": {"name": "constant"}, "deterministic": False, "amp": True, "channels_last": True})
+        "scheduler": {"name": "constant"}, "deterministic": False, "amp": True, "channels_last": True,
+        "data_on_device": args.data_on_device})
 
     with tempfile.TemporaryDirectory() as tmp:
         n_train = args.batch * args.steps
@@ -120,7 +125,7 @@ def main() -> None:
 
         # through spinebench (fresh model, the engine's loop, the cached data path)
         module = bench.module(None, augment=True)
-        loader = bench.loader(dataset, args.batch, True, workers, device)
+        loader = bench.loader(dataset, args.batch, True, workers, device, on_device=trainer.data_on_device)
         result = fit(module, loader, None, trainer, Path(tmp) / "run", monitor="mean_dice")
         spine = result.history[-1]["images_per_s"]
 
@@ -140,6 +145,7 @@ def main() -> None:
 
     report = {"model": args.model, "device": device_name(device), "batch": args.batch,
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
+              "data_on_device": isinstance(loader, ResidentBatches),
               "precision": "bf16 autocast + channels_last" if cuda else "fp32",
               "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
               "infer_spinebench_images_per_s": infer, "infer_compute_only_images_per_s": infer_compute,

@@ -32,7 +32,7 @@ if [ "$DEVICE" = cuda ]; then
   INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8)
   SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
 else
-  DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0)
+  DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0 --data-on-device true)
   INFER=(--device cpu --data detection_phantom_tiny --batch 2 --passes 1 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --workers 0)
   SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
 fi
@@ -69,22 +69,24 @@ for name, suffix in (("bench_detection.json", ""), ("bench_detection_infer.json"
     if (out / name).exists():
         doc = json.loads((out / name).read_text())
         rows += [(r["model"] + suffix, r["path"], r["images_per_s"], r["reference"], r["reference_images_per_s"], r["ratio"],
-                  r.get("data_path_images_per_s"), doc["meta"]["device"]) for r in doc["rows"]]
+                  r.get("data_path_images_per_s"), r.get("data_path_workers_images_per_s"), doc["meta"]["device"])
+                 for r in doc["rows"]]
 for f in sorted(out.glob("bench_seg_*.json")):
     r = json.loads(f.read_text())
     rows.append((r["model"], "spinebench", r["spinebench_images_per_s"], "compute only", r["compute_only_images_per_s"], r["ratio"],
-                 None, r["device"]))
+                 None, None, r["device"]))
     if "infer_ratio" in r:
         rows.append((r["model"] + " infer", "evaluate_split", r["infer_spinebench_images_per_s"], "predict only",
-                     r["infer_compute_only_images_per_s"], r["infer_ratio"], None, r["device"]))
+                     r["infer_compute_only_images_per_s"], r["infer_ratio"], None, None, r["device"]))
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 for metrics in sorted(out.glob("runs/**/metrics.json")):
     m = json.loads(metrics.read_text()); t = m["metrics"]
     print(f"learning run {metrics.parent.name} ({m['epochs']} epochs, {m['train_images_per_s']:.0f} img/s, {m['fps_batch1']:.0f} FPS): "
           + ", ".join(f"test {k} {t[k]:.3f}" for k in ("mAP50", "mAP50_95", "AR100")))
-print(f"{'model':<18} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6} {'data path':>10}  device")
-for model, _, ours, ref, ref_ips, ratio, data_path, device in rows:
-    print(f"{model:<18} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f} {data_path or float('nan'):>10.1f}  {device}")
+print(f"{'model':<18} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6} {'data path':>10} {'(workers)':>10}  device")
+for model, _, ours, ref, ref_ips, ratio, data_path, workers_path, device in rows:
+    print(f"{model:<18} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f} {data_path or float('nan'):>10.1f}"
+          f" {workers_path or float('nan'):>10.1f}  {device}")
 PY
 
 # 5. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)

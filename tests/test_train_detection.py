@@ -95,11 +95,13 @@ class Killed(Exception):
 
 def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, cache_dir, monkeypatch):
     """RetinaNet on the tiny phantom, killed in its second epoch and started again with the same command: it
-    continues from last.pt and ends with the weights and test metrics of a run that was never interrupted."""
+    continues from last.pt and ends with the weights and test metrics of a run that was never interrupted.
+    The killed run reads its batches from the split held on the device (trainer.data_on_device=true, here the
+    CPU), the uninterrupted one through the DataLoader: the two paths give the same training."""
     overrides = ["model=retinanet", "trainer=smoke", "data=detection_phantom_tiny", "trainer.epochs=2",
                  "trainer.limit_train_batches=2"]
     full = train(compose_cfg("train", overrides, tmp_path / "full", cache_dir))
-    killed_cfg = compose_cfg("train", overrides, tmp_path / "killed", cache_dir)
+    killed_cfg = compose_cfg("train", [*overrides, "trainer.data_on_device=true"], tmp_path / "killed", cache_dir)
     real_step, steps = DetectorModule.training_step, []
 
     def dies_in_epoch_two(self, batch, device):

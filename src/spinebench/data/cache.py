@@ -68,6 +68,10 @@ class DecodedCache:
         return state
 
     @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(shape)) for shape in self.shapes)
+
+    @property
     def uniform_shape(self) -> tuple[int, ...] | None:
         return self.shapes[0] if self.shapes and all(s == self.shapes[0] for s in self.shapes) else None
 

@@ -1,7 +1,8 @@
 """Detection batches: PNGs decoded once (uint8 memmap cache), batched as uint8, augmented on the device.
 
-A batch from `detection_loader` is `(images, targets, indices)`: images B x H x W uint8 (pinned on CUDA) when
-all images share a size (the release: 275 x 690), else a list of H x W uint8 tensors; targets packed for the
+A batch from `detection_loader` is `(images, targets, indices)`: images B x H x W uint8 (pinned on CUDA, or
+already on the device with `on_device`) when all images share a size (the release: 275 x 690), else a list of
+H x W uint8 tensors; targets packed for the
 whole batch, {"boxes": N x 4 float32 xyxy pixels, "labels": N int64 (0 = hematoma), "counts": boxes per image};
 indices the sample positions. `to_device` unpacks the targets into torchvision's one dict per image.
 `to_device` moves a batch to the device, converts to float in [0, 1] and applies the cheap augmentation there
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from spinebench.data.cache import DecodedCache, decoded_cache
 from spinebench.data.detection import DetectionSample
+from spinebench.data.resident import ResidentBatches, upload, wants_resident
 from spinebench.engine import EpochSampler
 
 BRIGHTNESS = 0.15  # additive, in [0, 1] intensity units
@@ -38,11 +40,13 @@ class DetectionDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        sample = self.samples[index]
         image = torch.from_numpy(np.array(self.cache[index]))  # copy out of the read-only memmap
-        target = {"boxes": torch.from_numpy(sample.boxes.copy()).float().reshape(-1, 4),
-                  "labels": torch.from_numpy(sample.labels.copy()).long()}
-        return image, target, index
+        return image, self.target(index), index
+
+    def target(self, index: int) -> dict[str, torch.Tensor]:
+        sample = self.samples[index]
+        return {"boxes": torch.from_numpy(sample.boxes.copy()).float().reshape(-1, 4),
+                "labels": torch.from_numpy(sample.labels.copy()).long()}
 
 
 def collate(batch):
@@ -51,9 +55,12 @@ def collate(batch):
     images, targets, indices = zip(*batch)
     if all(im.shape == images[0].shape for im in images):
         images = default_collate(images)  # stacked straight into shared memory inside a worker
-    packed = {"boxes": torch.cat([t["boxes"] for t in targets]), "labels": torch.cat([t["labels"] for t in targets]),
-              "counts": [len(t["labels"]) for t in targets]}
-    return images, packed, list(indices)
+    return images, pack_targets(targets), list(indices)
+
+
+def pack_targets(targets: Sequence[dict[str, torch.Tensor]]) -> dict:
+    return {"boxes": torch.cat([t["boxes"] for t in targets]), "labels": torch.cat([t["labels"] for t in targets]),
+            "counts": [len(t["labels"]) for t in targets]}
 
 
 def build_dataset(samples: Sequence[DetectionSample], cache_dir: Path | str) -> DetectionDataset:
@@ -61,11 +68,17 @@ def build_dataset(samples: Sequence[DetectionSample], cache_dir: Path | str) -> 
 
 
 def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, num_workers: int, device: torch.device,
-                     seed: int = 0, drop_last: bool | None = None) -> DataLoader:
-    """Training loaders shuffle with an EpochSampler (resume-exact); evaluation keeps file order."""
+                     seed: int = 0, drop_last: bool | None = None,
+                     on_device: str = "false") -> DataLoader | ResidentBatches:
+    """Training loaders shuffle with an EpochSampler (resume-exact); evaluation keeps file order. `on_device`
+    (trainer.data_on_device: auto | true | false) serves the batches from the split held on the device instead."""
     sampler = EpochSampler(dataset, seed=seed, shuffle=train)
     if drop_last is None:  # a last batch of one image breaks batch-norm-free heads less than BN; keep it unless big
         drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
+    if wants_resident(on_device, [dataset.cache], device):
+        targets = [dataset.target(i) for i in range(len(dataset))]  # built once: a step only concatenates
+        return ResidentBatches([upload(dataset.cache, device)], batch_size, sampler, drop_last,
+                               lambda held, indices: (held[0], pack_targets([targets[i] for i in indices]), indices))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
                       persistent_workers=num_workers > 0,  # no worker start-up at every epoch
@@ -86,10 +99,10 @@ def to_device(batch, device: torch.device, augment: bool = False):
         flips, gains, shifts = torch.rand(3, n)  # one draw from the CPU generator: the same run on any device
         flips, gains, shifts = flips < 0.5, 1.0 + (gains * 2 - 1) * CONTRAST, (shifts * 2 - 1) * BRIGHTNESS
         if stacked:
-            on_device = torch.stack([flips.float(), gains, shifts]).to(device, non_blocking=True).view(3, -1, 1, 1)
-            x = torch.where(on_device[0] > 0, x.flip(-1), x)
+            draws = torch.stack([flips.float(), gains, shifts]).to(device, non_blocking=True).view(3, -1, 1, 1)
+            x = torch.where(draws[0] > 0, x.flip(-1), x)
             mean = x.mean(dim=(1, 2), keepdim=True)
-            x = ((x - mean) * on_device[1] + mean + on_device[2]).clamp_(0, 1)
+            x = ((x - mean) * draws[1] + mean + draws[2]).clamp_(0, 1)
         else:
             out = []
             for i, im in enumerate(x):

@@ -136,9 +136,10 @@ class TorchvisionDetector:
         val_samples = read_detection_split(spec.root, "val")
         device = ctx.device
         train_loader = detection_loader(build_dataset(train_samples, ctx.cache_dir), trainer.batch_size, True,
-                                        trainer.num_workers, device, seed=ctx.seed)
+                                        trainer.num_workers, device, seed=ctx.seed, on_device=trainer.data_on_device)
         val_loader = _Limited(detection_loader(build_dataset(val_samples, ctx.cache_dir), trainer.val_batch_size, False,
-                                               trainer.num_workers, device), trainer.limit_val_batches)
+                                               trainer.num_workers, device, on_device=trainer.data_on_device),
+                              trainer.limit_val_batches)
         module = DetectorModule(model, coco_ground_truth(val_samples), augment=trainer.augment)
         result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR)
         return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,

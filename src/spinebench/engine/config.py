@@ -43,6 +43,7 @@ class TrainerConfig:
     batch_size: int = 8
     eval_batch_size: int | None = None
     num_workers: int = 4
+    data_on_device: str = "auto"  # hold the train/val splits in device memory: auto (a CUDA GPU they fit) | true | false
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     grad_clip: float | None = None
@@ -156,6 +157,8 @@ def _check(obj: Any, prefix: str) -> None:
         positive("fps_warmup", allow_zero=True)
         if obj.mode not in ("max", "min"):
             raise ConfigError(f"{prefix}.mode must be max or min, got {obj.mode!r}")
+        if obj.data_on_device not in ("auto", "true", "false"):
+            raise ConfigError(f"{prefix}.data_on_device must be auto, true or false, got {obj.data_on_device!r}")
         if obj.progress not in ("auto", "true", "false", "True", "False"):
             raise ConfigError(f"{prefix}.progress must be auto, true or false, got {obj.progress!r}")
         if not (obj.device == "auto" or obj.device == "cpu" or obj.device.startswith("cuda")):

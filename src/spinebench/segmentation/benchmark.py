@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from spinebench.classes import SEGMENTATION_CLASSES
+from spinebench.data.resident import ResidentBatches, upload, wants_resident
 from spinebench.engine import EpochSampler, fit, load_checkpoint
 from spinebench.runinfo import count_parameters, write_json
 from spinebench.segmentation.data import SegmentationSplit
@@ -101,10 +102,16 @@ class SegmentationBenchmark:
         return SegmentationModule(self.build_model(ctx), loss, self.effective_size(ctx), augment=augment)
 
     @staticmethod
-    def loader(dataset, batch_size: int, train: bool, workers: int, device: torch.device, seed: int = 0) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(dataset, seed=seed, shuffle=train),
-                          num_workers=workers, pin_memory=device.type == "cuda",
-                          drop_last=train and len(dataset) > batch_size, persistent_workers=workers > 0,
+    def loader(dataset: SegmentationSplit, batch_size: int, train: bool, workers: int, device: torch.device,
+               seed: int = 0, on_device: str = "false") -> DataLoader | ResidentBatches:
+        """Batches (images, masks, indices); `on_device` (trainer.data_on_device) serves them from the split held
+        on the device."""
+        sampler, drop_last = EpochSampler(dataset, seed=seed, shuffle=train), train and len(dataset) > batch_size
+        if wants_resident(on_device, [dataset.images, dataset.masks], device):
+            return ResidentBatches([upload(dataset.images, device), upload(dataset.masks, device)], batch_size,
+                                   sampler, drop_last, lambda tensors, indices: (*tensors, torch.tensor(indices)))
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=device.type == "cuda", drop_last=drop_last, persistent_workers=workers > 0,
                           prefetch_factor=4 if workers > 0 else None)
 
     def _pretrained(self, model: torch.nn.Module) -> dict[str, Any]:
@@ -122,8 +129,10 @@ class SegmentationBenchmark:
         train_set = SegmentationSplit(spec.root, "train", ctx.cache_dir)
         val_limit = trainer.limit_val_batches * trainer.val_batch_size if trainer.limit_val_batches else None
         val_set = SegmentationSplit(spec.root, "val", ctx.cache_dir, limit=val_limit)
-        train_loader = self.loader(train_set, trainer.batch_size, True, trainer.num_workers, device, ctx.seed)
-        val_loader = self.loader(val_set, trainer.val_batch_size, False, trainer.num_workers, device)
+        train_loader = self.loader(train_set, trainer.batch_size, True, trainer.num_workers, device, ctx.seed,
+                                   on_device=trainer.data_on_device)
+        val_loader = self.loader(val_set, trainer.val_batch_size, False, trainer.num_workers, device,
+                                 on_device=trainer.data_on_device)
         result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR)
         return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
                 "monitor": trainer.monitor or MONITOR, "train_images_per_s": result.train_images_per_s,
