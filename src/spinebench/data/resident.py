@@ -1,9 +1,10 @@
 """Batches gathered from a split held whole in device memory (`trainer.data_on_device`).
 
 Why: through loader workers every batch crosses from a worker process by shared memory and is then copied to the
-device, and the main thread, the one that launches the model's kernels, pays for receiving it (2.4-2.6 ms a batch
-of 16 here; README, Speed). The release is small next to a GPU's memory (detection 0.4 GB and segmentation 3.9 GB
-decoded), so a split is uploaded once from the uint8 cache and each step costs one gather on the device.
+device, and the main thread, the one that launches the model's kernels, pays for receiving it (2.4-2.8 ms a batch
+of 16 on a 2-core CPU; README, Speed). The release is small next to a GPU's memory (detection 0.4 GB and
+segmentation 3.9 GB decoded), so a split is uploaded once from the uint8 cache and each step costs one gather on
+the device.
 
 The order comes from the same EpochSampler as the DataLoader's, so both paths give the same batches, bit for bit
 (tests/test_resident.py), and resume stays exact.
@@ -49,6 +50,8 @@ def upload(cache: DecodedCache, device: torch.device) -> torch.Tensor:
         raise ValueError(f"{cache.data_path}: arrays of several shapes cannot be stacked")
     size = int(np.prod(shape))
     stored = np.memmap(cache.data_path, dtype=np.uint8, mode="r")
+    log.info("holding %d arrays of %s (%.2f GB) in %s memory", len(cache), "x".join(map(str, shape)),
+             cache.nbytes / 1e9, device)
     out = torch.empty((len(cache), *shape), dtype=torch.uint8, device=device)
     for start in range(0, len(cache), UPLOAD_CHUNK):
         stop = min(start + UPLOAD_CHUNK, len(cache))

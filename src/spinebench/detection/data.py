@@ -2,9 +2,9 @@
 
 A batch from `detection_loader` is `(images, targets, indices)`: images B x H x W uint8 (pinned on CUDA, or
 already on the device with `on_device`) when all images share a size (the release: 275 x 690), else a list of
-H x W uint8 tensors; targets packed for the
-whole batch, {"boxes": N x 4 float32 xyxy pixels, "labels": N int64 (0 = hematoma), "counts": boxes per image};
-indices the sample positions. `to_device` unpacks the targets into torchvision's one dict per image.
+H x W uint8 tensors; targets packed for the whole batch, {"boxes": N x 4 float32 xyxy pixels, "labels": N int64
+(0 = hematoma), "counts": boxes per image}; indices the sample positions. `to_device` unpacks the targets into
+torchvision's one dict per image.
 `to_device` moves a batch to the device, converts to float in [0, 1] and applies the cheap augmentation there
 (horizontal flip with boxes, brightness/contrast), drawing its random numbers from torch's CPU generator so a
 run is reproducible on any device. It hands the detectors torchvision's label convention: 0 is background, so

@@ -43,7 +43,7 @@ class TrainerConfig:
     batch_size: int = 8
     eval_batch_size: int | None = None
     num_workers: int = 4
-    data_on_device: str = "auto"  # hold the train/val splits in device memory: auto (a CUDA GPU they fit) | true | false
+    data_on_device: str = "auto"  # train/val splits held in device memory: auto (a CUDA GPU they fit) | true | false
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     grad_clip: float | None = None
