@@ -2,7 +2,8 @@
 
 For each torchvision detector, in the same process and on the same device:
   spinebench   images/s of the engine after a warm-up epoch, over at least --steps steps (spinebench.engine.fit:
-               cached uint8 batches, pinned memory, workers, device augmentation, autocast, optimizer step)
+               cached uint8 batches, gathered from the split held on a CUDA device or else pinned by workers,
+               device augmentation, autocast, optimizer step)
   compute      images/s of model + loss + backward + optimizer step on one batch already on the device
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
   data path    images/s of the loader + device augmentation alone, no model (what could starve the GPU); the
