@@ -21,27 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from bench_detection_train import TORCHVISION, add_common_arguments, run_models  # same phantoms, sizes, table
+from spinebench.speed import pass_rate
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
-
-
-def _timed(run, passes: int, n_images: int, device: torch.device) -> float:
-    """images/s of `run()` (one pass over n_images) after one untimed pass."""
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(passes):
-        run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return passes * n_images / (time.perf_counter() - start)
 
 
 def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
@@ -60,7 +47,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     model.to(device).eval()  # as TorchvisionDetector.test
     samples = read_detection_split(spec.root, "test")
     loader = detection_loader(build_dataset(samples, cache), args.batch, False, args.workers, device)
-    spinebench = _timed(lambda: predict(model, loader, device, amp=cfg.amp), args.passes, len(samples), device)
+    spinebench = pass_rate(lambda: predict(model, loader, device, amp=cfg.amp), len(samples), device, args.passes)
     on_device = [to_device(batch, device)[0] for batch in loader]
 
     @torch.no_grad()
@@ -69,7 +56,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
             for images in on_device:
                 model(images)
 
-    reference = _timed(compute_only, args.passes, len(samples), device)
+    reference = pass_rate(compute_only, len(samples), device, args.passes)
     return {"model": name, "path": "spinebench predict", "images_per_s": spinebench, "reference": "compute-only",
             "reference_images_per_s": reference, "ratio": spinebench / reference,
             "input_size": family.effective_size(ctx), "batch": args.batch, "device": str(device)}
@@ -90,15 +77,15 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
     yolo_device = "cpu" if device.type == "cpu" else (device.index or 0)
     with keep_torch_threads():  # ultralytics resets torch's thread count; the next benchmark needs it back
         model = YOLO(f"yolov8{name[-1]}.yaml")
-        spinebench = _timed(lambda: predict_coco(model, samples, args.yolo_imgsz, yolo_device, args.batch),
-                            args.passes, len(samples), device)
+        spinebench = pass_rate(lambda: predict_coco(model, samples, args.yolo_imgsz, yolo_device, args.batch),
+                               len(samples), device, args.passes)
 
         def plain():
             for _ in model.predict(source=str(folder), stream=True, batch=args.batch, imgsz=args.yolo_imgsz,
                                    device=yolo_device, verbose=False, **PREDICT):
                 pass
 
-        reference = _timed(plain, args.passes, len(samples), device)
+        reference = pass_rate(plain, len(samples), device, args.passes)
     return {"model": name, "path": "spinebench predict_coco", "images_per_s": spinebench,
             "reference": "plain YOLO().predict", "reference_images_per_s": reference, "ratio": spinebench / reference,
             "input_size": [args.yolo_imgsz] * 2, "batch": args.batch, "device": str(device)}

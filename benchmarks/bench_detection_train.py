@@ -106,9 +106,10 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         timed = result.history[1:]  # equal-size epochs: the mean of their rates is the rate of all of them
         spinebench = sum(h["images_per_s"] for h in timed) / len(timed)
         data_only, fetch_ms = data_path_rate(loader, device, args.steps)
-        workers_only, workers_fetch_ms = (data_path_rate(detection_loader(dataset, args.batch, True, args.workers,
-                                                                          device), device, args.steps)
-                                          if isinstance(loader, ResidentBatches) else (data_only, fetch_ms))
+        workers_only, workers_fetch_ms = data_only, fetch_ms
+        if isinstance(loader, ResidentBatches):  # the workers' DataLoader too, for comparison
+            workers_loader = detection_loader(dataset, args.batch, True, args.workers, device)
+            workers_only, workers_fetch_ms = data_path_rate(workers_loader, device, args.steps)
         # compute only: the same model, one augmented batch already on the device
         module = DetectorModule(model, None, augment=False)
         model.train()

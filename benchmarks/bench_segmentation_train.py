@@ -37,18 +37,6 @@ def model_config(name: str) -> dict:
     return cfg
 
 
-def timed(run, n_images: int, cuda: bool) -> float:
-    """images/s of `run()` (one pass over n_images) after one untimed pass."""
-    run()
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    run()
-    if cuda:
-        torch.cuda.synchronize()
-    return n_images / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet", help="configs/model/<name>.yaml")
@@ -70,6 +58,7 @@ def main() -> None:
     from spinebench.segmentation.benchmark import SegmentationBenchmark
     from spinebench.segmentation.data import SegmentationSplit
     from spinebench.segmentation.task import evaluate_split
+    from spinebench.speed import pass_rate
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -132,8 +121,8 @@ def main() -> None:
         # inference: the path that scores a split (loader, predict, scorer, prediction PNGs written by threads)
         # vs predict alone on the same batches already on the device
         scoring_loader = bench.loader(dataset, args.batch, False, workers, device)
-        infer = timed(lambda: evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval",
-                                             n_overlays=0), len(dataset), cuda)
+        infer = pass_rate(lambda: evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval",
+                                             n_overlays=0), len(dataset), device)
         on_device = [images.to(device) for images, _, _ in scoring_loader]
 
         def predict_only():
@@ -141,7 +130,7 @@ def main() -> None:
                 for images in on_device:
                     module.predict(images)
 
-        infer_compute = timed(predict_only, len(dataset), cuda)
+        infer_compute = pass_rate(predict_only, len(dataset), device)
 
     report = {"model": args.model, "device": device_name(device), "batch": args.batch,
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,

@@ -2,7 +2,7 @@
 
 FPS: `n` single-image forward passes timed after `warmup` passes (CUDA synchronised). Load: the process's CPU
 utilisation (psutil, normalised by the number of cores) and, on CUDA, the GPU's utilisation sampled through
-NVML every 50 ms during the timed passes. Both as fractions 0-1.
+NVML every 50 ms during the timed passes. Both as fractions 0-1. `pass_rate` is the benchmarks' throughput clock.
 """
 
 from __future__ import annotations
@@ -77,3 +77,16 @@ def measure_inference(predict: Callable[[torch.Tensor], object], images: Sequenc
     cpu_load = process.cpu_percent(None) / 100.0 / (psutil.cpu_count() or 1)
     gpu_load = sampler.stop() if sampler else None
     return InferenceSpeed(fps=n / elapsed, cpu_load=min(cpu_load, 1.0), gpu_load=gpu_load, n_images=n, device=str(device))
+
+
+def pass_rate(run: Callable[[], object], n_images: int, device: torch.device | str, passes: int = 1) -> float:
+    """images/s of `run()`, one pass over `n_images`, timed over `passes` passes after one untimed pass."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    run()
+    sync()
+    start = time.perf_counter()
+    for _ in range(passes):
+        run()
+    sync()
+    return passes * n_images / (time.perf_counter() - start)
