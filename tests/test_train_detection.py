@@ -138,6 +138,12 @@ def test_wrong_type_override_is_one_line(tmp_path, cache_dir, capsys):
     assert "trainer.epochs must be an integer, got 'abc'" in _guarded_error(cfg, capsys)
 
 
+def test_bad_data_on_device_is_one_line(tmp_path, cache_dir, capsys):
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer=smoke",
+                                "trainer.data_on_device=gpu"], tmp_path, cache_dir)
+    assert "trainer.data_on_device must be auto, true or false, got 'gpu'" in _guarded_error(cfg, capsys)
+
+
 def test_missing_weights_path_is_one_line(tmp_path, cache_dir, capsys):
     cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer=smoke",
                                 f"model.weights={tmp_path / 'nope.pth'}"], tmp_path, cache_dir)
