@@ -1,13 +1,29 @@
 #!/bin/bash
-# Learning run: YOLOv8n then Faster R-CNN on the 192/48/64 detection phantom, CPU only.
-cd "$(dirname "$0")/.." && mkdir -p "${LOG_DIR:-outputs/learn-logs}"
+# Learning runs on the 192/48/64 detection phantom, CPU only, from scratch, one after another:
+#   bash scripts/learn_detection_cpu.sh                       # yolov8n faster_rcnn retinanet ssd300
+#   bash scripts/learn_detection_cpu.sh retinanet ssd300      # some of them
+# Each run lands in outputs/detection_phantom/<run_name>; a killed run resumes when the same line runs again.
+# Logs and start/end times: ${LOG_DIR:-outputs/learn-logs}. Then: spinebench report <run folders> --out ...
+cd "$(dirname "$0")/.." && LOG_DIR=${LOG_DIR:-outputs/learn-logs} && mkdir -p "$LOG_DIR"
 export YOLO_OFFLINE=1 HF_HUB_OFFLINE=1
-date +%s > ${LOG_DIR:-outputs/learn-logs}/t0
-/usr/bin/time -v .venv/bin/spinebench-train model=yolov8n data=detection_phantom trainer.device=cpu \
-  model.imgsz=256 trainer.epochs=30 trainer.batch_size=16 trainer.num_workers=2 trainer.optimizer.lr=0.01 \
-  trainer.fps_images=20 run_name=learn-yolov8n-256-e30 > ${LOG_DIR:-outputs/learn-logs}/yolo.log 2>&1
-date +%s > ${LOG_DIR:-outputs/learn-logs}/t1
-/usr/bin/time -v .venv/bin/spinebench-train model=faster_rcnn data=detection_phantom trainer.device=cpu \
-  'model.input_size=[128,320]' trainer.epochs=6 trainer.batch_size=4 trainer.num_workers=1 \
-  trainer.optimizer.lr=0.02 trainer.fps_images=10 run_name=learn-faster_rcnn-128-e6-fixed > ${LOG_DIR:-outputs/learn-logs}/frcnn.log 2>&1
-date +%s > ${LOG_DIR:-outputs/learn-logs}/t2
+COMMON=(data=detection_phantom trainer.device=cpu)
+MODELS=("$@"); (( ${#MODELS[@]} )) || MODELS=(yolov8n faster_rcnn retinanet ssd300)
+for model in "${MODELS[@]}"; do
+  case $model in
+    yolov8n) args=(model=yolov8n model.imgsz=256 trainer.epochs=30 trainer.batch_size=16 trainer.num_workers=2
+                   trainer.optimizer.lr=0.01 trainer.fps_images=20 run_name=learn-yolov8n-256-e30) ;;
+    faster_rcnn) args=(model=faster_rcnn 'model.input_size=[128,320]' trainer.epochs=6 trainer.batch_size=4
+                       trainer.num_workers=1 trainer.optimizer.lr=0.02 trainer.fps_images=10
+                       run_name=learn-faster_rcnn-128-e6-fixed) ;;
+    retinanet) args=(model=retinanet 'model.input_size=[128,320]' trainer.epochs=10 trainer.batch_size=4
+                     trainer.num_workers=1 trainer.optimizer.lr=0.01 trainer.grad_clip=10 trainer.fps_images=10
+                     run_name=learn-retinanet-128-e10) ;;
+    ssd300) args=(model=ssd300 trainer.epochs=30 trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01
+                  trainer.optimizer.nesterov=true trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant
+                  trainer.scheduler.warmup_epochs=0 trainer.grad_clip=10 trainer.fps_images=10 run_name=learn-ssd300-e30) ;;
+    *) echo "unknown model $model (yolov8n faster_rcnn retinanet ssd300)"; exit 2 ;;
+  esac
+  date +%s > "$LOG_DIR/$model.t0"
+  /usr/bin/time -v .venv/bin/spinebench-train "${COMMON[@]}" "${args[@]}" > "$LOG_DIR/$model.log" 2>&1
+  date +%s > "$LOG_DIR/$model.t1"
+done
