@@ -7,9 +7,8 @@
 cd "$(dirname "$0")/.." && LOG_DIR=${LOG_DIR:-outputs/learn-logs} && mkdir -p "$LOG_DIR"
 export YOLO_OFFLINE=1 HF_HUB_OFFLINE=1
 COMMON=(data=detection_phantom trainer.device=cpu)
-MODELS=("$@"); (( ${#MODELS[@]} )) || MODELS=(yolov8n faster_rcnn retinanet ssd300)
-for model in "${MODELS[@]}"; do
-  case $model in
+recipe() {  # the overrides of one model's run, in `args`
+  case $1 in
     yolov8n) args=(model=yolov8n model.imgsz=256 trainer.epochs=30 trainer.batch_size=16 trainer.num_workers=2
                    trainer.optimizer.lr=0.01 trainer.fps_images=20 run_name=learn-yolov8n-256-e30) ;;
     faster_rcnn) args=(model=faster_rcnn 'model.input_size=[128,320]' trainer.epochs=6 trainer.batch_size=4
@@ -21,8 +20,13 @@ for model in "${MODELS[@]}"; do
     ssd300) args=(model=ssd300 trainer.epochs=30 trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01
                   trainer.optimizer.nesterov=true trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant
                   trainer.scheduler.warmup_epochs=0 trainer.grad_clip=10 trainer.fps_images=10 run_name=learn-ssd300-e30) ;;
-    *) echo "unknown model $model (yolov8n faster_rcnn retinanet ssd300)"; exit 2 ;;
+    *) echo "unknown model $1 (yolov8n faster_rcnn retinanet ssd300)" >&2; return 1 ;;
   esac
+}
+MODELS=("$@"); (( ${#MODELS[@]} )) || MODELS=(yolov8n faster_rcnn retinanet ssd300)
+for model in "${MODELS[@]}"; do recipe "$model" || exit 2; done  # every name checked before the first run starts
+for model in "${MODELS[@]}"; do
+  recipe "$model"
   date +%s > "$LOG_DIR/$model.t0"
   /usr/bin/time -v .venv/bin/spinebench-train "${COMMON[@]}" "${args[@]}" > "$LOG_DIR/$model.log" 2>&1
   date +%s > "$LOG_DIR/$model.t1"
