@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
+
+# Measured 2026-11-27: one full session leaves 4.5 GB of smoke-run checkpoints in its tmp folder.
+SUITE_DISK_BYTES = 5 * 1024**3
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, in one line, when the tmp folder cannot hold the smoke runs (not 80% in with ENOSPC)."""
+    where = session.config.option.basetemp or tempfile.gettempdir()
+    while not os.path.exists(where):
+        where = os.path.dirname(os.path.abspath(where))
+    free = shutil.disk_usage(where).free
+    if free < SUITE_DISK_BYTES:
+        pytest.exit(f"the test suite needs {SUITE_DISK_BYTES / 1024**3:.0f} GiB free under {where} "
+                    f"for its smoke runs' checkpoints; {free / 1024**3:.1f} GiB is free", returncode=4)
 
 
 @pytest.fixture(scope="session")
