@@ -1,6 +1,7 @@
 #!/bin/bash
 # Learning runs on the 192/48/64 detection phantom, CPU only, from scratch, one after another:
-#   bash scripts/learn_detection_cpu.sh                       # yolov8n faster_rcnn retinanet ssd300
+#   bash scripts/learn_detection_cpu.sh                       # yolov8n faster_rcnn retinanet ssd300 (~2.5 h)
+#   bash scripts/learn_detection_cpu.sh ssd512                # ~2.9x SSD300's compute per image: run it on its own
 #   bash scripts/learn_detection_cpu.sh retinanet ssd300      # some of them
 # Each run lands in outputs/detection_phantom/<run_name>; a killed run resumes when the same line runs again.
 # Logs and start/end times: ${LOG_DIR:-outputs/learn-logs}. Then: spinebench report <run folders> --out ...
@@ -20,7 +21,10 @@ recipe() {  # the overrides of one model's run, in `args`
     ssd300) args=(model=ssd300 trainer.epochs=30 trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01
                   trainer.optimizer.nesterov=true trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant
                   trainer.scheduler.warmup_epochs=0 trainer.grad_clip=10 trainer.fps_images=10 run_name=learn-ssd300-e30) ;;
-    *) echo "unknown model $1 (yolov8n faster_rcnn retinanet ssd300)" >&2; return 1 ;;
+    ssd512) args=(model=ssd512 trainer.epochs=20 trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01
+                  trainer.optimizer.nesterov=true trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant
+                  trainer.scheduler.warmup_epochs=0 trainer.grad_clip=10 trainer.fps_images=10 run_name=learn-ssd512-e20) ;;
+    *) echo "unknown model $1 (yolov8n faster_rcnn retinanet ssd300 ssd512)" >&2; return 1 ;;
   esac
 }
 MODELS=("$@"); (( ${#MODELS[@]} )) || MODELS=(yolov8n faster_rcnn retinanet ssd300)

@@ -18,5 +18,5 @@ def test_learning_script_refuses_an_unknown_model_before_running_any(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "scripts" / "learn_detection_cpu.sh"), "retinanet", "retinanett"],
                             env={**os.environ, "LOG_DIR": str(logs)}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip() == "unknown model retinanett (yolov8n faster_rcnn retinanet ssd300)"
+    assert result.stderr.strip() == "unknown model retinanett (yolov8n faster_rcnn retinanet ssd300 ssd512)"
     assert list(logs.iterdir()) == []  # retinanet, named first, did not start
