@@ -8,6 +8,10 @@
 cd "$(dirname "$0")/.." && LOG_DIR=${LOG_DIR:-outputs/learn-logs} && mkdir -p "$LOG_DIR"
 export YOLO_OFFLINE=1 HF_HUB_OFFLINE=1
 COMMON=(data=detection_phantom trainer.device=cpu)
+# SSD300 and SSD512 share one recipe: the authors' SGD (Nesterov, no weight decay, constant lr) at lr 0.01, clipped
+SSD_SGD=(trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01 trainer.optimizer.nesterov=true
+         trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant trainer.scheduler.warmup_epochs=0
+         trainer.grad_clip=10 trainer.fps_images=10)
 recipe() {  # the overrides of one model's run, in `args`
   case $1 in
     yolov8n) args=(model=yolov8n model.imgsz=256 trainer.epochs=30 trainer.batch_size=16 trainer.num_workers=2
@@ -18,12 +22,8 @@ recipe() {  # the overrides of one model's run, in `args`
     retinanet) args=(model=retinanet 'model.input_size=[128,320]' trainer.epochs=10 trainer.batch_size=4
                      trainer.num_workers=1 trainer.optimizer.lr=0.01 trainer.grad_clip=10 trainer.fps_images=10
                      run_name=learn-retinanet-128-e10) ;;
-    ssd300) args=(model=ssd300 trainer.epochs=30 trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01
-                  trainer.optimizer.nesterov=true trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant
-                  trainer.scheduler.warmup_epochs=0 trainer.grad_clip=10 trainer.fps_images=10 run_name=learn-ssd300-e30) ;;
-    ssd512) args=(model=ssd512 trainer.epochs=20 trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01
-                  trainer.optimizer.nesterov=true trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant
-                  trainer.scheduler.warmup_epochs=0 trainer.grad_clip=10 trainer.fps_images=10 run_name=learn-ssd512-e20) ;;
+    ssd300) args=(model=ssd300 trainer.epochs=30 "${SSD_SGD[@]}" run_name=learn-ssd300-e30) ;;
+    ssd512) args=(model=ssd512 trainer.epochs=20 "${SSD_SGD[@]}" run_name=learn-ssd512-e20) ;;
     *) echo "unknown model $1 (yolov8n faster_rcnn retinanet ssd300 ssd512)" >&2; return 1 ;;
   esac
 }
