@@ -36,7 +36,7 @@ else
   INFER=(--device cpu --data detection_phantom_tiny --batch 2 --passes 1 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --workers 0)
   SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
 fi
-timeout "$(cap 240)" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
+timeout "$(cap ${GPU_CHECK_DET_S:-300})" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
   || echo "detection benchmark failed: $(tail -n 3 "$OUT/bench_detection.txt")"
 timeout "$(cap 90)" $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json" > "$OUT/bench_detection_infer.txt" 2>&1 \
   || echo "inference benchmark failed: $(tail -n 3 "$OUT/bench_detection_infer.txt")"
