@@ -76,11 +76,16 @@ class ResidentBatches:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
-        # A DataLoader draws its workers' base seed from torch's generator at every epoch: draw it too, so that the
-        # augmentation after it sees the same random numbers and the two paths train alike.
+        # The epoch starts here, at iter() as a DataLoader's does, not at the first batch: a DataLoader draws its
+        # workers' base seed from torch's generator then, so draw it too (the augmentation after it sees the same
+        # random numbers and the two paths train alike); and the order crosses to the device here, in the epoch's
+        # one synchronizing copy, so that getting a batch never waits for the device.
         torch.empty((), dtype=torch.int64).random_()
         order = list(self.sampler)
-        rows_on_device = torch.tensor(order, dtype=torch.long).to(self.tensors[0].device)  # one copy per epoch
+        rows_on_device = torch.tensor(order, dtype=torch.long).to(self.tensors[0].device)
+        return self._batches(order, rows_on_device)
+
+    def _batches(self, order: list[int], rows_on_device: torch.Tensor):
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             rows = rows_on_device[start:start + self.batch_size]
             yield self.assemble([t.index_select(0, rows) for t in self.tensors], order[start:start + self.batch_size])
