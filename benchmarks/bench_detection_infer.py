@@ -2,8 +2,8 @@
 
 For each detector, in one process on one device (untrained weights; both paths keep the same boxes):
   spinebench   the path that scores the test split: torchvision detectors through
-               detection.torchvision_benchmark.predict (uint8 cache, loader workers, to_device, bf16 autocast on
-               CUDA, COCO results); YOLOv8 through detection.yolo.predict_coco (ultralytics predict on the
+               detection.torchvision_benchmark.predict (uint8 cache; on a CUDA device the split held in its
+               memory, else loader workers; to_device, bf16 autocast on CUDA, COCO results); YOLOv8 through detection.yolo.predict_coco (ultralytics predict on the
                files, --batch at a time, COCO results)
   reference    torchvision: the model alone on the same batches already on the device (compute only);
                YOLOv8: ultralytics' own loop, `YOLO(...).predict(source=<test folder>, stream=True)`
@@ -46,7 +46,8 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     model, _ = family._build(ctx, load_weights=False)
     model.to(device).eval()  # as TorchvisionDetector.test
     samples = read_detection_split(spec.root, "test")
-    loader = detection_loader(build_dataset(samples, cache), args.batch, False, args.workers, device)
+    loader = detection_loader(build_dataset(samples, cache), args.batch, False, args.workers, device,
+                              on_device=args.data_on_device)  # as TorchvisionDetector.test
     spinebench = pass_rate(lambda: predict(model, loader, device, amp=cfg.amp), len(samples), device, args.passes)
     on_device = [to_device(batch, device)[0] for batch in loader]
 

@@ -193,6 +193,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument("--max-input-size", type=int, default=None, help="cap input sizes (CPU runs)")
     parser.add_argument("--yolo-imgsz", type=int, default=320)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
+                        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
 
 
 def run_models(args, torchvision_row, yolo_row) -> list[dict]:
@@ -230,8 +232,6 @@ def main(argv=None) -> int:
     add_common_arguments(parser, batch=2)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per epoch / compute loop")
     parser.add_argument("--yolo-epochs", type=int, default=1)
-    parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
-                        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
     run_models(parser.parse_args(argv), bench_torchvision, bench_yolo)
     return 0
 

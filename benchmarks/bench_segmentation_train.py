@@ -7,7 +7,7 @@
   SegmentationModule (device-side resize + augmentation), 2 epochs, the second epoch's images/s.
 The ratio spinebench / compute-only is the data path's overhead (target >= 0.9).
 Inference, on the same images with the trained model: `evaluate_split` (the path that scores a split: loader,
-predict, the scorer, a class-index PNG per image written by two threads) vs `predict` alone on batches already on
+predict, the scorer, a class-index PNG per image written by threads) vs `predict` alone on batches already on
 the device (`infer_*` keys), each timed over one pass after an untimed one.
 
     python benchmarks/bench_segmentation_train.py --model unet --batch 16 --json out.json          # GPU
@@ -120,7 +120,7 @@ def main() -> None:
 
         # inference: the path that scores a split (loader, predict, scorer, prediction PNGs written by threads)
         # vs predict alone on the same batches already on the device
-        scoring_loader = bench.loader(dataset, args.batch, False, workers, device)
+        scoring_loader = bench.loader(dataset, args.batch, False, workers, device, on_device=trainer.data_on_device)
         infer = pass_rate(lambda: evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval",
                                              n_overlays=0), len(dataset), device)
         on_device = [images.to(device) for images, _, _ in scoring_loader]

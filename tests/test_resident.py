@@ -17,6 +17,8 @@ from spinebench.engine import TrainerConfig
 from spinebench.engine.config import ConfigError
 from spinebench.segmentation.benchmark import SegmentationBenchmark
 from spinebench.segmentation.data import SegmentationSplit
+from spinebench.segmentation.losses import SegmentationLoss
+from spinebench.segmentation.task import SegmentationModule, evaluate_split
 
 CPU = torch.device("cpu")
 TINY = {"n_train": 8, "n_val": 4, "n_test": 4, "seed": 0, "domain": "porcine"}
@@ -66,6 +68,25 @@ def test_segmentation_batches_from_the_device_equal_the_loaders(cache_dir):
     for batch, held_batch in zip(epochs_of(plain), epochs_of(held), strict=True):
         assert all(torch.equal(a, b) for a, b in zip(batch, held_batch, strict=True))
         assert held_batch[1].dtype == torch.uint8 and int(held_batch[1].max()) <= 9
+
+
+@pytest.mark.parametrize("device", [CPU, pytest.param(torch.device("cuda"), marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))], ids=["cpu", "cuda"])
+def test_a_test_split_held_on_the_device_scores_as_the_loaders(cache_dir, tmp_path, device):
+    """evaluate_split (how a run scores its test split, which follows trainer.data_on_device) writes the same
+    metrics, prediction PNGs and overlays from the held split as from the DataLoader."""
+    split = SegmentationSplit(phantom("segmentation", cache_dir).root, "test", cache_dir)
+    torch.manual_seed(0)
+    module = SegmentationModule(torch.nn.Conv2d(1, 10, 3, padding=1).to(device), SegmentationLoss(10), (32, 64))
+    scored = {}
+    for setting in ("false", "true"):
+        loader = SegmentationBenchmark.loader(split, 3, False, 0, device, on_device=setting)
+        scored[setting] = evaluate_split(module, loader, split.names, device, tmp_path / setting, n_overlays=2,
+                                         amp=False, mask_paths=split.mask_paths)[0], tmp_path / setting
+    assert isinstance(loader, ResidentBatches) and scored["true"][0] == scored["false"][0]
+    written = {s: sorted(p.relative_to(out) for p in out.rglob("*.png")) for s, (_, out) in scored.items()}
+    assert written["true"] == written["false"] and len(written["true"]) == len(split) + 2  # + the 2 overlays
+    assert all((tmp_path / "true" / f).read_bytes() == (tmp_path / "false" / f).read_bytes() for f in written["true"])
 
 
 def test_upload_holds_every_array_in_file_order(cache_dir):

@@ -156,7 +156,7 @@ class TorchvisionDetector:
         if trainer.limit_test_images:
             samples = samples[: trainer.limit_test_images]
         loader = detection_loader(build_dataset(samples, ctx.cache_dir), trainer.val_batch_size, False,
-                                  trainer.num_workers, device)
+                                  trainer.num_workers, device, on_device=trainer.data_on_device)
         start = time.perf_counter()
         detections, _ = predict(model, loader, device, amp=trainer.amp)
         log.info("test: %d images in %.1f s", len(samples), time.perf_counter() - start)

@@ -146,7 +146,8 @@ class SegmentationBenchmark:
         load_model_state(module.model, state["model"], source=f"checkpoint {checkpoint}")
         module.model.to(device).eval()
         dataset = SegmentationSplit(spec.root, "test", ctx.cache_dir, limit=trainer.limit_test_images)
-        loader = self.loader(dataset, trainer.val_batch_size, False, trainer.num_workers, device)
+        loader = self.loader(dataset, trainer.val_batch_size, False, trainer.num_workers, device,
+                             on_device=trainer.data_on_device)
         start = time.perf_counter()
         metrics, summary = evaluate_split(module, loader, dataset.names, device, ctx.run_dir, self.n_overlays,
                                           amp=trainer.amp, mask_paths=dataset.mask_paths)
