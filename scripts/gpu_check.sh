@@ -15,11 +15,22 @@ DEVICE=${GPU_CHECK_DEVICE:-cuda}
 PY=${PY:-python3}
 DEADLINE=$(( SECONDS + ${GPU_CHECK_BUDGET_S:-540} ))  # stay inside the device call's limit, table included
 cap() { local t=$1 left=$(( DEADLINE - SECONDS - 10 )); (( left < t )) && t=$left; (( t < 5 )) && t=5; echo "$t"; }
+# stage NAME LOG SECONDS CMD...: run CMD in its time slot, its output in LOG; on failure say how it ended (a crash
+# by a signal leaves an empty log: PYTHONFAULTHANDLER puts the Python stack of such a crash in the log)
+stage() {
+  local name=$1 log=$2 slot how; slot=$(cap "$3"); shift 3
+  timeout "$slot" "$@" > "$log" 2>&1; local rc=$?
+  (( rc == 0 )) && return 0
+  how="exit $rc"
+  (( rc == 124 )) && how="stopped at the end of its $slot s slot"
+  (( rc > 128 )) && how="killed by signal $(( rc - 128 )) ($(kill -l $(( rc - 128 )) 2>/dev/null))"
+  echo "$name failed ($how): $(tail -n 3 "$log")"
+}
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
   export PYTHONPATH=$PWD/src:$PWD/.site${PYTHONPATH:+:$PYTHONPATH}
 fi
-export HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 SPINEBENCH_CACHE=${SPINEBENCH_CACHE:-$PWD/.cache} MPLBACKEND=Agg
+export PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 SPINEBENCH_CACHE=${SPINEBENCH_CACHE:-$PWD/.cache} MPLBACKEND=Agg
 $PY - <<'PY' | tee "$OUT/device.txt"
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
                     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
@@ -30,18 +41,18 @@ PY
 if [ "$DEVICE" = cuda ]; then
   DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8)
   INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8)
-  SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
+  SEG_MODELS=(segformer unet deeplabv3 samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
 else
   DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0 --data-on-device true)
   INFER=(--device cpu --data detection_phantom_tiny --batch 2 --passes 1 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --workers 0)
   SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
 fi
-timeout "$(cap ${GPU_CHECK_DET_S:-300})" $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json" > "$OUT/bench_detection.txt" 2>&1 \
-  || echo "detection benchmark failed: $(tail -n 3 "$OUT/bench_detection.txt")"
-timeout "$(cap 90)" $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json" > "$OUT/bench_detection_infer.txt" 2>&1 \
-  || echo "inference benchmark failed: $(tail -n 3 "$OUT/bench_detection_infer.txt")"
+stage "detection benchmark" "$OUT/bench_detection.txt" "${GPU_CHECK_DET_S:-300}" \
+  $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json"
+stage "inference benchmark" "$OUT/bench_detection_infer.txt" 90 \
+  $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json"
 # 2. a learning run (GPU) and, beside it on the CPU cores, the test suite (the CUDA-only tests run only here)
-timeout "$(cap ${GPU_CHECK_TEST_S:-230})" $PY -m pytest -q -p no:cacheprovider ${GPU_CHECK_TESTS:-tests} > "$OUT/tests.txt" 2>&1 &
+stage tests "$OUT/tests.txt" "${GPU_CHECK_TEST_S:-230}" $PY -m pytest -q -p no:cacheprovider ${GPU_CHECK_TESTS:-tests} &
 TESTS_PID=$!
 RUNS=$PWD/outputs/gpu_check_runs
 if [ "$DEVICE" = cuda ]; then
@@ -49,16 +60,16 @@ if [ "$DEVICE" = cuda ]; then
 else
   LEARN=(trainer=smoke data=detection_phantom_tiny)
 fi
-timeout "$(cap ${GPU_CHECK_LEARN_S:-230})" $PY -m spinebench.train model=faster_rcnn "${LEARN[@]}" run_name=gpu-check-faster_rcnn \
-  paths.log_dir="$RUNS" skip_finished=false > "$OUT/learn_faster_rcnn.log" 2>&1 || echo "learning run failed: $(tail -n 3 "$OUT/learn_faster_rcnn.log")"
+stage "learning run" "$OUT/learn_faster_rcnn.log" "${GPU_CHECK_LEARN_S:-230}" \
+  $PY -m spinebench.train model=faster_rcnn "${LEARN[@]}" run_name=gpu-check-faster_rcnn paths.log_dir="$RUNS" skip_finished=false
 mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --parents {} "$OUT/runs/" \;)
 wait $TESTS_PID
 echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
 # 3. segmentation training and inference throughput, with what time is left
 for model in "${SEG_MODELS[@]}"; do
-  timeout "$(cap 90)" $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json" \
-    > "$OUT/bench_seg_$model.txt" 2>&1 || echo "segmentation benchmark $model failed: $(tail -n 3 "$OUT/bench_seg_$model.txt")"
+  stage "segmentation benchmark $model" "$OUT/bench_seg_$model.txt" 90 \
+    $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json"
 done
 
 # 4. the short table, last
