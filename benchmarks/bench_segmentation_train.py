@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +63,10 @@ def main() -> None:
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
+    started = time.perf_counter()
+
+    def phase(done: str) -> None:  # as it goes, so a run stopped at its time limit shows how far it got
+        print(f"[{time.perf_counter() - started:6.1f} s] {args.model}: {done}", file=sys.stderr, flush=True)
     cfg = {k: v for k, v in model_config(args.model).items() if k != "_target_"}
     if args.size:
         if cfg["arch"] == "samed":
@@ -81,6 +86,7 @@ def main() -> None:
         spec = prepare_dataset("bench", "segmentation", Path(tmp) / "phantom",
                                {"n_train": n_train, "n_val": 1, "n_test": 1, "seed": 0, "domain": "porcine", "workers": 2})
         dataset = SegmentationSplit(spec.root, "train", Path(tmp) / "cache")
+        phase(f"phantom of {len(dataset)} images ready")
 
         # compute-only
         module = bench.module(None, augment=False)
@@ -111,12 +117,14 @@ def main() -> None:
             torch.cuda.synchronize()
         compute = args.steps * args.batch / (time.perf_counter() - start)
         del optimizer, module, model
+        phase(f"compute-only {compute:.1f} img/s")
 
         # through spinebench (fresh model, the engine's loop, the cached data path)
         module = bench.module(None, augment=True)
         loader = bench.loader(dataset, args.batch, True, workers, device, on_device=trainer.data_on_device)
         result = fit(module, loader, None, trainer, Path(tmp) / "run", monitor="mean_dice")
         spine = result.history[-1]["images_per_s"]
+        phase(f"spinebench {spine:.1f} img/s")
 
         # inference: the path that scores a split (loader, predict, scorer, prediction PNGs written by threads)
         # vs predict alone on the same batches already on the device
@@ -131,6 +139,7 @@ def main() -> None:
                     module.predict(images)
 
         infer_compute = pass_rate(predict_only, len(dataset), device)
+        phase(f"inference: evaluate_split {infer:.1f} img/s, predict only {infer_compute:.1f} img/s")
 
     report = {"model": args.model, "device": device_name(device), "batch": args.batch,
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
