@@ -3,8 +3,8 @@
 For each detector, in one process on one device (untrained weights; both paths keep the same boxes):
   spinebench   the path that scores the test split: torchvision detectors through
                detection.torchvision_benchmark.predict (uint8 cache; on a CUDA device the split held in its
-               memory, else loader workers; to_device, bf16 autocast on CUDA, COCO results); YOLOv8 through detection.yolo.predict_coco (ultralytics predict on the
-               files, --batch at a time, COCO results)
+               memory, else loader workers; to_device, bf16 autocast on CUDA, COCO results); YOLOv8 through
+               detection.yolo.predict_coco (ultralytics predict on the files, --batch at a time, COCO results)
   reference    torchvision: the model alone on the same batches already on the device (compute only);
                YOLOv8: ultralytics' own loop, `YOLO(...).predict(source=<test folder>, stream=True)`
   ratio        spinebench / reference

@@ -78,13 +78,13 @@ def test_a_test_split_held_on_the_device_scores_as_the_loaders(cache_dir, tmp_pa
     split = SegmentationSplit(phantom("segmentation", cache_dir).root, "test", cache_dir)
     torch.manual_seed(0)
     module = SegmentationModule(torch.nn.Conv2d(1, 10, 3, padding=1).to(device), SegmentationLoss(10), (32, 64))
-    scored = {}
+    metrics = {}
     for setting in ("false", "true"):
         loader = SegmentationBenchmark.loader(split, 3, False, 0, device, on_device=setting)
-        scored[setting] = evaluate_split(module, loader, split.names, device, tmp_path / setting, n_overlays=2,
-                                         amp=False, mask_paths=split.mask_paths)[0], tmp_path / setting
-    assert isinstance(loader, ResidentBatches) and scored["true"][0] == scored["false"][0]
-    written = {s: sorted(p.relative_to(out) for p in out.rglob("*.png")) for s, (_, out) in scored.items()}
+        metrics[setting], _ = evaluate_split(module, loader, split.names, device, tmp_path / setting, n_overlays=2,
+                                             amp=False, mask_paths=split.mask_paths)
+    assert isinstance(loader, ResidentBatches) and metrics["true"] == metrics["false"]
+    written = {s: sorted(p.relative_to(tmp_path / s) for p in (tmp_path / s).rglob("*.png")) for s in metrics}
     assert written["true"] == written["false"] and len(written["true"]) == len(split) + 2  # + the 2 overlays
     assert all((tmp_path / "true" / f).read_bytes() == (tmp_path / "false" / f).read_bytes() for f in written["true"])
 
