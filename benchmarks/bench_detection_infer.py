@@ -9,7 +9,8 @@ For each detector, in one process on one device (untrained weights; both paths k
                YOLOv8: ultralytics' own loop, `YOLO(...).predict(source=<test folder>, stream=True)`
   ratio        spinebench / reference
 Every path runs once untimed (workers, autotuning, ultralytics' set-up), then is timed over --passes passes.
-The paper's batch-1 FPS is in every run's metrics.json (spinebench.speed), not here.
+The paper's batch-1 FPS is in every run's metrics.json (spinebench.speed), not here. --profile MODELS records one
+pass of each torchvision path with torch.profiler and writes the op tables to profile_<model>_infer_*.txt.
 
     python benchmarks/bench_detection_infer.py                                  # CPU, small (a minute)
     python benchmarks/bench_detection_infer.py --device cuda --data detection_phantom_paper --batch 16 \
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bench_detection_train import TORCHVISION, add_common_arguments, run_models  # same phantoms, sizes, table
+from bench_detection_train import TORCHVISION, add_common_arguments, run_models, write_profiles  # shared with training
 from spinebench.speed import pass_rate
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -48,7 +49,11 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     samples = read_detection_split(spec.root, "test")
     loader = detection_loader(build_dataset(samples, cache), args.batch, False, args.workers, device,
                               on_device=args.data_on_device)  # as TorchvisionDetector.test
-    spinebench = pass_rate(lambda: predict(model, loader, device, amp=cfg.amp), len(samples), device, args.passes)
+
+    def scoring():
+        return predict(model, loader, device, amp=cfg.amp)
+
+    spinebench = pass_rate(scoring, len(samples), device, args.passes)
     on_device = [to_device(batch, device)[0] for batch in loader]
 
     @torch.no_grad()
@@ -58,6 +63,9 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
                 model(images)
 
     reference = pass_rate(compute_only, len(samples), device, args.passes)
+    if name in args.profile.split(","):  # one pass of each, after the timed ones
+        passes = {"scoring": scoring, "compute": compute_only}
+        write_profiles(f"{name}_infer", args, f"{len(on_device)} batches", passes)
     return {"model": name, "path": "spinebench predict", "images_per_s": spinebench, "reference": "compute-only",
             "reference_images_per_s": reference, "ratio": spinebench / reference,
             "input_size": family.effective_size(ctx), "batch": args.batch, "device": str(device)}

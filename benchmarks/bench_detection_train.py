@@ -14,6 +14,8 @@ For each torchvision detector, in the same process and on the same device:
 For YOLOv8: spinebench's YoloV8.fit vs plain `YOLO("yolov8<s>.yaml").train(...)` with ultralytics' defaults on
 the same exported data, images/s = train images x epochs / wall time (both include ultralytics' validation),
 after one untimed warm-up run so that neither pays the process's first-run costs.
+--profile MODELS records 10 engine steps and 10 compute-only steps of each listed torchvision model with
+torch.profiler, after the timed runs, and writes the op tables to profile_<model>_{engine,compute}.txt.
 
     python benchmarks/bench_detection_train.py                                  # CPU, tiny (minutes)
     python benchmarks/bench_detection_train.py --device cuda --data detection_phantom --batch 16 \
@@ -37,6 +39,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION = {"faster_rcnn": ("faster_rcnn", [256, 642]), "retinanet": ("retinanet", [256, 642]),
                "ssd300": ("ssd", [300, 300]), "ssd512": ("ssd", [512, 512])}
+PROFILED_STEPS = 10  # --profile: steps of each path recorded by torch.profiler (fewer if an epoch is shorter)
 PHANTOMS = ("detection_phantom_tiny", "detection_phantom", "detection_phantom_paper")  # configs/data/<name>.yaml
 
 
@@ -136,11 +139,36 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
             images_done += len(targets)
         sync()
         compute = images_done / (time.perf_counter() - start)
+        if name in args.profile.split(","):  # after the timed runs: the profiler slows what it records
+            steps = min(len(loader), PROFILED_STEPS)  # one engine epoch
+            profile_cfg = trainer_cfg(args, epochs=1, limit_train_batches=steps, data_on_device=args.data_on_device)
+            write_profiles(name, args, f"{steps} steps", {
+                "engine": lambda: fit(DetectorModule(model, None, augment=True), loader, None, profile_cfg,
+                                      Path(tmp) / "profiled", monitor="none"),  # a fresh folder: nothing to resume
+                "compute": lambda: [step(*held[i % len(held)]) for i in range(steps)]})
     return {"model": name, "path": "spinebench engine", "images_per_s": spinebench, "reference": "compute-only",
             "reference_images_per_s": compute, "ratio": spinebench / compute, "data_path_images_per_s": data_only,
             "data_on_device": isinstance(loader, ResidentBatches), "data_path_workers_images_per_s": workers_only,
             "batch_fetch_main_thread_ms": fetch_ms, "batch_fetch_main_thread_ms_workers": workers_fetch_ms,
             "input_size": family.effective_size(ctx), "batch": cfg.batch_size, "device": str(device)}
+
+
+def write_profiles(name: str, args, length: str, runs: dict) -> None:
+    """profile_<model>_<run>.txt beside --json: torch.profiler's op table (CPU, and CUDA when there is one) of each
+    run (each `length` long, e.g. "10 steps"), sorted by self CPU time. The host-side calls that wait for the
+    device (cudaStreamSynchronize, cudaMemcpyAsync) and their counts show where one path's steps spend what the
+    other's do not."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    folder = args.json.parent if args.json else Path(".")
+    for label, run in runs.items():
+        with profile(activities=activities) as profiler:
+            run()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+        (folder / f"profile_{name}_{label}.txt").write_text(f"{name}, {label}, {length}\n{table}\n")
 
 
 def bench_yolo(name: str, args, spec, cache: Path) -> dict:
@@ -195,6 +223,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
                         help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
+    parser.add_argument("--profile", default="", help="torchvision models whose spinebench and compute-only paths to "
+                        "record with torch.profiler after the timed runs (op tables written beside --json)")
 
 
 def run_models(args, torchvision_row, yolo_row) -> list[dict]:
