@@ -143,6 +143,10 @@ def augment(x: torch.Tensor, y: torch.Tensor, flip_p: float = 0.5, jitter: float
     return x, y
 
 
+def _save_png(array: np.ndarray, path: Path) -> None:
+    Image.fromarray(array).save(path)
+
+
 @torch.no_grad()
 def evaluate_split(module: SegmentationModule, loader: Iterable, names: Sequence[str], device: torch.device,
                    out_dir: Path, n_overlays: int = 8, amp: bool = True,
@@ -172,17 +176,15 @@ def evaluate_split(module: SegmentationModule, loader: Iterable, names: Sequence
             references.extend(str(mask_paths[int(i)]) if mask_paths else None for i in index)
             scorer.update(pred, masks_d, batch_names)
             pred_np = pred.cpu().numpy()
-            if len(written) < n_overlays:  # the batch may come from a split held on the GPU: copy only what is drawn
-                images_np, masks_np = images.cpu().numpy(), masks.cpu().numpy()
             for k, name in enumerate(batch_names):
                 path = pred_dir / (Path(name).stem + ".png")
-                jobs.append(pool.submit(lambda a, p: Image.fromarray(a).save(p), pred_np[k], path))
+                jobs.append(pool.submit(_save_png, pred_np[k], path))
                 written.append(str(path.relative_to(out_dir)))
-                if len(written) <= n_overlays:
-                    panel = np.concatenate([np.repeat(images_np[k][..., None], 3, axis=2),
-                                            overlay(images_np[k], masks_np[k]), overlay(images_np[k], pred_np[k])], axis=0)
-                    jobs.append(pool.submit(lambda a, p: Image.fromarray(a).save(p), panel,
-                                            overlay_dir / (Path(name).stem + ".png")))
+                if len(written) <= n_overlays:  # the batch may be held on the GPU: copy only the image drawn
+                    image, mask = images[k].cpu().numpy(), masks[k].cpu().numpy()
+                    panel = np.concatenate([np.repeat(image[..., None], 3, axis=2), overlay(image, mask),
+                                            overlay(image, pred_np[k])], axis=0)
+                    jobs.append(pool.submit(_save_png, panel, overlay_dir / (Path(name).stem + ".png")))
         for job in jobs:
             job.result()
     summary = scorer.summary(written, references)
