@@ -93,6 +93,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     from spinebench.engine import autocast_for, fit, resolve_device
     from spinebench.engine.loop import build_optimizer
     from spinebench.pipeline import RunContext
+    from spinebench.speed import pass_rate
 
     arch, size = TORCHVISION[name]
     device = resolve_device(args.device)
@@ -121,31 +122,24 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         optimizer = build_optimizer(list(model.parameters()), cfg)
         held = [to_device(batch, device, augment=True)[:2] for _, batch in zip(range(args.steps), loader)]
 
-        def step(images, targets):
-            with autocast_for(device, cfg.amp):
-                loss = sum(model(images, targets).values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        def train_steps(n: int) -> None:  # n optimizer steps over the held batches in turn
+            for i in range(n):
+                images, targets = held[i % len(held)]
+                with autocast_for(device, cfg.amp):
+                    loss = sum(model(images, targets).values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
 
-        for images, targets in held[:2]:
-            step(images, targets)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        sync()
-        start, images_done = time.perf_counter(), 0
-        for i in range(args.steps):
-            images, targets = held[i % len(held)]
-            step(images, targets)
-            images_done += len(targets)
-        sync()
-        compute = images_done / (time.perf_counter() - start)
+        timed_images = sum(len(held[i % len(held)][1]) for i in range(args.steps))
+        compute = pass_rate(lambda: train_steps(args.steps), timed_images, device)  # after one untimed pass
         if name in args.profile.split(","):  # after the timed runs: the profiler slows what it records
             steps = min(len(loader), PROFILED_STEPS)  # one engine epoch
             profile_cfg = trainer_cfg(args, epochs=1, limit_train_batches=steps, data_on_device=args.data_on_device)
             write_profiles(name, args, f"{steps} steps", {
                 "engine": lambda: fit(DetectorModule(model, None, augment=True), loader, None, profile_cfg,
                                       Path(tmp) / "profiled", monitor="none"),  # a fresh folder: nothing to resume
-                "compute": lambda: [step(*held[i % len(held)]) for i in range(steps)]})
+                "compute": lambda: train_steps(steps)})
     return {"model": name, "path": "spinebench engine", "images_per_s": spinebench, "reference": "compute-only",
             "reference_images_per_s": compute, "ratio": spinebench / compute, "data_path_images_per_s": data_only,
             "data_on_device": isinstance(loader, ResidentBatches), "data_path_workers_images_per_s": workers_only,
