@@ -63,7 +63,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
                 model(images)
 
     reference = pass_rate(compute_only, len(samples), device, args.passes)
-    if name in args.profile.split(","):  # one pass of each, after the timed ones
+    if name in args.profile:  # one pass of each, after the timed ones
         passes = {"scoring": scoring, "compute": compute_only}
         write_profiles(f"{name}_infer", args, f"{len(on_device)} batches", passes)
     return {"model": name, "path": "spinebench predict", "images_per_s": spinebench, "reference": "compute-only",

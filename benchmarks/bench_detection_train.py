@@ -133,7 +133,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
 
         timed_images = sum(len(held[i % len(held)][1]) for i in range(args.steps))
         compute = pass_rate(lambda: train_steps(args.steps), timed_images, device)  # after one untimed pass
-        if name in args.profile.split(","):  # after the timed runs: the profiler slows what it records
+        if name in args.profile:  # after the timed runs: the profiler slows what it records
             steps = min(len(loader), PROFILED_STEPS)  # one engine epoch
             profile_cfg = trainer_cfg(args, epochs=1, limit_train_batches=steps, data_on_device=args.data_on_device)
             write_profiles(name, args, f"{steps} steps", {
@@ -204,6 +204,15 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
             "device": str(device)}
 
 
+def torchvision_models(value: str) -> list[str]:
+    """--profile's comma-separated names: torchvision detectors only (the YOLO paths run inside ultralytics)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TORCHVISION]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"cannot profile {', '.join(unknown)}: one of {', '.join(TORCHVISION)}")
+    return names
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     """The arguments this benchmark shares with bench_detection_infer.py."""
     parser.add_argument("--models", default="faster_rcnn,ssd300,yolov8n")
@@ -217,8 +226,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
                         help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
-    parser.add_argument("--profile", default="", help="torchvision models whose spinebench and compute-only paths to "
-                        "record with torch.profiler after the timed runs (op tables written beside --json)")
+    parser.add_argument("--profile", type=torchvision_models, default=[], help="torchvision models whose spinebench "
+                        "and compute-only paths to record with torch.profiler after the timed runs (op tables beside --json)")
 
 
 def run_models(args, torchvision_row, yolo_row) -> list[dict]:

@@ -1,10 +1,12 @@
-"""The learning-run script checks every model name before it starts a run (a typo must not cost an hour)."""
+"""The scripts check the names they are given before any work: the learning-run script every model name (a typo
+must not cost an hour), the detection benchmarks the models of --profile."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,14 @@ def test_learning_script_refuses_an_unknown_model_before_running_any(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "unknown model retinanett (yolov8n faster_rcnn retinanet ssd300 ssd512)"
     assert list(logs.iterdir()) == []  # retinanet, named first, did not start
+
+
+@pytest.mark.parametrize("script, good", [("bench_detection_train.py", "retinanet"),
+                                          ("bench_detection_infer.py", "faster_rcnn")])
+def test_benchmarks_refuse_to_profile_what_they_cannot(script, good):
+    """--profile names torchvision detectors only: a YOLO or a misspelt name stops before any work, in one line."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--profile", f"{good},yolov8m,ssd301"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "error: argument --profile: cannot profile yolov8m, ssd301: one of faster_rcnn, retinanet, ssd300, ssd512")
