@@ -141,7 +141,8 @@ def main() -> None:
         infer_compute = pass_rate(predict_only, len(dataset), device)
         phase(f"inference: evaluate_split {infer:.1f} img/s, predict only {infer_compute:.1f} img/s")
 
-    report = {"model": args.model, "device": device_name(device), "batch": args.batch,
+    report = {"model": args.model, "data": f"{spec.label}, {len(dataset)} training images",
+              "device": device_name(device), "batch": args.batch,
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
               "data_on_device": isinstance(loader, ResidentBatches),
               "precision": "bf16 autocast + channels_last" if cuda else "fp32",
