@@ -10,6 +10,15 @@
 # CPU try-out (tiny settings, same code path):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# the knobs, checked before any work: a typo must not silently become a 5 s slot or the CPU settings
+for knob in GPU_CHECK_BUDGET_S GPU_CHECK_DET_S GPU_CHECK_TEST_S GPU_CHECK_LEARN_S LEARN_EPOCHS; do
+  if [ -n "${!knob-}" ] && ! [[ ${!knob} =~ ^[1-9][0-9]*$ ]]; then
+    echo "scripts/gpu_check.sh: $knob=${!knob} is not a whole number above 0" >&2; exit 2
+  fi
+done
+if [ -n "${GPU_CHECK_DEVICE-}" ] && [[ ! $GPU_CHECK_DEVICE =~ ^(cuda|cpu)$ ]]; then
+  echo "scripts/gpu_check.sh: GPU_CHECK_DEVICE=$GPU_CHECK_DEVICE is not cuda or cpu" >&2; exit 2
+fi
 OUT=${OUT:-$PWD/outputs/gpu_check}; mkdir -p "$OUT"
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 PY=${PY:-python3}

@@ -1,5 +1,5 @@
-"""The scripts check the names they are given before any work: the learning-run script every model name (a typo
-must not cost an hour), the detection benchmarks the models of --profile."""
+"""The scripts check what they are given before any work: the learning-run script every model name (a typo must
+not cost an hour), the detection benchmarks the models of --profile, the GPU check its knobs."""
 
 from __future__ import annotations
 
@@ -33,3 +33,17 @@ def test_benchmarks_refuse_to_profile_what_they_cannot(script, good):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(
         "error: argument --profile: cannot profile yolov8m, ssd301: one of faster_rcnn, retinanet, ssd300, ssd512")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("knob, value, says", [("GPU_CHECK_DET_S", "5m", "is not a whole number above 0"),
+                                               ("LEARN_EPOCHS", "0", "is not a whole number above 0"),
+                                               ("GPU_CHECK_DEVICE", "gpu", "is not cuda or cpu")])
+def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, says):
+    """A typo in a time knob used to become a 5 s slot in silence, and an unknown device the CPU settings."""
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                            env={**os.environ, "OUT": str(out), knob: value}, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"scripts/gpu_check.sh: {knob}={value} {says}"
+    assert not out.exists()  # nothing installed, measured or written
