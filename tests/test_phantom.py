@@ -17,6 +17,7 @@ from spinebench.data.images import read_gray, read_rgb
 from spinebench.data.phantom import (
     envelope_snr, plan_split, psf_sigmas, render_planned, render_sample, write_phantom,
 )
+from spinebench.data.phantom.writer import is_complete_phantom
 from spinebench.data.segmentation import decode_mask, read_segmentation_split
 
 BG, DURA, PIA, CSF, CORD, DORSAL, HEM, VENTRAL, DURA_PIA, DURA_VENTRAL = range(10)
@@ -235,3 +236,16 @@ def test_parallel_writing_from_a_script_on_stdin_does_not_hang(tmp_path):
     assert proc.returncode == 0, proc.stderr[-800:]
     assert "cannot be re-imported" in proc.stderr
     assert len(list((tmp_path / "ph" / "train").glob("*.png"))) == 4
+
+
+def test_parallel_writing_from_a_script_without_a_main_guard_stops_with_the_fix(tmp_path):
+    """Workers import the main script again; without `if __name__ == "__main__":` each one dies at start. A Pool
+    respawned them forever (a hang); the writer now stops in seconds and says what to change."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"from spinebench.data.phantom import write_phantom\n"
+                      f"write_phantom('detection', {str(tmp_path / 'ph')!r}, n_train=4, n_val=1, n_test=1, workers=2)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: the phantom's worker processes died") and '__name__ == "__main__"' in last
+    assert not is_complete_phantom(tmp_path / "ph")  # never taken for a finished phantom

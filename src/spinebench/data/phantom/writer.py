@@ -1,7 +1,7 @@
 """Writes a phantom in the exact on-disk layout of either release, plus PHANTOM.json marking it synthetic.
 
-Every image gets its own seed, SeedSequence((seed, task, domain, split, index)), so a multiprocessing Pool
-writes the same bytes as a single process. The writer refuses any non-empty folder without PHANTOM.json, so
+Every image gets its own seed, SeedSequence((seed, task, domain, split, index)), so worker processes
+write the same bytes as a single process. The writer refuses any non-empty folder without PHANTOM.json, so
 it can never clobber a user's real release.
 """
 
@@ -14,6 +14,8 @@ import shutil
 import struct
 import sys
 import zlib
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -258,9 +260,17 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
             context.set_forkserver_preload([__name__])
         else:
             context = multiprocessing.get_context("spawn")
-        with context.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
-            for _ in pool.imap_unordered(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
-                pass
+        # An executor, not a Pool: a Pool whose workers die at start respawns them forever (a hang), an executor
+        # stops with BrokenProcessPool.
+        try:
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init) as pool:
+                for _ in pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                    pass
+        except BrokenProcessPool as error:
+            raise RuntimeError("the phantom's worker processes died. They import the main script again: a script "
+                               "that calls spinebench must run its work under `if __name__ == \"__main__\":` (see "
+                               "'Safe importing of main module' in Python's multiprocessing docs), or write the "
+                               "phantom with workers=1") from error
     meta["complete"] = True
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
