@@ -1,8 +1,10 @@
-"""The scripts check what they are given before any work: the learning-run script every model name (a typo must
-not cost an hour), the detection benchmarks the models of --profile, the GPU check its knobs."""
+"""The scripts check what they are given before any work (the learning-run script every model name, so that a
+typo does not cost an hour; the detection benchmarks the models of --profile; the GPU check its knobs), and the
+operator count of a training step says what it claims."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -47,3 +49,24 @@ def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, say
     assert result.returncode == 2
     assert result.stderr.strip() == f"scripts/gpu_check.sh: {knob}={value} {says}"
     assert not out.exists()  # nothing installed, measured or written
+
+
+def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_never_syncs(tmp_path, cache_dir):
+    """benchmarks/count_step_ops.py: RetinaNet's loss matches anchors per image with a box (more operators, one
+    more host sync each); the engine's data path (to_device with augmentation) makes no host sync at all."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import count_step_ops
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    out = tmp_path / "ops.json"
+    assert count_step_ops.main(["--models", "retinanet", "--data", "detection_phantom_tiny", "--cache", str(cache_dir),
+                                "--batch", "2", "--max-input-size", "64", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["models"][0]["rows"]
+    assert [r["images_with_a_box"] for r in rows] == [0, 1, 2]
+    steps = [r["step"] for r in rows]
+    assert steps[0]["ops"] < steps[1]["ops"] < steps[2]["ops"]
+    assert steps[0]["host_syncs"] < steps[1]["host_syncs"] < steps[2]["host_syncs"]
+    assert all(r["data_path"]["host_syncs"] == 0 and r["data_path"]["ops"] > 0 for r in rows)
+    assert doc["meta"]["data"].startswith("PHANTOM")

@@ -1,0 +1,111 @@
+"""Operator counts of a detector's training step: what a step launches, independent of the device's speed.
+
+A torchvision detector's training step on a GPU is bound by its kernel launches and by the host syncs of its
+loss (a boolean index, `.item()`), so a count of operators explains step-rate gaps that a CPU cannot time. For
+each model, on the CPU, it counts the aten operators dispatched by:
+  data path   `to_device` with augmentation: what the spinebench engine adds to a compute-only step
+  step        forward + loss + backward + SGD step of an untrained model, on batches of --batch images of which
+              k hold a box, for k = 0 .. --batch (the loss's per-image matching depends on k)
+and, of those, the host syncs on a GPU (`nonzero`, `_local_scalar_dense`). The counts do not depend on the input
+size, so the models run small (--max-input-size).
+
+    python benchmarks/count_step_ops.py --models retinanet,faster_rcnn --data detection_phantom --json ops.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from bench_detection_train import PHANTOMS, REPO, TORCHVISION, dataset
+
+HOST_SYNCS = ("aten.nonzero.default", "aten._local_scalar_dense.default")
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts every aten operator dispatched while active (autograd's backward ops included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def summary(self) -> dict[str, int]:
+        return {"ops": sum(self.counts.values()), "host_syncs": sum(self.counts[name] for name in HOST_SYNCS)}
+
+
+def count_model(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.data.detection import read_detection_split
+    from spinebench.detection.data import build_dataset, collate, to_device
+    from spinebench.detection.torchvision_benchmark import TorchvisionDetector
+    from spinebench.engine import TrainerConfig
+    from spinebench.engine.loop import build_optimizer
+    from spinebench.pipeline import RunContext
+
+    arch, size = TORCHVISION[name]
+    cpu = torch.device("cpu")
+    samples = read_detection_split(spec.root, "train")
+    data = build_dataset(samples, cache)
+    positives = [i for i, s in enumerate(samples) if len(s.boxes)]
+    negatives = [i for i, s in enumerate(samples) if not len(s.boxes)]
+    if len(positives) < args.batch or len(negatives) < args.batch:
+        raise SystemExit(f"{spec.name}: needs {args.batch} training images with a box and {args.batch} without")
+    cfg = TrainerConfig.from_config({"device": "cpu", "max_input_size": args.max_input_size})
+    family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
+    ctx = RunContext(Path("."), cache, cfg, cpu, 0, {})
+    model, _ = family._build(ctx, load_weights=False)
+    model.train()
+    optimizer = build_optimizer(list(model.parameters()), cfg)
+    torch.manual_seed(0)
+    rows = []
+    for k in range(args.batch + 1):
+        batch = collate([data[i] for i in positives[:k] + negatives[:args.batch - k]])
+        with OpCounter() as data_path:
+            images, targets, _ = to_device(batch, cpu, augment=True)
+        with OpCounter() as step:
+            loss = sum(model(images, targets).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        rows.append({"images_with_a_box": k, "step": step.summary(), "data_path": data_path.summary()})
+        print(f"{name:<12} {k:>2}/{args.batch} with a box   step {rows[-1]['step']['ops']:>6} ops "
+              f"{rows[-1]['step']['host_syncs']:>4} host syncs   data path {rows[-1]['data_path']['ops']:>4} ops "
+              f"{rows[-1]['data_path']['host_syncs']:>2} host syncs", flush=True)
+    return {"model": name, "batch": args.batch, "input_size": family.effective_size(ctx), "rows": rows}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="retinanet,faster_rcnn")
+    parser.add_argument("--data", default="detection_phantom", choices=PHANTOMS)
+    parser.add_argument("--cache", default=os.environ.get("SPINEBENCH_CACHE", str(REPO / ".cache")))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--max-input-size", type=int, default=160)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models.split(",") if m not in TORCHVISION]
+    if unknown:
+        parser.error(f"--models: {', '.join(unknown)} not one of {', '.join(TORCHVISION)}")
+    from spinebench.runinfo import git_commit, write_json
+
+    cache = Path(args.cache)
+    spec = dataset(args.data, cache)
+    models = [count_model(name, args, spec, cache) for name in args.models.split(",")]
+    if args.json:
+        write_json(args.json, {"meta": {"data": spec.label, "torch": torch.__version__, "git": git_commit(),
+                                         "counted_on": "cpu", "args": {k: str(v) for k, v in vars(args).items()}},
+                                "models": models})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
