@@ -3,7 +3,9 @@
 For each torchvision detector, in the same process and on the same device:
   spinebench   images/s of the engine after a warm-up epoch, over at least --steps steps (spinebench.engine.fit:
                cached uint8 batches, gathered from the split held on a CUDA device or else pinned by workers,
-               device augmentation, autocast, optimizer step)
+               device augmentation, autocast, optimizer step); timed before the compute-only loop and again after
+               it (resumed from the checkpoint), and the mean of the two taken, so that a drift of the device's
+               speed during the run cancels (both are in the JSON)
   compute      images/s of model + loss + backward + optimizer step on batches already on the device (an epoch's
                first --steps batches, augmented beforehand: the same mix of images with and without a box)
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
@@ -133,6 +135,12 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
 
         timed_images = sum(len(held[i % len(held)][1]) for i in range(args.steps))
         compute = pass_rate(lambda: train_steps(args.steps), timed_images, device)  # after one untimed pass
+        # the engine's timed epochs once more, resumed from its checkpoint: engine, compute-only, engine. A drift of
+        # the device's speed during the run then shows as two engine rates apart, and their mean cancels it.
+        again = fit(DetectorModule(model, None, augment=True), loader, None,
+                    trainer_cfg(args, epochs=cfg.epochs + len(timed), data_on_device=args.data_on_device), tmp,
+                    monitor="none")
+        after = sum(h["images_per_s"] for h in again.history[cfg.epochs:]) / len(timed)
         if name in args.profile:  # after the timed runs: the profiler slows what it records
             steps = min(len(loader), PROFILED_STEPS)  # one engine epoch
             profile_cfg = trainer_cfg(args, epochs=1, limit_train_batches=steps, data_on_device=args.data_on_device)
@@ -140,8 +148,10 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
                 "engine": lambda: fit(DetectorModule(model, None, augment=True), loader, None, profile_cfg,
                                       Path(tmp) / "profiled", monitor="none"),  # a fresh folder: nothing to resume
                 "compute": lambda: train_steps(steps)})
-    return {"model": name, "path": "spinebench engine", "images_per_s": spinebench, "reference": "compute-only",
-            "reference_images_per_s": compute, "ratio": spinebench / compute, "data_path_images_per_s": data_only,
+    engine = (spinebench + after) / 2
+    return {"model": name, "path": "spinebench engine", "images_per_s": engine, "reference": "compute-only",
+            "reference_images_per_s": compute, "ratio": engine / compute, "images_per_s_before_reference": spinebench,
+            "images_per_s_after_reference": after, "data_path_images_per_s": data_only,
             "data_on_device": isinstance(loader, ResidentBatches), "data_path_workers_images_per_s": workers_only,
             "batch_fetch_main_thread_ms": fetch_ms, "batch_fetch_main_thread_ms_workers": workers_fetch_ms,
             "input_size": family.effective_size(ctx), "batch": cfg.batch_size, "device": str(device)}
