@@ -4,6 +4,7 @@ operator count of a training step says what it claims."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -54,11 +55,7 @@ def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, say
 def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_never_syncs(tmp_path, cache_dir):
     """benchmarks/count_step_ops.py: RetinaNet's loss matches anchors per image with a box (more operators, one
     more host sync each); the engine's data path (to_device with augmentation) makes no host sync at all."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import count_step_ops
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    count_step_ops = _benchmark("count_step_ops")
     out = tmp_path / "ops.json"
     assert count_step_ops.main(["--models", "retinanet", "--data", "detection_phantom_tiny", "--cache", str(cache_dir),
                                 "--batch", "2", "--max-input-size", "64", "--json", str(out)]) == 0
@@ -70,3 +67,24 @@ def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_nev
     assert steps[0]["host_syncs"] < steps[1]["host_syncs"] < steps[2]["host_syncs"]
     assert all(r["data_path"]["host_syncs"] == 0 and r["data_path"]["ops"] > 0 for r in rows)
     assert doc["meta"]["data"].startswith("PHANTOM")
+
+
+def test_step_op_count_refuses_what_it_cannot_count(cache_dir, capsys):
+    """A YOLO name (its steps run inside ultralytics), and a phantom too small for the batch asked for."""
+    count_step_ops = _benchmark("count_step_ops")
+    with pytest.raises(SystemExit) as stopped:
+        count_step_ops.main(["--models", "retinanet,yolov8m"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: --models: yolov8m not one of faster_rcnn, retinanet, ssd300, ssd512")
+    with pytest.raises(SystemExit, match="^detection_phantom_tiny: needs 16 training images with a box and 16 without$"):
+        count_step_ops.main(["--models", "retinanet", "--data", "detection_phantom_tiny", "--cache", str(cache_dir)])
+
+
+def _benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they import each other by their file names)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
