@@ -95,14 +95,14 @@ def main(argv=None) -> int:
     unknown = [m for m in args.models.split(",") if m not in TORCHVISION]
     if unknown:
         parser.error(f"--models: {', '.join(unknown)} not one of {', '.join(TORCHVISION)}")
-    from spinebench.runinfo import git_commit, write_json
+    from spinebench.runinfo import device_name, git_commit, write_json
 
     cache = Path(args.cache)
     spec = dataset(args.data, cache)
     models = [count_model(name, args, spec, cache) for name in args.models.split(",")]
     if args.json:
         write_json(args.json, {"meta": {"data": spec.label, "torch": torch.__version__, "git": git_commit(),
-                                         "counted_on": "cpu", "args": {k: str(v) for k, v in vars(args).items()}},
+                                         "device": device_name("cpu"), "args": {k: str(v) for k, v in vars(args).items()}},
                                 "models": models})
     return 0
 
