@@ -214,13 +214,18 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
             "device": str(device)}
 
 
-def torchvision_models(value: str) -> list[str]:
-    """--profile's comma-separated names: torchvision detectors only (the YOLO paths run inside ultralytics)."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in TORCHVISION]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"cannot profile {', '.join(unknown)}: one of {', '.join(TORCHVISION)}")
-    return names
+def torchvision_models(action: str):
+    """An argparse type for comma-separated names of torchvision detectors only (the YOLO paths run inside
+    ultralytics), refusing the others with "cannot <action> <names>: one of ..."."""
+
+    def parse(value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in TORCHVISION]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"cannot {action} {', '.join(unknown)}: one of {', '.join(TORCHVISION)}")
+        return names
+
+    return parse
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
@@ -236,7 +241,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
                         help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
-    parser.add_argument("--profile", type=torchvision_models, default=[], help="torchvision models whose spinebench "
+    parser.add_argument("--profile", type=torchvision_models("profile"), default=[], help="torchvision models whose spinebench "
                         "and compute-only paths to record with torch.profiler after the timed runs (op tables beside --json)")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench_detection_train import PHANTOMS, REPO, TORCHVISION, dataset
+from bench_detection_train import PHANTOMS, REPO, TORCHVISION, dataset, torchvision_models
 
 HOST_SYNCS = ("aten.nonzero.default", "aten._local_scalar_dense.default")
 
@@ -85,21 +85,18 @@ def count_model(name: str, args, spec, cache: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="retinanet,faster_rcnn")
+    parser.add_argument("--models", type=torchvision_models("count"), default="retinanet,faster_rcnn")
     parser.add_argument("--data", default="detection_phantom", choices=PHANTOMS)
     parser.add_argument("--cache", default=os.environ.get("SPINEBENCH_CACHE", str(REPO / ".cache")))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-input-size", type=int, default=160)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    unknown = [m for m in args.models.split(",") if m not in TORCHVISION]
-    if unknown:
-        parser.error(f"--models: {', '.join(unknown)} not one of {', '.join(TORCHVISION)}")
     from spinebench.runinfo import device_name, git_commit, write_json
 
     cache = Path(args.cache)
     spec = dataset(args.data, cache)
-    models = [count_model(name, args, spec, cache) for name in args.models.split(",")]
+    models = [count_model(name, args, spec, cache) for name in args.models]
     if args.json:
         write_json(args.json, {"meta": {"data": spec.label, "torch": torch.__version__, "git": git_commit(),
                                          "device": device_name("cpu"), "args": {k: str(v) for k, v in vars(args).items()}},

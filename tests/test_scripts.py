@@ -76,7 +76,7 @@ def test_step_op_count_refuses_what_it_cannot_count(cache_dir, capsys):
         count_step_ops.main(["--models", "retinanet,yolov8m"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "error: --models: yolov8m not one of faster_rcnn, retinanet, ssd300, ssd512")
+        "error: argument --models: cannot count yolov8m: one of faster_rcnn, retinanet, ssd300, ssd512")
     with pytest.raises(SystemExit, match="^detection_phantom_tiny: needs 16 training images with a box and 16 without$"):
         count_step_ops.main(["--models", "retinanet", "--data", "detection_phantom_tiny", "--cache", str(cache_dir)])
 
