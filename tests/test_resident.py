@@ -3,6 +3,8 @@ order each epoch, and `auto` and bad settings behave as documented."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.task import SegmentationModule, evaluate_split
 
 CPU = torch.device("cpu")
+GPU_BUSY_CYCLES = 1_000_000_000  # torch.cuda._sleep's unit: GPU clock cycles
 TINY = {"n_train": 8, "n_val": 4, "n_test": 4, "seed": 0, "domain": "porcine"}
 
 
@@ -117,7 +120,10 @@ def test_the_setting_is_validated():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_batch_from_the_gpu_held_split_makes_no_synchronizing_call(cache_dir):
+def test_a_batch_from_the_gpu_held_split_never_waits_for_the_gpu(cache_dir):
+    """Getting a batch and moving it (to_device) queues work behind the GPU's and returns: no synchronizing call
+    of PyTorch's, and no wait of the CUDA driver's either (a copy from pageable memory may make one), so the CPU
+    goes on queueing the step's kernels while the GPU is busy."""
     from spinebench.detection.data import to_device
 
     cuda = torch.device("cuda")
@@ -125,9 +131,18 @@ def test_a_batch_from_the_gpu_held_split_makes_no_synchronizing_call(cache_dir):
     loader = detection_loader(dataset, 4, True, 0, cuda, on_device="auto")
     assert isinstance(loader, ResidentBatches)
     batches = iter(loader)  # the epoch's order crosses to the GPU once, here
+    to_device(next(batches), cuda, augment=True)  # first calls: lazy CUDA set-up, pinned memory pool
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    torch.cuda._sleep(GPU_BUSY_CYCLES)  # the GPU busy for a while (about 0.5 s at 2 GHz)
     torch.cuda.set_sync_debug_mode("error")
     try:
         images, targets, _ = to_device(next(batches), cuda, augment=True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    returned = time.perf_counter() - start
+    torch.cuda.synchronize()
+    busy = time.perf_counter() - start
+    assert busy > 0.1, f"the GPU was busy {busy:.3f} s only: too short to tell a wait from none"
+    assert returned < busy / 4, f"to_device returned after {returned:.3f} s of the GPU's {busy:.3f} s: it waited"
     assert images[0].is_cuda and len(targets) == 4

@@ -85,21 +85,30 @@ def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, nu
                       prefetch_factor=4 if num_workers > 0 else None)
 
 
+def queue_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`, the copy queued behind the device's work. A host tensor goes through pinned memory
+    first: the CUDA runtime may make a copy from pageable memory wait for the stream's queued kernels (its "API
+    synchronization behavior" notes), which stops the CPU queueing the next step's kernels meanwhile."""
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def to_device(batch, device: torch.device, augment: bool = False):
     """(list of 3 x H x W float images in [0, 1] on device, per-image targets on device in model labels, indices)."""
     images, packed, indices = batch
     boxes, labels, counts = packed["boxes"], packed["labels"], packed["counts"]
     stacked = isinstance(images, torch.Tensor)
     if stacked:
-        x = images.to(device, non_blocking=True).float().div_(255.0)  # B x H x W
+        x = queue_copy(images, device).float().div_(255.0)  # B x H x W
     else:
-        x = [im.to(device, non_blocking=True).float().div_(255.0) for im in images]
+        x = [queue_copy(im, device).float().div_(255.0) for im in images]
     n = len(indices)
     if augment:
         flips, gains, shifts = torch.rand(3, n)  # one draw from the CPU generator: the same run on any device
         flips, gains, shifts = flips < 0.5, 1.0 + (gains * 2 - 1) * CONTRAST, (shifts * 2 - 1) * BRIGHTNESS
         if stacked:
-            draws = torch.stack([flips.float(), gains, shifts]).to(device, non_blocking=True).view(3, -1, 1, 1)
+            draws = queue_copy(torch.stack([flips.float(), gains, shifts]), device).view(3, -1, 1, 1)
             x = torch.where(draws[0] > 0, x.flip(-1), x)
             mean = x.mean(dim=(1, 2), keepdim=True)
             x = ((x - mean) * draws[1] + mean + draws[2]).clamp_(0, 1)
@@ -115,8 +124,8 @@ def to_device(batch, device: torch.device, augment: bool = False):
         width = torch.tensor([im.shape[-1] for im in images], dtype=boxes.dtype).repeat_interleave(per_box)
         mirrored = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
         boxes = torch.where(flips.repeat_interleave(per_box)[:, None], mirrored, boxes)
-    boxes = boxes.to(device, non_blocking=True).split(counts)
-    labels = (labels.to(device, non_blocking=True) + LABEL_OFFSET).split(counts)
+    boxes = queue_copy(boxes, device).split(counts)
+    labels = (queue_copy(labels, device) + LABEL_OFFSET).split(counts)
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
     images_out = [im.unsqueeze(0).expand(3, -1, -1) for im in x]  # grey -> 3 channels (ImageNet-style stems)
     return images_out, targets, indices
