@@ -9,6 +9,10 @@ For each torchvision detector, in the same process and on the same device:
   compute      images/s of model + loss + backward + optimizer step on batches already on the device (an epoch's
                first --steps batches, augmented beforehand: the same mix of images with and without a box)
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
+  held         images/s of the engine's own loop (spinebench.engine.fit) on those same batches already on the
+               device: the engine minus its data path, timed between the compute-only loop and the second engine
+               timing. It splits a gap: spinebench < held = compute puts it in the data path, spinebench = held <
+               compute in the loop around the step
   data path    images/s of the loader + device augmentation alone, no model (what could starve the GPU); the
                loader is spinebench-train's: on a CUDA device the split held in its memory (trainer.data_on_device),
                and then the workers' DataLoader is timed too, for comparison
@@ -122,19 +126,26 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         # it, and one fixed batch set the reference by its own count of boxes (7 to 13 of 16 on the paper phantom).
         model.train()
         optimizer = build_optimizer(list(model.parameters()), cfg)
-        held = [to_device(batch, device, augment=True)[:2] for _, batch in zip(range(args.steps), loader)]
+        held = [to_device(batch, device, augment=True) for _, batch in zip(range(args.steps), loader)]
 
         def train_steps(n: int) -> None:  # n optimizer steps over the held batches in turn
             for i in range(n):
-                images, targets = held[i % len(held)]
+                images, targets, _ = held[i % len(held)]
                 with autocast_for(device, cfg.amp):
                     loss = sum(model(images, targets).values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
 
+        class HeldBatchModule(DetectorModule):  # batches as to_device returned them: nothing left to move
+            def training_step(self, batch, device):
+                return self.losses(*batch[:2])
+
         timed_images = sum(len(held[i % len(held)][1]) for i in range(args.steps))
         compute = pass_rate(lambda: train_steps(args.steps), timed_images, device)  # after one untimed pass
+        # the engine's loop on those held batches: a warm-up epoch and one timed epoch, in a folder of its own
+        on_held = fit(HeldBatchModule(model), held, None, trainer_cfg(args, epochs=2), Path(tmp) / "held",
+                      monitor="none").history[1]["images_per_s"]
         # the engine's timed epochs once more, resumed from its checkpoint: engine, compute-only, engine. A drift of
         # the device's speed during the run then shows as two engine rates apart, and their mean cancels it.
         again = fit(DetectorModule(model, None, augment=True), loader, None,
@@ -151,6 +162,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     engine = (spinebench + after) / 2
     return {"model": name, "path": "spinebench engine", "images_per_s": engine, "reference": "compute-only",
             "reference_images_per_s": compute, "ratio": engine / compute, "images_per_s_before_reference": spinebench,
+            "engine_on_held_batches_images_per_s": on_held,
             "images_per_s_after_reference": after, "data_path_images_per_s": data_only,
             "data_on_device": isinstance(loader, ResidentBatches), "data_path_workers_images_per_s": workers_only,
             "batch_fetch_main_thread_ms": fetch_ms, "batch_fetch_main_thread_ms_workers": workers_fetch_ms,
@@ -264,12 +276,13 @@ def run_models(args, torchvision_row, yolo_row) -> list[dict]:
               f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}", flush=True)
         if args.json:
             write_json(args.json, {"meta": meta, "rows": rows})
-    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6} {'data path':>10}"
+    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'held':>8} {'reference':>11} {'ratio':>6} {'data path':>10}"
           f" {'(workers)':>10} {'fetch ms':>8} {'(workers)':>9}  ({meta['device']})")
     for r in rows:
         data = [r.get(k, float("nan")) for k in ("data_path_images_per_s", "data_path_workers_images_per_s",
                                                  "batch_fetch_main_thread_ms", "batch_fetch_main_thread_ms_workers")]
         print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
+              f"{r.get('engine_on_held_batches_images_per_s', float('nan')):>8.2f} "
               f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f} {data[0]:>10.1f} {data[1]:>10.1f} {data[2]:>8.2f}"
               f" {data[3]:>9.2f}  vs {r['reference']}")
     return rows

@@ -47,7 +47,8 @@ PY
 
 # 1. first, with the GPU to themselves: detection training and inference throughput, spinebench vs compute-only
 #    (same device, same process) and YOLOv8 vs plain ultralytics; RetinaNet's steps under torch.profiler after
-#    its timed runs (it missed the 0.9 target on the H200 at cc30f22: the op tables show where its steps go)
+#    its timed runs (it missed the 0.9 target on the H200 at cc30f22: the op tables show where its steps go), and
+#    each torchvision model's engine loop on batches already on the GPU (column "held": data path or loop?)
 if [ "$DEVICE" = cuda ]; then
   DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8 --profile retinanet)
   INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8 --profile faster_rcnn)
@@ -90,24 +91,26 @@ for name, suffix in (("bench_detection.json", ""), ("bench_detection_infer.json"
     if (out / name).exists():
         doc = json.loads((out / name).read_text())
         rows += [(r["model"] + suffix, r["path"], r["images_per_s"], r["reference"], r["reference_images_per_s"], r["ratio"],
-                  r.get("data_path_images_per_s"), r.get("data_path_workers_images_per_s"), doc["meta"]["device"])
+                  r.get("data_path_images_per_s"), r.get("data_path_workers_images_per_s"),
+                  r.get("engine_on_held_batches_images_per_s"), doc["meta"]["device"])
                  for r in doc["rows"]]
 for f in sorted(out.glob("bench_seg_*.json")):
     r = json.loads(f.read_text())
     rows.append((r["model"], "spinebench", r["spinebench_images_per_s"], "compute only", r["compute_only_images_per_s"], r["ratio"],
-                 None, None, r["device"]))
+                 None, None, None, r["device"]))
     if "infer_ratio" in r:
         rows.append((r["model"] + " infer", "evaluate_split", r["infer_spinebench_images_per_s"], "predict only",
-                     r["infer_compute_only_images_per_s"], r["infer_ratio"], None, None, r["device"]))
+                     r["infer_compute_only_images_per_s"], r["infer_ratio"], None, None, None, r["device"]))
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 for metrics in sorted(out.glob("runs/**/metrics.json")):
     m = json.loads(metrics.read_text()); t = m["metrics"]
     print(f"learning run {metrics.parent.name} ({m['epochs']} epochs, {m['train_images_per_s']:.0f} img/s, {m['fps_batch1']:.0f} FPS): "
           + ", ".join(f"test {k} {t[k]:.3f}" for k in ("mAP50", "mAP50_95", "AR100")))
-print(f"{'model':<18} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6} {'data path':>10} {'(workers)':>10}  device")
-for model, _, ours, ref, ref_ips, ratio, data_path, workers_path, device in rows:
+print(f"{'model':<18} {'ours img/s':>11} {'reference':<22} {'ref img/s':>10} {'ratio':>6} {'data path':>10} {'(workers)':>10}"
+      f" {'held':>7}  device")
+for model, _, ours, ref, ref_ips, ratio, data_path, workers_path, held, device in rows:
     print(f"{model:<18} {ours:>11.1f} {ref:<22} {ref_ips:>10.1f} {ratio:>6.2f} {data_path or float('nan'):>10.1f}"
-          f" {workers_path or float('nan'):>10.1f}  {device}")
+          f" {workers_path or float('nan'):>10.1f} {held or float('nan'):>7.1f}  {device}")
 PY
 
 # 5. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)

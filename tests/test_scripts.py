@@ -1,11 +1,12 @@
 """The scripts check what they are given before any work (the learning-run script every model name, so that a
-typo does not cost an hour; the detection benchmarks the models of --profile; the GPU check its knobs), and the
-operator count of a training step says what it claims."""
+typo does not cost an hour; the detection benchmarks the models of --profile; the GPU check its knobs), the training
+benchmark measures every rate it reports, and the operator count of a training step says what it claims."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -50,6 +51,25 @@ def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, say
     assert result.returncode == 2
     assert result.stderr.strip() == f"scripts/gpu_check.sh: {knob}={value} {says}"
     assert not out.exists()  # nothing installed, measured or written
+
+
+def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
+    """benchmarks/bench_detection_train.py end to end for one torchvision detector on the CPU: each rate is a
+    measurement (finite, above 0), and the row's rate and ratio are what they claim to be."""
+    bench = _benchmark("bench_detection_train")
+    out = tmp_path / "bench.json"
+    bench.main(["--models", "ssd300", "--device", "cpu", "--data", "detection_phantom_tiny", "--cache", str(cache_dir),
+                "--batch", "2", "--steps", "2", "--max-input-size", "160", "--workers", "0", "--data-on-device", "true",
+                "--json", str(out)])
+    doc = json.loads(out.read_text())
+    row = doc["rows"][0]
+    timed = ["images_per_s_before_reference", "images_per_s_after_reference", "engine_on_held_batches_images_per_s",
+             "reference_images_per_s", "data_path_images_per_s", "data_path_workers_images_per_s"]
+    assert all(math.isfinite(row[key]) and row[key] > 0 for key in timed), {key: row[key] for key in timed}
+    assert row["images_per_s"] == pytest.approx((row[timed[0]] + row[timed[1]]) / 2)
+    assert row["ratio"] == pytest.approx(row["images_per_s"] / row["reference_images_per_s"])
+    assert (row["model"], row["input_size"], row["batch"]) == ("ssd300", [160, 160], 2)
+    assert doc["meta"]["data"] == "detection_phantom_tiny" and doc["meta"]["device"].startswith("cpu")
 
 
 def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_never_syncs(tmp_path, cache_dir):

@@ -44,6 +44,10 @@ class DetectorModule:
 
     def training_step(self, batch, device: torch.device) -> dict[str, torch.Tensor]:
         images, targets, _ = to_device(batch, device, augment=self.augment)
+        return self.losses(images, targets)
+
+    def losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
+        """The summed loss the engine steps on, and each term (detached, for the logs)."""
         losses = self.model(images, targets)
         loss = sum(losses.values())
         return {"loss": loss, **{k: v.detach() for k, v in losses.items()}}
