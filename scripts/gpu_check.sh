@@ -48,9 +48,10 @@ PY
 # 1. first, with the GPU to themselves: detection training and inference throughput, spinebench vs compute-only
 #    (same device, same process) and YOLOv8 vs plain ultralytics; RetinaNet's steps under torch.profiler after
 #    its timed runs (it missed the 0.9 target on the H200 at cc30f22: the op tables show where its steps go), and
-#    each torchvision model's engine loop on batches already on the GPU (column "held": data path or loop?)
+#    each torchvision model's engine loop on batches already on the GPU (column "held": data path or loop?);
+#    RetinaNet first, so that a stage cut short by its slot still measures it
 if [ "$DEVICE" = cuda ]; then
-  DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models faster_rcnn,yolov8m,retinanet,ssd300,ssd512 --yolo-epochs 2 --workers 8 --profile retinanet)
+  DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models retinanet,faster_rcnn,yolov8m,ssd300,ssd512 --yolo-epochs 2 --workers 8 --profile retinanet)
   INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8 --profile faster_rcnn)
   SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
 else
