@@ -122,7 +122,7 @@ def test_the_setting_is_validated():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_batch_from_the_gpu_held_split_never_waits_for_the_gpu(cache_dir):
     """Getting a batch and moving it (to_device) queues work behind the GPU's and returns: no synchronizing call
-    of PyTorch's, and no wait of the CUDA driver's either (a copy from pageable memory may make one), so the CPU
+    of PyTorch's, and no wait of the CUDA runtime's either (a copy from pageable memory may make one), so the CPU
     goes on queueing the step's kernels while the GPU is busy."""
     from spinebench.detection.data import to_device
 
