@@ -266,7 +266,7 @@ def run_models(args, torchvision_row, yolo_row) -> list[dict]:
     from spinebench.runinfo import device_name, git_commit, write_json
 
     rows = []
-    meta = {"device": None, "torch": torch.__version__, "data": args.data, "git": git_commit(),
+    meta = {"device": None, "torch": torch.__version__, "data": f"{spec.label}: data={args.data}", "git": git_commit(),
             "args": {k: str(v) for k, v in vars(args).items()}}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         row = (yolo_row if name.startswith("yolov8") else torchvision_row)(name, args, spec, cache)
