@@ -55,6 +55,25 @@ def test_detector_builds_and_trains_a_step(arch, size):
     assert out["boxes"].shape[1] == 4 and (out["boxes"][:, 2] <= 160 + 1e-3).all()  # back in image coordinates
 
 
+@pytest.mark.parametrize("arch, size", [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (128, 128)),
+                                        ("ssd_multiscale", (300, 300))])
+def test_boxes_are_decoded_in_float32_under_bf16_autocast(arch, size):
+    """On a GPU the engine trains and scores under bf16 autocast, where torchvision would decode the heads' bf16
+    deltas in bf16 (coordinates on a 2-4 px grid). The CPU's bf16 autocast shows the same: the boxes must come
+    out in float32, and off bf16's grid."""
+    torch.manual_seed(0)
+    model = build_detector(arch, num_classes=2, input_size=size)
+    images = [torch.rand(3, 64, 160) for _ in range(2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, _targets())
+        model.eval()
+        with torch.no_grad():
+            boxes = model(images[:1])[0]["boxes"]
+    assert all(torch.isfinite(loss) for loss in losses.values())
+    assert boxes.dtype == torch.float32 and len(boxes)
+    assert (boxes.bfloat16().float() != boxes).any()  # bf16 arithmetic would leave every coordinate on its grid
+
+
 def test_paper_parameter_count_faster_rcnn():
     """Pretrained (frozen-BN) Faster R-CNN R50-FPN with 2 classes has the paper's 41,299,161 parameters."""
     model = build_detector("faster_rcnn", 2, (256, 642), pretrained=True)
