@@ -3,9 +3,9 @@
 For each detector, in one process on one device (untrained weights; both paths keep the same boxes):
   spinebench   the path that scores the test split: torchvision detectors through
                detection.torchvision_benchmark.predict (uint8 cache; on a CUDA device the split held in its
-               memory, else loader workers; to_device, bf16 autocast on CUDA, COCO results); YOLOv8 through
-               detection.yolo.predict_coco (ultralytics predict on the files, --batch at a time, COCO results)
-  reference    torchvision: the model alone on the same batches already on the device (compute only);
+               memory, else loader workers; to_device; float32, as a test split is scored; COCO results); YOLOv8
+               through detection.yolo.predict_coco (ultralytics predict on the files, --batch at a time, COCO results)
+  reference    torchvision: the model alone on the same batches already on the device (compute only, float32);
                YOLOv8: ultralytics' own loop, `YOLO(...).predict(source=<test folder>, stream=True)`
   ratio        spinebench / reference
 Every path runs once untimed (workers, autotuning, ultralytics' set-up), then is timed over --passes passes.
@@ -36,7 +36,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     from spinebench.data.detection import read_detection_split
     from spinebench.detection.data import build_dataset, detection_loader, to_device
     from spinebench.detection.torchvision_benchmark import TorchvisionDetector, predict
-    from spinebench.engine import TrainerConfig, autocast_for, resolve_device
+    from spinebench.engine import TEST_SPLIT_AMP, TrainerConfig, autocast_for, resolve_device
     from spinebench.pipeline import RunContext
 
     arch, size = TORCHVISION[name]
@@ -51,14 +51,14 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
                               on_device=args.data_on_device)  # as TorchvisionDetector.test
 
     def scoring():
-        return predict(model, loader, device, amp=cfg.amp)
+        return predict(model, loader, device, amp=TEST_SPLIT_AMP)
 
     spinebench = pass_rate(scoring, len(samples), device, args.passes)
     on_device = [to_device(batch, device)[0] for batch in loader]
 
     @torch.no_grad()
     def compute_only():
-        with autocast_for(device, cfg.amp):
+        with autocast_for(device, TEST_SPLIT_AMP):
             for images in on_device:
                 model(images)
 

@@ -8,7 +8,8 @@
 The ratio spinebench / compute-only is the data path's overhead (target >= 0.9).
 Inference, on the same images with the trained model: `evaluate_split` (the path that scores a split: loader,
 predict, the scorer, a class-index PNG per image written by threads) vs `predict` alone on batches already on
-the device (`infer_*` keys), each timed over one pass after an untimed one.
+the device (`infer_*` keys), both in float32 as a test split is scored, each timed over one pass after an
+untimed one.
 
     python benchmarks/bench_segmentation_train.py --model unet --batch 16 --json out.json          # GPU
     python benchmarks/bench_segmentation_train.py --model unet_light --batch 2 --size 64 160 --steps 4   # CPU try
@@ -54,7 +55,7 @@ def main() -> None:
 
     from spinebench.data.resident import ResidentBatches
     from spinebench.data.source import prepare_dataset
-    from spinebench.engine import TrainerConfig, autocast_for, fit, resolve_device
+    from spinebench.engine import TEST_SPLIT_AMP, TrainerConfig, autocast_for, fit, resolve_device
     from spinebench.runinfo import device_name, git_commit
     from spinebench.segmentation.benchmark import SegmentationBenchmark
     from spinebench.segmentation.data import SegmentationSplit
@@ -130,11 +131,11 @@ def main() -> None:
         # vs predict alone on the same batches already on the device
         scoring_loader = bench.loader(dataset, args.batch, False, workers, device, on_device=trainer.data_on_device)
         infer = pass_rate(lambda: evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval",
-                                             n_overlays=0), len(dataset), device)
+                                             n_overlays=0, amp=TEST_SPLIT_AMP), len(dataset), device)
         on_device = [images.to(device) for images, _, _ in scoring_loader]
 
         def predict_only():
-            with autocast_for(device, True):
+            with autocast_for(device, TEST_SPLIT_AMP):
                 for images in on_device:
                     module.predict(images)
 
@@ -146,6 +147,7 @@ def main() -> None:
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
               "data_on_device": isinstance(loader, ResidentBatches),
               "precision": "bf16 autocast + channels_last" if cuda else "fp32",
+              "infer_precision": "bf16 autocast" if cuda and TEST_SPLIT_AMP else "fp32",
               "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
               "infer_spinebench_images_per_s": infer, "infer_compute_only_images_per_s": infer_compute,
               "infer_ratio": infer / infer_compute, "torch": torch.__version__, "git": git_commit()}

@@ -109,3 +109,25 @@ def _benchmark(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_decode_precision_scores_a_finished_run_three_ways(tmp_path, cache_dir):
+    """benchmarks/decode_precision.py: torchvision decodes bf16 deltas in bf16 (what spinebench's float32 decode
+    avoids: if a torchvision release stops doing so, this fails and the hooks can go), and a finished Faster
+    R-CNN smoke run's best checkpoint is scored by the one evaluator in each of the three modes."""
+    from test_train_detection import compose_cfg  # the smoke runs' Hydra composition
+
+    from spinebench.pipeline import train
+
+    train(compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path, cache_dir))
+    decode_precision = _benchmark("decode_precision")
+    out = tmp_path / "decode.json"
+    assert decode_precision.main([str(tmp_path / "run"), "--boxes", "2000", "--batch", "2", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["decode"]["mean_px"] > 0.1 and doc["decode"]["min_iou"] < 0.95
+    scores = doc["scores"]
+    assert list(scores["scores"]) == list(decode_precision.MODES)
+    assert all(0.0 <= value <= 1.0 for mode in scores["scores"].values() for value in mode.values())
+    assert scores["arch"] == "faster_rcnn" and scores["checkpoint_epoch"] == 1 and scores["data"].startswith("phantom")
+    with pytest.raises(SystemExit, match="no checkpoints/best.pt"):
+        decode_precision.main([str(tmp_path)])

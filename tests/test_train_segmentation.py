@@ -7,6 +7,7 @@ and shrinks inputs to 64 px so the four models (SegFormer-B5 and SAMed ViT-B inc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -107,6 +108,31 @@ def test_experiment_smoke(experiment, tmp_path, cache_dir, request):
         assert doc["pretrained"] is False
         state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
         assert all(not k.split("net.", 1)[-1].startswith("image_encoder.") or ".lora_" in k for k in state)
+
+
+def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch):
+    """As for the detectors: trainer.amp covers training and validation, the test split is scored in float32.
+    The CPU's bf16 autocast stands in for a GPU's; each prediction records whether autocast was on."""
+    import spinebench.engine
+    from spinebench.engine import loop
+
+    def cpu_bf16(device, enabled=True):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+    monkeypatch.setattr(loop, "autocast_for", cpu_bf16)
+    monkeypatch.setattr(spinebench.engine, "autocast_for", cpu_bf16)  # evaluate_split imports it when it runs
+    real_predict, autocast_on = SegmentationModule.predict, []
+
+    def recording(self, images):
+        autocast_on.append(torch.is_autocast_enabled("cpu"))
+        return real_predict(self, images)
+
+    monkeypatch.setattr(SegmentationModule, "predict", recording)
+    smoke_run("unet", tmp_path / "unet", cache_dir)
+    # validation's batches, then the test split (its 2 images, trainer.limit_test_images, in one batch), then the
+    # batch-1 FPS pass (trainer.fps_images=1), timed in float32 as the paper's protocol has it
+    assert autocast_on[0] and autocast_on[-2:] == [False, False]
+    assert autocast_on == sorted(autocast_on, reverse=True)
 
 
 def test_zero_shot_eval(trained, tmp_path, cache_dir):

@@ -22,7 +22,7 @@ from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, 
                                          load_pretrained)
 from spinebench.detection.outputs import score_and_write
 from spinebench.detection.weights import resolve_weights
-from spinebench.engine import autocast_for, fit, load_checkpoint
+from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint
 from spinebench.runinfo import count_parameters
 from spinebench.speed import measure_inference
 
@@ -162,7 +162,7 @@ class TorchvisionDetector:
         loader = detection_loader(build_dataset(samples, ctx.cache_dir), trainer.val_batch_size, False,
                                   trainer.num_workers, device, on_device=trainer.data_on_device)
         start = time.perf_counter()
-        detections, _ = predict(model, loader, device, amp=trainer.amp)
+        detections, _ = predict(model, loader, device, amp=TEST_SPLIT_AMP)
         log.info("test: %d images in %.1f s", len(samples), time.perf_counter() - start)
         ground_truth = coco_ground_truth(samples)
         metrics = score_and_write(ctx.run_dir, ground_truth, detections, f"{self.name} - {spec.name}")

@@ -26,7 +26,8 @@ API (everything a task needs):
     parameter_groups() -> iterable                            # default: trainable model parameters
 
 Behaviour:
-- bf16 autocast on CUDA (`amp`), channels_last on CUDA (`channels_last`), `grad_clip` (max L2 norm) optional.
+- bf16 autocast on CUDA (`amp`) for training and validation (the tasks score the test split in float32:
+  TEST_SPLIT_AMP), channels_last on CUDA (`channels_last`), `grad_clip` (max L2 norm) optional.
 - LR schedule stepped per iteration: linear warmup (`warmup_epochs`, fractions allowed, or `warmup_iters`)
   then `cosine` (to lr * min_lr_ratio), `poly` (power), `step` (step_size epochs, gamma) or `constant`.
 - Optimizers: sgd (momentum, nesterov), adam, adamw (weight_decay).
@@ -48,6 +49,7 @@ Behaviour:
 from spinebench.engine.config import ConfigError, TrainerConfig, resolve_device
 from spinebench.engine.loop import (
     CHECKPOINT_DIR,
+    TEST_SPLIT_AMP,
     EpochSampler,
     FitResult,
     TrainModule,
@@ -59,6 +61,7 @@ from spinebench.engine.loop import (
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "TEST_SPLIT_AMP",
     "ConfigError",
     "EpochSampler",
     "FitResult",

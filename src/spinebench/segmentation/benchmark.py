@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from spinebench.classes import SEGMENTATION_CLASSES
 from spinebench.data.resident import ResidentBatches, upload, wants_resident
-from spinebench.engine import EpochSampler, fit, load_checkpoint
+from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, fit, load_checkpoint
 from spinebench.runinfo import count_parameters, write_json
 from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
@@ -150,7 +150,7 @@ class SegmentationBenchmark:
                              on_device=trainer.data_on_device)
         start = time.perf_counter()
         metrics, summary = evaluate_split(module, loader, dataset.names, device, ctx.run_dir, self.n_overlays,
-                                          amp=trainer.amp, mask_paths=dataset.mask_paths)
+                                          amp=TEST_SPLIT_AMP, mask_paths=dataset.mask_paths)
         log.info("test: %d images in %.2f s", len(dataset), time.perf_counter() - start)
         summary.update({"model": self.name, "data": spec.name, "checkpoint": str(checkpoint)})
         write_json(ctx.run_dir / "summary.json", summary)

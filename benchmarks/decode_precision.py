@@ -1,0 +1,106 @@
+"""What bf16 autocast does to a detector's boxes, and what spinebench's float32 decoding keeps of them.
+
+On a GPU the engine trains and scores under bf16 autocast, where torchvision decodes box deltas in the deltas'
+dtype (BoxCoder.decode_single). spinebench hands the decoding float32 deltas instead (detection.models:
+decode_boxes_in_float32). The CPU's bf16 autocast follows the same dtype rules, so both effects show here:
+  decode   the same bf16 deltas (N(0, 0.1)) on --boxes random anchors (40-240 px) of a 256 x 642 input, decoded in
+           bf16 and in float32: coordinate difference in px, and the IoU of each box with its float32 self
+  scores   a finished run's best checkpoint scored on its test split three ways, by the one COCO evaluator:
+           fp32; bf16 autocast with torchvision's own decoding (the heads' hooks removed); bf16 autocast as
+           spinebench builds the model
+
+    python benchmarks/decode_precision.py outputs/detection_phantom/<run> --json decode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+MODES = ("fp32", "bf16 autocast, bf16 decode (torchvision as is)", "bf16 autocast, float32 decode (spinebench)")
+
+
+def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of a[i] with b[i] (torchvision's box_iou is all pairs: N x N)."""
+    lower, upper = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (upper - lower).clamp(min=0).prod(1)
+    area_a, area_b = ((boxes[:, 2:] - boxes[:, :2]).prod(1) for boxes in (a, b))
+    return inter / (area_a + area_b - inter)
+
+
+def decode_difference(n: int, seed: int = 0) -> dict[str, float]:
+    from torchvision.models.detection._utils import BoxCoder
+
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.rand(n, 2, generator=generator) * torch.tensor([642.0, 256.0])
+    sizes = torch.rand(n, 2, generator=generator) * 200 + 40
+    anchors = torch.cat([centres - sizes / 2, centres + sizes / 2], 1)
+    deltas = (torch.randn(n, 4, generator=generator) * 0.1).bfloat16()
+    coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+    in_bf16, in_float32 = coder.decode_single(deltas, anchors).float(), coder.decode_single(deltas.float(), anchors)
+    error, iou = (in_bf16 - in_float32).abs(), paired_iou(in_bf16, in_float32)
+    return {"boxes": n, "mean_px": float(error.mean()), "max_px": float(error.max()), "mean_iou": float(iou.mean()),
+            "min_iou": float(iou.min()), "share_iou_below_0.95": float((iou < 0.95).float().mean())}
+
+
+def score_three_ways(run: Path, batch: int) -> dict:
+    from omegaconf import OmegaConf
+
+    from spinebench.data.detection import read_detection_split
+    from spinebench.data.source import describe_source
+    from spinebench.detection.coco import coco_ground_truth, score_coco
+    from spinebench.detection.data import build_dataset, detection_loader
+    from spinebench.detection.models import BOX_HEADS, build_detector
+    from spinebench.detection.torchvision_benchmark import predict
+    from spinebench.engine import load_checkpoint
+
+    config = OmegaConf.load(run / "config.yaml")
+    arch, size, root = config.model.arch, list(config.model.input_size), Path(config.data.root)
+    samples = read_detection_split(root, "test")
+    ground_truth = coco_ground_truth(samples)
+    cpu = torch.device("cpu")
+    loader = detection_loader(build_dataset(samples, config.paths.cache_dir), batch, False, 0, cpu)
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    scores = {}
+    for mode in MODES:
+        model = build_detector(arch, int(config.model.num_classes), size, resize=config.model.resize)
+        model.load_state_dict(state["model"])
+        if "as is" in mode:
+            for name in BOX_HEADS[arch]:
+                model.get_submodule(name)._forward_hooks.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
+            detections, _ = predict(model, loader, cpu)
+        metrics = score_coco(ground_truth, detections)
+        scores[mode] = {key: metrics[key] for key in ("mAP50", "mAP50_95", "AR100")}
+        print(f"{mode:<48} " + "  ".join(f"{k} {v:.4f}" for k, v in scores[mode].items()), flush=True)
+    source = describe_source(root)
+    return {"run": str(run), "arch": arch, "input_size": size, "checkpoint_epoch": state.get("epoch"),
+            "data": f"{source['kind']}: {root}", "test_images": len(samples), "scores": scores}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, nargs="?", help="a finished torchvision detector run folder (scores)")
+    parser.add_argument("--boxes", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    from spinebench.runinfo import device_name, git_commit, write_json
+
+    result = {"meta": {"torch": torch.__version__, "git": git_commit(), "device": device_name("cpu")},
+              "decode": decode_difference(args.boxes)}
+    print("decode: " + "  ".join(f"{k} {v:.4g}" for k, v in result["decode"].items()), flush=True)
+    if args.run:
+        if not (args.run / "checkpoints" / "best.pt").is_file():
+            raise SystemExit(f"{args.run}: no checkpoints/best.pt (a finished torchvision detector run folder?)")
+        result["scores"] = score_three_ways(args.run, args.batch)
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
