@@ -7,7 +7,8 @@ decode_boxes_in_float32). The CPU's bf16 autocast follows the same dtype rules, 
            bf16 and in float32: coordinate difference in px, and the IoU of each box with its float32 self
   scores   a finished run's best checkpoint scored on its test split three ways, by the one COCO evaluator:
            fp32; bf16 autocast with torchvision's own decoding (the heads' hooks removed); bf16 autocast as
-           spinebench builds the model
+           spinebench builds the model. For the bf16 modes also the mean IoU of each image's top box with the
+           fp32 top box (top_box_iou_with_fp32)
 
     python benchmarks/decode_precision.py outputs/detection_phantom/<run> --json decode.json
 """
@@ -29,6 +30,15 @@ def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter = (upper - lower).clamp(min=0).prod(1)
     area_a, area_b = ((boxes[:, 2:] - boxes[:, :2]).prod(1) for boxes in (a, b))
     return inter / (area_a + area_b - inter)
+
+
+def top_boxes(detections: list[dict]) -> dict[int, torch.Tensor]:
+    """Each image's highest-scoring box (x1, y1, x2, y2) of a COCO results list."""
+    best: dict[int, dict] = {}
+    for detection in detections:
+        if detection["score"] > best.get(detection["image_id"], {"score": -1.0})["score"]:
+            best[detection["image_id"]] = detection
+    return {image: torch.tensor([x, y, x + w, y + h]) for image, d in best.items() for x, y, w, h in [d["bbox"]]}
 
 
 def decode_difference(n: int, seed: int = 0) -> dict[str, float]:
@@ -64,7 +74,7 @@ def score_three_ways(run: Path, batch: int) -> dict:
     cpu = torch.device("cpu")
     loader = detection_loader(build_dataset(samples, config.paths.cache_dir), batch, False, 0, cpu)
     state = load_checkpoint(run / "checkpoints" / "best.pt")
-    scores = {}
+    scores, tops = {}, {}
     for mode in MODES:
         model = build_detector(arch, int(config.model.num_classes), size, resize=config.model.resize)
         model.load_state_dict(state["model"])
@@ -75,6 +85,11 @@ def score_three_ways(run: Path, batch: int) -> dict:
             detections, _ = predict(model, loader, cpu)
         metrics = score_coco(ground_truth, detections)
         scores[mode] = {key: metrics[key] for key in ("mAP50", "mAP50_95", "AR100")}
+        tops[mode] = top_boxes(detections)
+        shared = sorted(set(tops[mode]) & set(tops[MODES[0]]))  # images with a box in this mode and in fp32
+        if mode != MODES[0] and shared:
+            ious = paired_iou(torch.stack([tops[mode][i] for i in shared]), torch.stack([tops[MODES[0]][i] for i in shared]))
+            scores[mode]["top_box_iou_with_fp32"] = float(ious.mean())
         print(f"{mode:<48} " + "  ".join(f"{k} {v:.4f}" for k, v in scores[mode].items()), flush=True)
     source = describe_source(root)
     return {"run": str(run), "arch": arch, "input_size": size, "checkpoint_epoch": state.get("epoch"),
