@@ -60,7 +60,7 @@ def score_three_ways(run: Path, batch: int) -> dict:
     from omegaconf import OmegaConf
 
     from spinebench.data.detection import read_detection_split
-    from spinebench.data.source import describe_source
+    from spinebench.data.source import DatasetSpec, describe_source
     from spinebench.detection.coco import coco_ground_truth, score_coco
     from spinebench.detection.data import build_dataset, detection_loader
     from spinebench.detection.models import BOX_HEADS, build_detector
@@ -91,9 +91,9 @@ def score_three_ways(run: Path, batch: int) -> dict:
             ious = paired_iou(torch.stack([tops[mode][i] for i in shared]), torch.stack([tops[MODES[0]][i] for i in shared]))
             scores[mode]["top_box_iou_with_fp32"] = float(ious.mean())
         print(f"{mode:<48} " + "  ".join(f"{k} {v:.4f}" for k, v in scores[mode].items()), flush=True)
-    source = describe_source(root)
+    data = DatasetSpec(config.data.name, "detection", root, describe_source(root)).label
     return {"run": str(run), "arch": arch, "input_size": size, "checkpoint_epoch": state.get("epoch"),
-            "data": f"{source['kind']}: {root}", "test_images": len(samples), "scores": scores}
+            "data": f"{data}: {root}", "test_images": len(samples), "scores": scores}
 
 
 def main(argv=None) -> int:
