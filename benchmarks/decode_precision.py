@@ -1,13 +1,16 @@
-"""What bf16 autocast does to a detector's boxes, and what spinebench's float32 decoding keeps of them.
+"""What bf16 autocast does to a detector's boxes, and what spinebench's float32 box geometry keeps of them.
 
-On a GPU the engine trains and scores under bf16 autocast, where torchvision decodes box deltas in the deltas'
-dtype (BoxCoder.decode_single). spinebench hands the decoding float32 deltas instead (detection.models:
-decode_boxes_in_float32). The CPU's bf16 autocast follows the same dtype rules, so both effects show here:
+On a GPU the engine trains and validates under bf16 autocast, where torchvision builds the anchors in the feature
+maps' dtype and decodes box deltas in the deltas' dtype (AnchorGenerator, BoxCoder.decode_single). spinebench
+keeps both in float32 (detection.models.boxes_in_float32), and scores the test split in float32. The CPU's bf16
+autocast follows the same dtype rules, so the effects show here:
+  anchors  Faster R-CNN's and RetinaNet's anchors on a 256 x 642 input built under bf16 autocast by torchvision as
+           it is, against float32: coordinate difference in px, share of anchors off by 1 px or more
   decode   the same bf16 deltas (N(0, 0.1)) on --boxes random anchors (40-240 px) of a 256 x 642 input, decoded in
            bf16 and in float32: coordinate difference in px, and the IoU of each box with its float32 self
   scores   a finished run's best checkpoint scored on its test split three ways, by the one COCO evaluator:
-           fp32; bf16 autocast with torchvision's own decoding (the heads' hooks removed); bf16 autocast as
-           spinebench builds the model. For the bf16 modes also the mean IoU of each image's top box with the
+           fp32; bf16 autocast with torchvision as it is (build_detector(float32_boxes=False)); bf16 autocast
+           as spinebench builds the model. For the bf16 modes also the mean IoU of each image's top box with the
            fp32 top box (top_box_iou_with_fp32)
 
     python benchmarks/decode_precision.py outputs/detection_phantom/<run> --json decode.json
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-MODES = ("fp32", "bf16 autocast, bf16 decode (torchvision as is)", "bf16 autocast, float32 decode (spinebench)")
+MODES = ("fp32", "bf16 autocast, bf16 anchors and decode (torchvision as is)",
+         "bf16 autocast, float32 anchors and decode (spinebench)")
 
 
 def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,6 +43,23 @@ def top_boxes(detections: list[dict]) -> dict[int, torch.Tensor]:
         if detection["score"] > best.get(detection["image_id"], {"score": -1.0})["score"]:
             best[detection["image_id"]] = detection
     return {image: torch.tensor([x, y, x + w, y + h]) for image, d in best.items() for x, y, w, h in [d["bbox"]]}
+
+
+def anchor_difference() -> dict[str, dict[str, float]]:
+    from spinebench.detection.models import ANCHOR_GENERATORS, build_detector
+
+    result = {}
+    for arch in ("faster_rcnn", "retinanet"):
+        model, anchors = build_detector(arch, input_size=(256, 642), float32_boxes=False).eval(), []
+        model.get_submodule(ANCHOR_GENERATORS[arch]).register_forward_hook(lambda _m, _i, out: anchors.append(out[0]))
+        image = torch.rand(3, 275, 690, generator=torch.Generator().manual_seed(0))
+        for bf16 in (True, False):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                model([image])
+        error = (anchors[0].float() - anchors[1]).abs()
+        result[arch] = {"anchors": len(error), "mean_px": float(error.mean()), "max_px": float(error.max()),
+                        "share_off_by_1px_or_more": float((error.max(1).values >= 1).float().mean())}
+    return result
 
 
 def decode_difference(n: int, seed: int = 0) -> dict[str, float]:
@@ -63,7 +84,7 @@ def score_three_ways(run: Path, batch: int) -> dict:
     from spinebench.data.source import DatasetSpec, describe_source
     from spinebench.detection.coco import coco_ground_truth, score_coco
     from spinebench.detection.data import build_dataset, detection_loader
-    from spinebench.detection.models import BOX_HEADS, build_detector
+    from spinebench.detection.models import build_detector
     from spinebench.detection.torchvision_benchmark import predict
     from spinebench.engine import load_checkpoint
 
@@ -76,11 +97,9 @@ def score_three_ways(run: Path, batch: int) -> dict:
     state = load_checkpoint(run / "checkpoints" / "best.pt")
     scores, tops = {}, {}
     for mode in MODES:
-        model = build_detector(arch, int(config.model.num_classes), size, resize=config.model.resize)
+        model = build_detector(arch, int(config.model.num_classes), size, resize=config.model.resize,
+                               float32_boxes="as is" not in mode)
         model.load_state_dict(state["model"])
-        if "as is" in mode:
-            for name in BOX_HEADS[arch]:
-                model.get_submodule(name)._forward_hooks.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
             detections, _ = predict(model, loader, cpu)
         metrics = score_coco(ground_truth, detections)
@@ -106,7 +125,9 @@ def main(argv=None) -> int:
     from spinebench.runinfo import device_name, git_commit, write_json
 
     result = {"meta": {"torch": torch.__version__, "git": git_commit(), "device": device_name("cpu")},
-              "decode": decode_difference(args.boxes)}
+              "anchors": anchor_difference(), "decode": decode_difference(args.boxes)}
+    for arch, anchors in result["anchors"].items():
+        print(f"anchors {arch}: " + "  ".join(f"{k} {v:.4g}" for k, v in anchors.items()), flush=True)
     print("decode: " + "  ".join(f"{k} {v:.4g}" for k, v in result["decode"].items()), flush=True)
     if args.run:
         if not (args.run / "checkpoints" / "best.pt").is_file():

@@ -20,7 +20,7 @@ from spinebench.data.cache import decoded_cache
 from spinebench.data.detection import read_detection_split
 from spinebench.data.source import prepare_dataset
 from spinebench.detection.data import build_dataset, collate, detection_loader, to_device
-from spinebench.detection.models import build_detector, load_pretrained
+from spinebench.detection.models import ANCHOR_GENERATORS, build_detector, load_pretrained
 from spinebench.detection.weights import WeightsError, resolve_weights
 from spinebench.detection.yolo import export_yolo_dataset
 
@@ -57,19 +57,24 @@ def test_detector_builds_and_trains_a_step(arch, size):
 
 @pytest.mark.parametrize("arch, size", [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (128, 128)),
                                         ("ssd_multiscale", (300, 300))])
-def test_boxes_are_decoded_in_float32_under_bf16_autocast(arch, size):
-    """On a GPU the engine trains and scores under bf16 autocast, where torchvision would decode the heads' bf16
-    deltas in bf16 (coordinates on a 2-4 px grid). The CPU's bf16 autocast shows the same: the boxes must come
-    out in float32, and off bf16's grid."""
+def test_anchors_and_boxes_stay_float32_under_bf16_autocast(arch, size):
+    """On a GPU the engine trains and validates under bf16 autocast, where torchvision would build the anchors and
+    decode the boxes in bf16 (coordinates on a 2-4 px grid). The CPU's bf16 autocast shows the same: the anchors
+    must equal float32's, and the boxes come out in float32, off bf16's grid."""
     torch.manual_seed(0)
     model = build_detector(arch, num_classes=2, input_size=size)
+    anchors = []
+    model.get_submodule(ANCHOR_GENERATORS[arch]).register_forward_hook(lambda _m, _i, out: anchors.append(out[0]))
     images = [torch.rand(3, 64, 160) for _ in range(2)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(images, _targets())
         model.eval()
         with torch.no_grad():
             boxes = model(images[:1])[0]["boxes"]
+    with torch.no_grad():
+        model(images[:1])  # float32: the reference anchors
     assert all(torch.isfinite(loss) for loss in losses.values())
+    assert anchors[1].dtype == torch.float32 and torch.equal(anchors[1], anchors[2])
     assert boxes.dtype == torch.float32 and len(boxes)
     assert (boxes.bfloat16().float() != boxes).any()  # bf16 arithmetic would leave every coordinate on its grid
 

@@ -112,9 +112,10 @@ def _benchmark(name: str):
 
 
 def test_decode_precision_scores_a_finished_run_three_ways(tmp_path, cache_dir):
-    """benchmarks/decode_precision.py: torchvision decodes bf16 deltas in bf16 (what spinebench's float32 decode
-    avoids: if a torchvision release stops doing so, this fails and the hooks can go), and a finished Faster
-    R-CNN smoke run's best checkpoint is scored by the one evaluator in each of the three modes."""
+    """benchmarks/decode_precision.py: under bf16 autocast torchvision builds anchors and decodes deltas in bf16
+    (what spinebench's float32 box geometry avoids: if a torchvision release stops doing so, this fails and the
+    hooks can go), and a finished Faster R-CNN smoke run's best checkpoint is scored by the one evaluator in each
+    of the three modes."""
     from test_train_detection import compose_cfg  # the smoke runs' Hydra composition
 
     from spinebench.pipeline import train
@@ -125,6 +126,7 @@ def test_decode_precision_scores_a_finished_run_three_ways(tmp_path, cache_dir):
     assert decode_precision.main([str(tmp_path / "run"), "--boxes", "2000", "--batch", "2", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["decode"]["mean_px"] > 0.1 and doc["decode"]["min_iou"] < 0.95
+    assert all(anchors["max_px"] >= 1 for anchors in doc["anchors"].values())  # bf16's grid, torchvision as it is
     scores = doc["scores"]
     assert list(scores["scores"]) == list(decode_precision.MODES)
     assert all(0.0 <= value <= 1.0 for mode in scores["scores"].values() for value in mode.values())

@@ -41,7 +41,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 log = logging.getLogger(__name__)
 
-# The heads whose outputs torchvision decodes into boxes (box deltas, with the scores beside them), per architecture.
+# Where torchvision computes box geometry, per architecture: the anchor generator, and the heads whose outputs it
+# decodes into boxes (box deltas, with the scores beside them).
+ANCHOR_GENERATORS = {"faster_rcnn": "rpn.anchor_generator", "retinanet": "anchor_generator", "ssd": "anchor_generator",
+                     "ssd_multiscale": "anchor_generator"}
 BOX_HEADS = {"faster_rcnn": ("rpn.head", "roi_heads.box_predictor"), "retinanet": ("head",), "ssd": ("head",),
              "ssd_multiscale": ("head",)}
 ARCHS = tuple(BOX_HEADS)
@@ -123,12 +126,21 @@ def _float32(output):
     return output
 
 
-def decode_boxes_in_float32(model: nn.Module, arch: str) -> nn.Module:
-    """Make the box heads hand float32 to torchvision's box decoding, which computes in the deltas' dtype
-    (BoxCoder.decode_single). Under bf16 autocast (training and scoring on a GPU) the decoded coordinates would
-    otherwise be bf16, with a step of 2 px from 256 and 4 px from 512: the same deltas, decoded in bf16 on a
-    256 x 642 input, land 0.7 px off on average and up to 7.6 px, which moves IoU by up to 0.2 and scores the
-    high-IoU thresholds of mAP50-95 against rounding, not the model. The backbone and heads keep bf16's speed."""
+def _float32_shapes(_module: nn.Module, args: tuple) -> tuple:
+    """An anchor generator's (images, feature maps) with each map replaced by a float32 stand-in of its shape that
+    holds no memory (a zero-stride view): the generators read nothing of a map but its shape, dtype and device."""
+    images, features = args
+    return images, [torch.zeros((), dtype=torch.float32, device=f.device).expand(f.shape) for f in features]
+
+
+def boxes_in_float32(model: nn.Module, arch: str) -> nn.Module:
+    """Keep a detector's box geometry in float32 under bf16 autocast (training and validation on a GPU); the
+    backbone and heads keep bf16's speed. torchvision builds the anchors in the feature maps' dtype and decodes the
+    heads' deltas in theirs (AnchorGenerator, BoxCoder.decode_single), so under bf16 both land on bf16's grid, with
+    a step of 2 px from 256 and 4 px from 512. On a 256 x 642 input that puts RetinaNet's anchors up to 4 px off
+    (37% of them by 1 px or more) and the decoded boxes 0.7 px off on average, up to 7.6 px. The anchor generators
+    get float32 stand-ins for the feature maps, and the box heads' outputs leave in float32."""
+    model.get_submodule(ANCHOR_GENERATORS[arch]).register_forward_pre_hook(_float32_shapes)
     for name in BOX_HEADS[arch]:
         model.get_submodule(name).register_forward_hook(lambda _module, _inputs, output: _float32(output))
     return model
@@ -145,9 +157,9 @@ def resolve_resize(arch: str, resize: str | None) -> str:
 
 
 def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] | list[int] = (256, 642),
-                   pretrained: bool = False, resize: str | None = None) -> nn.Module:
-    """A torchvision detector with `num_classes` including background (2 = background + hematoma), its boxes
-    decoded in float32 under autocast too (decode_boxes_in_float32)."""
+                   pretrained: bool = False, resize: str | None = None, float32_boxes: bool = True) -> nn.Module:
+    """A torchvision detector with `num_classes` including background (2 = background + hematoma), its anchors and
+    boxes in float32 under autocast too (boxes_in_float32; `float32_boxes=False`: torchvision as it is)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown detector architecture {arch!r} (known: {', '.join(ARCHS)})")
     height, width = int(input_size[0]), int(input_size[1])
@@ -175,7 +187,7 @@ def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] 
         model = SSD(backbone, anchors, (width, height), num_classes, head=head,  # SSD passes size on as fixed_size
                     image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
                     score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=400)
-    return decode_boxes_in_float32(model, arch)
+    return boxes_in_float32(model, arch) if float32_boxes else model
 
 
 def _state_dict_of(obj) -> dict[str, torch.Tensor]:
