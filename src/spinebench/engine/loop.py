@@ -27,7 +27,7 @@ CHECKPOINT_DIR = "checkpoints"
 SYNC_EVERY = 20  # steps between host syncs (loss check, progress): in between the CPU queues work ahead of the GPU
 # trainer.amp (bf16 autocast on CUDA) covers training and validation. The test split is scored in float32, as the
 # batch-1 FPS is timed, so that the reported numbers do not depend on a speed setting: scoring one detector
-# checkpoint under bf16 moved its test mAP50-95 by up to 0.027 (benchmarks/decode_precision.py).
+# checkpoint under bf16 moved its test mAP50-95 by up to 0.028 (benchmarks/decode_precision.py).
 TEST_SPLIT_AMP = False
 
 
