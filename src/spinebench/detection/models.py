@@ -130,7 +130,8 @@ def _float32_shapes(_module: nn.Module, args: tuple) -> tuple:
     """An anchor generator's (images, feature maps) with each map replaced by a float32 stand-in of its shape that
     holds no memory (a zero-stride view): the generators read nothing of a map but its shape, dtype and device."""
     images, features = args
-    return images, [torch.zeros((), dtype=torch.float32, device=f.device).expand(f.shape) for f in features]
+    zero = torch.zeros((), dtype=torch.float32, device=features[0].device)
+    return images, [zero.expand(f.shape) for f in features]
 
 
 def boxes_in_float32(model: nn.Module, arch: str) -> nn.Module:
