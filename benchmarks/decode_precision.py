@@ -107,7 +107,8 @@ def score_three_ways(run: Path, batch: int) -> dict:
         tops[mode] = top_boxes(detections)
         shared = sorted(set(tops[mode]) & set(tops[MODES[0]]))  # images with a box in this mode and in fp32
         if mode != MODES[0] and shared:
-            ious = paired_iou(torch.stack([tops[mode][i] for i in shared]), torch.stack([tops[MODES[0]][i] for i in shared]))
+            ious = paired_iou(torch.stack([tops[mode][i] for i in shared]),
+                              torch.stack([tops[MODES[0]][i] for i in shared]))
             scores[mode]["top_box_iou_with_fp32"] = float(ious.mean())
         print(f"{mode:<48} " + "  ".join(f"{k} {v:.4f}" for k, v in scores[mode].items()), flush=True)
     data = DatasetSpec(config.data.name, "detection", root, describe_source(root)).label

@@ -120,7 +120,8 @@ def test_decode_precision_scores_a_finished_run_three_ways(tmp_path, cache_dir):
 
     from spinebench.pipeline import train
 
-    train(compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path, cache_dir))
+    smoke = ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"]
+    train(compose_cfg("train", smoke, tmp_path, cache_dir))
     decode_precision = _benchmark("decode_precision")
     out = tmp_path / "decode.json"
     assert decode_precision.main([str(tmp_path / "run"), "--boxes", "2000", "--batch", "2", "--json", str(out)]) == 0

@@ -148,7 +148,8 @@ def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_pat
             hook.remove()
 
     monkeypatch.setattr(torchvision_benchmark, "predict", recording)
-    train(compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path, cache_dir))
+    smoke = ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"]
+    train(compose_cfg("train", smoke, tmp_path, cache_dir))
     validation, test = passes  # trainer=smoke: one epoch, so one validation pass, then the test split
     assert validation and all(validation)
     assert test and not any(test)
