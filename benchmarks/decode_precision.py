@@ -84,11 +84,13 @@ def score_three_ways(run: Path, batch: int) -> dict:
     from spinebench.data.source import DatasetSpec, describe_source
     from spinebench.detection.coco import coco_ground_truth, score_coco
     from spinebench.detection.data import build_dataset, detection_loader
-    from spinebench.detection.models import build_detector
+    from spinebench.detection.models import ARCHS, build_detector
     from spinebench.detection.torchvision_benchmark import predict
     from spinebench.engine import load_checkpoint
 
     config = OmegaConf.load(run / "config.yaml")
+    if config.model.get("arch") not in ARCHS:
+        raise SystemExit(f"{run}: model.arch={config.model.get('arch')} is not a torchvision detector ({', '.join(ARCHS)})")
     arch, size, root = config.model.arch, list(config.model.input_size), Path(config.data.root)
     samples = read_detection_split(root, "test")
     ground_truth = coco_ground_truth(samples)
@@ -131,8 +133,8 @@ def main(argv=None) -> int:
         print(f"anchors {arch}: " + "  ".join(f"{k} {v:.4g}" for k, v in anchors.items()), flush=True)
     print("decode: " + "  ".join(f"{k} {v:.4g}" for k, v in result["decode"].items()), flush=True)
     if args.run:
-        if not (args.run / "checkpoints" / "best.pt").is_file():
-            raise SystemExit(f"{args.run}: no checkpoints/best.pt (a finished torchvision detector run folder?)")
+        if not all((args.run / name).is_file() for name in ("config.yaml", "checkpoints/best.pt")):
+            raise SystemExit(f"{args.run}: no config.yaml and checkpoints/best.pt (a finished torchvision detector run?)")
         result["scores"] = score_three_ways(args.run, args.batch)
     if args.json:
         write_json(args.json, result)

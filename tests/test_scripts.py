@@ -133,5 +133,9 @@ def test_decode_precision_scores_a_finished_run_three_ways(tmp_path, cache_dir):
     assert all(0.0 <= value <= 1.0 for mode in scores["scores"].values() for value in mode.values())
     assert [("top_box_iou_with_fp32" in mode) for mode in scores["scores"].values()] == [False, True, True]
     assert scores["arch"] == "faster_rcnn" and scores["checkpoint_epoch"] == 1 and scores["data"].startswith("PHANTOM")
-    with pytest.raises(SystemExit, match="no checkpoints/best.pt"):
+    with pytest.raises(SystemExit, match="no config.yaml and checkpoints/best.pt"):
         decode_precision.main([str(tmp_path)])
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace("arch: faster_rcnn", "arch: yolov8"))
+    with pytest.raises(SystemExit, match="model.arch=yolov8 is not a torchvision detector"):
+        decode_precision.main([str(tmp_path / "run")])
