@@ -90,7 +90,8 @@ def score_three_ways(run: Path, batch: int) -> dict:
 
     config = OmegaConf.load(run / "config.yaml")
     if config.model.get("arch") not in ARCHS:
-        raise SystemExit(f"{run}: model.arch={config.model.get('arch')} is not a torchvision detector ({', '.join(ARCHS)})")
+        raise SystemExit(f"{run}: model.arch={config.model.get('arch')} is not a torchvision detector "
+                         f"({', '.join(ARCHS)})")
     arch, size, root = config.model.arch, list(config.model.input_size), Path(config.data.root)
     samples = read_detection_split(root, "test")
     ground_truth = coco_ground_truth(samples)
@@ -134,7 +135,8 @@ def main(argv=None) -> int:
     print("decode: " + "  ".join(f"{k} {v:.4g}" for k, v in result["decode"].items()), flush=True)
     if args.run:
         if not all((args.run / name).is_file() for name in ("config.yaml", "checkpoints/best.pt")):
-            raise SystemExit(f"{args.run}: no config.yaml and checkpoints/best.pt (a finished torchvision detector run?)")
+            raise SystemExit(f"{args.run}: no config.yaml and checkpoints/best.pt "
+                             "(a finished torchvision detector run?)")
         result["scores"] = score_three_ways(args.run, args.batch)
     if args.json:
         write_json(args.json, result)
