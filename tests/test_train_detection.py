@@ -63,6 +63,7 @@ def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
     assert metrics["task"] == "detection" and metrics["model"] == experiment
     assert metrics["config"] == f"experiment/paper/{experiment}.yaml"
     assert metrics["data"]["kind"] == "phantom" and metrics["pretrained"] is False
+    assert metrics["test_precision"] == "float32"  # whatever trainer.amp: TEST_SPLIT_AMP
     for key in ("mAP50", "mAP50_95", "AR100", "precision", "recall"):
         assert 0.0 <= metrics["metrics"][key] <= 1.0, key
     assert metrics["params"] > 1e6 and metrics["fps_batch1"] > 0

@@ -49,7 +49,8 @@ from omegaconf.errors import OmegaConfBaseException
 from spinebench.data.errors import DatasetError
 from spinebench.data.layout import split_folder
 from spinebench.data.source import DatasetSpec
-from spinebench.engine import CHECKPOINT_DIR, ConfigError, TrainerConfig, resolve_device, seed_everything
+from spinebench.engine import (CHECKPOINT_DIR, TEST_SPLIT_AMP, ConfigError, TrainerConfig, resolve_device,
+                               seed_everything)
 from spinebench.runinfo import METRICS_FILE, collect_env, data_label, device_name, write_json
 
 log = logging.getLogger("spinebench")
@@ -167,6 +168,7 @@ def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: tor
         "fps_batch1": result.pop("fps_batch1", None),
         "load": result.pop("load", None),
         "device": device_name(device),
+        "test_precision": "bf16 autocast" if TEST_SPLIT_AMP and device.type == "cuda" else "float32",
         "epochs": facts.pop("epochs", None),
         "input_size": result.pop("input_size", None) or facts.pop("input_size", None),
         "pretrained": facts.pop("pretrained", None),
