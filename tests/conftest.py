@@ -32,6 +32,26 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory):
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture
+def bf16_autocast_on_cpu(monkeypatch):
+    """spinebench's autocast_for turned on for the CPU: bf16 autocast wherever a GPU run would have it (spinebench
+    turns it on only on CUDA), so that the tests see which passes a GPU would run in bf16. Patched where the engine
+    and the tasks look it up."""
+    import contextlib
+
+    import torch
+
+    import spinebench.engine
+    from spinebench.detection import torchvision_benchmark
+    from spinebench.engine import loop
+
+    def cpu_bf16(device, enabled=True):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+    for module in (loop, spinebench.engine, torchvision_benchmark):  # evaluate_split imports it when it runs
+        monkeypatch.setattr(module, "autocast_for", cpu_bf16)
+
+
 # Minimal hand-made releases with exactly known content, for reader and `data check` tests.
 # (The phantom tests use the phantom itself; these stay tiny so each bad-input case is easy to build.)
 import numpy as np  # noqa: E402

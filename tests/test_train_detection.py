@@ -3,7 +3,6 @@ force tiny limits), every file of the run folder checked; bad input gives one cl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -126,18 +125,13 @@ def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, ca
     assert all(torch.equal(finished["model"][k], uninterrupted["model"][k]) for k in finished["model"])
 
 
-def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch):
+def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch,
+                                                                          bf16_autocast_on_cpu):
     """trainer.amp (bf16 autocast on a GPU) covers training and validation; the test split is scored in float32,
     so that the reported numbers do not depend on a speed setting. The CPU's bf16 autocast stands in for a GPU's
     (spinebench turns it on only on CUDA): each scoring pass records whether autocast was on in the model."""
     from spinebench.detection import torchvision_benchmark
-    from spinebench.engine import loop
 
-    def cpu_bf16(device, enabled=True):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-    monkeypatch.setattr(loop, "autocast_for", cpu_bf16)
-    monkeypatch.setattr(torchvision_benchmark, "autocast_for", cpu_bf16)
     real_predict, passes = torchvision_benchmark.predict, []
 
     def recording(model, *args, **kwargs):

@@ -7,7 +7,6 @@ and shrinks inputs to 64 px so the four models (SegFormer-B5 and SAMed ViT-B inc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -110,17 +109,10 @@ def test_experiment_smoke(experiment, tmp_path, cache_dir, request):
         assert all(not k.split("net.", 1)[-1].startswith("image_encoder.") or ".lora_" in k for k in state)
 
 
-def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch):
+def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch,
+                                                                          bf16_autocast_on_cpu):
     """As for the detectors: trainer.amp covers training and validation, the test split is scored in float32.
     The CPU's bf16 autocast stands in for a GPU's; each prediction records whether autocast was on."""
-    import spinebench.engine
-    from spinebench.engine import loop
-
-    def cpu_bf16(device, enabled=True):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-    monkeypatch.setattr(loop, "autocast_for", cpu_bf16)
-    monkeypatch.setattr(spinebench.engine, "autocast_for", cpu_bf16)  # evaluate_split imports it when it runs
     real_predict, autocast_on = SegmentationModule.predict, []
 
     def recording(self, images):
