@@ -113,7 +113,8 @@ def score_three_ways(run: Path, batch: int) -> dict:
             ious = paired_iou(torch.stack([tops[mode][i] for i in shared]),
                               torch.stack([tops[MODES[0]][i] for i in shared]))
             scores[mode]["top_box_iou_with_fp32"] = float(ious.mean())
-        print(f"{mode:<48} " + "  ".join(f"{k} {v:.4f}" for k, v in scores[mode].items()), flush=True)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in scores[mode].items())
+        print(f"{mode:<{max(map(len, MODES))}}  {shown}", flush=True)
     data = DatasetSpec(config.data.name, "detection", root, describe_source(root)).label
     return {"run": str(run), "arch": arch, "input_size": size, "checkpoint_epoch": state.get("epoch"),
             "data": f"{data}: {root}", "test_images": len(samples), "scores": scores}
