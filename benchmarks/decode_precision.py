@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from spinebench.runinfo import device_name, git_commit, write_json
 
-    result = {"meta": {"torch": torch.__version__, "git": git_commit(), "device": device_name("cpu")},
+    result = {"meta": {"torch": torch.__version__, "git": git_commit(), "device": device_name("cpu"),
+                       "args": {k: str(v) for k, v in vars(args).items()}},
               "anchors": anchor_difference(), "decode": decode_difference(args.boxes)}
     for arch, anchors in result["anchors"].items():
         print(f"anchors {arch}: " + "  ".join(f"{k} {v:.4g}" for k, v in anchors.items()), flush=True)

@@ -126,6 +126,7 @@ def test_decode_precision_scores_a_finished_run_three_ways(tmp_path, cache_dir):
     out = tmp_path / "decode.json"
     assert decode_precision.main([str(tmp_path / "run"), "--boxes", "2000", "--batch", "2", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
+    assert doc["meta"]["args"]["boxes"] == "2000" and doc["meta"]["device"].startswith("cpu")
     assert doc["decode"]["mean_px"] > 0.1 and doc["decode"]["min_iou"] < 0.95
     assert all(anchors["max_px"] >= 1 for anchors in doc["anchors"].values())  # bf16's grid, torchvision as it is
     scores = doc["scores"]
