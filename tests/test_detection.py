@@ -131,6 +131,13 @@ def test_resize_rejects_what_a_detector_cannot_do():
         build_detector("ssd", 2, (300, 300), resize="short_side")
 
 
+def test_an_unknown_architecture_is_named_with_the_known_ones():
+    """Checked before anything is built (the float32 box hooks look the architecture up too)."""
+    with pytest.raises(ValueError, match=r"^unknown detector architecture 'detr' \(known: faster_rcnn, retinanet, ssd, "
+                                         r"ssd_multiscale\)$"):
+        build_detector("detr", 2, (64, 160))
+
+
 def test_weights_rules(tmp_path, caplog):
     with pytest.raises(WeightsError, match="file not found"):
         resolve_weights(str(tmp_path / "missing.pth"), ["x.pth"], tmp_path, "faster_rcnn")
