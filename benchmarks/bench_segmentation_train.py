@@ -55,7 +55,7 @@ def main() -> None:
 
     from spinebench.data.resident import ResidentBatches
     from spinebench.data.source import prepare_dataset
-    from spinebench.engine import TEST_SPLIT_AMP, TrainerConfig, autocast_for, fit, resolve_device
+    from spinebench.engine import TEST_SPLIT_AMP, TrainerConfig, autocast_for, fit, precision_label, resolve_device
     from spinebench.runinfo import device_name, git_commit
     from spinebench.segmentation.benchmark import SegmentationBenchmark
     from spinebench.segmentation.data import SegmentationSplit
@@ -147,7 +147,7 @@ def main() -> None:
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
               "data_on_device": isinstance(loader, ResidentBatches),
               "precision": "bf16 autocast + channels_last" if cuda else "fp32",
-              "infer_precision": "bf16 autocast" if cuda and TEST_SPLIT_AMP else "fp32",
+              "infer_precision": precision_label(device, TEST_SPLIT_AMP),
               "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
               "infer_spinebench_images_per_s": infer, "infer_compute_only_images_per_s": infer_compute,
               "infer_ratio": infer / infer_compute, "torch": torch.__version__, "git": git_commit()}

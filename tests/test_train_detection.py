@@ -62,7 +62,7 @@ def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
     assert metrics["task"] == "detection" and metrics["model"] == experiment
     assert metrics["config"] == f"experiment/paper/{experiment}.yaml"
     assert metrics["data"]["kind"] == "phantom" and metrics["pretrained"] is False
-    assert metrics["test_precision"] == "float32"  # whatever trainer.amp: TEST_SPLIT_AMP
+    assert metrics["test_precision"] == "float32"  # whatever trainer.amp (TEST_SPLIT_AMP); YOLO: ultralytics' half
     for key in ("mAP50", "mAP50_95", "AR100", "precision", "recall"):
         assert 0.0 <= metrics["metrics"][key] <= 1.0, key
     assert metrics["params"] > 1e6 and metrics["fps_batch1"] > 0
@@ -125,12 +125,16 @@ def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, ca
     assert all(torch.equal(finished["model"][k], uninterrupted["model"][k]) for k in finished["model"])
 
 
-def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch,
-                                                                          bf16_autocast_on_cpu):
-    """trainer.amp (bf16 autocast on a GPU) covers training and validation; the test split is scored in float32,
-    so that the reported numbers do not depend on a speed setting. The CPU's bf16 autocast stands in for a GPU's
-    (spinebench turns it on only on CUDA): each scoring pass records whether autocast was on in the model."""
+@pytest.mark.parametrize("test_split_amp", [False, True])
+def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(test_split_amp, tmp_path, cache_dir,
+                                                                          monkeypatch, bf16_autocast_on_cpu):
+    """trainer.amp (bf16 autocast on a GPU) covers training and validation; the test split is scored in float32
+    (TEST_SPLIT_AMP), so that the reported numbers do not depend on a speed setting, and metrics.json says so
+    whichever way the test split ran. The CPU's bf16 autocast stands in for a GPU's (spinebench turns it on only
+    on CUDA): each scoring pass records whether autocast was on in the model."""
     from spinebench.detection import torchvision_benchmark
+
+    monkeypatch.setattr(torchvision_benchmark, "TEST_SPLIT_AMP", test_split_amp)
 
     real_predict, passes = torchvision_benchmark.predict, []
 
@@ -144,10 +148,11 @@ def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_pat
 
     monkeypatch.setattr(torchvision_benchmark, "predict", recording)
     smoke = ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"]
-    train(compose_cfg("train", smoke, tmp_path, cache_dir))
+    doc = train(compose_cfg("train", smoke, tmp_path, cache_dir))
     validation, test = passes  # trainer=smoke: one epoch, so one validation pass, then the test split
     assert validation and all(validation)
-    assert test and not any(test)
+    assert test and all(on == test_split_amp for on in test)
+    assert doc["test_precision"] == ("bfloat16 autocast" if test_split_amp else "float32")
 
 
 def _guarded_error(cfg, capsys) -> str:

@@ -120,7 +120,8 @@ def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_pat
         return real_predict(self, images)
 
     monkeypatch.setattr(SegmentationModule, "predict", recording)
-    smoke_run("unet", tmp_path / "unet", cache_dir)
+    doc = check_run_folder(smoke_run("unet", tmp_path / "unet", cache_dir))
+    assert doc["test_precision"] == "float32"
     # validation's batches, then the test split (its 2 images, trainer.limit_test_images, in one batch), then the
     # batch-1 FPS pass (trainer.fps_images=1), timed in float32 as the paper's protocol has it
     assert autocast_on[0] and autocast_on[-2:] == [False, False]

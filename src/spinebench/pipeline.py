@@ -17,7 +17,8 @@ nothing here knows model names. The object must implement the Benchmark protocol
         Load `checkpoint` (another run's best.pt for spinebench-eval), predict spec's test split, write the
         task's files into ctx.run_dir (detection: ground_truth.json, predictions.json, pr_curve.png;
         segmentation: summary.json, predictions/, overlays/) and return
-        {"metrics": {...}, "params": int, "fps_batch1": float, "load": {"cpu": .., "gpu": ..}, ...extra}.
+        {"metrics": {...}, "params": int, "fps_batch1": float, "load": {"cpu": .., "gpu": ..},
+         "test_precision": str, ...extra}, test_precision saying what the test split was computed in ("float32").
         Extra keys (e.g. ultralytics_mAP50) are copied into metrics.json as they are.
 
 RunContext carries run_dir, cache_dir, trainer (a validated spinebench.engine.TrainerConfig), device, seed and
@@ -49,8 +50,7 @@ from omegaconf.errors import OmegaConfBaseException
 from spinebench.data.errors import DatasetError
 from spinebench.data.layout import split_folder
 from spinebench.data.source import DatasetSpec
-from spinebench.engine import (CHECKPOINT_DIR, TEST_SPLIT_AMP, ConfigError, TrainerConfig, resolve_device,
-                               seed_everything)
+from spinebench.engine import CHECKPOINT_DIR, ConfigError, TrainerConfig, resolve_device, seed_everything
 from spinebench.runinfo import METRICS_FILE, collect_env, data_label, device_name, write_json
 
 log = logging.getLogger("spinebench")
@@ -168,7 +168,7 @@ def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: tor
         "fps_batch1": result.pop("fps_batch1", None),
         "load": result.pop("load", None),
         "device": device_name(device),
-        "test_precision": "bf16 autocast" if TEST_SPLIT_AMP and device.type == "cuda" else "float32",
+        "test_precision": result.pop("test_precision", None),  # as the benchmark's test() scored it
         "epochs": facts.pop("epochs", None),
         "input_size": result.pop("input_size", None) or facts.pop("input_size", None),
         "pretrained": facts.pop("pretrained", None),

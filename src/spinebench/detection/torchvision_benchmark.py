@@ -22,7 +22,7 @@ from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, 
                                          load_pretrained)
 from spinebench.detection.outputs import score_and_write
 from spinebench.detection.weights import resolve_weights
-from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint
+from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
 from spinebench.runinfo import count_parameters
 from spinebench.speed import measure_inference
 
@@ -169,7 +169,7 @@ class TorchvisionDetector:
         speed = self.inference_speed(model, loader, device, trainer)
         return {"metrics": metrics, "params": count_parameters(model), "fps_batch1": speed.fps,
                 "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": self.effective_size(ctx),
-                "checkpoint_epoch": state.get("epoch")}
+                "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch")}
 
     @staticmethod
     def inference_speed(model: nn.Module, loader, device: torch.device, trainer):

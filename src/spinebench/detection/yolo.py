@@ -255,6 +255,7 @@ class YoloV8:
         imgsz, device = self.effective_imgsz(ctx), self._device(ctx)
         batch = ctx.trainer.val_batch_size
         detections = predict_coco(model, samples, imgsz, device, batch)
+        precision = "float16" if getattr(model.predictor.model, "fp16", False) else "float32"  # ultralytics' `half`
         metrics = score_and_write(run_dir, coco_ground_truth(samples), detections, f"{self.name} - {spec.name}")
         reference = model.val(data=str(data_yaml), split="test", imgsz=imgsz, batch=batch, device=device,
                               project=str(run_dir), name=f"{YOLO_DIR}_test", exist_ok=True, plots=False, verbose=False,
@@ -269,7 +270,7 @@ class YoloV8:
                                   frames, ctx.device, warmup=ctx.trainer.fps_warmup, n=ctx.trainer.fps_images)
         return {"metrics": metrics, "params": count_parameters(model.model), "fps_batch1": speed.fps,
                 "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": [imgsz, imgsz],
-                "ultralytics_mAP50": float(reference.box.map50), "ultralytics_mAP50_95": float(reference.box.map),
+                "test_precision": precision, "ultralytics_mAP50": float(reference.box.map50), "ultralytics_mAP50_95": float(reference.box.map),
                 "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
                                     "`metrics` come from spinebench.detection.coco like every detector"}
 

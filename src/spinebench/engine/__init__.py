@@ -56,6 +56,7 @@ from spinebench.engine.loop import (
     autocast_for,
     fit,
     load_checkpoint,
+    precision_label,
     seed_everything,
 )
 
@@ -70,6 +71,7 @@ __all__ = [
     "autocast_for",
     "fit",
     "load_checkpoint",
+    "precision_label",
     "resolve_device",
     "seed_everything",
 ]

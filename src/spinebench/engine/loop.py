@@ -95,6 +95,15 @@ def autocast_for(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+def precision_label(device: torch.device, amp: bool) -> str:
+    """What autocast_for(device, amp) computes in ("float32", "bfloat16 autocast"), read off the context itself so
+    that the label cannot drift from the scoring: the `test_precision` of metrics.json."""
+    context = autocast_for(device, amp)
+    if isinstance(context, torch.autocast):
+        return f"{str(context.fast_dtype).removeprefix('torch.')} autocast"
+    return "float32"
+
+
 def build_optimizer(params: Iterable, cfg: TrainerConfig) -> torch.optim.Optimizer:
     opt = cfg.optimizer
     params = [p for p in params if getattr(p, "requires_grad", True)] if not _is_groups(params) else params

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from spinebench.classes import SEGMENTATION_CLASSES
 from spinebench.data.resident import ResidentBatches, upload, wants_resident
-from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, fit, load_checkpoint
+from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, fit, load_checkpoint, precision_label
 from spinebench.runinfo import count_parameters, write_json
 from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
@@ -158,5 +158,6 @@ class SegmentationBenchmark:
         speed = measure_inference(module.predict, images, device, warmup=trainer.fps_warmup, n=trainer.fps_images)
         return {"metrics": metrics, "params": count_parameters(module.model), "fps_batch1": speed.fps,
                 "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": self.effective_size(ctx),
-                "checkpoint_epoch": state.get("epoch"), "test_images": len(dataset),
+                "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch"),
+                "test_images": len(dataset),
                 "test_wall_time_s": time.perf_counter() - start, **self._pretrained(module.model)}
