@@ -80,7 +80,8 @@ def write_detection_run(run: Path, model: str, model_name: str, data: dict, seed
     metrics = score_coco(gt, dets)
     payload = {"task": "detection", "model": model, "model_name": model_name, "split": "test", "data": _metrics_data(data),
                "metrics": metrics, "params": 25_000_000 + seed, "fps_batch1": fps,
-               "load": {"cpu": load, "gpu": None}, "device": device, "epochs": 2, "input_size": [256, 640],
+               "load": {"cpu": load, "gpu": None}, "device": device, "test_precision": "float32", "epochs": 2,
+               "input_size": [256, 640],
                "pretrained": False, "pretrained_source": None, "train_images_per_s": 5.0, "wall_time_s": 60.0,
                "config": f"experiment/paper/{model}.yaml", "checkpoint_run": None}
     (run / "metrics.json").write_text(json.dumps(payload))
@@ -327,7 +328,7 @@ def test_csv_rows_and_columns(report):
     for row in det:
         assert float(row["mAP50_diff"]) == pytest.approx(float(row["mAP50"]) - float(row["paper_mAP50"]))
         assert float(row["mAP50_ci_low"]) <= float(row["mAP50"]) <= float(row["mAP50_ci_high"])
-        assert row["commit"] == "0123456789ab"
+        assert row["commit"] == "0123456789ab" and row["test_precision"] == "float32"
     yolo = [r for r in det if r["model_name"] == "yolov8n"][0]
     assert float(yolo["paper_mAP50"]) == 0.979 and "PHANTOM" in yolo["data_label"]
 
@@ -335,6 +336,7 @@ def test_csv_rows_and_columns(report):
     assert len(seg) == 3
     for name in SEGMENTATION_CLASSES:
         assert f"dice_{name.replace('/', '_').replace(' ', '_')}" in seg[0]
+    assert {r["test_precision"] for r in seg} == {""}  # these runs' metrics.json predate the field: not recorded
     human = [r for r in seg if r["domain"] == "human"][0]
     assert float(human["paper_mean_dice"]) == 0.289  # DeepLabv3's human-side figure
     assert human["checkpoint_run"].endswith("deeplabv3")

@@ -145,7 +145,8 @@ def csv_rows(runs: Sequence[Run], task: str, manuscript: Manuscript | None) -> l
             "input_size": json.dumps(run.metrics.get("input_size")), "paper_input_size": mrow.input_size if mrow else None,
             "pretrained": run.metrics.get("pretrained"), "pretrained_source": run.metrics.get("pretrained_source") or "",
             "train_images_per_s": run.metrics.get("train_images_per_s"), "wall_time_s": run.metrics.get("wall_time_s"),
-            "hardware": run.hardware, "commit": run.commit, "config": run.config,
+            "hardware": run.hardware, "test_precision": run.metrics.get("test_precision") or "",  # "": not recorded
+            "commit": run.commit, "config": run.config,
             "config_file": str(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else "",
             "run_dir": str(run.path),
         })
