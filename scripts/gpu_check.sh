@@ -7,7 +7,8 @@
 # $OUT/gpu_check.tgz on the device.
 #   run(command="SPINEBENCH_GIT_COMMIT=<git rev-parse HEAD, typed here> bash scripts/gpu_check.sh", carry=[".whl"],
 #       timeout_s=600)        # the copy there has no .git: the commit label of its results comes from that variable
-# CPU try-out (tiny settings, same code path):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
+# CPU try-out (tiny settings, same code path; the .venv of `make setup`):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
+# Exit status 1 when any stage failed (each failure is said where it happened and listed at the end), else 0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # the knobs, checked before any work: a typo must not silently become a 5 s slot or the CPU settings
@@ -21,7 +22,10 @@ if [ -n "${GPU_CHECK_DEVICE-}" ] && [[ ! $GPU_CHECK_DEVICE =~ ^(cuda|cpu)$ ]]; t
 fi
 OUT=${OUT:-$PWD/outputs/gpu_check}; mkdir -p "$OUT"
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
-PY=${PY:-python3}
+if [ -z "${PY-}" ]; then  # the device has no .venv: its python3 gets the carried wheels
+  PY=python3; [ "$DEVICE" = cpu ] && [ -x .venv/bin/python ] && PY=$PWD/.venv/bin/python
+fi
+FAILED=()  # the stages that failed, for the exit status
 DEADLINE=$(( SECONDS + ${GPU_CHECK_BUDGET_S:-560} ))  # stay inside the device call's limit, table included
 cap() { local t=$1 left=$(( DEADLINE - SECONDS - 10 )); (( left < t )) && t=$left; (( t < 5 )) && t=5; echo "$t"; }
 # stage NAME LOG SECONDS CMD...: run CMD in its time slot, its output in LOG; on failure say how it ended (a crash
@@ -34,6 +38,8 @@ stage() {
   (( rc == 124 )) && how="stopped at the end of its $slot s slot"
   (( rc > 128 )) && how="killed by signal $(( rc - 128 )) ($(kill -l $(( rc - 128 )) 2>/dev/null))"
   echo "$name failed ($how): $(tail -n 3 "$log")"
+  FAILED+=("$name")  # lost in a background stage's subshell: its caller reads the status `wait` returns
+  return 1
 }
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
@@ -66,7 +72,7 @@ stage "inference benchmark" "$OUT/bench_detection_infer.txt" 90 \
 # 2. a learning run (GPU) and, beside it on the CPU cores, the test suite (the CUDA-only tests run only here)
 stage tests "$OUT/tests.txt" "${GPU_CHECK_TEST_S:-230}" $PY -m pytest -q -p no:cacheprovider ${GPU_CHECK_TESTS:-tests} &
 TESTS_PID=$!
-RUNS=$PWD/outputs/gpu_check_runs
+RUNS=$(mktemp -d)  # fresh each call: a warm machine keeps outputs/, and an old run there would resume or be reported
 if [ "$DEVICE" = cuda ]; then
   LEARN=(trainer=gpu trainer.epochs=${LEARN_EPOCHS:-24} trainer.batch_size=8 trainer.optimizer.lr=0.01 trainer.grad_clip=10 data=detection_phantom)
 else
@@ -75,7 +81,7 @@ fi
 stage "learning run" "$OUT/learn_faster_rcnn.log" "${GPU_CHECK_LEARN_S:-230}" \
   $PY -m spinebench.train model=faster_rcnn "${LEARN[@]}" run_name=gpu-check-faster_rcnn paths.log_dir="$RUNS" skip_finished=false
 mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --parents {} "$OUT/runs/" \;)
-wait $TESTS_PID
+wait $TESTS_PID || FAILED+=(tests)
 echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
 # 3. segmentation training and inference throughput, with what time is left
@@ -118,4 +124,8 @@ PY
 if [ "${GPU_CHECK_PACK:-$([ "$DEVICE" = cuda ] && echo 1 || echo 0)}" = 1 ]; then
   tar czf /tmp/gpu_check.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/gpu_check.tgz "$OUT/" \
     && echo "packed: $OUT/gpu_check.tgz"
+fi
+rm -rf "$RUNS"
+if (( ${#FAILED[@]} )); then
+  echo "failed stages: $(IFS=,; echo "${FAILED[*]}")"; exit 1
 fi

@@ -53,6 +53,18 @@ def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, say
     assert not out.exists()  # nothing installed, measured or written
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
+    """A device call reports its exit status: the script used to exit 0 with every stage failed. Here each stage's
+    python is `false`, so each fails at once; the script still runs them all, says each failure and lists them."""
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": "false"})
+    assert result.returncode == 1
+    stages = ["detection benchmark", "inference benchmark", "learning run", "tests", "segmentation benchmark unet_light"]
+    assert all(f"{stage} failed (exit 1)" in result.stdout for stage in stages), result.stdout
+    assert result.stdout.strip().splitlines()[-1] == f"failed stages: {','.join(stages)}"
+
+
 def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
     """benchmarks/bench_detection_train.py end to end for one torchvision detector on the CPU: each rate is a
     measurement (finite, above 0), and the row's rate and ratio are what they claim to be."""
