@@ -27,7 +27,8 @@ API (everything a task needs):
 
 Behaviour:
 - bf16 autocast on CUDA (`amp`) for training and validation (the tasks score the test split in float32:
-  TEST_SPLIT_AMP), channels_last on CUDA (`channels_last`), `grad_clip` (max L2 norm) optional.
+  TEST_SPLIT_AMP, and report it with `precision_label(device, TEST_SPLIT_AMP)`), channels_last on CUDA
+  (`channels_last`), `grad_clip` (max L2 norm) optional.
 - LR schedule stepped per iteration: linear warmup (`warmup_epochs`, fractions allowed, or `warmup_iters`)
   then `cosine` (to lr * min_lr_ratio), `poly` (power), `step` (step_size epochs, gamma) or `constant`.
 - Optimizers: sgd (momentum, nesterov), adam, adamw (weight_decay).
