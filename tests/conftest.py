@@ -36,7 +36,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory):
 def bf16_autocast_on_cpu(monkeypatch):
     """spinebench's autocast_for turned on for the CPU: bf16 autocast wherever a GPU run would have it (spinebench
     turns it on only on CUDA), so that the tests see which passes a GPU would run in bf16. Patched where the engine
-    and the tasks look it up."""
+    and the tasks look it up; precision_label reads it from the engine's loop, so the labels follow."""
     import contextlib
 
     import torch

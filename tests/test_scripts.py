@@ -57,10 +57,12 @@ def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, say
 def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
     """A device call reports its exit status: the script used to exit 0 with every stage failed. Here each stage's
     python is `false`, so each fails at once; the script still runs them all, says each failure and lists them."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": "false"})
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": "false"}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                            env=env, timeout=60)
     assert result.returncode == 1
-    stages = ["detection benchmark", "inference benchmark", "learning run", "tests", "segmentation benchmark unet_light"]
+    stages = ["detection benchmark", "inference benchmark", "learning run", "tests",
+              "segmentation benchmark unet_light"]
     assert all(f"{stage} failed (exit 1)" in result.stdout for stage in stages), result.stdout
     assert result.stdout.strip().splitlines()[-1] == f"failed stages: {','.join(stages)}"
 

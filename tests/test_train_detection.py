@@ -126,8 +126,9 @@ def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, ca
 
 
 @pytest.mark.parametrize("test_split_amp", [False, True])
-def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(test_split_amp, tmp_path, cache_dir,
-                                                                          monkeypatch, bf16_autocast_on_cpu):
+def test_validation_runs_under_trainer_amp_and_the_test_split_as_test_split_amp_says(test_split_amp, tmp_path,
+                                                                                     cache_dir, monkeypatch,
+                                                                                     bf16_autocast_on_cpu):
     """trainer.amp (bf16 autocast on a GPU) covers training and validation; the test split is scored in float32
     (TEST_SPLIT_AMP), so that the reported numbers do not depend on a speed setting, and metrics.json says so
     whichever way the test split ran. The CPU's bf16 autocast stands in for a GPU's (spinebench turns it on only

@@ -270,7 +270,8 @@ class YoloV8:
                                   frames, ctx.device, warmup=ctx.trainer.fps_warmup, n=ctx.trainer.fps_images)
         return {"metrics": metrics, "params": count_parameters(model.model), "fps_batch1": speed.fps,
                 "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": [imgsz, imgsz],
-                "test_precision": precision, "ultralytics_mAP50": float(reference.box.map50), "ultralytics_mAP50_95": float(reference.box.map),
+                "test_precision": precision, "ultralytics_mAP50": float(reference.box.map50),
+                "ultralytics_mAP50_95": float(reference.box.map),
                 "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
                                     "`metrics` come from spinebench.detection.coco like every detector"}
 
