@@ -255,7 +255,7 @@ class YoloV8:
         imgsz, device = self.effective_imgsz(ctx), self._device(ctx)
         batch = ctx.trainer.val_batch_size
         detections = predict_coco(model, samples, imgsz, device, batch)
-        precision = "float16" if getattr(model.predictor.model, "fp16", False) else "float32"  # ultralytics' `half`
+        precision = "float16" if model.predictor.model.fp16 else "float32"  # what ultralytics' `half` left on
         metrics = score_and_write(run_dir, coco_ground_truth(samples), detections, f"{self.name} - {spec.name}")
         reference = model.val(data=str(data_yaml), split="test", imgsz=imgsz, batch=batch, device=device,
                               project=str(run_dir), name=f"{YOLO_DIR}_test", exist_ok=True, plots=False, verbose=False,
