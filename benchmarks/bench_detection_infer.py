@@ -8,6 +8,9 @@ For each detector, in one process on one device (untrained weights; both paths k
   reference    torchvision: the model alone on the same batches already on the device (compute only, float32);
                YOLOv8: ultralytics' own loop, `YOLO(...).predict(source=<test folder>, stream=True)`
   ratio        spinebench / reference
+For the torchvision detectors spinebench is timed before the reference and again after it, and the mean of the
+two taken, as in bench_detection_train.py: a drift of the device's speed during the run then cancels (both are
+in the JSON).
 Every path runs once untimed (workers, autotuning, ultralytics' set-up), then is timed over --passes passes.
 The paper's batch-1 FPS is in every run's metrics.json (spinebench.speed), not here. --profile MODELS records one
 pass of each torchvision path with torch.profiler and writes the op tables to profile_<model>_infer_*.txt.
@@ -53,7 +56,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     def scoring():
         return predict(model, loader, device, amp=TEST_SPLIT_AMP)
 
-    spinebench = pass_rate(scoring, len(samples), device, args.passes)
+    before = pass_rate(scoring, len(samples), device, args.passes)
     on_device = [to_device(batch, device)[0] for batch in loader]
 
     @torch.no_grad()
@@ -63,11 +66,14 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
                 model(images)
 
     reference = pass_rate(compute_only, len(samples), device, args.passes)
+    after = pass_rate(scoring, len(samples), device, args.passes)
+    spinebench = (before + after) / 2
     if name in args.profile:  # one pass of each, after the timed ones
         passes = {"scoring": scoring, "compute": compute_only}
         write_profiles(f"{name}_infer", args, f"{len(on_device)} batches", passes)
     return {"model": name, "path": "spinebench predict", "images_per_s": spinebench, "reference": "compute-only",
             "reference_images_per_s": reference, "ratio": spinebench / reference,
+            "images_per_s_before_reference": before, "images_per_s_after_reference": after,
             "input_size": family.effective_size(ctx), "batch": args.batch, "device": str(device)}
 
 

@@ -58,7 +58,7 @@ PY
 #    RetinaNet first, so that a stage cut short by its slot still measures it
 if [ "$DEVICE" = cuda ]; then
   DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models retinanet,faster_rcnn,yolov8m,ssd300,ssd512 --yolo-epochs 2 --workers 8 --profile retinanet)
-  INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 3 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8 --profile faster_rcnn)
+  INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 2 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8 --profile faster_rcnn)
   SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
 else
   DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0 --data-on-device true --profile faster_rcnn)

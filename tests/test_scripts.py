@@ -87,6 +87,23 @@ def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
     assert doc["meta"]["device"].startswith("cpu")
 
 
+def test_inference_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
+    """benchmarks/bench_detection_infer.py end to end for one torchvision detector on the CPU: the scoring path is
+    timed before and after the reference, and the row's rate and ratio are what they claim to be."""
+    bench = _benchmark("bench_detection_infer")
+    out = tmp_path / "infer.json"
+    bench.main(["--models", "ssd300", "--device", "cpu", "--data", "detection_phantom_tiny", "--cache", str(cache_dir),
+                "--batch", "2", "--passes", "1", "--max-input-size", "160", "--workers", "0", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    row = doc["rows"][0]
+    timed = ["images_per_s_before_reference", "images_per_s_after_reference", "reference_images_per_s"]
+    assert all(math.isfinite(row[key]) and row[key] > 0 for key in timed), {key: row[key] for key in timed}
+    assert row["images_per_s"] == pytest.approx((row[timed[0]] + row[timed[1]]) / 2)
+    assert row["ratio"] == pytest.approx(row["images_per_s"] / row["reference_images_per_s"])
+    assert (row["model"], row["input_size"], row["batch"]) == ("ssd300", [160, 160], 2)
+    assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["device"].startswith("cpu")
+
+
 def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_never_syncs(tmp_path, cache_dir):
     """benchmarks/count_step_ops.py: RetinaNet's loss matches anchors per image with a box (more operators, one
     more host sync each); the engine's data path (to_device with augmentation) makes no host sync at all."""
