@@ -70,19 +70,10 @@ def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
 def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
     """benchmarks/bench_detection_train.py end to end for one torchvision detector on the CPU: each rate is a
     measurement (finite, above 0), and the row's rate and ratio are what they claim to be."""
-    bench = _benchmark("bench_detection_train")
-    out = tmp_path / "bench.json"
-    bench.main(["--models", "ssd300", "--device", "cpu", "--data", "detection_phantom_tiny", "--cache", str(cache_dir),
-                "--batch", "2", "--steps", "2", "--max-input-size", "160", "--workers", "0", "--data-on-device", "true",
-                "--json", str(out)])
-    doc = json.loads(out.read_text())
-    row = doc["rows"][0]
-    timed = ["images_per_s_before_reference", "images_per_s_after_reference", "engine_on_held_batches_images_per_s",
-             "reference_images_per_s", "data_path_images_per_s", "data_path_workers_images_per_s"]
-    assert all(math.isfinite(row[key]) and row[key] > 0 for key in timed), {key: row[key] for key in timed}
-    assert row["images_per_s"] == pytest.approx((row[timed[0]] + row[timed[1]]) / 2)
-    assert row["ratio"] == pytest.approx(row["images_per_s"] / row["reference_images_per_s"])
-    assert (row["model"], row["input_size"], row["batch"]) == ("ssd300", [160, 160], 2)
+    doc = _ssd300_row("bench_detection_train", ["--steps", "2", "--data-on-device", "true"], tmp_path, cache_dir,
+                      timed=["images_per_s_before_reference", "images_per_s_after_reference",
+                             "engine_on_held_batches_images_per_s", "reference_images_per_s", "data_path_images_per_s",
+                             "data_path_workers_images_per_s"])
     assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["data"].endswith(": data=detection_phantom_tiny")
     assert doc["meta"]["device"].startswith("cpu")
 
@@ -90,18 +81,26 @@ def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
 def test_inference_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
     """benchmarks/bench_detection_infer.py end to end for one torchvision detector on the CPU: the scoring path is
     timed before and after the reference, and the row's rate and ratio are what they claim to be."""
-    bench = _benchmark("bench_detection_infer")
-    out = tmp_path / "infer.json"
-    bench.main(["--models", "ssd300", "--device", "cpu", "--data", "detection_phantom_tiny", "--cache", str(cache_dir),
-                "--batch", "2", "--passes", "1", "--max-input-size", "160", "--workers", "0", "--json", str(out)])
+    doc = _ssd300_row("bench_detection_infer", ["--passes", "1"], tmp_path, cache_dir,
+                      timed=["images_per_s_before_reference", "images_per_s_after_reference", "reference_images_per_s"])
+    assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["device"].startswith("cpu")
+
+
+def _ssd300_row(script: str, extra: list[str], tmp_path: Path, cache_dir: Path, timed: list[str]) -> dict:
+    """A detection benchmark's JSON for SSD300 at 160 x 160 on the tiny phantom, batch 2, on the CPU, once its row
+    is checked: every `timed` rate measured (finite, above 0), the row's rate the mean of the first two (timed
+    before and after the reference), and its ratio that rate over the reference's."""
+    out = tmp_path / f"{script}.json"
+    _benchmark(script).main(["--models", "ssd300", "--device", "cpu", "--data", "detection_phantom_tiny", "--cache",
+                             str(cache_dir), "--batch", "2", "--max-input-size", "160", "--workers", "0", *extra,
+                             "--json", str(out)])
     doc = json.loads(out.read_text())
     row = doc["rows"][0]
-    timed = ["images_per_s_before_reference", "images_per_s_after_reference", "reference_images_per_s"]
     assert all(math.isfinite(row[key]) and row[key] > 0 for key in timed), {key: row[key] for key in timed}
     assert row["images_per_s"] == pytest.approx((row[timed[0]] + row[timed[1]]) / 2)
     assert row["ratio"] == pytest.approx(row["images_per_s"] / row["reference_images_per_s"])
     assert (row["model"], row["input_size"], row["batch"]) == ("ssd300", [160, 160], 2)
-    assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["device"].startswith("cpu")
+    return doc
 
 
 def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_never_syncs(tmp_path, cache_dir):
