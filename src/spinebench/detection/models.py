@@ -128,10 +128,11 @@ def _float32(output):
 
 def _float32_shapes(_module: nn.Module, args: tuple) -> tuple:
     """An anchor generator's (images, feature maps) with each map replaced by a float32 stand-in of its shape that
-    holds no memory (a zero-stride view): the generators read nothing of a map but its shape, dtype and device."""
+    holds no memory (a zero-stride view of one uninitialised element: the generators read nothing of a map but its
+    shape, dtype and device, so no kernel need fill it on every forward)."""
     images, features = args
-    zero = torch.zeros((), dtype=torch.float32, device=features[0].device)
-    return images, [zero.expand(f.shape) for f in features]
+    element = torch.empty((), dtype=torch.float32, device=features[0].device)
+    return images, [element.expand(f.shape) for f in features]
 
 
 def boxes_in_float32(model: nn.Module, arch: str) -> nn.Module:
