@@ -73,6 +73,7 @@ stage "inference benchmark" "$OUT/bench_detection_infer.txt" 90 \
 stage tests "$OUT/tests.txt" "${GPU_CHECK_TEST_S:-230}" $PY -m pytest -q -p no:cacheprovider ${GPU_CHECK_TESTS:-tests} &
 TESTS_PID=$!
 RUNS=$(mktemp -d)  # fresh each call: a warm machine keeps outputs/, and an old run there would resume or be reported
+trap 'rm -rf "$RUNS"' EXIT  # its checkpoints go however the script ends
 if [ "$DEVICE" = cuda ]; then
   LEARN=(trainer=gpu trainer.epochs=${LEARN_EPOCHS:-24} trainer.batch_size=8 trainer.optimizer.lr=0.01 trainer.grad_clip=10 data=detection_phantom)
 else
@@ -125,7 +126,6 @@ if [ "${GPU_CHECK_PACK:-$([ "$DEVICE" = cuda ] && echo 1 || echo 0)}" = 1 ]; the
   tar czf /tmp/gpu_check.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/gpu_check.tgz "$OUT/" \
     && echo "packed: $OUT/gpu_check.tgz"
 fi
-rm -rf "$RUNS"
 if (( ${#FAILED[@]} )); then
   echo "failed stages: $(IFS=,; echo "${FAILED[*]}")"; exit 1
 fi
