@@ -46,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 TORCHVISION = {"faster_rcnn": ("faster_rcnn", [256, 642]), "retinanet": ("retinanet", [256, 642]),
                "ssd300": ("ssd", [300, 300]), "ssd512": ("ssd", [512, 512])}
 PROFILED_STEPS = 10  # --profile: steps of each path recorded by torch.profiler (fewer if an epoch is shorter)
+# the summary table's columns beyond the rates (title, row key, width, decimals), shown when a row has the key
+OPTIONAL_COLUMNS = [("held", "engine_on_held_batches_images_per_s", 8, 2), ("data path", "data_path_images_per_s", 10, 1),
+                    ("(workers)", "data_path_workers_images_per_s", 10, 1), ("fetch ms", "batch_fetch_main_thread_ms", 8, 2),
+                    ("(workers)", "batch_fetch_main_thread_ms_workers", 9, 2)]
 PHANTOMS = ("detection_phantom_tiny", "detection_phantom", "detection_phantom_paper")  # configs/data/<name>.yaml
 
 
@@ -276,15 +280,16 @@ def run_models(args, torchvision_row, yolo_row) -> list[dict]:
               f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}", flush=True)
         if args.json:
             write_json(args.json, {"meta": meta, "rows": rows})
-    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'held':>8} {'reference':>11} {'ratio':>6} {'data path':>10}"
-          f" {'(workers)':>10} {'fetch ms':>8} {'(workers)':>9}  ({meta['device']})")
+    # the columns of the rows' keys: the inference benchmark has no held, data-path or fetch rates to show
+    optional = [(title, key, width, digits) for title, key, width, digits in OPTIONAL_COLUMNS
+                if any(key in r for r in rows)]
+    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}"
+          + "".join(f" {title:>{width}}" for title, _, width, _ in optional) + f"  ({meta['device']})")
     for r in rows:
-        data = [r.get(k, float("nan")) for k in ("data_path_images_per_s", "data_path_workers_images_per_s",
-                                                 "batch_fetch_main_thread_ms", "batch_fetch_main_thread_ms_workers")]
         print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
-              f"{r.get('engine_on_held_batches_images_per_s', float('nan')):>8.2f} "
-              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f} {data[0]:>10.1f} {data[1]:>10.1f} {data[2]:>8.2f}"
-              f" {data[3]:>9.2f}  vs {r['reference']}")
+              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}"
+              + "".join(f" {r.get(key, float('nan')):>{width}.{digits}f}" for _, key, width, digits in optional)
+              + f"  vs {r['reference']}")
     return rows
 
 

@@ -39,7 +39,7 @@ def model_config(name: str) -> dict:
     return cfg
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet", help="configs/model/<name>.yaml")
     parser.add_argument("--batch", type=int, default=16)
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
                         help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from spinebench.data.resident import ResidentBatches
@@ -146,7 +146,7 @@ def main() -> None:
               "device": device_name(device), "batch": args.batch,
               "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
               "data_on_device": isinstance(loader, ResidentBatches),
-              "precision": "bf16 autocast + channels_last" if cuda else "fp32",
+              "precision": precision_label(device, trainer.amp) + (" + channels_last" if cuda and trainer.channels_last else ""),
               "infer_precision": precision_label(device, TEST_SPLIT_AMP),
               "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
               "infer_spinebench_images_per_s": infer, "infer_compute_only_images_per_s": infer_compute,
@@ -154,7 +154,8 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

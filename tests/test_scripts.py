@@ -67,7 +67,7 @@ def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == f"failed stages: {','.join(stages)}"
 
 
-def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
+def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir, capsys):
     """benchmarks/bench_detection_train.py end to end for one torchvision detector on the CPU: each rate is a
     measurement (finite, above 0), and the row's rate and ratio are what they claim to be."""
     doc = _ssd300_row("bench_detection_train", ["--steps", "2", "--data-on-device", "true"], tmp_path, cache_dir,
@@ -76,14 +76,37 @@ def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
                              "data_path_workers_images_per_s"])
     assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["data"].endswith(": data=detection_phantom_tiny")
     assert doc["meta"]["device"].startswith("cpu")
+    header, row = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert header.split()[:10] == ["model", "input", "batch", "spinebench", "reference", "ratio", "held", "data",
+                                   "path", "(workers)"] and "nan" not in row
 
 
-def test_inference_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir):
+def test_inference_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir, capsys):
     """benchmarks/bench_detection_infer.py end to end for one torchvision detector on the CPU: the scoring path is
     timed before and after the reference, and the row's rate and ratio are what they claim to be."""
     doc = _ssd300_row("bench_detection_infer", ["--passes", "1"], tmp_path, cache_dir,
                       timed=["images_per_s_before_reference", "images_per_s_after_reference", "reference_images_per_s"])
     assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["device"].startswith("cpu")
+    header, row = capsys.readouterr().out.strip().splitlines()[-2:]  # no column for rates it does not measure
+    assert header.split()[:7] == ["model", "input", "batch", "spinebench", "reference", "ratio", "(cpu"]
+    assert "nan" not in row and row.endswith("vs compute-only")
+
+
+def test_segmentation_benchmark_measures_every_rate_it_reports(tmp_path):
+    """benchmarks/bench_segmentation_train.py end to end on the CPU (a light U-Net at 64 x 160): each rate is a
+    measurement, each ratio is its two rates, and the labels say what ran on which data."""
+    out = tmp_path / "seg.json"
+    assert _benchmark("bench_segmentation_train").main(["--model", "unet_light", "--batch", "2", "--size", "64", "160",
+                                                        "--steps", "2", "--device", "cpu", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rates = ["compute_only_images_per_s", "spinebench_images_per_s", "infer_spinebench_images_per_s",
+             "infer_compute_only_images_per_s"]
+    assert all(math.isfinite(doc[key]) and doc[key] > 0 for key in rates), {key: doc[key] for key in rates}
+    assert doc["ratio"] == pytest.approx(doc["spinebench_images_per_s"] / doc["compute_only_images_per_s"])
+    assert doc["infer_ratio"] == pytest.approx(doc["infer_spinebench_images_per_s"] / doc["infer_compute_only_images_per_s"])
+    assert (doc["model"], doc["input_size"], doc["batch"]) == ("unet_light", [64, 160], 2)
+    assert doc["data"].startswith("PHANTOM") and doc["device"].startswith("cpu")
+    assert doc["precision"] == doc["infer_precision"] == "float32"  # no autocast on the CPU
 
 
 def _ssd300_row(script: str, extra: list[str], tmp_path: Path, cache_dir: Path, timed: list[str]) -> dict:
