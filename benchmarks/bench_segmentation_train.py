@@ -1,15 +1,18 @@
 """Training images/s through spinebench vs the model's compute-only step rate, same device, same run.
 
-- compute-only: one preprocessed batch already on the device; forward + loss + backward + optimizer step
-  (bf16 autocast + channels_last on CUDA), timed after warmup.
 - spinebench: `spinebench.engine.fit` on a phantom served from the memmap cache by spinebench-train's loader (on a
   CUDA device the split held in its memory, `trainer.data_on_device`; else the DataLoader's workers) and the
-  SegmentationModule (device-side resize + augmentation), 2 epochs, the second epoch's images/s.
+  SegmentationModule (device-side augmentation and resize), the images/s of the epoch after a warm-up epoch;
+  timed before the compute-only loop and again after it (resumed from the checkpoint), and the mean of the two
+  taken, so that a drift of the device's speed cancels (both are in the JSON).
+- compute-only: the same model's forward + loss + backward + optimizer step (bf16 autocast + channels_last on
+  CUDA) on the engine's first --steps batches, already on the device as the model trains on them (float,
+  augmented, at the input size: `SegmentationModule.inputs`), timed over one pass after an untimed one.
 The ratio spinebench / compute-only is the data path's overhead (target >= 0.9).
 Inference, on the same images with the trained model: `evaluate_split` (the path that scores a split: loader,
 predict, the scorer, a class-index PNG per image written by threads) vs `predict` alone on batches already on
 the device (`infer_*` keys), both in float32 as a test split is scored, each timed over one pass after an
-untimed one.
+untimed one; evaluate_split before and after predict, the mean taken.
 
     python benchmarks/bench_segmentation_train.py --model unet --batch 16 --json out.json          # GPU
     python benchmarks/bench_segmentation_train.py --model unet_light --batch 2 --size 64 160 --steps 4   # CPU try
@@ -56,6 +59,7 @@ def main(argv=None) -> int:
     from spinebench.data.resident import ResidentBatches
     from spinebench.data.source import prepare_dataset
     from spinebench.engine import TEST_SPLIT_AMP, TrainerConfig, autocast_for, fit, precision_label, resolve_device
+    from spinebench.engine.loop import build_optimizer
     from spinebench.runinfo import device_name, git_commit
     from spinebench.segmentation.benchmark import SegmentationBenchmark
     from spinebench.segmentation.data import SegmentationSplit
@@ -76,12 +80,15 @@ def main(argv=None) -> int:
             cfg["input_size"] = list(args.size)
     bench = SegmentationBenchmark(**cfg)
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if cuda else 0)
-    trainer = TrainerConfig.from_config({
-        "device": str(device), "epochs": 2, "batch_size": args.batch, "num_workers": workers, "progress": "false",
-        "limit_train_batches": args.steps, "optimizer": {"name": "adamw", "lr": 1e-4},
-        "scheduler": {"name": "constant"}, "deterministic": False, "amp": True, "channels_last": True,
-        "data_on_device": args.data_on_device})
 
+    def trainer_cfg(epochs: int) -> TrainerConfig:
+        return TrainerConfig.from_config({
+            "device": str(device), "epochs": epochs, "batch_size": args.batch, "num_workers": workers,
+            "progress": "false", "limit_train_batches": args.steps, "optimizer": {"name": "adamw", "lr": 1e-4},
+            "scheduler": {"name": "constant"}, "deterministic": False, "amp": True, "channels_last": True,
+            "data_on_device": args.data_on_device})
+
+    trainer = trainer_cfg(epochs=2)  # a warm-up epoch and a timed one
     with tempfile.TemporaryDirectory() as tmp:
         n_train = args.batch * args.steps
         spec = prepare_dataset("bench", "segmentation", Path(tmp) / "phantom",
@@ -89,49 +96,45 @@ def main(argv=None) -> int:
         dataset = SegmentationSplit(spec.root, "train", Path(tmp) / "cache")
         phase(f"phantom of {len(dataset)} images ready")
 
-        # compute-only
-        module = bench.module(None, augment=False)
-        model = module.model.to(device)
-        if cuda:
-            model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        images = torch.stack([dataset[i % len(dataset)][0] for i in range(args.batch)])
-        masks = torch.stack([dataset[i % len(dataset)][1] for i in range(args.batch)])
-        batch = (images.to(device), masks.to(device), None)
-        model.train()
-
-        def step():
-            with autocast_for(device, True):
-                loss = module.training_step(batch, device)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        for _ in range(max(2, args.steps // 5)):
-            step()
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        if cuda:
-            torch.cuda.synchronize()
-        compute = args.steps * args.batch / (time.perf_counter() - start)
-        del optimizer, module, model
-        phase(f"compute-only {compute:.1f} img/s")
-
-        # through spinebench (fresh model, the engine's loop, the cached data path)
+        # spinebench: the engine (spinebench-train's loader, the module's device-side data path, the step)
         module = bench.module(None, augment=True)
         loader = bench.loader(dataset, args.batch, True, workers, device, on_device=trainer.data_on_device)
-        result = fit(module, loader, None, trainer, Path(tmp) / "run", monitor="mean_dice")
-        spine = result.history[-1]["images_per_s"]
-        phase(f"spinebench {spine:.1f} img/s")
+        run = Path(tmp) / "run"
+        before = fit(module, loader, None, trainer, run, monitor="mean_dice").history[-1]["images_per_s"]
+        phase(f"spinebench {before:.1f} img/s")
 
-        # inference: the path that scores a split (loader, predict, scorer, prediction PNGs written by threads)
-        # vs predict alone on the same batches already on the device
+        # compute-only: the same model, loss and optimizer step on the engine's first --steps batches, already on
+        # the device as the model trains on them (float, augmented, at the input size)
+        model = module.model
+        model.train()
+        optimizer = build_optimizer(list(model.parameters()), trainer)
+        held = [module.inputs(batch, device) for _, batch in zip(range(args.steps), loader)]
+
+        def train_steps() -> None:
+            for x, y in held:
+                with autocast_for(device, trainer.amp):
+                    loss = module.loss(model(x), y)["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+        compute = pass_rate(train_steps, sum(len(x) for x, _ in held), device)  # after one untimed pass
+        del optimizer, held
+        phase(f"compute-only {compute:.1f} img/s")
+        # the engine once more, resumed from its checkpoint: a drift of the device's speed cancels in the mean
+        after = fit(module, loader, None, trainer_cfg(epochs=3), run, monitor="mean_dice").history[-1]["images_per_s"]
+        spine = (before + after) / 2
+        phase(f"spinebench again {after:.1f} img/s")
+
+        # inference: the path that scores a split (loader, predict, scorer, prediction PNGs written by threads),
+        # timed before and after predict alone on the same batches already on the device
         scoring_loader = bench.loader(dataset, args.batch, False, workers, device, on_device=trainer.data_on_device)
-        infer = pass_rate(lambda: evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval",
-                                             n_overlays=0, amp=TEST_SPLIT_AMP), len(dataset), device)
+
+        def scoring() -> None:
+            evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval", n_overlays=0,
+                           amp=TEST_SPLIT_AMP)
+
+        infer_before = pass_rate(scoring, len(dataset), device)
         on_device = [images.to(device) for images, _, _ in scoring_loader]
 
         def predict_only():
@@ -140,6 +143,8 @@ def main(argv=None) -> int:
                     module.predict(images)
 
         infer_compute = pass_rate(predict_only, len(dataset), device)
+        infer_after = pass_rate(scoring, len(dataset), device)
+        infer = (infer_before + infer_after) / 2
         phase(f"inference: evaluate_split {infer:.1f} img/s, predict only {infer_compute:.1f} img/s")
 
     report = {"model": args.model, "data": f"{spec.label}, {len(dataset)} training images",
@@ -149,7 +154,10 @@ def main(argv=None) -> int:
               "precision": precision_label(device, trainer.amp) + (" + channels_last" if cuda and trainer.channels_last else ""),
               "infer_precision": precision_label(device, TEST_SPLIT_AMP),
               "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
+              "spinebench_images_per_s_before_reference": before, "spinebench_images_per_s_after_reference": after,
               "infer_spinebench_images_per_s": infer, "infer_compute_only_images_per_s": infer_compute,
+              "infer_spinebench_images_per_s_before_reference": infer_before,
+              "infer_spinebench_images_per_s_after_reference": infer_after,
               "infer_ratio": infer / infer_compute, "torch": torch.__version__, "git": git_commit()}
     print(json.dumps(report, indent=2))
     if args.json:

@@ -103,6 +103,10 @@ def test_segmentation_benchmark_measures_every_rate_it_reports(tmp_path):
              "infer_compute_only_images_per_s"]
     assert all(math.isfinite(doc[key]) and doc[key] > 0 for key in rates), {key: doc[key] for key in rates}
     assert doc["ratio"] == pytest.approx(doc["spinebench_images_per_s"] / doc["compute_only_images_per_s"])
+    for prefix in ("", "infer_"):  # timed before and after the reference, the mean taken
+        timed = [doc[f"{prefix}spinebench_images_per_s_{when}_reference"] for when in ("before", "after")]
+        assert all(math.isfinite(rate) and rate > 0 for rate in timed)
+        assert doc[f"{prefix}spinebench_images_per_s"] == pytest.approx(sum(timed) / 2)
     assert doc["infer_ratio"] == pytest.approx(doc["infer_spinebench_images_per_s"] / doc["infer_compute_only_images_per_s"])
     assert (doc["model"], doc["input_size"], doc["batch"]) == ("unet_light", [64, 160], 2)
     assert doc["data"].startswith("PHANTOM") and doc["device"].startswith("cpu")

@@ -50,6 +50,13 @@ class SegmentationModule:
 
     # -- engine protocol -------------------------------------------------------------------------------------
     def training_step(self, batch, device: torch.device) -> dict[str, torch.Tensor]:
+        x, y = self.inputs(batch, device)
+        return self.loss(self.model(x), y)
+
+    def inputs(self, batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader's batch as the model trains on it (the data path's device half, apart so that the training
+        benchmark can time the model without it): float images B x 1 x h x w and class maps B x h x w on the
+        device, augmented, at the input size."""
         images, masks = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         x, y = _to_float(images), masks.long()
         if self.augment:
@@ -59,7 +66,7 @@ class SegmentationModule:
             y = F.interpolate(y[:, None].float(), size=self.input_size, mode="nearest")[:, 0].long()
         if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.loss(self.model(x), y)
+        return x, y
 
     def validation(self, loader: Iterable, device: torch.device) -> dict[str, float]:
         scorer = SegmentationScorer(self.class_names)
