@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from spinebench.engine import ConfigError, EpochSampler, TrainerConfig, fit, load_checkpoint
+from spinebench.speed import speed_devices
 
 
 class ToyModule:
@@ -148,10 +149,21 @@ def test_reduced_checkpoint_state(tmp_path):
     ({"optimizer": {"name": "lion"}}, "trainer.optimizer.name"),
     ({"bogus": 1}, "unknown key trainer.bogus"),
     ({"scheduler": {"name": "exp"}}, "trainer.scheduler.name"),
+    ({"cpu_fps_images": -1}, "trainer.cpu_fps_images must be >= 0"),
 ])
 def test_bad_trainer_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         TrainerConfig.from_config(override)
+
+
+def test_a_gpu_run_times_batch1_inference_on_the_cpu_too_when_asked():
+    """The paper scores implantability on a CPU and a GPU for every model: trainer=gpu sets cpu_fps_images, so
+    a GPU run times its model on the CPU after its own device. A CPU run's own figures are the CPU's already."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    asked = TrainerConfig.from_config({"cpu_fps_images": 20})
+    assert speed_devices(cuda, asked) == [cuda, cpu]
+    assert speed_devices(cuda, TrainerConfig.from_config({})) == [cuda]  # 0 by default
+    assert speed_devices(cpu, asked) == [cpu]
 
 
 def test_each_epoch_is_serialised_once_and_best_keeps_its_epoch(tmp_path):

@@ -19,6 +19,7 @@ from omegaconf import open_dict
 import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
 from spinebench.pipeline import CONFIG_DIR, drop_untouched_run_dir, evaluate, run_guarded, train
+from spinebench.report import collect_runs
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml")
                      if p.stem in ("faster_rcnn", "retinanet", "ssd300", "ssd512", "yolov8m"))
@@ -66,10 +67,28 @@ def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
     for key in ("mAP50", "mAP50_95", "AR100", "precision", "recall"):
         assert 0.0 <= metrics["metrics"][key] <= 1.0, key
     assert metrics["params"] > 1e6 and metrics["fps_batch1"] > 0
+    # a CPU run times the CPU only: the speed block is the run's own figures (a GPU run adds the CPU's, below)
+    assert metrics["speed"] == {"cpu": {"fps": metrics["fps_batch1"], "load": metrics["load"]["cpu"],
+                                        "device": metrics["device"]}}
     ground_truth = json.loads((run / "ground_truth.json").read_text())
     assert len(ground_truth["images"]) == 2  # trainer=smoke scores 2 test images, negatives included
     if experiment != "yolov8m":
         assert (run / "env.json").is_file() and json.loads((run / "env.json").read_text())["data"]["kind"] == "phantom"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_run_fills_both_implantability_columns(tmp_path, cache_dir):
+    """On a GPU with trainer.cpu_fps_images set (trainer=gpu sets it), batch-1 inference is timed on the GPU and
+    then on the CPU, so the report has the paper's CPU and GPU figures from the one run."""
+    cfg = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny",
+                                "trainer.device=cuda", "trainer.cpu_fps_images=2", "trainer.cpu_fps_warmup=0"],
+                      tmp_path, cache_dir)
+    metrics = train(cfg)
+    speed = metrics["speed"]
+    assert speed["gpu"]["fps"] == metrics["fps_batch1"] and speed["gpu"]["device"] == metrics["device"]
+    assert speed["cpu"]["fps"] > 0 and speed["cpu"]["device"].startswith("cpu (") and 0 <= speed["cpu"]["load"] <= 1
+    (run,) = collect_runs([tmp_path / "run"]).runs
+    assert set(run.speeds) == {"cpu", "gpu"}
 
 
 def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):

@@ -77,6 +77,7 @@ def check_run_folder(folder: Path, checkpoints: bool = True) -> dict:
     summary = json.loads((folder / "summary.json").read_text())
     assert len(summary["metric_per_case"]) == len(predictions) and {"mean", "foreground_mean"} <= set(summary)
     assert doc["task"] == "segmentation" and doc["params"] > 0 and doc["fps_batch1"] > 0
+    assert doc["speed"] == {"cpu": {"fps": doc["fps_batch1"], "load": doc["load"]["cpu"], "device": doc["device"]}}
     assert doc["data"]["kind"] == "phantom"
     return doc
 

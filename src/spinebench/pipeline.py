@@ -18,7 +18,9 @@ nothing here knows model names. The object must implement the Benchmark protocol
         task's files into ctx.run_dir (detection: ground_truth.json, predictions.json, pr_curve.png;
         segmentation: summary.json, predictions/, overlays/) and return
         {"metrics": {...}, "params": int, "fps_batch1": float, "load": {"cpu": .., "gpu": ..},
-         "test_precision": str, ...extra}, test_precision saying what the test split was computed in ("float32").
+         "speed": {"cpu"|"gpu": {"fps", "load", "device"}}, "test_precision": str, ...extra}: fps_batch1, load and
+        speed as spinebench.speed.batch1_speed gives them (speed: the run's device, and on a GPU run the CPU too);
+        test_precision saying what the test split was computed in ("float32").
         Extra keys (e.g. ultralytics_mAP50) are copied into metrics.json as they are.
 
 RunContext carries run_dir, cache_dir, trainer (a validated spinebench.engine.TrainerConfig), device, seed and
@@ -167,6 +169,7 @@ def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: tor
         "params": result.pop("params", None),
         "fps_batch1": result.pop("fps_batch1", None),
         "load": result.pop("load", None),
+        "speed": result.pop("speed", None),  # {"cpu"|"gpu": {"fps", "load", "device"}}: each processor timed
         "device": device_name(device),
         "test_precision": result.pop("test_precision", None),  # as the benchmark's test() scored it
         "epochs": facts.pop("epochs", None),

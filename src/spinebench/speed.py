@@ -2,7 +2,9 @@
 
 FPS: `n` single-image forward passes timed after `warmup` passes (CUDA synchronised). Load: the process's CPU
 utilisation (psutil, normalised by the number of cores) and, on CUDA, the GPU's utilisation sampled through
-NVML every 50 ms during the timed passes. Both as fractions 0-1. `pass_rate` is the benchmarks' throughput clock.
+NVML every 50 ms during the timed passes. Both as fractions 0-1. The paper scores implantability on a CPU and on
+a GPU for every model, so `batch1_speed` times a GPU run's model on the CPU as well (trainer.cpu_fps_images).
+`pass_rate` is the benchmarks' throughput clock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import psutil
 import torch
+
+from spinebench.runinfo import device_name
 
 
 @dataclass
@@ -77,6 +81,35 @@ def measure_inference(predict: Callable[[torch.Tensor], object], images: Sequenc
     cpu_load = process.cpu_percent(None) / 100.0 / (psutil.cpu_count() or 1)
     gpu_load = sampler.stop() if sampler else None
     return InferenceSpeed(fps=n / elapsed, cpu_load=min(cpu_load, 1.0), gpu_load=gpu_load, n_images=n, device=str(device))
+
+
+def speed_devices(device: torch.device, trainer) -> list[torch.device]:
+    """Where to time batch-1 inference: the run's device, then the CPU when the run is on a GPU and
+    trainer.cpu_fps_images > 0."""
+    cpu = torch.device("cpu")
+    return [device] + ([cpu] if device.type != "cpu" and trainer.cpu_fps_images else [])
+
+
+def batch1_speed(predict_on: Callable[[torch.device], Callable], images: Sequence, device: torch.device,
+                 trainer) -> dict:
+    """metrics.json's speed fields: `fps_batch1` and `load` ({"cpu", "gpu"}) on the run's device, and `speed`,
+    {"cpu"|"gpu": {"fps", "load", "device"}} for each processor of `speed_devices`, the load being that
+    processor's. `predict_on(d)` moves the model to `d` and returns its predict function; tensor images are
+    moved to `d` (others, e.g. the BGR frames ultralytics reads, are given as they are). The run's device goes
+    first: the CPU timing may move the model off it."""
+    block, own = {}, None
+    for target in speed_devices(device, trainer):
+        first = own is None
+        on_target = [im.to(target) if isinstance(im, torch.Tensor) else im for im in images]
+        speed = measure_inference(predict_on(target), on_target, target,
+                                  warmup=trainer.fps_warmup if first else trainer.cpu_fps_warmup,
+                                  n=trainer.fps_images if first else trainer.cpu_fps_images)
+        processor = "cpu" if target.type == "cpu" else "gpu"
+        block[processor] = {"fps": speed.fps, "load": speed.cpu_load if processor == "cpu" else speed.gpu_load,
+                            "device": device_name(target)}
+        if first:
+            own = speed
+    return {"fps_batch1": own.fps, "load": {"cpu": own.cpu_load, "gpu": own.gpu_load}, "speed": block}
 
 
 def pass_rate(run: Callable[[], object], n_images: int, device: torch.device | str, passes: int = 1) -> float:

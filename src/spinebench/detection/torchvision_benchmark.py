@@ -24,7 +24,7 @@ from spinebench.detection.outputs import score_and_write
 from spinebench.detection.weights import resolve_weights
 from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
 from spinebench.runinfo import count_parameters
-from spinebench.speed import measure_inference
+from spinebench.speed import batch1_speed
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
@@ -167,17 +167,22 @@ class TorchvisionDetector:
         ground_truth = coco_ground_truth(samples)
         metrics = score_and_write(ctx.run_dir, ground_truth, detections, f"{self.name} - {spec.name}")
         speed = self.inference_speed(model, loader, device, trainer)
-        return {"metrics": metrics, "params": count_parameters(model), "fps_batch1": speed.fps,
-                "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": self.effective_size(ctx),
+        return {"metrics": metrics, "params": count_parameters(model), **speed, "input_size": self.effective_size(ctx),
                 "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch")}
 
     @staticmethod
-    def inference_speed(model: nn.Module, loader, device: torch.device, trainer):
-        """Batch-1 FPS, fp32, the image already on the device (the paper's protocol)."""
+    def inference_speed(model: nn.Module, loader, device: torch.device, trainer) -> dict:
+        """Batch-1 FPS and load, fp32, the image already on the device (the paper's protocol): batch1_speed's
+        fields."""
         images = []
         for batch in loader:
             batch_images, _, _ = to_device(batch, device, augment=False)
             images += [im.unsqueeze(0).contiguous() for im in batch_images]
             if len(images) >= 8:
                 break
-        return measure_inference(lambda x: model(list(x)), images, device, warmup=trainer.fps_warmup, n=trainer.fps_images)
+
+        def predict_on(target: torch.device):
+            model.to(target)
+            return lambda x: model(list(x))
+
+        return batch1_speed(predict_on, images, device, trainer)

@@ -39,7 +39,7 @@ from spinebench.detection.outputs import score_and_write
 from spinebench.detection.weights import resolve_weights
 from spinebench.engine import CHECKPOINT_DIR, ConfigError
 from spinebench.runinfo import count_parameters
-from spinebench.speed import measure_inference
+from spinebench.speed import batch1_speed
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
@@ -266,10 +266,12 @@ class YoloV8:
         import torch
 
         torch.set_num_threads(threads)  # model.val() above reset them: time inference like the other detectors
-        speed = measure_inference(lambda im: model.predict(im, imgsz=imgsz, device=device, verbose=False, **PREDICT),
-                                  frames, ctx.device, warmup=ctx.trainer.fps_warmup, n=ctx.trainer.fps_images)
-        return {"metrics": metrics, "params": count_parameters(model.model), "fps_batch1": speed.fps,
-                "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": [imgsz, imgsz],
+        def predict_on(target: torch.device):  # ultralytics sets its predictor up again for another device
+            where = device if target == ctx.device else "cpu"
+            return lambda im: model.predict(im, imgsz=imgsz, device=where, verbose=False, **PREDICT)
+
+        speed = batch1_speed(predict_on, frames, ctx.device, ctx.trainer)
+        return {"metrics": metrics, "params": count_parameters(model.model), **speed, "input_size": [imgsz, imgsz],
                 "test_precision": precision, "ultralytics_mAP50": float(reference.box.map50),
                 "ultralytics_mAP50_95": float(reference.box.map),
                 "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "

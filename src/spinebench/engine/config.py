@@ -60,6 +60,8 @@ class TrainerConfig:
     max_input_size: int | None = None  # smoke runs: cap a model's input size (models that cannot shrink ignore it)
     fps_images: int = 50  # batch-1 inference FPS: timed images
     fps_warmup: int = 5
+    cpu_fps_images: int = 0  # a GPU run times this many on the CPU too (the paper's CPU column); 0: not
+    cpu_fps_warmup: int = 2
     augment: bool = True
 
     @classmethod
@@ -155,6 +157,8 @@ def _check(obj: Any, prefix: str) -> None:
             positive(name)
         positive("num_workers", allow_zero=True)
         positive("fps_warmup", allow_zero=True)
+        positive("cpu_fps_images", allow_zero=True)
+        positive("cpu_fps_warmup", allow_zero=True)
         if obj.mode not in ("max", "min"):
             raise ConfigError(f"{prefix}.mode must be max or min, got {obj.mode!r}")
         if obj.data_on_device not in ("auto", "true", "false"):

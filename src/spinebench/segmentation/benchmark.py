@@ -33,7 +33,7 @@ from spinebench.runinfo import count_parameters, write_json
 from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.task import SegmentationModule, evaluate_split, load_model_state
-from spinebench.speed import measure_inference
+from spinebench.speed import batch1_speed
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
@@ -155,9 +155,13 @@ class SegmentationBenchmark:
         summary.update({"model": self.name, "data": spec.name, "checkpoint": str(checkpoint)})
         write_json(ctx.run_dir / "summary.json", summary)
         images = [dataset[i][0][None].to(device) for i in range(min(8, len(dataset)))]
-        speed = measure_inference(module.predict, images, device, warmup=trainer.fps_warmup, n=trainer.fps_images)
-        return {"metrics": metrics, "params": count_parameters(module.model), "fps_batch1": speed.fps,
-                "load": {"cpu": speed.cpu_load, "gpu": speed.gpu_load}, "input_size": self.effective_size(ctx),
+
+        def predict_on(target: torch.device):
+            module.model.to(target)
+            return module.predict
+
+        speed = batch1_speed(predict_on, images, device, trainer)
+        return {"metrics": metrics, "params": count_parameters(module.model), **speed, "input_size": self.effective_size(ctx),
                 "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch"),
                 "test_images": len(dataset),
                 "test_wall_time_s": time.perf_counter() - start, **self._pretrained(module.model)}
