@@ -18,7 +18,8 @@ from omegaconf import open_dict
 
 import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
-from spinebench.pipeline import CONFIG_DIR, drop_untouched_run_dir, evaluate, run_guarded, train
+from spinebench.pipeline import (CONFIG_DIR, check_config_choices, drop_untouched_run_dir, evaluate, run_guarded,
+                                 train)
 from spinebench.report import collect_runs
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml")
@@ -219,12 +220,27 @@ def test_dataset_without_test_split_is_one_line(tmp_path, cache_dir, capsys):
     assert "split 'test' is missing" in _guarded_error(cfg, capsys)
 
 
-def test_unknown_model_name_cli(tmp_path):
+@pytest.mark.parametrize("module, override, says", [
+    ("spinebench.train", "model=yolov99", "spinebench-train: error: model=yolov99: no such config (configs/model/ has "
+                                          "deeplabv3, deeplabv3_light, faster_rcnn, "),
+    ("spinebench.train", "experiment=paper/yolov8m,paper/yolov9", "spinebench-train: error: experiment=paper/yolov9: "
+                                                                  "no such config (configs/experiment/ has paper/"),
+    ("spinebench.evaluate", "data=human", "spinebench-eval: error: data=human: no such config (configs/data/ has "),
+])
+def test_a_config_name_that_does_not_exist_is_one_line(tmp_path, module, override, says):
+    """Hydra's own message is twenty lines with its search path; the entry points check the names first."""
     env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "spinebench.train", "model=yolov99"], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", module, "-m", override, "ckpt=/nowhere"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "Could not find 'model/yolov99'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith(says) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_config_names_that_exist_or_are_hydras_to_resolve_pass_the_check():
+    check_config_choices(["-m", "model=faster_rcnn,retinanet", "experiment=paper/yolov8m", "data=null",
+                          "model.weights=/w.pt", "trainer.epochs=3", "+trainer=gpu", "model=glob(ssd*)", "~paths"],
+                         "spinebench-train")  # returns: nothing to refuse
+    check_config_choices(["--config-dir=/mine", "model=my_detector"], "spinebench-train")  # a folder of its own
 
 
 def test_a_command_stopped_by_a_user_error_leaves_no_empty_run_folder(tmp_path):

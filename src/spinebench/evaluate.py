@@ -9,12 +9,13 @@ Writes the same files as a training run (no checkpoints) into outputs/<data.name
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from spinebench.pipeline import CONFIG_DIR, evaluate, run_guarded
+from spinebench.pipeline import CONFIG_DIR, check_config_choices, evaluate, run_guarded
 
 if not OmegaConf.has_resolver("spinebench.run_id"):
     # "<run name>@<its data name>" of a run folder given as ckpt=..., the name of an evaluation's own folder
@@ -24,9 +25,14 @@ if not OmegaConf.has_resolver("spinebench.run_id"):
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | None:
     doc = run_guarded(evaluate, cfg, "spinebench-eval")
     return None if doc is None else next(iter(doc["metrics"].values()), None)
+
+
+def main() -> None:
+    check_config_choices(sys.argv[1:], "spinebench-eval")
+    app()
 
 
 if __name__ == "__main__":

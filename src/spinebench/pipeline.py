@@ -286,6 +286,30 @@ def drop_untouched_run_dir(run_dir: Path | None) -> bool:
     return True
 
 
+CONFIG_GROUPS = ("data", "model", "trainer", "experiment", "paths")  # the choices a command line names by file
+OTHER_SEARCH_PATHS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
+
+
+def check_config_choices(argv: list[str], program: str) -> None:
+    """Refuse a `group=name` override that names no configs/<group>/<name>.yaml in one line, exit 2, before Hydra
+    composes anything: Hydra's own message is twenty lines with its search path. Sweep lists (`a,b`) are checked
+    name by name; sweep functions (`glob(...)`), deletions (`~group`) and a command line that adds config folders
+    of its own are left to Hydra."""
+    if any(arg.startswith(OTHER_SEARCH_PATHS) for arg in argv):
+        return
+    for arg in argv:
+        group, is_override, value = arg.removeprefix("+").partition("=")
+        if not is_override or group not in CONFIG_GROUPS or any(c in value for c in "()[]'\""):
+            continue
+        folder = Path(CONFIG_DIR) / group
+        for name in value.split(","):
+            if name != "null" and not (folder / f"{name}.yaml").is_file():
+                known = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+                print(f"{program}: error: {group}={name}: no such config (configs/{group}/ has {', '.join(known)})",
+                      file=sys.stderr)
+                sys.exit(2)
+
+
 def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: str) -> dict | None:
     """Run `task`; a user error prints one line and exits 2, an unexpected one 1 (traceback in the run's log).
     Inside a multirun a failed job is logged and the sweep goes on (returns None)."""

@@ -9,16 +9,23 @@ The work is in spinebench.pipeline.train; the run folder is outputs/<data.name>/
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from spinebench.pipeline import CONFIG_DIR, run_guarded, train
+from spinebench.pipeline import CONFIG_DIR, check_config_choices, run_guarded, train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | None:
     doc = run_guarded(train, cfg, "spinebench-train")
     return None if doc is None else next(iter(doc["metrics"].values()), None)  # a sweeper's objective
+
+
+def main() -> None:
+    check_config_choices(sys.argv[1:], "spinebench-train")
+    app()
 
 
 if __name__ == "__main__":
