@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from spinebench.engine import ConfigError, EpochSampler, TrainerConfig, fit, load_checkpoint
+from spinebench.engine import ConfigError, EpochSampler, TrainerConfig, fit, load_checkpoint, seed_everything
 from spinebench.speed import speed_devices
 
 
@@ -80,6 +80,23 @@ def test_resume_equals_uninterrupted(tmp_path):
     # a finished run started again trains nothing and keeps its result
     again, again_result = _run(tmp_path / "full", 3)
     assert again_result.resumed_from == 3 and again_result.best_metric == full_result.best_metric
+
+
+def test_a_run_does_not_inherit_an_earlier_runs_cudnn_settings():
+    """The cuDNN flags are process-wide: a deterministic job earlier in a sweep used to leave a later GPU job
+    deterministic and without autotuning."""
+    cudnn = torch.backends.cudnn
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    try:
+        seed_everything(0, deterministic=True)
+        torch.use_deterministic_algorithms(True, warn_only=True)  # as ultralytics' deterministic=True leaves it
+        assert (cudnn.benchmark, cudnn.deterministic) == (False, True)
+        seed_everything(0, deterministic=False)
+        assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        cudnn.benchmark, cudnn.deterministic = before[:2]
+        torch.use_deterministic_algorithms(before[2])
 
 
 def test_same_seed_same_result_other_seed_differs(tmp_path):

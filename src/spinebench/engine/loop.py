@@ -54,14 +54,17 @@ class FitResult:
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; cuDNN deterministic, or autotuned (benchmark) when not. The flags are set
+    either way: they are process-wide, and a run must not inherit an earlier run's (a sweep runs its jobs in one
+    process; a deterministic job before a GPU one left cuDNN deterministic and untuned, and ultralytics' own
+    deterministic mode turns on torch.use_deterministic_algorithms, which a non-deterministic run turns off)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    else:
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if not deterministic:
+        torch.use_deterministic_algorithms(False)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
