@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -10,6 +11,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# `auto` weights look in the torch hub cache and $SPINEBENCH_WEIGHTS: the tests must not find a file of the user's
+# there (the smoke runs check `pretrained: false`), so both point nowhere during the session
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="spinebench-tests-torch-home-")
+atexit.register(shutil.rmtree, os.environ["TORCH_HOME"], True)
+os.environ.pop("SPINEBENCH_WEIGHTS", None)
 
 # Measured 2026-11-27: one full session leaves 4.5 GB of smoke-run checkpoints in its tmp folder.
 SUITE_DISK_BYTES = 5 * 1024**3
