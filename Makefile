@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?=            # folder holding detection/ and segmentation/ as `spinebench data fetch --out` writes them
 HUMAN ?=           # optional: a human set in the release's format (test_images/ + test_masks/) for zero-shot
+WEIGHTS ?=         # optional: a folder of pretrained files (yolov8m.pt, torchvision's, sam_vit_b_01ec64.pth; README)
 MODELS ?=          # comma-separated manuscript rows, e.g. MODELS=yolov8m,deeplabv3 (default: every row we run)
 OVERRIDES ?=       # any Hydra override for every run, e.g. OVERRIDES="trainer.num_workers=16"
 RESULTS ?= results
@@ -19,6 +20,7 @@ experiments = $(subst $(space),$(comma),$(addprefix paper/,$(1)))
 DET_DATA := $(if $(strip $(DATA)),data=detection_real data.root=$(abspath $(strip $(DATA)))/detection,data=detection_phantom)
 SEG_DATA := $(if $(strip $(DATA)),data=segmentation_real data.root=$(abspath $(strip $(DATA)))/segmentation,data=segmentation_phantom)
 HUMAN_DATA := $(if $(strip $(HUMAN)),data=segmentation_human_real data.root=$(abspath $(strip $(HUMAN))),data=segmentation_human_phantom)
+WITH_WEIGHTS := $(if $(strip $(WEIGHTS)),SPINEBENCH_WEIGHTS=$(abspath $(strip $(WEIGHTS))) ,)
 UNKNOWN := $(filter-out $(DETECTORS) $(SEGMENTERS),$(SELECTED))
 DET_DIR := outputs/$(if $(strip $(DATA)),detection_real,detection_phantom)
 SEG_DIR := outputs/$(if $(strip $(DATA)),segmentation_real,segmentation_phantom)
@@ -45,13 +47,14 @@ test-all:  ## also the longer CPU runs marked slow
 demo:  ## the whole pipeline on a small phantom with the smoke trainer, CPU, no data needed (results/demo/)
 	bash scripts/demo.sh
 
-reproduce:  ## every paper row on a CUDA GPU: make reproduce DATA=/data/spinal [MODELS=yolov8m,unet] [HUMAN=...]
+reproduce:  ## every paper row on a CUDA GPU: make reproduce DATA=/data/spinal [WEIGHTS=/w] [MODELS=yolov8m,unet] [HUMAN=...]
 	$(if $(UNKNOWN),$(error unknown MODELS: $(UNKNOWN) (rows: $(DETECTORS) $(SEGMENTERS))))
 	$(if $(strip $(DATA)),$(if $(wildcard $(strip $(DATA))),,$(error DATA=$(strip $(DATA)) does not exist (see README: spinebench data fetch))))
 	$(if $(strip $(HUMAN)),$(if $(wildcard $(strip $(HUMAN))),,$(error HUMAN=$(strip $(HUMAN)) does not exist)))
+	$(if $(strip $(WEIGHTS)),$(if $(wildcard $(strip $(WEIGHTS))),,$(error WEIGHTS=$(strip $(WEIGHTS)) does not exist)))
 	@$(if $(strip $(DATA)),echo "reproducing on the real release in $(DATA)",echo "WARNING: no DATA=... given: running on the SYNTHETIC PHANTOM, not the paper's data")
-	$(if $(DET),$(BIN)/spinebench-train -m experiment=$(call experiments,$(DET)) $(DET_DATA) trainer=gpu skip_finished=true $(OVERRIDES))
-	$(if $(SEG),$(BIN)/spinebench-train -m experiment=$(call experiments,$(SEG)) $(SEG_DATA) trainer=gpu skip_finished=true $(OVERRIDES))
+	$(if $(DET),$(WITH_WEIGHTS)$(BIN)/spinebench-train -m experiment=$(call experiments,$(DET)) $(DET_DATA) trainer=gpu skip_finished=true $(OVERRIDES))
+	$(if $(SEG),$(WITH_WEIGHTS)$(BIN)/spinebench-train -m experiment=$(call experiments,$(SEG)) $(SEG_DATA) trainer=gpu skip_finished=true $(OVERRIDES))
 	$(MAKE) zero-shot report RUNS="$(PAPER_RUNS)"
 
 zero-shot:  ## score the finished segmentation paper runs on the human set (HUMAN=...) or the human-like phantom

@@ -21,7 +21,7 @@ from spinebench.data.detection import read_detection_split
 from spinebench.data.source import prepare_dataset
 from spinebench.detection.data import build_dataset, collate, detection_loader, to_device
 from spinebench.detection.models import ANCHOR_GENERATORS, build_detector, load_pretrained
-from spinebench.detection.weights import WeightsError, resolve_weights
+from spinebench.weights import WeightsError, resolve_weights
 from spinebench.detection.yolo import export_yolo_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -43,6 +43,17 @@ def test_unknown_model_is_refused():
     assert result.returncode != 0 and "unknown MODELS: detr9000" in result.stderr
 
 
+def test_a_weights_folder_reaches_every_training_run(tmp_path):
+    """WEIGHTS=/w: every row's `auto` weights key looks there (SPINEBENCH_WEIGHTS), detectors and segmenters."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    result = dry_run(f"WEIGHTS={weights}")
+    assert result.returncode == 0, result.stderr
+    training = [line for line in result.stdout.splitlines() if "spinebench-train" in line]
+    assert len(training) == 2 and all(line.startswith(f"SPINEBENCH_WEIGHTS={weights} ") for line in training)
+    assert "does not exist" in dry_run(f"WEIGHTS={tmp_path / 'nowhere'}").stderr
+
+
 def test_missing_data_folder_is_refused_before_anything_runs(tmp_path):
     result = dry_run(f"DATA={tmp_path / 'nowhere'}")
     assert result.returncode != 0 and "does not exist" in result.stderr

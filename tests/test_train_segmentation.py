@@ -173,6 +173,32 @@ def test_mask_size_mismatch_fails_clearly(tmp_path, cache_dir):
         SegmentationSplit(root, "train", cache_dir)
 
 
+@pytest.mark.parametrize("arch, key, file", [("deeplabv3", "backbone_weights", "resnet50-0676ba61.pth"),
+                                             ("samed", "sam_checkpoint", "sam_vit_b_01ec64.pth")])
+def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch, key, file, tmp_path, monkeypatch):
+    """`auto` (the paper configs' default) finds the row's pretrained file in $SPINEBENCH_WEIGHTS (what
+    `make reproduce WEIGHTS=...` sets); with no such file the model trains from scratch and records it."""
+    from spinebench.segmentation.benchmark import SegmentationBenchmark
+    from torchvision.models import resnet50
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(folder))
+    monkeypatch.chdir(tmp_path)  # the working dir is searched too: keep it empty
+    size = {"image_size": 128, "input_size": None} if arch == "samed" else {}
+    bench = SegmentationBenchmark(name=arch, arch=arch, **size, **{key: "auto"})
+    assert bench._pretrained(bench.build_model()) == {"pretrained": False, "pretrained_source": None}
+    if arch == "samed":
+        from test_samed import _fake_sam_checkpoint
+
+        from spinebench.segmentation.samed import SAMed
+
+        _fake_sam_checkpoint(SAMed(num_classes=10, image_size=128, rank=4), folder / file)
+    else:
+        torch.save(resnet50(weights=None).state_dict(), folder / file)
+    assert bench._pretrained(bench.build_model()) == {"pretrained": True, "pretrained_source": str(folder / file)}
+
+
 def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_dir):
     with pytest.raises(Exception, match="does not exist") as info:
         run("train", tmp_path / "samed", cache_dir, ["model=samed", "data=segmentation_phantom_tiny", *smoke_overrides(),

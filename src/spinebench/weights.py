@@ -1,7 +1,9 @@
 """Pretrained starting points: a real local file when there is one, never a silent fallback.
 
-`model.weights` in a model config:
-- `auto` (default): the first known file found locally (torch hub cache, `<cache>/weights/`, the working dir);
+A model config's weights key (`model.weights` of the detectors; `model.backbone_weights` of DeepLabv3 and
+`model.sam_checkpoint` of SAMed take `auto` the same way, spinebench.segmentation.benchmark):
+- `auto` (default): the first known file found locally (`<cache>/weights/`, `$SPINEBENCH_WEIGHTS` (`make
+  reproduce WEIGHTS=...`), the torch hub cache, the working dir);
   with `model.download=true` (and not offline) torchvision/ultralytics may download it; otherwise training
   starts from scratch, says so loudly in the log and records `pretrained: false`.
 - `null` / `none` / `scratch`: from scratch on purpose (recorded `pretrained: false`).

@@ -21,10 +21,10 @@ from spinebench.detection.data import LABEL_OFFSET, build_dataset, detection_loa
 from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, resolve_resize,
                                          load_pretrained)
 from spinebench.detection.outputs import score_and_write
-from spinebench.detection.weights import resolve_weights
 from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
+from spinebench.weights import resolve_weights
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec

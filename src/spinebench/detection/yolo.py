@@ -36,10 +36,10 @@ from spinebench.data.detection import DetectionSample, read_detection_split
 from spinebench.data.layout import find_splits
 from spinebench.detection.coco import coco_ground_truth, detections_to_coco
 from spinebench.detection.outputs import score_and_write
-from spinebench.detection.weights import resolve_weights
 from spinebench.engine import CHECKPOINT_DIR, ConfigError
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
+from spinebench.weights import resolve_weights
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec

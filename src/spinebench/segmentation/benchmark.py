@@ -5,11 +5,11 @@ A model config (`configs/model/{deeplabv3,unet,segformer,samed}.yaml`) is
 `loss` and the network's own keys (passed to its builder), e.g. `model.sam_checkpoint=PATH` for SAMed.
 
     arch       builder                                  network keys
-    deeplabv3  models.build_deeplabv3 (torchvision)     pad_multiple, backbone_weights, aux
+    deeplabv3  models.build_deeplabv3 (torchvision)     pad_multiple, backbone_weights (path | auto | null), aux
     plain_unet models.build_plain_unet (ours)           pad_multiple, weights
     segformer  models.build_segformer (smp)             encoder_name, decoder_channels, pad_multiple, encoder_weights
     smp        models.build_smp (any smp arch)          smp_arch, encoder_name, pad_multiple, encoder_weights, ...
-    samed      samed.build_samed                        image_size, rank, sam_checkpoint, init_seed
+    samed      samed.build_samed                        image_size, rank, sam_checkpoint (path | auto | null), init_seed
 
 `input_size: [H, W]` resizes inputs (the paper: 256 x 256; SAMed square = image_size); `null` feeds the native
 275 x 690 padded to the network's multiple. `trainer.max_input_size` (smoke runs) caps the size, SAMed's
@@ -34,6 +34,7 @@ from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.task import SegmentationModule, evaluate_split, load_model_state
 from spinebench.speed import batch1_speed
+from spinebench.weights import resolve_weights
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MONITOR = "mean_dice"
 ARCHS = ("deeplabv3", "plain_unet", "segformer", "smp", "samed")
+# arch -> (its weights key, the files `auto` looks for): torchvision's ImageNet ResNet-50 (V1, V2) for DeepLabv3's
+# backbone, and the SAM ViT-B checkpoint the SAMed paper starts from
+PRETRAINED_FILES = {"deeplabv3": ("backbone_weights", ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"]),
+                    "samed": ("sam_checkpoint", ["sam_vit_b_01ec64.pth"])}
 
 
 class SegmentationBenchmark:
@@ -83,6 +88,11 @@ class SegmentationBenchmark:
         from spinebench.segmentation import models
 
         kwargs = dict(self.net)
+        if self.arch in PRETRAINED_FILES:  # `auto`: the known file from a local folder, else from scratch, loudly
+            key, files = PRETRAINED_FILES[self.arch]
+            if str(kwargs.get(key)).lower() == "auto":
+                choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name)
+                kwargs[key] = str(choice.path) if choice.path else None
         if self.arch == "deeplabv3":
             return models.build_deeplabv3(self.num_classes, **kwargs)
         if self.arch == "plain_unet":
@@ -124,8 +134,9 @@ class SegmentationBenchmark:
         module = self.module(ctx, augment=trainer.augment)
         info = self._pretrained(module.model)
         if self.arch == "samed" and not info["pretrained"]:
-            log.warning("SAMed WITHOUT the SAM checkpoint: random frozen encoder; set model.sam_checkpoint=PATH "
-                        "(sam_vit_b_01ec64.pth). This run records pretrained: false.")
+            log.warning("SAMed WITHOUT the SAM checkpoint: random frozen encoder; put sam_vit_b_01ec64.pth in "
+                        "$SPINEBENCH_WEIGHTS or <cache>/weights, or set model.sam_checkpoint=PATH. This run records "
+                        "pretrained: false.")
         train_set = SegmentationSplit(spec.root, "train", ctx.cache_dir)
         val_limit = trainer.limit_val_batches * trainer.val_batch_size if trainer.limit_val_batches else None
         val_set = SegmentationSplit(spec.root, "val", ctx.cache_dir, limit=val_limit)
