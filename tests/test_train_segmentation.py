@@ -199,6 +199,32 @@ def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch,
     assert bench._pretrained(bench.build_model()) == {"pretrained": True, "pretrained_source": str(folder / file)}
 
 
+def test_a_samed_run_from_an_auto_found_sam_file_is_scored_with_that_file(tmp_path, cache_dir, monkeypatch):
+    """SAMed's checkpoint lacks the frozen encoder, which only the SAM file holds: scoring the run later rebuilds
+    it from the file its training found (recorded in the checkpoint), and fails naming that file when it is gone,
+    rather than scoring a random encoder."""
+    from test_samed import _fake_sam_checkpoint
+
+    from spinebench.segmentation.samed import SAMed
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    sam_file = folder / "sam_vit_b_01ec64.pth"
+    _fake_sam_checkpoint(SAMed(num_classes=10, image_size=128, rank=4), sam_file)
+    monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(folder))
+    trained = run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
+                                                           *smoke_overrides(), *FAST])
+    assert trained["pretrained"] is True and trained["pretrained_source"] == str(sam_file)
+    evaluation = ["data=segmentation_phantom_tiny", f"ckpt={tmp_path / 'samed'}", "trainer.limit_test_images=2",
+                  "trainer.fps_images=1", "trainer.fps_warmup=0"]
+    monkeypatch.delenv("SPINEBENCH_WEIGHTS")  # the folder is not searched any more: the recorded path is used
+    again = run("eval", tmp_path / "again", cache_dir, evaluation)
+    assert again["metrics"]["mean_dice"] == pytest.approx(trained["metrics"]["mean_dice"])
+    sam_file.rename(tmp_path / "elsewhere.pth")
+    with pytest.raises(FileNotFoundError, match="sam_vit_b_01ec64.pth"):
+        run("eval", tmp_path / "gone", cache_dir, evaluation)
+
+
 def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_dir):
     with pytest.raises(Exception, match="does not exist") as info:
         run("train", tmp_path / "samed", cache_dir, ["model=samed", "data=segmentation_phantom_tiny", *smoke_overrides(),

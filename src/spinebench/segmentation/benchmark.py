@@ -47,6 +47,7 @@ ARCHS = ("deeplabv3", "plain_unet", "segformer", "smp", "samed")
 # backbone, and the SAM ViT-B checkpoint the SAMed paper starts from
 PRETRAINED_FILES = {"deeplabv3": ("backbone_weights", ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"]),
                     "samed": ("sam_checkpoint", ["sam_vit_b_01ec64.pth"])}
+WEIGHTS_SOURCE = "weights_source"  # a checkpoint config's record of the pretrained file its run started from
 
 
 class SegmentationBenchmark:
@@ -84,13 +85,19 @@ class SegmentationBenchmark:
                 size = [max(multiple, int(round(s * scale / multiple)) * multiple) for s in base]
         return size
 
-    def build_model(self, ctx: "RunContext | None" = None) -> torch.nn.Module:
+    def build_model(self, ctx: "RunContext | None" = None, trained: dict | None = None) -> torch.nn.Module:
+        """The network. An `auto` weights key takes the row's file found locally (else from scratch, loudly). With
+        `trained`, the config stored in a finished run's checkpoint (re-building it to load that checkpoint), it
+        takes the file that run started from for SAMed, whose checkpoint lacks the frozen encoder only that file
+        holds (missing here: an error naming it), and nothing for the others, whose checkpoint holds every weight."""
         from spinebench.segmentation import models
 
         kwargs = dict(self.net)
-        if self.arch in PRETRAINED_FILES:  # `auto`: the known file from a local folder, else from scratch, loudly
+        if self.arch in PRETRAINED_FILES:
             key, files = PRETRAINED_FILES[self.arch]
-            if str(kwargs.get(key)).lower() == "auto":
+            if str(kwargs.get(key)).lower() == "auto" and trained is not None:
+                kwargs[key] = trained.get(WEIGHTS_SOURCE) if self.arch == "samed" else None
+            elif str(kwargs.get(key)).lower() == "auto":
                 choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name)
                 kwargs[key] = str(choice.path) if choice.path else None
         if self.arch == "deeplabv3":
@@ -106,10 +113,11 @@ class SegmentationBenchmark:
         kwargs["image_size"] = self.effective_size(ctx)[0]
         return build_samed(self.num_classes, **kwargs)
 
-    def module(self, ctx: "RunContext | None" = None, augment: bool = True) -> SegmentationModule:
+    def module(self, ctx: "RunContext | None" = None, augment: bool = True,
+               trained: dict | None = None) -> SegmentationModule:
         loss = SegmentationLoss(self.num_classes, ce_weight=self.loss_cfg["ce"], dice_weight=self.loss_cfg["dice"],
                                 aux_weight=self.loss_cfg["aux"])
-        return SegmentationModule(self.build_model(ctx), loss, self.effective_size(ctx), augment=augment)
+        return SegmentationModule(self.build_model(ctx, trained), loss, self.effective_size(ctx), augment=augment)
 
     @staticmethod
     def loader(dataset: SegmentationSplit, batch_size: int, train: bool, workers: int, device: torch.device,
@@ -144,7 +152,8 @@ class SegmentationBenchmark:
                                    on_device=trainer.data_on_device)
         val_loader = self.loader(val_set, trainer.val_batch_size, False, trainer.num_workers, device,
                                  on_device=trainer.data_on_device)
-        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR)
+        config = {**ctx.config, WEIGHTS_SOURCE: info["pretrained_source"]}  # in every checkpoint, for test()
+        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=config, monitor=MONITOR)
         return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
                 "monitor": trainer.monitor or MONITOR, "train_images_per_s": result.train_images_per_s,
                 "input_size": self.effective_size(ctx), "trainable_params": count_parameters(module.model, True),
@@ -152,8 +161,8 @@ class SegmentationBenchmark:
 
     def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
         trainer, device = ctx.trainer, ctx.device
-        module = self.module(ctx, augment=False)
         state = load_checkpoint(checkpoint)
+        module = self.module(ctx, augment=False, trained=state.get("config") or {})
         load_model_state(module.model, state["model"], source=f"checkpoint {checkpoint}")
         module.model.to(device).eval()
         dataset = SegmentationSplit(spec.root, "test", ctx.cache_dir, limit=trainer.limit_test_images)
