@@ -11,10 +11,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
-# `auto` weights look in the torch hub cache and $SPINEBENCH_WEIGHTS: the tests must not find a file of the user's
-# there (the smoke runs check `pretrained: false`), so both point nowhere during the session
-os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="spinebench-tests-torch-home-")
-atexit.register(shutil.rmtree, os.environ["TORCH_HOME"], True)
+# `auto` weights look in the torch hub cache, the Hugging Face cache and $SPINEBENCH_WEIGHTS: the tests must not
+# find a file of the user's there (the smoke runs check `pretrained: false`), so they point nowhere in the session
+for variable in ("TORCH_HOME", "HF_HUB_CACHE"):
+    os.environ[variable] = tempfile.mkdtemp(prefix=f"spinebench-tests-{variable.lower()}-")
+    atexit.register(shutil.rmtree, os.environ[variable], True)
 os.environ.pop("SPINEBENCH_WEIGHTS", None)
 
 # Measured 2026-11-27: one full session leaves 4.5 GB of smoke-run checkpoints in its tmp folder.

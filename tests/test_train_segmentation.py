@@ -173,30 +173,70 @@ def test_mask_size_mismatch_fails_clearly(tmp_path, cache_dir):
         SegmentationSplit(root, "train", cache_dir)
 
 
-@pytest.mark.parametrize("arch, key, file", [("deeplabv3", "backbone_weights", "resnet50-0676ba61.pth"),
-                                             ("samed", "sam_checkpoint", "sam_vit_b_01ec64.pth")])
-def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch, key, file, tmp_path, monkeypatch):
-    """`auto` (the paper configs' default) finds the row's pretrained file in $SPINEBENCH_WEIGHTS (what
-    `make reproduce WEIGHTS=...` sets); with no such file the model trains from scratch and records it."""
-    from spinebench.segmentation.benchmark import SegmentationBenchmark
-    from torchvision.models import resnet50
+MIT_B0 = "smp-hub/mit_b0.imagenet/model.safetensors"  # smp's ImageNet MiT-B0, as a weights folder holds it
 
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(folder))
-    monkeypatch.chdir(tmp_path)  # the working dir is searched too: keep it empty
-    size = {"image_size": 128, "input_size": None} if arch == "samed" else {}
-    bench = SegmentationBenchmark(name=arch, arch=arch, **size, **{key: "auto"})
-    assert bench._pretrained(bench.build_model()) == {"pretrained": False, "pretrained_source": None}
+
+def _pretrained_file(arch: str, path: Path) -> None:
+    """A file of the row's pretrained format at `path`, made from the untrained network (nothing is downloaded)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if arch == "samed":
         from test_samed import _fake_sam_checkpoint
 
         from spinebench.segmentation.samed import SAMed
 
-        _fake_sam_checkpoint(SAMed(num_classes=10, image_size=128, rank=4), folder / file)
+        _fake_sam_checkpoint(SAMed(num_classes=10, image_size=128, rank=4), path)
+    elif arch == "segformer":
+        import segmentation_models_pytorch as smp
+        from safetensors.torch import save_file
+
+        save_file(smp.Segformer("mit_b0", encoder_weights=None).encoder.state_dict(), str(path))
     else:
-        torch.save(resnet50(weights=None).state_dict(), folder / file)
+        from torchvision.models import resnet50
+
+        torch.save(resnet50(weights=None).state_dict(), path)
+
+
+AUTO_ROWS = {"deeplabv3": ({"backbone_weights": "auto"}, "resnet50-0676ba61.pth"),
+             "samed": ({"sam_checkpoint": "auto", "image_size": 128, "input_size": None}, "sam_vit_b_01ec64.pth"),
+             "segformer": ({"encoder_weights": "auto", "encoder_name": "mit_b0", "decoder_channels": 256}, MIT_B0)}
+
+
+@pytest.mark.parametrize("arch", sorted(AUTO_ROWS))
+def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch, tmp_path, monkeypatch):
+    """`auto` (the paper configs' default) finds the row's pretrained file in $SPINEBENCH_WEIGHTS (what
+    `make reproduce WEIGHTS=...` sets); with no such file the model trains from scratch and records it."""
+    from spinebench.segmentation.benchmark import SegmentationBenchmark
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(folder))
+    monkeypatch.chdir(tmp_path)  # the working dir is searched too: keep it empty
+    net, file = AUTO_ROWS[arch]
+    bench = SegmentationBenchmark(name=arch, arch=arch, **net)
+    assert bench._pretrained(bench.build_model()) == {"pretrained": False, "pretrained_source": None}
+    _pretrained_file(arch, folder / file)
     assert bench._pretrained(bench.build_model()) == {"pretrained": True, "pretrained_source": str(folder / file)}
+
+
+def test_segformer_auto_takes_smps_own_encoder_file_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    """Where smp's encoder_weights="imagenet" downloads it: found there without the network, and loaded."""
+    from huggingface_hub import constants
+    from segmentation_models_pytorch.encoders import encoders
+
+    from spinebench.segmentation.benchmark import SegmentationBenchmark
+
+    revision = encoders["mit_b0"]["pretrained_settings"]["imagenet"]["revision"]
+    cached = tmp_path / "hub" / "models--smp-hub--mit_b0.imagenet" / "snapshots" / revision / "model.safetensors"
+    _pretrained_file("segformer", cached)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    bench = SegmentationBenchmark(name="segformer", arch="segformer", **AUTO_ROWS["segformer"][0])
+    model = bench.build_model()
+    assert bench._pretrained(model) == {"pretrained": True, "pretrained_source": str(cached)}
+    from safetensors.torch import load_file
+
+    stored = load_file(str(cached))
+    encoder = model.net.encoder.state_dict()
+    assert all(torch.equal(encoder[k], stored[k]) for k in stored)
 
 
 def test_a_samed_run_from_an_auto_found_sam_file_is_scored_with_that_file(tmp_path, cache_dir, monkeypatch):

@@ -7,7 +7,7 @@ A model config (`configs/model/{deeplabv3,unet,segformer,samed}.yaml`) is
     arch       builder                                  network keys
     deeplabv3  models.build_deeplabv3 (torchvision)     pad_multiple, backbone_weights (path | auto | null), aux
     plain_unet models.build_plain_unet (ours)           pad_multiple, weights
-    segformer  models.build_segformer (smp)             encoder_name, decoder_channels, pad_multiple, encoder_weights
+    segformer  models.build_segformer (smp)             encoder_name, decoder_channels, pad_multiple, encoder_weights (path | auto | null)
     smp        models.build_smp (any smp arch)          smp_arch, encoder_name, pad_multiple, encoder_weights, ...
     samed      samed.build_samed                        image_size, rank, sam_checkpoint (path | auto | null), init_seed
 
@@ -43,10 +43,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MONITOR = "mean_dice"
 ARCHS = ("deeplabv3", "plain_unet", "segformer", "smp", "samed")
-# arch -> (its weights key, the files `auto` looks for): torchvision's ImageNet ResNet-50 (V1, V2) for DeepLabv3's
-# backbone, and the SAM ViT-B checkpoint the SAMed paper starts from
+# arch -> (its weights key, the files `auto` looks for in the weights folders): torchvision's ImageNet ResNet-50
+# (V1, V2) for DeepLabv3's backbone, the SAM ViT-B checkpoint the SAMed paper starts from, and for SegFormer smp's
+# own ImageNet encoder (None: models.smp_imagenet_weights names it, and finds it in the Hugging Face cache too)
 PRETRAINED_FILES = {"deeplabv3": ("backbone_weights", ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"]),
-                    "samed": ("sam_checkpoint", ["sam_vit_b_01ec64.pth"])}
+                    "samed": ("sam_checkpoint", ["sam_vit_b_01ec64.pth"]),
+                    "segformer": ("encoder_weights", None)}
 WEIGHTS_SOURCE = "weights_source"  # a checkpoint config's record of the pretrained file its run started from
 
 
@@ -86,20 +88,13 @@ class SegmentationBenchmark:
         return size
 
     def build_model(self, ctx: "RunContext | None" = None, trained: dict | None = None) -> torch.nn.Module:
-        """The network. An `auto` weights key takes the row's file found locally (else from scratch, loudly). With
-        `trained`, the config stored in a finished run's checkpoint (re-building it to load that checkpoint), it
-        takes the file that run started from for SAMed, whose checkpoint lacks the frozen encoder only that file
-        holds (missing here: an error naming it), and nothing for the others, whose checkpoint holds every weight."""
+        """The network, its `auto` weights key resolved by `_auto_weights`."""
         from spinebench.segmentation import models
 
         kwargs = dict(self.net)
-        if self.arch in PRETRAINED_FILES:
-            key, files = PRETRAINED_FILES[self.arch]
-            if str(kwargs.get(key)).lower() == "auto" and trained is not None:
-                kwargs[key] = trained.get(WEIGHTS_SOURCE) if self.arch == "samed" else None
-            elif str(kwargs.get(key)).lower() == "auto":
-                choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name)
-                kwargs[key] = str(choice.path) if choice.path else None
+        key = PRETRAINED_FILES.get(self.arch, (None,))[0]
+        if key is not None and str(kwargs.get(key)).lower() == "auto":
+            kwargs[key] = self._auto_weights(ctx, trained)
         if self.arch == "deeplabv3":
             return models.build_deeplabv3(self.num_classes, **kwargs)
         if self.arch == "plain_unet":
@@ -112,6 +107,25 @@ class SegmentationBenchmark:
 
         kwargs["image_size"] = self.effective_size(ctx)[0]
         return build_samed(self.num_classes, **kwargs)
+
+    def _auto_weights(self, ctx: "RunContext | None", trained: dict | None) -> str | None:
+        """The file an `auto` weights key stands for. Training: the row's file found locally (SegFormer's also in
+        the Hugging Face cache), else None: from scratch, with resolve_weights' banner. Re-building a finished run
+        (`trained`: the config stored in its checkpoint): SAMed's recorded file, since its checkpoint lacks the
+        frozen encoder only that file holds (gone: build_samed's error names it); None for the others, whose
+        checkpoints hold every weight."""
+        from spinebench.segmentation import models
+
+        if trained is not None:
+            return trained.get(WEIGHTS_SOURCE) if self.arch == "samed" else None
+        files = PRETRAINED_FILES[self.arch][1]
+        if files is None:
+            cached, files = models.smp_imagenet_weights(self.net.get("encoder_name", "mit_b5"))
+            if cached:
+                log.info("%s: starting from smp's ImageNet encoder weights in the Hugging Face cache, %s", self.name, cached)
+                return cached
+        choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name)
+        return str(choice.path) if choice.path else None
 
     def module(self, ctx: "RunContext | None" = None, augment: bool = True,
                trained: dict | None = None) -> SegmentationModule:

@@ -15,7 +15,8 @@ Which library builds what, and why (parameter counts are for 10 classes, 3 input
 
 Inputs are grey B-mode images; the wrapper scales them with ImageNet's mean/std and repeats them to 3 channels
 (what ImageNet- or SAM-pretrained weights expect; SAM's pixel mean/std are ImageNet's x 255).
-No weights are ever downloaded: `weights=PATH` loads a local state dict (the whole net or its backbone).
+No weights are ever downloaded: `weights=PATH` loads a local state dict (the whole net or its backbone; a .pth or
+a .safetensors file).
 """
 
 from __future__ import annotations
@@ -101,9 +102,15 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights {path} do not exist (give a local file; nothing is downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    result = module.load_state_dict(state, strict=False)
+    if path.suffix == ".safetensors":  # smp's own pretrained encoders come as safetensors
+        from safetensors.torch import load_file
+
+        state = load_file(path, device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    # nn.Module's own, non-strict: smp's MiT encoder overrides load_state_dict without `strict` (a TypeError)
+    result = nn.Module.load_state_dict(module, state, strict=False)
     log.info("%s: loaded %s (%d missing, %d unexpected keys)", what, path, len(result.missing_keys), len(result.unexpected_keys))
     if len(result.missing_keys) == len(list(module.state_dict())):
         raise ValueError(f"{path}: no tensor matches {what}: is this the right file?")
@@ -139,6 +146,20 @@ def build_smp(arch: str = "Unet", encoder_name: str = "resnet34", num_classes: i
     model = Segmenter(net, num_classes, pad_multiple)
     model.pretrained_source = _load_weights(net.encoder, encoder_weights, f"smp {arch} encoder {encoder_name}")
     return model
+
+
+def smp_imagenet_weights(encoder_name: str) -> tuple[str | None, list[str]]:
+    """smp's own ImageNet weights of an encoder, without the network: the file in the Hugging Face cache, where
+    smp's `encoder_weights="imagenet"` downloads it (None when not there), and its name in a weights folder,
+    `<repo id>/model.safetensors` (none when smp has no ImageNet weights for it)."""
+    from huggingface_hub import try_to_load_from_cache
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders.get(encoder_name, {}).get("pretrained_settings", {}).get("imagenet")
+    if not settings:
+        return None, []
+    cached = try_to_load_from_cache(settings["repo_id"], "model.safetensors", revision=settings.get("revision"))
+    return (cached if isinstance(cached, str) else None), [f"{settings['repo_id']}/model.safetensors"]
 
 
 def build_segformer(num_classes: int = 10, encoder_name: str = "mit_b5", decoder_channels: int = 768,
