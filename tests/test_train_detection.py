@@ -18,7 +18,7 @@ from omegaconf import open_dict
 
 import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
-from spinebench.pipeline import (CONFIG_DIR, check_config_choices, drop_untouched_run_dir, evaluate, run_guarded,
+from spinebench.pipeline import (CONFIG_DIR, check_overrides, drop_untouched_run_dir, evaluate, run_guarded,
                                  train)
 from spinebench.report import collect_runs
 
@@ -226,6 +226,9 @@ def test_dataset_without_test_split_is_one_line(tmp_path, cache_dir, capsys):
     ("spinebench.train", "experiment=paper/yolov8m,paper/yolov9", "spinebench-train: error: experiment=paper/yolov9: "
                                                                   "no such config (configs/experiment/ has paper/"),
     ("spinebench.evaluate", "data=human", "spinebench-eval: error: data=human: no such config (configs/data/ has "),
+    ("spinebench.train", "trainer.epoch=3", "spinebench-train: error: unknown key trainer.epoch (known: amp, augment, "),
+    ("spinebench.train", "trainer.optimizer.learning_rate=1", "spinebench-train: error: unknown key "
+                                                              "trainer.optimizer.learning_rate (known: betas, lr, "),
 ])
 def test_a_config_name_that_does_not_exist_is_one_line(tmp_path, module, override, says):
     """Hydra's own message is twenty lines with its search path; the entry points check the names first."""
@@ -237,10 +240,10 @@ def test_a_config_name_that_does_not_exist_is_one_line(tmp_path, module, overrid
 
 
 def test_config_names_that_exist_or_are_hydras_to_resolve_pass_the_check():
-    check_config_choices(["-m", "model=faster_rcnn,retinanet", "experiment=paper/yolov8m", "data=null",
-                          "model.weights=/w.pt", "trainer.epochs=3", "+trainer=gpu", "model=glob(ssd*)", "~paths"],
-                         "spinebench-train")  # returns: nothing to refuse
-    check_config_choices(["--config-dir=/mine", "model=my_detector"], "spinebench-train")  # a folder of its own
+    check_overrides(["-m", "model=faster_rcnn,retinanet", "experiment=paper/yolov8m", "data=null",
+                     "model.weights=/w.pt", "trainer.epochs=3", "trainer.optimizer.lr=0.1", "trainer=gpu",
+                     "+trainer=gpu", "model=glob(ssd*)", "~paths"], "spinebench-train")  # returns: nothing to refuse
+    check_overrides(["--config-dir=/mine", "model=my_detector"], "spinebench-train")  # a folder of its own
 
 
 def test_a_command_stopped_by_a_user_error_leaves_no_empty_run_folder(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from spinebench.pipeline import CONFIG_DIR, check_config_choices, evaluate, run_guarded
+from spinebench.pipeline import CONFIG_DIR, check_overrides, evaluate, run_guarded
 
 if not OmegaConf.has_resolver("spinebench.run_id"):
     # "<run name>@<its data name>" of a run folder given as ckpt=..., the name of an evaluation's own folder
@@ -31,7 +31,7 @@ def app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    check_config_choices(sys.argv[1:], "spinebench-eval")
+    check_overrides(sys.argv[1:], "spinebench-eval")
     app()
 
 

@@ -53,6 +53,7 @@ from spinebench.data.errors import DatasetError
 from spinebench.data.layout import split_folder
 from spinebench.data.source import DatasetSpec
 from spinebench.engine import CHECKPOINT_DIR, ConfigError, TrainerConfig, resolve_device, seed_everything
+from spinebench.engine.config import check_trainer_key
 from spinebench.runinfo import METRICS_FILE, collect_env, data_label, device_name, write_json
 
 log = logging.getLogger("spinebench")
@@ -290,24 +291,34 @@ CONFIG_GROUPS = ("data", "model", "trainer", "experiment", "paths")  # the choic
 OTHER_SEARCH_PATHS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
 
 
-def check_config_choices(argv: list[str], program: str) -> None:
-    """Refuse a `group=name` override that names no configs/<group>/<name>.yaml in one line, exit 2, before Hydra
-    composes anything: Hydra's own message is twenty lines with its search path. Sweep lists (`a,b`) are checked
-    name by name; sweep functions (`glob(...)`), deletions (`~group`) and a command line that adds config folders
-    of its own are left to Hydra."""
+def check_overrides(argv: list[str], program: str) -> None:
+    """Refuse, in one line and exit 2 before Hydra composes anything, a `group=name` override that names no
+    configs/<group>/<name>.yaml (Hydra's own message is twenty lines with its search path) and a `trainer.<key>=`
+    override of a setting that does not exist (seven lines, suggesting `+trainer.<key>`). Sweep lists (`a,b`) are
+    checked name by name; sweep functions (`glob(...)`), deletions (`~group`) and a command line that adds config
+    folders of its own are left to Hydra."""
     if any(arg.startswith(OTHER_SEARCH_PATHS) for arg in argv):
         return
     for arg in argv:
-        group, is_override, value = arg.removeprefix("+").partition("=")
+        key, is_override, value = arg.partition("=")
+        if is_override and key.startswith("trainer."):
+            try:
+                check_trainer_key(key.split(".")[1:])
+            except ConfigError as error:
+                _refuse(program, str(error))
+        group = key.removeprefix("+")
         if not is_override or group not in CONFIG_GROUPS or any(c in value for c in "()[]'\""):
             continue
         folder = Path(CONFIG_DIR) / group
         for name in value.split(","):
             if name != "null" and not (folder / f"{name}.yaml").is_file():
                 known = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
-                print(f"{program}: error: {group}={name}: no such config (configs/{group}/ has {', '.join(known)})",
-                      file=sys.stderr)
-                sys.exit(2)
+                _refuse(program, f"{group}={name}: no such config (configs/{group}/ has {', '.join(known)})")
+
+
+def _refuse(program: str, message: str) -> None:
+    print(f"{program}: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: str) -> dict | None:

@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from spinebench.pipeline import CONFIG_DIR, check_config_choices, run_guarded, train
+from spinebench.pipeline import CONFIG_DIR, check_overrides, run_guarded, train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -24,7 +24,7 @@ def app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    check_config_choices(sys.argv[1:], "spinebench-train")
+    check_overrides(sys.argv[1:], "spinebench-train")
     app()
 
 

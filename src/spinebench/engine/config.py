@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -79,6 +79,19 @@ class TrainerConfig:
         return self.eval_batch_size or self.batch_size
 
 
+def check_trainer_key(path: Sequence[str]) -> None:
+    """Raise ConfigError, as a bad value does, when `trainer.<path>` names no setting (a typo on the command line,
+    `trainer.epoch=3`, which Hydra would answer in seven lines suggesting `+trainer.epoch`)."""
+    cls, prefix = TrainerConfig, "trainer"
+    for name in path:
+        fields = sorted(f.name for f in dataclasses.fields(cls))
+        if name not in fields:
+            raise ConfigError(f"unknown key {prefix}.{name} (known: {', '.join(fields)})")
+        cls, prefix = NESTED.get(name) if cls is TrainerConfig else None, f"{prefix}.{name}"
+        if cls is None:  # a plain value: anything below it is Hydra's to judge
+            return
+
+
 def _to_dict(cfg: Any) -> dict:
     try:
         from omegaconf import DictConfig, OmegaConf
@@ -133,7 +146,7 @@ def _build(cls, data: dict, prefix: str):
     for name, value in data.items():
         f = fields[name]
         key = f"{prefix}.{name}"
-        nested = {"optimizer": OptimizerConfig, "scheduler": SchedulerConfig}.get(name) if cls is TrainerConfig else None
+        nested = NESTED.get(name) if cls is TrainerConfig else None
         if nested is not None:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{key} must be a mapping, got {value!r}")
@@ -143,6 +156,9 @@ def _build(cls, data: dict, prefix: str):
     out = cls(**kwargs)
     _check(out, prefix)
     return out
+
+
+NESTED = {"optimizer": OptimizerConfig, "scheduler": SchedulerConfig}  # TrainerConfig's sub-blocks
 
 
 def _check(obj: Any, prefix: str) -> None:
