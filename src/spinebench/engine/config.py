@@ -84,12 +84,17 @@ def check_trainer_key(path: Sequence[str]) -> None:
     `trainer.epoch=3`, which Hydra would answer in seven lines suggesting `+trainer.epoch`)."""
     cls, prefix = TrainerConfig, "trainer"
     for name in path:
-        fields = sorted(f.name for f in dataclasses.fields(cls))
-        if name not in fields:
-            raise ConfigError(f"unknown key {prefix}.{name} (known: {', '.join(fields)})")
+        _require_field(cls, name, prefix)
         cls, prefix = NESTED.get(name) if cls is TrainerConfig else None, f"{prefix}.{name}"
         if cls is None:  # a plain value: anything below it is Hydra's to judge
             return
+
+
+def _require_field(cls, name: str, prefix: str) -> None:
+    """The one 'unknown key' error, for a config file's keys (_build) and the command line's (check_trainer_key)."""
+    fields = sorted(f.name for f in dataclasses.fields(cls))
+    if name not in fields:
+        raise ConfigError(f"unknown key {prefix}.{name} (known: {', '.join(fields)})")
 
 
 def _to_dict(cfg: Any) -> dict:
@@ -139,9 +144,8 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
 
 def _build(cls, data: dict, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}.{unknown[0]} (known: {', '.join(sorted(fields))})")
+    for name in sorted(data):  # the first unknown key in sorted order, as before
+        _require_field(cls, name, prefix)
     kwargs = {}
     for name, value in data.items():
         f = fields[name]
