@@ -97,17 +97,17 @@ def batch1_speed(predict_on: Callable[[torch.device], Callable], images: Sequenc
     processor's. `predict_on(d)` moves the model to `d` and returns its predict function; tensor images are
     moved to `d` (others, e.g. the BGR frames ultralytics reads, are given as they are). The run's device goes
     first: the CPU timing may move the model off it."""
-    block, own = {}, None
+    block = {}
     for target in speed_devices(device, trainer):
-        first = own is None
+        on_run_device = target == device  # the first; the CPU of a GPU run is the second
         on_target = [im.to(target) if isinstance(im, torch.Tensor) else im for im in images]
         speed = measure_inference(predict_on(target), on_target, target,
-                                  warmup=trainer.fps_warmup if first else trainer.cpu_fps_warmup,
-                                  n=trainer.fps_images if first else trainer.cpu_fps_images)
+                                  warmup=trainer.fps_warmup if on_run_device else trainer.cpu_fps_warmup,
+                                  n=trainer.fps_images if on_run_device else trainer.cpu_fps_images)
         processor = "cpu" if target.type == "cpu" else "gpu"
         block[processor] = {"fps": speed.fps, "load": speed.cpu_load if processor == "cpu" else speed.gpu_load,
                             "device": device_name(target)}
-        if first:
+        if on_run_device:
             own = speed
     return {"fps_batch1": own.fps, "load": {"cpu": own.cpu_load, "gpu": own.gpu_load}, "speed": block}
 
