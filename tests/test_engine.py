@@ -167,6 +167,7 @@ def test_reduced_checkpoint_state(tmp_path):
     ({"bogus": 1}, "unknown key trainer.bogus"),
     ({"scheduler": {"name": "exp"}}, "trainer.scheduler.name"),
     ({"cpu_fps_images": -1}, "trainer.cpu_fps_images must be >= 0"),
+    ({"cpu_fps_warmup": -1}, "trainer.cpu_fps_warmup must be >= 0"),
 ])
 def test_bad_trainer_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):

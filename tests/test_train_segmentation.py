@@ -218,6 +218,28 @@ def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch,
     assert bench._pretrained(bench.build_model()) == {"pretrained": True, "pretrained_source": str(folder / file)}
 
 
+@pytest.mark.parametrize("content, error, says", [
+    (None, FileNotFoundError, "weights .*nope.safetensors do not exist"),
+    (b"not a safetensors file", ValueError, "nope.safetensors: cannot read smp Segformer encoder mit_b0 weights"),
+    ("resnet50", ValueError, "nope.safetensors: no tensor matches smp Segformer encoder mit_b0"),
+])
+def test_a_bad_encoder_weights_file_is_refused_naming_it(content, error, says, tmp_path):
+    """model.encoder_weights=PATH: a missing file, an unreadable one (a truncated download) and another model's."""
+    from spinebench.segmentation.benchmark import SegmentationBenchmark
+
+    path = tmp_path / "nope.safetensors"
+    if content == "resnet50":
+        from safetensors.torch import save_file
+        from torchvision.models import resnet18
+
+        save_file(resnet18(weights=None).state_dict(), str(path))
+    elif content is not None:
+        path.write_bytes(content)
+    net = {**AUTO_ROWS["segformer"][0], "encoder_weights": str(path)}
+    with pytest.raises(error, match=says):
+        SegmentationBenchmark(name="segformer", arch="segformer", **net).build_model()
+
+
 def test_segformer_auto_takes_smps_own_encoder_file_from_the_hugging_face_cache(tmp_path, monkeypatch):
     """Where smp's encoder_weights="imagenet" downloads it: found there without the network, and loaded."""
     from huggingface_hub import constants

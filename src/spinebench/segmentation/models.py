@@ -102,13 +102,16 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights {path} do not exist (give a local file; nothing is downloaded)")
-    if path.suffix == ".safetensors":  # smp's own pretrained encoders come as safetensors
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":  # smp's own pretrained encoders come as safetensors
+            from safetensors.torch import load_file
 
-        state = load_file(path, device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    except Exception as error:  # the readers' own errors do not name the file (a truncated download, say)
+        raise ValueError(f"{path}: cannot read {what} weights from it ({type(error).__name__}: {error})") from error
     # nn.Module's own, non-strict: smp's MiT encoder overrides load_state_dict without `strict` (a TypeError)
     result = nn.Module.load_state_dict(module, state, strict=False)
     log.info("%s: loaded %s (%d missing, %d unexpected keys)", what, path, len(result.missing_keys), len(result.unexpected_keys))
