@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import re
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +61,18 @@ def bf16_autocast_on_cpu(monkeypatch):
     for module in (loop, spinebench.engine, torchvision_benchmark):  # evaluate_split imports it when it runs
         monkeypatch.setattr(module, "autocast_for", cpu_bf16)
 
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+
+def check_metrics_keys_documented(metrics: dict) -> None:
+    """docs/architecture.md is metrics.json's contract for a reader of the run folders: its example holds only keys
+    that every run writes, and its text names each other key a run writes (so neither can drift from the code)."""
+    contract = ARCHITECTURE.read_text().split("```json\n", 1)[1].split("\n## ", 1)[0]
+    example = json.loads(contract.split("```", 1)[0])
+    assert set(example) <= set(metrics), f"documented but not written: {sorted(set(example) - set(metrics))}"
+    undocumented = set(metrics) - set(example) - set(re.findall(r"`(\w+)`", contract))
+    assert not undocumented, f"written but not in docs/architecture.md: {sorted(undocumented)}"
 
 # Minimal hand-made releases with exactly known content, for reader and `data check` tests.
 # (The phantom tests use the phantom itself; these stay tiny so each bad-input case is easy to build.)

@@ -16,6 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from conftest import check_metrics_keys_documented
+
 import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
 from spinebench.pipeline import (CONFIG_DIR, check_overrides, drop_untouched_run_dir, evaluate, run_guarded,
@@ -62,6 +64,7 @@ def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(doc, default=str))
     assert metrics["task"] == "detection" and metrics["model"] == experiment
+    check_metrics_keys_documented(metrics)
     assert metrics["config"] == f"experiment/paper/{experiment}.yaml"
     assert metrics["data"]["kind"] == "phantom" and metrics["pretrained"] is False
     assert metrics["test_precision"] == "float32"  # whatever trainer.amp (TEST_SPLIT_AMP); YOLO: ultralytics' half

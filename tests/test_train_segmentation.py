@@ -21,6 +21,8 @@ from omegaconf import open_dict
 from PIL import Image
 from torch import nn
 
+from conftest import check_metrics_keys_documented
+
 import spinebench.evaluate  # noqa: F401  (registers the spinebench.run_id resolver eval.yaml uses)
 from spinebench import pipeline
 from spinebench.segmentation.losses import SegmentationLoss
@@ -68,6 +70,7 @@ def check_run_folder(folder: Path, checkpoints: bool = True) -> dict:
     with Image.open(predictions[0]) as image:
         assert image.size == (690, 275) and image.mode == "L"
     doc = json.loads((folder / "metrics.json").read_text())
+    check_metrics_keys_documented(doc)
     metrics = doc["metrics"]
     assert set(metrics["dice_per_class"]) == set(metrics["iou_per_class"]) and len(metrics["dice_per_class"]) == 10
     for key in ("mIoU", "mean_dice", "cord_iou", "cord_dice"):
