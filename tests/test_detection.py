@@ -18,6 +18,7 @@ from PIL import Image
 
 from spinebench.data.cache import decoded_cache
 from spinebench.data.detection import read_detection_split
+from spinebench.data.errors import DatasetError
 from spinebench.data.source import prepare_dataset
 from spinebench.detection.data import build_dataset, collate, detection_loader, to_device
 from spinebench.detection.models import ANCHOR_GENERATORS, build_detector, load_pretrained
@@ -170,6 +171,19 @@ def test_decoded_cache_is_built_once_and_rebuilt_on_change(tmp_path):
     changed = decoded_cache(paths, tmp_path / "cache")
     assert changed.data_path != cache.data_path and int(changed[2][0, 0]) == 99
 
+
+
+def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_file(tmp_path):
+    """A release can hold a truncated PNG that only a full decode finds. The build stops naming it, and leaves
+    nothing in the cache: each retry would otherwise leave a partial file the size of the split (GBs)."""
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8)).save(paths[-1])
+    paths[1].write_bytes(paths[1].read_bytes()[:200])  # header intact, image data cut short
+    with pytest.raises(DatasetError, match=r"1\.png: unreadable or truncated image"):
+        decoded_cache(paths, tmp_path / "cache", workers=1)
+    assert not list((tmp_path / "cache").rglob("*.*"))
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_moving_a_batch_to_a_gpu_makes_no_synchronizing_call(tiny_detection, cache_dir):

@@ -7,9 +7,9 @@
 The key is a hash of (tag, every file's path, size and mtime): when a file changes, is added or removed, a new
 cache file is built; old ones stay until the cache folder is cleaned. Files: `<cache_dir>/decoded/<key>.u8`
 (all arrays back to back) + `<key>.json` (shapes and offsets). Built into a temporary name and renamed, so
-concurrent runs never see half a cache. Safe to pickle into DataLoader workers (each opens its own memmap).
-`decode` must return a uint8 array (any shape) and be a module-level function (its qualified name is part
-of the key).
+concurrent runs never see half a cache; a build stopped by a bad file (the error names it) leaves nothing.
+Safe to pickle into DataLoader workers (each opens its own memmap). `decode` must return a uint8 array (any
+shape) and be a module-level function (its qualified name is part of the key).
 """
 
 from __future__ import annotations
@@ -91,15 +91,19 @@ def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Ca
     workers = workers or min(8, os.cpu_count() or 1)
     shapes, offsets, offset = [], [], 0
     tmp = data_path.with_name(f"{data_path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle, ThreadPoolExecutor(max_workers=workers) as pool:
-        # chunks keep memory bounded on the 10k-image release while decoding in parallel (PIL releases the GIL)
-        for start in range(0, len(paths), 256):
-            for array in pool.map(decode, paths[start:start + 256]):
-                array = np.ascontiguousarray(array, dtype=np.uint8)
-                handle.write(array.tobytes())
-                shapes.append(list(array.shape))
-                offsets.append(offset)
-                offset += array.size
+    try:
+        with open(tmp, "wb") as handle, ThreadPoolExecutor(max_workers=workers) as pool:
+            # chunks keep memory bounded on the 10k-image release while decoding in parallel (PIL releases the GIL)
+            for start in range(0, len(paths), 256):
+                for array in pool.map(decode, paths[start:start + 256]):
+                    array = np.ascontiguousarray(array, dtype=np.uint8)
+                    handle.write(array.tobytes())
+                    shapes.append(list(array.shape))
+                    offsets.append(offset)
+                    offset += array.size
+    except BaseException:  # a bad file or Ctrl-C: a partial file the size of the split must not stay behind
+        tmp.unlink(missing_ok=True)
+        raise
     index = {"files": [str(p) for p in paths], "shapes": shapes, "offsets": offsets, "tag": tag}
     index_tmp = index_path.with_name(f"{index_path.name}.{os.getpid()}.tmp")
     index_tmp.write_text(json.dumps(index))
