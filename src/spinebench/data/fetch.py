@@ -82,7 +82,8 @@ def extract(archive: Path, out: Path) -> None:
 def write_manifest(task: str, out: Path, archive: Path | None) -> dict[str, Any]:
     """Checksums of every extracted file plus the split folders found: the record of what was used."""
     splits = find_splits(out, task)
-    skip = {(out / MANIFEST).resolve(), archive.resolve() if archive else None}
+    written = out / f"{MANIFEST}.writing"  # renamed when whole: a stopped fetch leaves no manifest cut short
+    skip = {(out / MANIFEST).resolve(), written.resolve(), archive.resolve() if archive else None}
     files = {str(p.relative_to(out)): sha256(p) for p in sorted(out.rglob("*")) if p.is_file() and p.resolve() not in skip}
     manifest = {
         "task": task,
@@ -94,7 +95,8 @@ def write_manifest(task: str, out: Path, archive: Path | None) -> dict[str, Any]
         "n_files": len(files),
         "files": files,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    written.write_text(json.dumps(manifest, indent=1) + "\n")
+    written.replace(out / MANIFEST)
     return manifest
 
 

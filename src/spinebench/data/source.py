@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spinebench.data.errors import DatasetError
 from spinebench.data.layout import find_splits
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,24 @@ class DatasetSpec:
         return f"real release ({self.root})" if self.source.get("verified") else f"unverified folder ({self.root})"
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A provenance file decides every result's label: one cut short is refused, naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable ({error}); it labels every result, so write it again: `spinebench "
+                           "data fetch` for the release, `spinebench data phantom` for a phantom") from error
+
+
 def describe_source(root: Path) -> dict[str, Any]:
     """Provenance of a dataset folder: phantom stamp, fetch manifest (real, verified) or neither."""
     root = Path(root).resolve()
     for folder in (root, *root.parents[:2]):
         if (folder / PHANTOM_STAMP).is_file():
-            return {"kind": "phantom", "root": str(root), "stamp": json.loads((folder / PHANTOM_STAMP).read_text())}
+            return {"kind": "phantom", "root": str(root), "stamp": _read_json(folder / PHANTOM_STAMP)}
     for folder in (root, *root.parents[:2]):
         if (folder / MANIFEST).is_file():
-            manifest = json.loads((folder / MANIFEST).read_text())
+            manifest = _read_json(folder / MANIFEST)
             return {"kind": "real", "root": str(root), "verified": True,
                     "archive_sha256": manifest.get("archive_sha256"), "files": manifest.get("n_files")}
     return {"kind": "real", "root": str(root), "verified": False,
