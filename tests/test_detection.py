@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from spinebench.data.cache import decoded_cache
+from spinebench.data.cache import cache_key, decoded_cache
 from spinebench.data.detection import read_detection_split
 from spinebench.data.errors import DatasetError
 from spinebench.data.source import prepare_dataset
@@ -184,6 +185,26 @@ def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_f
     with pytest.raises(DatasetError, match=r"1\.png: unreadable or truncated image"):
         decoded_cache(paths, tmp_path / "cache", workers=1)
     assert not list((tmp_path / "cache").rglob("*.*"))
+
+
+def test_a_cache_build_clears_what_a_killed_build_of_the_same_files_left_and_nothing_else(tmp_path):
+    """A build killed outright (OOM, SIGKILL) cannot clean up: the next build of the same files removes the
+    partial file of a process that no longer runs, and keeps one that a running build is still writing."""
+    paths = [tmp_path / "0.png"]
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(paths[0])
+    folder = tmp_path / "cache" / "decoded"
+    folder.mkdir(parents=True)
+    key = cache_key(paths, "spinebench.data.images.read_gray")
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host, gone = socket.gethostname(), int(finished.stdout)
+    dead = [folder / f"{key}.u8.{host}.{gone}.tmp", folder / f"{key}.json.{host}.{gone}.tmp"]
+    kept = [folder / f"{key}.u8.{host}.{os.getppid()}.tmp",  # a build still running
+            folder / f"{key}.u8.other-node.{gone}.tmp",  # another host's process: its pid means nothing here
+            folder / f"{'0' * 24}.u8.{host}.{gone}.tmp"]  # another file list's cache: not this build's to judge
+    for path in dead + kept:
+        path.write_bytes(b"partial")
+    decoded_cache(paths, tmp_path / "cache")
+    assert not any(path.exists() for path in dead) and all(path.exists() for path in kept)
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_moving_a_batch_to_a_gpu_makes_no_synchronizing_call(tiny_detection, cache_dir):

@@ -7,7 +7,8 @@
 The key is a hash of (tag, every file's path, size and mtime): when a file changes, is added or removed, a new
 cache file is built; old ones stay until the cache folder is cleaned. Files: `<cache_dir>/decoded/<key>.u8`
 (all arrays back to back) + `<key>.json` (shapes and offsets). Built into a temporary name and renamed, so
-concurrent runs never see half a cache; a build stopped by a bad file (the error names it) leaves nothing.
+concurrent runs never see half a cache; a build stopped by a bad file (the error names it) leaves nothing, and
+the partial file of one killed outright is removed by the next build of the same files.
 Safe to pickle into DataLoader workers (each opens its own memmap). `decode` must return a uint8 array (any
 shape) and be a module-level function (its qualified name is part of the key).
 """
@@ -18,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,6 +78,31 @@ class DecodedCache:
         return self.shapes[0] if self.shapes and all(s == self.shapes[0] for s in self.shapes) else None
 
 
+def _writer() -> str:
+    """Who writes a partial file: host and process (a cache folder may be shared by the nodes of a cluster)."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def _clear_killed_builds(folder: Path, key: str) -> None:
+    """Remove the partial files of earlier builds of this cache by processes of this host that no longer run: a
+    build killed outright (OOM, SIGKILL) cannot clean up, and each left a file the size of its split."""
+    host = socket.gethostname()
+    for path in folder.glob(f"{key}.*.tmp"):
+        writer, _, pid = path.name.removesuffix(".tmp").rpartition(".")
+        if writer.endswith(f".{host}") and pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Callable[[Path], np.ndarray] = read_gray,
                   tag: str | None = None, workers: int | None = None) -> DecodedCache:
     """The cache of `paths` decoded by `decode`, built on first use."""
@@ -90,7 +117,8 @@ def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Ca
     log.info("decoding %d files once into %s", len(paths), data_path)
     workers = workers or min(8, os.cpu_count() or 1)
     shapes, offsets, offset = [], [], 0
-    tmp = data_path.with_name(f"{data_path.name}.{os.getpid()}.tmp")
+    _clear_killed_builds(folder, key)
+    tmp = data_path.with_name(f"{data_path.name}.{_writer()}.tmp")
     try:
         with open(tmp, "wb") as handle, ThreadPoolExecutor(max_workers=workers) as pool:
             # chunks keep memory bounded on the 10k-image release while decoding in parallel (PIL releases the GIL)
@@ -105,7 +133,7 @@ def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Ca
         tmp.unlink(missing_ok=True)
         raise
     index = {"files": [str(p) for p in paths], "shapes": shapes, "offsets": offsets, "tag": tag}
-    index_tmp = index_path.with_name(f"{index_path.name}.{os.getpid()}.tmp")
+    index_tmp = index_path.with_name(f"{index_path.name}.{_writer()}.tmp")
     index_tmp.write_text(json.dumps(index))
     os.replace(tmp, data_path)
     os.replace(index_tmp, index_path)  # the index appears last: its presence means the data file is complete
