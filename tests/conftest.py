@@ -74,6 +74,7 @@ def check_metrics_keys_documented(metrics: dict) -> None:
     undocumented = set(metrics) - set(example) - set(re.findall(r"`(\w+)`", contract))
     assert not undocumented, f"written but not in docs/architecture.md: {sorted(undocumented)}"
 
+
 # Minimal hand-made releases with exactly known content, for reader and `data check` tests.
 # (The phantom tests use the phantom itself; these stay tiny so each bad-input case is easy to build.)
 import numpy as np  # noqa: E402

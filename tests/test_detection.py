@@ -173,7 +173,6 @@ def test_decoded_cache_is_built_once_and_rebuilt_on_change(tmp_path):
     assert changed.data_path != cache.data_path and int(changed[2][0, 0]) == 99
 
 
-
 def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_file(tmp_path):
     """A release can hold a truncated PNG that only a full decode finds. The build stops naming it, and leaves
     nothing in the cache: each retry would otherwise leave a partial file the size of the split (GBs)."""
@@ -205,6 +204,7 @@ def test_a_cache_build_clears_what_a_killed_build_of_the_same_files_left_and_not
         path.write_bytes(b"partial")
     decoded_cache(paths, tmp_path / "cache")
     assert not any(path.exists() for path in dead) and all(path.exists() for path in kept)
+
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_moving_a_batch_to_a_gpu_makes_no_synchronizing_call(tiny_detection, cache_dir):

@@ -83,7 +83,6 @@ def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir, 
                                    "path", "(workers)"] and "nan" not in row
 
 
-
 def test_the_profiled_engine_epoch_trains_but_writes_no_checkpoint(tmp_path):
     """--profile's engine epoch is the steps alone: on a GPU its checkpoint write (every weight and optimizer buffer
     copied to the host, each copy a sync) would bury the steps' own syncs in the op table."""
@@ -93,6 +92,7 @@ def test_the_profiled_engine_epoch_trains_but_writes_no_checkpoint(tmp_path):
         lambda: fit(ToyModule(), _loaders()[0], None, _cfg(1), tmp_path, monitor="none"))()
     assert len(result.history) == 1 and result.history[0]["images_per_s"] > 0
     assert not (tmp_path / "checkpoints").exists()
+
 
 def test_inference_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir, capsys):
     """benchmarks/bench_detection_infer.py end to end for one torchvision detector on the CPU: the scoring path is

@@ -32,7 +32,6 @@ def test_wrong_task_or_missing_folder_is_a_clear_error(detection_release, tmp_pa
         prepare_dataset("x", "detection", tmp_path / "missing")
 
 
-
 @pytest.mark.parametrize("stamp", [PHANTOM_STAMP, MANIFEST])
 def test_an_unreadable_provenance_file_is_a_clear_error_naming_it(stamp, detection_release):
     """A provenance file cut short (a copy or a fetch stopped part-way) decides what every result is labelled:
@@ -40,6 +39,7 @@ def test_an_unreadable_provenance_file_is_a_clear_error_naming_it(stamp, detecti
     (detection_release / stamp).write_text('{"synthetic": tr')
     with pytest.raises(DatasetError, match=f"{stamp}: unreadable"):
         prepare_dataset("detection_real", "detection", detection_release)
+
 
 def test_a_phantom_generation_killed_half_way_is_redone_not_used(tmp_path, monkeypatch):
     from spinebench.data.phantom import writer
