@@ -13,7 +13,7 @@ from spinebench.cli import main
 from spinebench.data import fetch as fetch_module
 from spinebench.data.errors import DatasetError
 from spinebench.data.fetch import FetchError, fetch
-from spinebench.data.source import MANIFEST, describe_source
+from spinebench.data.source import MANIFEST, describe_source, prepare_dataset
 
 
 def _zip_release(release, archive, wrapper="release_v1"):
@@ -75,3 +75,26 @@ def test_archive_of_the_wrong_task_is_unusable(segmentation_release, tmp_path):
     archive = _zip_release(segmentation_release, tmp_path / "seg.zip")
     with pytest.raises(DatasetError, match="no detection release found"):
         fetch("detection", tmp_path / "x", archive=archive)
+
+
+def test_a_fetched_release_is_verified_only_while_its_files_match_the_manifest(detection_release, tmp_path):
+    """`verified` in every result means what it says: each run hashes the files the manifest lists again. A file
+    edited or deleted since the fetch labels the results unverified, naming it, and `data check` reports it."""
+    from spinebench.data.check import check_dataset
+
+    fetch("detection", tmp_path / "data", archive=_zip_release(detection_release, tmp_path / "det.zip"))
+    root = tmp_path / "data" / "release_v1"
+    assert describe_source(root)["verified"] is True and check_dataset(root, "detection").clean
+    (root / "train" / "unrelated-notes.txt").write_text("a file the release never had")  # not the release's
+    assert describe_source(root)["verified"] is True
+    edited = root / "train" / "train_post_0.xml"
+    edited.write_text(edited.read_text().replace("100.5", "101.5"))  # a box moved by hand
+    (root / "test" / "test_pre_1.png").unlink()
+    source = describe_source(root)
+    assert source["verified"] is False and (source["changed_since_fetch"], source["missing_since_fetch"]) == (1, 1)
+    assert "release_v1/train/train_post_0.xml" in source["note"]
+    spec = prepare_dataset("detection_real", "detection", root)
+    assert spec.label.startswith("unverified folder")
+    problems = check_dataset(root, "detection").problems
+    assert problems["changed_since_fetch"]["examples"] == [str(tmp_path / "data" / "release_v1/train/train_post_0.xml")]
+    assert problems["missing_since_fetch"]["examples"] == [str(tmp_path / "data" / "release_v1/test/test_pre_1.png")]

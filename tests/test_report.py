@@ -297,6 +297,22 @@ def test_our_implantability_uses_fps_best_per_hardware(runs_root):
         det["faster_rcnn"].values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4)
 
 
+def test_a_release_changed_since_its_fetch_is_flagged_with_the_reason(tmp_path):
+    """The run's env.json says why its real data is unverified (a file changed since the fetch, say); the report's
+    banner carries that reason, while a verified release gets none."""
+    for verified in (True, False):
+        data = _data_block("real", "detection_real", tmp_path / "data")
+        if not verified:
+            data.update(verified=False, label=f"unverified folder ({tmp_path / 'data'})",
+                        note="1 files changed and 0 gone since spinebench-manifest.json was written, e.g. test/a.png")
+        outputs = tmp_path / f"outputs-{verified}"
+        write_detection_run(outputs / "detection_real" / "ssd300-run", "ssd300", "ssd300", data, seed=9)
+        assert run_report([outputs], tmp_path / f"results-{verified}", n_resamples=5, plots=False) == 0
+        text = (tmp_path / f"results-{verified}" / "README.md").read_text()
+        assert ("not verified against the release manifest: 1 files changed and 0 gone since "
+                "spinebench-manifest.json was written, e.g. test/a.png" in text) is not verified
+        assert "not verified" not in text or not verified
+
 def test_speed_block_with_both_processors(tmp_path):
     run_dir = tmp_path / "run"
     write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "r", tmp_path), seed=9)

@@ -22,6 +22,7 @@ from spinebench.data.errors import DatasetError
 from spinebench.data.images import list_images, read_gray, read_rgb
 from spinebench.data.layout import SPLITS, find_splits
 from spinebench.data.segmentation import decode_mask, mask_folder
+from spinebench.data.source import MANIFEST, changed_since_fetch, provenance_file
 
 MAX_EXAMPLES = 5
 PROBLEM_KINDS = {
@@ -40,6 +41,8 @@ PROBLEM_KINDS = {
     "unreadable_mask": "mask cannot be decoded",
     "unknown_mask_colour": "mask pixels outside the VOC palette (mapped to ignore index 255)",
     "duplicate_across_splits": "identical image content in two splits (leakage)",
+    "changed_since_fetch": f"file differs from its SHA-256 in {MANIFEST} (edited since `spinebench data fetch`)",
+    "missing_since_fetch": f"file listed in {MANIFEST} is gone",
 }
 
 
@@ -178,6 +181,11 @@ def check_dataset(root: Path, task: str, workers: int = 1) -> CheckReport:
     else:
         results = [_run(job) for job in jobs]
     _summarise(report, results)
+    manifest = provenance_file(Path(root), MANIFEST)
+    if manifest:  # a fetched release: are its files still the ones fetched? (what runs label `verified`)
+        for kind, names in changed_since_fetch(manifest).items():
+            for name in names:
+                report.add(f"{kind}_since_fetch", str(manifest.parent / name))
     return report
 
 

@@ -8,7 +8,6 @@ real release for every result made from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import tarfile
@@ -19,7 +18,7 @@ from typing import Any
 
 from spinebench.data.errors import DatasetError
 from spinebench.data.layout import find_splits
-from spinebench.data.source import MANIFEST
+from spinebench.data.source import MANIFEST, sha256
 
 # Google Drive file ids of the two releases (manuscript.md; github.com/HEPIUSLAB/ultrasound_spinal_cord_dataset).
 DRIVE_FILE_IDS = {
@@ -49,14 +48,6 @@ def check_reachable(host: tuple[str, int], timeout: float = 5.0) -> None:
         socket.create_connection(host, timeout=timeout).close()
     except OSError as error:
         raise FetchError(f"cannot reach {host[0]}:{host[1]} ({error})") from error
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extract(archive: Path, out: Path) -> None:

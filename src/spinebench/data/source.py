@@ -6,9 +6,11 @@ first use, or checks that a real release folder is there, and returns a `Dataset
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,19 +56,63 @@ def _read_json(path: Path) -> dict[str, Any]:
                            "data fetch` for the release, `spinebench data phantom` for a phantom") from error
 
 
-def describe_source(root: Path) -> dict[str, Any]:
-    """Provenance of a dataset folder: phantom stamp, fetch manifest (real, verified) or neither."""
+def provenance_file(root: Path, name: str) -> Path | None:
+    """`name` (PHANTOM_STAMP or MANIFEST) in `root` or up to two folders above it (an archive's wrapper folder)."""
     root = Path(root).resolve()
-    for folder in (root, *root.parents[:2]):
-        if (folder / PHANTOM_STAMP).is_file():
-            return {"kind": "phantom", "root": str(root), "stamp": _read_json(folder / PHANTOM_STAMP)}
-    for folder in (root, *root.parents[:2]):
-        if (folder / MANIFEST).is_file():
-            manifest = _read_json(folder / MANIFEST)
-            return {"kind": "real", "root": str(root), "verified": True,
-                    "archive_sha256": manifest.get("archive_sha256"), "files": manifest.get("n_files")}
-    return {"kind": "real", "root": str(root), "verified": False,
-            "note": "no PHANTOM.json and no spinebench manifest: assumed to be the real release, not verified"}
+    return next((folder / name for folder in (root, *root.parents[:2]) if (folder / name).is_file()), None)
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_since_fetch(manifest_path: Path) -> dict[str, list[str]]:
+    """The files a fetch manifest lists whose bytes differ now ("changed") or that are gone ("missing"), as paths
+    relative to the manifest's folder. Hashed in threads (hashlib releases the GIL on large blocks)."""
+    listed = _read_json(manifest_path).get("files")
+    if not isinstance(listed, dict) or not listed:
+        raise DatasetError(f"{manifest_path}: lists no files to verify; write it again with `spinebench data fetch`")
+
+    def state(name: str) -> str | None:
+        path = manifest_path.parent / name
+        if not path.is_file():
+            return "missing"
+        return None if sha256(path) == listed[name] else "changed"
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        states = list(pool.map(state, listed))
+    found: dict[str, list[str]] = {"changed": [], "missing": []}
+    for name, what in zip(listed, states):
+        if what:
+            found[what].append(name)
+    return found
+
+
+def describe_source(root: Path) -> dict[str, Any]:
+    """Provenance of a dataset folder: phantom stamp, fetch manifest (real; verified while every file it lists is
+    unchanged, which each run checks) or neither."""
+    root = Path(root).resolve()
+    stamp = provenance_file(root, PHANTOM_STAMP)
+    if stamp:
+        return {"kind": "phantom", "root": str(root), "stamp": _read_json(stamp)}
+    manifest = provenance_file(root, MANIFEST)
+    if manifest is None:
+        return {"kind": "real", "root": str(root), "verified": False,
+                "note": "no PHANTOM.json and no spinebench manifest: assumed to be the real release, not verified"}
+    facts = _read_json(manifest)
+    found = changed_since_fetch(manifest)
+    source = {"kind": "real", "root": str(root), "verified": not (found["changed"] or found["missing"]),
+              "archive_sha256": facts.get("archive_sha256"), "files": facts.get("n_files")}
+    if not source["verified"]:
+        source.update(changed_since_fetch=len(found["changed"]), missing_since_fetch=len(found["missing"]),
+                      note=f"{len(found['changed'])} files changed and {len(found['missing'])} gone since "
+                           f"{manifest} was written, e.g. {(found['changed'] + found['missing'])[0]}")
+        log.warning("%s: %s: results are labelled unverified", root, source["note"])
+    return source
 
 
 def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None) -> DatasetSpec:

@@ -51,7 +51,8 @@ class Run:
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.metrics.get("data") or self.env.get("data") or {}
+        """metrics.json's data block over env.json's, which adds the provenance (root, verified and why not)."""
+        return {**(self.env.get("data") or {}), **(self.metrics.get("data") or {})}
 
     @property
     def data_root(self) -> Path | None:

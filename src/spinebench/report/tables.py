@@ -193,7 +193,8 @@ def _banner(runs: Sequence[Run]) -> list[str]:
                 "> These rows exercise the pipeline on synthetic images; they are **not a reproduction of the paper's "
                 "figures**, and the differences are shown only to orient the reader.", ""]
     if first.data.get("verified") is False:
-        return [f"> Data: {first.data_label} (not verified against the release manifest).", ""]
+        why = first.data.get("note")
+        return [f"> Data: {first.data_label} (not verified against the release manifest{f': {why}' if why else ''}).", ""]
     return [f"> Data: {first.data_label}.", ""]
 
 
