@@ -113,6 +113,32 @@ def test_experiment_smoke(experiment, tmp_path, cache_dir, request):
         assert all(not k.split("net.", 1)[-1].startswith("image_encoder.") or ".lora_" in k for k in state)
 
 
+# model configs no paper experiment uses (CPU variants, other smp models): the smoke tests above do not reach them
+def _segmentation_model_configs() -> set[str]:
+    with initialize_config_dir(config_dir=str(CONFIGS / "model"), version_base="1.3"):
+        return {p.stem for p in (CONFIGS / "model").glob("*.yaml")
+                if compose(config_name=p.stem)["_target_"].endswith(".SegmentationBenchmark")}
+
+
+OTHER_MODELS = sorted(_segmentation_model_configs() - {_model_of(p) for p in (CONFIGS / "experiment" / "paper").glob("*.yaml")})
+
+
+def test_other_segmentation_model_configs_exist():
+    assert OTHER_MODELS == ["deeplabv3_light", "unet_light", "unet_smp"]
+
+
+@pytest.mark.parametrize("name", OTHER_MODELS)
+def test_every_other_segmentation_model_config_builds_a_network_that_segments(name):
+    """Each builds its network from the config as it stands and maps a grey image at the release's aspect to one
+    logit map per class at its size."""
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        benchmark = instantiate(compose(config_name="train", overrides=[f"model={name}"]).model)
+    net = benchmark.build_model(None).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 1, 70, 176)).shape == (1, 10, 70, 176)
+
 def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch,
                                                                           bf16_autocast_on_cpu):
     """As for the detectors: trainer.amp covers training and validation, the test split is scored in float32.
