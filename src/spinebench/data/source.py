@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,10 @@ def describe_source(root: Path) -> dict[str, Any]:
         return {"kind": "real", "root": str(root), "verified": False,
                 "note": "no PHANTOM.json and no spinebench manifest: assumed to be the real release, not verified"}
     facts = _read_json(manifest)
+    started = time.perf_counter()
     found = changed_since_fetch(manifest)
+    log.info("%s: %s files checked against %s in %.1f s", root, facts.get("n_files"), manifest,
+             time.perf_counter() - started)
     source = {"kind": "real", "root": str(root), "verified": not (found["changed"] or found["missing"]),
               "archive_sha256": facts.get("archive_sha256"), "files": facts.get("n_files")}
     if not source["verified"]:
