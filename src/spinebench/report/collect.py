@@ -56,11 +56,9 @@ class Run:
 
     @property
     def data_root(self) -> Path | None:
-        """The dataset folder (metrics.json's data block, else env.json's, which carries the root)."""
-        for block in (self.metrics.get("data") or {}, self.env.get("data") or {}):
-            if block.get("root"):
-                return Path(block["root"])
-        return None
+        """The dataset folder (env.json's data block carries it)."""
+        root = self.data.get("root")
+        return Path(root) if root else None
 
     @property
     def data_kind(self) -> str:
