@@ -96,7 +96,8 @@ def test_a_gpu_run_fills_both_implantability_columns(tmp_path, cache_dir):
 
 
 def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
-    """A finished run started again trains nothing; spinebench-eval scores its best checkpoint elsewhere."""
+    """A finished run started again trains nothing; spinebench-eval scores its best checkpoint elsewhere. A
+    metrics.json cut short costs neither a retraining (the run is tested again) nor the evaluation."""
     cfg = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path, cache_dir)
     first = train(cfg)
     second = train(cfg)  # same command: resumes from last.pt (already complete) and re-tests
@@ -106,11 +107,18 @@ def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     with open_dict(cfg):
         cfg.skip_finished = True  # what `make reproduce` passes: a finished row is not redone
     assert train(cfg) == json.loads(finished.read_text()) and finished.stat().st_mtime_ns == stamp
+    finished.write_text(finished.read_text()[:40])  # cut short (a disk that filled up, a hand edit gone wrong)
+    assert train(cfg)["metrics"] == first["metrics"]  # tested again from its checkpoint, not trained again
+    assert json.loads(finished.read_text())["metrics"] == first["metrics"]
     eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e", cache_dir)
     doc = evaluate(eval_cfg)
     assert doc["checkpoint_run"] == str((tmp_path / "run").resolve())
-    assert doc["metrics"] == first["metrics"]
+    assert doc["metrics"] == first["metrics"] and doc["epochs"] == first["epochs"]
     assert (tmp_path / "e" / "run" / "predictions.json").is_file()
+    finished.write_text("{")  # the training run's facts are lost; its checkpoint still scores
+    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e2", cache_dir)
+    doc = evaluate(eval_cfg)
+    assert doc["metrics"] == first["metrics"] and doc["epochs"] is None
 
 
 class Killed(Exception):

@@ -195,8 +195,13 @@ def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     finished = Path(cfg.paths.output_dir) / METRICS_FILE
     if cfg.get("skip_finished") and finished.is_file():  # `make reproduce` re-runs a sweep: keep finished rows
-        log.info("skipping %s: already finished (%s exists; skip_finished=false redoes it)", finished.parent, METRICS_FILE)
-        return json.loads(finished.read_text())
+        try:
+            doc = json.loads(finished.read_text())
+            log.info("skipping %s: already finished (%s exists; skip_finished=false redoes it)", finished.parent,
+                     METRICS_FILE)
+            return doc
+        except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
+            log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
     spec, benchmark, ctx = _start_run(cfg, _trainer(cfg), cfg.model, OmegaConf.to_container(cfg, resolve=True))
     facts = benchmark.fit(ctx, spec) or {}
     result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
@@ -229,8 +234,13 @@ def evaluate(cfg: DictConfig) -> dict:
     facts = {}
     source_metrics = source / METRICS_FILE
     if source_metrics.is_file():
-        previous = json.loads(source_metrics.read_text())
-        facts = {k: previous.get(k) for k in ("epochs", "pretrained", "pretrained_source", "train_images_per_s", "config")}
+        try:
+            previous = json.loads(source_metrics.read_text())
+            facts = {k: previous.get(k) for k in ("epochs", "pretrained", "pretrained_source", "train_images_per_s",
+                                                  "config")}
+        except ValueError as error:  # the training run's facts only: the scores above do not depend on them
+            log.warning("%s is unreadable (%s): this evaluation records none of its training facts", source_metrics,
+                        error)
     config = facts.pop("config", None)
     return _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config, str(source.resolve()))
 
