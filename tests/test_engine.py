@@ -82,6 +82,18 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert again_result.resumed_from == 3 and again_result.best_metric == full_result.best_metric
 
 
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"not a checkpoint at all"])
+def test_a_checkpoint_that_cannot_be_read_is_refused_naming_it_and_kept(content, tmp_path):
+    """last.pt is written atomically, so only a copy or a disk can cut it short; resuming from it then stops in one
+    line naming the file (torch's own message does not), and the file stays for the user to restore."""
+    _run(tmp_path, 1)
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{last}: unreadable checkpoint"):
+        _run(tmp_path, 2)
+    assert last.read_bytes() == content
+
 def test_a_run_does_not_inherit_an_earlier_runs_cudnn_settings():
     """The cuDNN flags are process-wide: a deterministic job earlier in a sweep used to leave a later GPU job
     deterministic and without autotuning."""

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -177,7 +178,13 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # cut short or not a checkpoint: torch's
+        # own messages do not name the file (and run on for lines: its first sentence says what happened)
+        what = " ".join(str(error).split()).split(". ")[0] or type(error).__name__
+        raise ValueError(f"{path}: unreadable checkpoint ({what}); restore it, or move it away to start that run "
+                         "over") from error
 
 
 def _module_state(module: Any) -> dict:
