@@ -173,6 +173,21 @@ def test_decoded_cache_is_built_once_and_rebuilt_on_change(tmp_path):
     assert changed.data_path != cache.data_path and int(changed[2][0, 0]) == 99
 
 
+@pytest.mark.parametrize("damage", ["index", "data"])
+def test_a_damaged_cache_is_built_again_not_read(damage, tmp_path):
+    """The cache is derived data: an index that cannot be read or a data file of the wrong size (a disk, a copy)
+    is built again from the PNGs, where reading it would fail or hand out wrong pixels."""
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((5, 7), i * 10, np.uint8)).save(paths[-1])
+    cache = decoded_cache(paths, tmp_path / "cache")
+    damaged = cache.data_path.with_suffix(".json") if damage == "index" else cache.data_path
+    damaged.write_bytes(damaged.read_bytes()[:-3])
+    again = decoded_cache(paths, tmp_path / "cache")
+    assert [int(again[i][0, 0]) for i in range(3)] == [0, 10, 20] and again.data_path.stat().st_size == 3 * 35
+
+
 def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_file(tmp_path):
     """A release can hold a truncated PNG that only a full decode finds. The build stops naming it, and leaves
     nothing in the cache: each retry would otherwise leave a partial file the size of the split (GBs)."""

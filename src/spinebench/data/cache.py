@@ -8,7 +8,8 @@ The key is a hash of (tag, every file's path, size and mtime): when a file chang
 cache file is built; old ones stay until the cache folder is cleaned. Files: `<cache_dir>/decoded/<key>.u8`
 (all arrays back to back) + `<key>.json` (shapes and offsets). Built into a temporary name and renamed, so
 concurrent runs never see half a cache; a build stopped by a bad file (the error names it) leaves nothing, and
-the partial file of one killed outright is removed by the next build of the same files.
+the partial file of one killed outright is removed by the next build of the same files. A cache found damaged
+(an index that cannot be read, a data file of another size) is built again.
 Safe to pickle into DataLoader workers (each opens its own memmap). `decode` must return a uint8 array (any
 shape) and be a module-level function (its qualified name is part of the key).
 """
@@ -103,6 +104,16 @@ def _running(pid: int) -> bool:
     return True
 
 
+def _read_cache(data_path: Path, index_path: Path) -> DecodedCache | None:
+    """The finished cache at these paths, or None when its index cannot be read or the data file does not hold
+    exactly the bytes the index lists."""
+    try:
+        cache = DecodedCache(data_path, json.loads(index_path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return cache if data_path.stat().st_size == cache.nbytes else None
+
+
 def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Callable[[Path], np.ndarray] = read_gray,
                   tag: str | None = None, workers: int | None = None) -> DecodedCache:
     """The cache of `paths` decoded by `decode`, built on first use."""
@@ -112,7 +123,10 @@ def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Ca
     folder = Path(cache_dir) / CACHE_SUBDIR
     data_path, index_path = folder / f"{key}.u8", folder / f"{key}.json"
     if data_path.is_file() and index_path.is_file():
-        return DecodedCache(data_path, json.loads(index_path.read_text()))
+        cache = _read_cache(data_path, index_path)
+        if cache is not None:
+            return cache
+        log.warning("%s is damaged (unreadable index or wrong size): decoding the files again", data_path)
     folder.mkdir(parents=True, exist_ok=True)
     log.info("decoding %d files once into %s", len(paths), data_path)
     workers = workers or min(8, os.cpu_count() or 1)
