@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -199,6 +200,30 @@ def test_mask_size_mismatch_fails_clearly(tmp_path, cache_dir):
     with Image.open(mask) as image:
         image.crop((0, 0, 600, 275)).save(mask)
     with pytest.raises(DatasetError, match=f"{mask.name}: mask is 600x275"):
+        SegmentationSplit(root, "train", cache_dir)
+
+
+def test_masks_not_in_the_palette_are_refused_and_a_few_stray_colours_only_reported(tmp_path, cache_dir, caplog):
+    """Masks saved as class indices (grey k for class k) are not the release's format: nearly every labelled pixel
+    would become ignore and the run would learn nothing. The split is refused naming a mask and its colours. A few
+    anti-aliased edge pixels are the release's own: they are ignored and reported, not refused."""
+    from spinebench.data.errors import DatasetError
+    from spinebench.data.phantom import write_phantom
+    from spinebench.data.segmentation import read_mask
+    from spinebench.segmentation.data import SegmentationSplit
+
+    root = tmp_path / "phantom"
+    write_phantom("segmentation", root, n_train=3, n_val=1, n_test=1, seed=3)
+    masks = sorted((root / "train_masks").glob("*.png"))
+    edge = np.array(Image.open(masks[0]).convert("RGB"))
+    edge[100, :50] = (7, 7, 7)  # 50 stray pixels
+    Image.fromarray(edge).save(masks[0])
+    with caplog.at_level("WARNING"):
+        split = SegmentationSplit(root, "train", cache_dir)
+    assert int((split.masks[0] == 255).sum()) == 50 and "outside the VOC palette" in caplog.text
+    for mask in masks:  # every mask re-saved as class indices
+        Image.fromarray(read_mask(mask)).save(mask)
+    with pytest.raises(DatasetError, match=rf"{masks[0].name}: 100% of its labelled pixels are not colours of the VOC palette \(most common: \(\d, \d, \d\)"):
         SegmentationSplit(root, "train", cache_dir)
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spinebench.classes import IGNORE_INDEX
 from spinebench.data.cache import decoded_cache
 from spinebench.data.errors import DatasetError
+from spinebench.data.images import read_rgb
 from spinebench.data.segmentation import read_mask, read_segmentation_split
 
 MASK_TAG = "segmentation-mask-v1"  # bump when read_mask's decoding changes
+# Above this share of a split's labelled (non-background) mask pixels off the palette, its masks are not in the
+# release's format. Anti-aliased edges stay far below; class-index masks are near 1.
+STRAY_LIMIT = 0.5
+log = logging.getLogger(__name__)
 
 
 class SegmentationSplit(Dataset):
@@ -41,6 +48,30 @@ class SegmentationSplit(Dataset):
                 raise DatasetError(f"{self.image_paths[i]}: {image_shape[1]}x{image_shape[0]} (W x H), but the split's "
                                    f"first image is {first[1]}x{first[0]}: all images of a split must have one size")
         self.size = tuple(first)  # (H, W)
+        self._check_palette()
+
+    def _check_palette(self) -> None:
+        """Refuse masks that are not in the release's palette (e.g. saved as class indices, grey k for class k):
+        nearly every labelled pixel would become ignore and a run would learn nothing. A few colours off the
+        palette (anti-aliased edges) are the release's own: ignored, and reported here."""
+        stray, labelled = np.zeros(len(self.masks), np.int64), np.zeros(len(self.masks), np.int64)
+        for i in range(len(self.masks)):
+            mask = self.masks[i]
+            stray[i], labelled[i] = np.count_nonzero(mask == IGNORE_INDEX), mask.size - np.count_nonzero(mask == 0)
+        if not stray.any():
+            return
+        if stray.sum() > STRAY_LIMIT * labelled.sum():
+            worst = int(np.argmax(stray / np.maximum(labelled, 1)))
+            rgb = read_rgb(self.mask_paths[worst])
+            colours, counts = np.unique(rgb[read_mask(self.mask_paths[worst]) == IGNORE_INDEX], axis=0, return_counts=True)
+            common = ", ".join(str(tuple(int(v) for v in colours[k])) for k in np.argsort(-counts)[:3])
+            raise DatasetError(f"{self.mask_paths[worst]}: {stray[worst] / max(labelled[worst], 1):.0%} of its labelled "
+                               f"pixels are not colours of the VOC palette (most common: {common}); masks must be RGB in "
+                               "the release's palette, palette index = class (class-index masks: colour class k with "
+                               "spinebench.classes.SEGMENTATION_PALETTE[k])")
+        log.warning("%s split: %d mask pixels in %d masks (%.3f%% of labelled pixels) are outside the VOC palette; they "
+                    "are ignored in loss and metrics (`spinebench data check` lists the masks)", self.split,
+                    int(stray.sum()), int(np.count_nonzero(stray)), 100 * stray.sum() / max(labelled.sum(), 1))
 
     def __len__(self) -> int:
         return len(self.names)
