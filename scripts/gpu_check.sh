@@ -8,7 +8,8 @@
 #   run(command="SPINEBENCH_GIT_COMMIT=<git rev-parse HEAD, typed here> bash scripts/gpu_check.sh", carry=[".whl"],
 #       timeout_s=600)        # the copy there has no .git: the commit label of its results comes from that variable
 # CPU try-out (tiny settings, same code path; the .venv of `make setup`):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
-# Exit status 1 when any stage failed (each failure is said where it happened and listed at the end), else 0.
+# Exit status 1 when any stage failed (each failure is said where it happened and listed at the end), else 0;
+# 2 before any work when a knob is mistyped or the python has no torch (the wheels not carried).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # the knobs, checked before any work: a typo must not silently become a 5 s slot or the CPU settings
@@ -46,10 +47,17 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=$PWD/src:$PWD/.site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 SPINEBENCH_CACHE=${SPINEBENCH_CACHE:-$PWD/.cache} MPLBACKEND=Agg
-$PY - <<'PY' | tee "$OUT/device.txt"
+# without torch every stage would fail, one after another, on lent device time: stop here instead
+if ! $PY - > "$OUT/device.txt" 2>&1 <<'PY'
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
                     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 PY
+then
+  echo "scripts/gpu_check.sh: $PY cannot import torch ($(tail -n 1 "$OUT/device.txt")); on a device machine," \
+       "fetch the wheels first (../shared/tools/fetch-device-wheels.sh .whl) and name .whl in carry" >&2
+  exit 2
+fi
+cat "$OUT/device.txt"
 
 # 1. first, with the GPU to themselves: detection training and inference throughput, spinebench vs compute-only
 #    (same device, same process) and YOLOv8 vs plain ultralytics; RetinaNet's steps under torch.profiler after

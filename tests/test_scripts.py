@@ -56,10 +56,24 @@ def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, say
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_stops_at_once_without_torch(tmp_path):
+    """Without the carried wheels the device's python has no torch: every stage would fail in turn on lent device
+    time. The script stops first, saying what to carry."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": "false"}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 2 and "failed" not in result.stdout
+    assert result.stderr.startswith("scripts/gpu_check.sh: false cannot import torch") and ".whl" in result.stderr
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
     """A device call reports its exit status: the script used to exit 0 with every stage failed. Here each stage's
-    python is `false`, so each fails at once; the script still runs them all, says each failure and lists them."""
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": "false"}
+    python fails at once (it only answers the torch check); the script still runs them all, says each failure and
+    lists them."""
+    python = tmp_path / "python"
+    python.write_text('#!/usr/bin/env bash\n[ "$1" = - ] && exit 0\nexit 1\n')  # `python - <<script` succeeds
+    python.chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": str(python)}
     result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 1
