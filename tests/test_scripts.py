@@ -65,6 +65,7 @@ def test_gpu_check_stops_at_once_without_torch(tmp_path):
     assert result.returncode == 2 and "failed" not in result.stdout
     assert result.stderr.startswith("scripts/gpu_check.sh: false cannot import torch") and ".whl" in result.stderr
 
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
     """A device call reports its exit status: the script used to exit 0 with every stage failed. Here each stage's

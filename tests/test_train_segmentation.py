@@ -121,7 +121,8 @@ def _segmentation_model_configs() -> set[str]:
                 if compose(config_name=p.stem)["_target_"].endswith(".SegmentationBenchmark")}
 
 
-OTHER_MODELS = sorted(_segmentation_model_configs() - {_model_of(p) for p in (CONFIGS / "experiment" / "paper").glob("*.yaml")})
+OTHER_MODELS = sorted(_segmentation_model_configs()
+                      - {_model_of(p) for p in (CONFIGS / "experiment" / "paper").glob("*.yaml")})
 
 
 def test_other_segmentation_model_configs_exist():
@@ -139,6 +140,7 @@ def test_every_other_segmentation_model_config_builds_a_network_that_segments(na
     net = benchmark.build_model(None).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 1, 70, 176)).shape == (1, 10, 70, 176)
+
 
 def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch,
                                                                           bf16_autocast_on_cpu):
@@ -223,7 +225,8 @@ def test_masks_not_in_the_palette_are_refused_and_a_few_stray_colours_only_repor
     assert int((split.masks[0] == 255).sum()) == 50 and "outside the VOC palette" in caplog.text
     for mask in masks:  # every mask re-saved as class indices
         Image.fromarray(read_mask(mask)).save(mask)
-    with pytest.raises(DatasetError, match=rf"{masks[0].name}: 100% of its labelled pixels are not colours of the VOC palette \(most common: \(\d, \d, \d\)"):
+    refused = rf"{masks[0].name}: 100% of its labelled pixels are not colours of the VOC palette \(most common: \(\d, "
+    with pytest.raises(DatasetError, match=refused):
         SegmentationSplit(root, "train", cache_dir)
 
 
