@@ -17,6 +17,8 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import write_png
+
 from spinebench.data.cache import cache_key, decoded_cache
 from spinebench.data.detection import read_detection_split
 from spinebench.data.errors import DatasetError
@@ -157,11 +159,16 @@ def test_weights_rules(tmp_path, caplog):
     assert counts["loaded"] > 250
 
 
+def _grey_pngs(folder: Path, arrays) -> list[Path]:
+    """0.png, 1.png, ... in `folder`, one per array: the files a decode-cache test builds its cache from."""
+    paths = [folder / f"{i}.png" for i in range(len(arrays))]
+    for path, array in zip(paths, arrays):
+        write_png(path, array)
+    return paths
+
+
 def test_decoded_cache_is_built_once_and_rebuilt_on_change(tmp_path):
-    paths = []
-    for i in range(3):
-        paths.append(tmp_path / f"{i}.png")
-        Image.fromarray(np.full((5, 7), i * 10, np.uint8)).save(paths[-1])
+    paths = _grey_pngs(tmp_path, [np.full((5, 7), i * 10, np.uint8) for i in range(3)])
     cache = decoded_cache(paths, tmp_path / "cache")
     assert cache[2].shape == (5, 7) and int(cache[2][0, 0]) == 20
     again = decoded_cache(paths, tmp_path / "cache")
@@ -177,10 +184,7 @@ def test_decoded_cache_is_built_once_and_rebuilt_on_change(tmp_path):
 def test_a_damaged_cache_is_built_again_not_read(damage, tmp_path):
     """The cache is derived data: an index that cannot be read or a data file of the wrong size (a disk, a copy)
     is built again from the PNGs, where reading it would fail or hand out wrong pixels."""
-    paths = []
-    for i in range(3):
-        paths.append(tmp_path / f"{i}.png")
-        Image.fromarray(np.full((5, 7), i * 10, np.uint8)).save(paths[-1])
+    paths = _grey_pngs(tmp_path, [np.full((5, 7), i * 10, np.uint8) for i in range(3)])
     cache = decoded_cache(paths, tmp_path / "cache")
     damaged = cache.data_path.with_suffix(".json") if damage == "index" else cache.data_path
     damaged.write_bytes(damaged.read_bytes()[:-3])
@@ -191,10 +195,8 @@ def test_a_damaged_cache_is_built_again_not_read(damage, tmp_path):
 def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_file(tmp_path):
     """A release can hold a truncated PNG that only a full decode finds. The build stops naming it, and leaves
     nothing in the cache: each retry would otherwise leave a partial file the size of the split (GBs)."""
-    paths = []
-    for i in range(3):
-        paths.append(tmp_path / f"{i}.png")
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8)).save(paths[-1])
+    noise = [np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8) for i in range(3)]
+    paths = _grey_pngs(tmp_path, noise)
     paths[1].write_bytes(paths[1].read_bytes()[:200])  # header intact, image data cut short
     with pytest.raises(DatasetError, match=r"1\.png: unreadable or truncated image"):
         decoded_cache(paths, tmp_path / "cache", workers=1)
@@ -204,8 +206,7 @@ def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_f
 def test_a_cache_build_clears_what_a_killed_build_of_the_same_files_left_and_nothing_else(tmp_path):
     """A build killed outright (OOM, SIGKILL) cannot clean up: the next build of the same files removes the
     partial file of a process that no longer runs, and keeps one that a running build is still writing."""
-    paths = [tmp_path / "0.png"]
-    Image.fromarray(np.zeros((5, 7), np.uint8)).save(paths[0])
+    paths = _grey_pngs(tmp_path, [np.zeros((5, 7), np.uint8)])
     folder = tmp_path / "cache" / "decoded"
     folder.mkdir(parents=True)
     key = cache_key(paths, "spinebench.data.images.read_gray")
