@@ -71,10 +71,11 @@ def sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def changed_since_fetch(manifest_path: Path) -> dict[str, list[str]]:
+def changed_since_fetch(manifest_path: Path, manifest: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """The files a fetch manifest lists whose bytes differ now ("changed") or that are gone ("missing"), as paths
-    relative to the manifest's folder. Hashed in threads (hashlib releases the GIL on large blocks)."""
-    listed = _read_json(manifest_path).get("files")
+    relative to the manifest's folder (`manifest`: its contents when the caller has read them already). Hashed in
+    threads (hashlib releases the GIL on large blocks)."""
+    listed = (manifest if manifest is not None else _read_json(manifest_path)).get("files")
     if not isinstance(listed, dict) or not listed:
         raise DatasetError(f"{manifest_path}: lists no files to verify; write it again with `spinebench data fetch`")
 
@@ -106,7 +107,7 @@ def describe_source(root: Path) -> dict[str, Any]:
                 "note": "no PHANTOM.json and no spinebench manifest: assumed to be the real release, not verified"}
     facts = _read_json(manifest)
     started = time.perf_counter()
-    found = changed_since_fetch(manifest)
+    found = changed_since_fetch(manifest, facts)
     log.info("%s: %s files checked against %s in %.1f s", root, facts.get("n_files"), manifest,
              time.perf_counter() - started)
     source = {"kind": "real", "root": str(root), "verified": not (found["changed"] or found["missing"]),

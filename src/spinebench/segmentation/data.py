@@ -13,7 +13,7 @@ from spinebench.classes import IGNORE_INDEX
 from spinebench.data.cache import decoded_cache
 from spinebench.data.errors import DatasetError
 from spinebench.data.images import read_rgb
-from spinebench.data.segmentation import read_mask, read_segmentation_split
+from spinebench.data.segmentation import decode_mask, read_mask, read_segmentation_split
 
 MASK_TAG = "segmentation-mask-v1"  # bump when read_mask's decoding changes
 # Above this share of a split's labelled (non-background) mask pixels off the palette, its masks are not in the
@@ -63,7 +63,7 @@ class SegmentationSplit(Dataset):
         if stray.sum() > STRAY_LIMIT * labelled.sum():
             worst = int(np.argmax(stray / np.maximum(labelled, 1)))
             rgb = read_rgb(self.mask_paths[worst])
-            colours, counts = np.unique(rgb[read_mask(self.mask_paths[worst]) == IGNORE_INDEX], axis=0, return_counts=True)
+            colours, counts = np.unique(rgb[decode_mask(rgb)[0] == IGNORE_INDEX], axis=0, return_counts=True)
             common = ", ".join(str(tuple(int(v) for v in colours[k])) for k in np.argsort(-counts)[:3])
             raise DatasetError(f"{self.mask_paths[worst]}: {stray[worst] / max(labelled[worst], 1):.0%} of its labelled "
                                f"pixels are not colours of the VOC palette (most common: {common}); masks must be RGB in "
