@@ -8,6 +8,7 @@ and shrinks inputs to 64 px so the four models (SegFormer-B5 and SAMed ViT-B inc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,19 @@ def test_every_other_segmentation_model_config_builds_a_network_that_segments(na
     net = benchmark.build_model(None).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 1, 70, 176)).shape == (1, 10, 70, 176)
+
+
+def test_an_smp_architecture_that_does_not_exist_is_one_line(tmp_path):
+    """model.smp_arch is any smp architecture by name: a misspelt one is refused naming the ones there are."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "spinebench.train", "model=unet_smp", "model.smp_arch=UnetPlusPluss",
+                             "data=segmentation_phantom_tiny", "trainer=smoke", f"paths.root_dir={tmp_path}",
+                             f"paths.cache_dir={tmp_path / 'cache'}"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("spinebench-train: error: ValueError: model.smp_arch=UnetPlusPluss is not an smp "
+                           "architecture (one of Unet, UnetPlusPlus, ")
 
 
 def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch,

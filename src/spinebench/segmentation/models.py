@@ -145,7 +145,11 @@ def build_smp(arch: str = "Unet", encoder_name: str = "resnet34", num_classes: i
     """Any segmentation-models-pytorch architecture; `encoder_weights` is a local file (never 'imagenet')."""
     import segmentation_models_pytorch as smp
 
-    net = getattr(smp, arch)(encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=num_classes, **kwargs)
+    architectures = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}  # smp's own list
+    if arch not in architectures:
+        raise ValueError(f"model.smp_arch={arch} is not an smp architecture (one of {', '.join(architectures)})")
+    net = architectures[arch](encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=num_classes,
+                              **kwargs)
     model = Segmenter(net, num_classes, pad_multiple)
     model.pretrained_source = _load_weights(net.encoder, encoder_weights, f"smp {arch} encoder {encoder_name}")
     return model
