@@ -38,6 +38,9 @@ def _corrupt_detection(root):
     (root / "test" / "orphan.xml").write_text(voc_xml("orphan.png", []))                      # XML without image
     (root / "valid" / "valid_pre_1.xml").write_text(voc_xml("x.png", [(1, 1, 9, 9)], name="tumour"))
     shutil.copy(root / "train" / "train_post_0.png", root / "test" / "leak.png")               # duplicate across splits
+    (root / "train" / "annotations").mkdir()                                                   # a second XML
+    shutil.copy(root / "train" / "train_post_0.xml", root / "train" / "annotations" / "train_post_0.XML")
+    (root / "valid" / "valid_post_0.xml").write_text(voc_xml("v.png", [(50, 30, 110, 65)], width=345, height=137))
 
 
 def test_every_detection_problem_kind_is_reported(detection_release, tmp_path):
@@ -46,12 +49,16 @@ def test_every_detection_problem_kind_is_reported(detection_release, tmp_path):
     assert code == 1
     problems = report["problems"]
     assert set(problems) == {"wrong_size", "unreadable_image", "malformed_xml", "box_outside_image", "degenerate_box",
-                             "annotation_without_image", "unknown_class", "duplicate_across_splits"}
+                             "annotation_without_image", "unknown_class", "duplicate_across_splits",
+                             "duplicate_annotation", "annotation_size_mismatch"}
     assert "small.png" in problems["wrong_size"]["examples"][0] and "200x100" in problems["wrong_size"]["examples"][0]
     assert "trunc.png" in problems["unreadable_image"]["examples"][0]
     assert "valid_pre_2.xml" in problems["malformed_xml"]["examples"][0]
     assert problems["box_outside_image"]["count"] == 1 and problems["degenerate_box"]["count"] == 1
     assert "leak.png" in problems["duplicate_across_splits"]["examples"][0]
+    assert "annotations/train_post_0.XML" in problems["duplicate_annotation"]["examples"][0]
+    assert problems["annotation_size_mismatch"]["examples"] == [
+        f"{detection_release / 'valid' / 'valid_post_0.xml'}: <size> 345x137, image 690x275"]
 
 
 def test_every_segmentation_problem_kind_is_reported(segmentation_release, tmp_path):

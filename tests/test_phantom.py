@@ -74,7 +74,7 @@ def test_detection_layout_boxes_and_negatives(tmp_path):
         if not item["injured"]:
             assert sample.is_negative and "_pre_" in sample.image.name
             if sample.annotation is not None:
-                assert parse_voc_xml(sample.annotation) == []
+                assert parse_voc_xml(sample.annotation).objects == []
             continue
         assert "_post_" in sample.image.name and sample.annotation is not None
         assert len(sample.boxes) == 1 and sample.labels.tolist() == [0]

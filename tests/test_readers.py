@@ -37,6 +37,38 @@ def test_detection_reader_accepts_images_and_annotations_subfolders(detection_re
     assert [len(s.boxes) for s in samples] == [1, 0, 0]
 
 
+@pytest.mark.parametrize("images_in, xml_in, suffix", [
+    ("", "annotations", ".xml"),  # images in the split folder, XML in its annotations/
+    ("images", "", ".xml"),  # images in <split>/images/, XML in the split folder
+    ("", "", ".XML"),  # beside the image, upper-case suffix
+])
+def test_detection_reader_finds_the_xml_wherever_check_looks(detection_release, images_in, xml_in, suffix):
+    split = detection_release / "test"
+    for file in sorted(split.iterdir()):
+        target = split / (images_in if file.suffix == ".png" else xml_in)
+        target.mkdir(exist_ok=True)
+        file.rename(target / (file.name if file.suffix == ".png" else file.stem + suffix))
+    samples = read_detection_split(detection_release, "test")
+    assert [len(s.boxes) for s in samples] == [1, 0, 0]  # the injured image keeps its box: not a silent negative
+
+
+def test_two_annotations_of_one_image_are_refused(detection_release):
+    (detection_release / "train" / "annotations").mkdir()
+    shutil.copy(detection_release / "train" / "train_post_0.xml", detection_release / "train" / "annotations")
+    with pytest.raises(DatasetError, match="train_post_0.png: more than one annotation"):
+        read_detection_split(detection_release, "train")
+
+
+def test_an_annotation_sized_for_another_image_is_warned_about(detection_release, caplog):
+    (detection_release / "valid" / "valid_post_0.xml").write_text(
+        voc_xml("valid_post_0.png", [(50, 30, 110, 65)], width=345, height=137))
+    with caplog.at_level(logging.WARNING):
+        samples = read_detection_split(detection_release, "val")
+    assert samples[0].boxes.tolist() == [[50, 30, 110, 65]]  # used as they are, and said so
+    assert "1 of 3 annotations give a <size> other than their image's" in caplog.text
+    assert "valid_post_0.xml (345x137, image 690x275)" in caplog.text
+
+
 def test_boxes_are_clipped_and_degenerate_boxes_dropped_with_a_warning(detection_release, caplog):
     xml = detection_release / "train" / "train_post_0.xml"
     xml.write_text(voc_xml("train_post_0.png", [(-20, 10, 100, 300), (700, 10, 760, 50)]))
@@ -51,6 +83,10 @@ def test_boxes_are_clipped_and_degenerate_boxes_dropped_with_a_warning(detection
     ("<annotation><object>", "malformed XML"),
     ("<annotation><object><name>hematoma</name></object></annotation>", "no <bndbox>"),
     ("<annotation><object><name>hematoma</name><bndbox><xmin>a</xmin></bndbox></object></annotation>", "non-numeric"),
+    ("<annotation><object><name>hematoma</name><bndbox><xmin>nan</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+     "</bndbox></object></annotation>", "non-numeric"),
+    ('<?xml version="1.0" encoding="bogus"?><annotation/>', "malformed XML"),
+    ("<dataset><object><name>hematoma</name></object></dataset>", "not a Pascal-VOC file"),
 ])
 def test_malformed_xml_names_the_file(tmp_path, content, message):
     path = tmp_path / "bad.xml"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SEGMENTATION_CLASSES, SEGMENTATION_CLASSES
-from spinebench.data.detection import annotation_for, class_index, clip_box, image_folder, parse_voc_xml
+from spinebench.data.detection import class_index, clip_box, image_folder, parse_voc_xml, split_annotations
 from spinebench.data.errors import DatasetError
 from spinebench.data.images import list_images, read_gray, read_rgb
 from spinebench.data.layout import SPLITS, find_splits
@@ -35,6 +35,8 @@ PROBLEM_KINDS = {
     "box_outside_image": "box spills over the image (clipped when loading)",
     "degenerate_box": "box has no area inside the image (dropped when loading)",
     "annotation_without_image": "XML file with no image of the same name",
+    "duplicate_annotation": "image with more than one XML file (the reader refuses it)",
+    "annotation_size_mismatch": "XML <size> differs from its image's (boxes used as they are)",
     "image_without_mask": "image with no mask of the same name",
     "mask_without_image": "mask with no image of the same name",
     "mask_size_mismatch": "mask and image sizes differ",
@@ -94,18 +96,20 @@ def _check_image(split: str, path: Path) -> tuple[FileResult, np.ndarray | None]
     return result, pixels
 
 
-def check_detection_file(split: str, path: Path) -> FileResult:
+def check_detection_file(split: str, path: Path, xml: Path | None) -> FileResult:
     result, pixels = _check_image(split, path)
-    xml = annotation_for(path)
     if xml is None:
         return result  # a negative (pre-injury) image
     try:
-        objects = parse_voc_xml(xml)
+        voc = parse_voc_xml(xml)
     except DatasetError as error:
         result.problems.append(("malformed_xml", str(xml), str(error).split(": ", 1)[-1]))
         return result
     height, width = pixels.shape if pixels is not None else (IMAGE_HEIGHT, IMAGE_WIDTH)
-    for obj in objects:
+    if voc.size not in (None, (width, height)):
+        result.problems.append(("annotation_size_mismatch", str(xml), f"<size> {voc.size[0]}x{voc.size[1]}, image "
+                                                                       f"{width}x{height}"))
+    for obj in voc.objects:
         try:
             class_index(obj.name, xml)
         except DatasetError:
@@ -137,12 +141,17 @@ def check_segmentation_file(split: str, path: Path, mask: Path) -> FileResult:
 def _detection_jobs(report: CheckReport, split: str, folder: Path) -> list[tuple]:
     images = image_folder(folder)
     paths = list_images(images)
-    stems = {p.stem for p in paths}
-    xml_folders = {folder, images, folder / "annotations", folder / "Annotations"}
-    for xml in sorted(x for d in xml_folders if d.is_dir() for x in d.glob("*.xml")):
-        if xml.stem not in stems:
+    annotations = split_annotations(images)  # where the reader looks, so a file it would miss is reported
+    for stem in sorted(annotations.keys() - {p.stem for p in paths}):
+        for xml in annotations[stem]:
             report.add("annotation_without_image", str(xml))
-    return [(check_detection_file, split, p) for p in paths]
+    jobs = []
+    for path in paths:
+        xmls = annotations.get(path.stem, [])
+        if len(xmls) > 1:
+            report.add("duplicate_annotation", str(path), ", ".join(map(str, xmls)))
+        jobs.append((check_detection_file, split, path, xmls[0] if xmls else None))
+    return jobs
 
 
 def _segmentation_jobs(report: CheckReport, split: str, folder: Path) -> list[tuple]:
