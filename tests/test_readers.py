@@ -7,11 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import voc_xml, write_png
 
 from spinebench.classes import IGNORE_INDEX, SEGMENTATION_PALETTE
 from spinebench.data.detection import clip_box, parse_voc_xml, read_detection_split
 from spinebench.data.errors import DatasetError
+from spinebench.data.images import read_gray
 from spinebench.data.layout import find_splits
 from spinebench.data.segmentation import decode_mask, encode_mask, read_mask, read_segmentation_split
 
@@ -103,6 +105,13 @@ def test_unknown_class_and_corrupt_png_name_the_file(detection_release):
     (detection_release / "train" / "train_pre_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DatasetError, match="train_pre_1.png: unreadable"):
         read_detection_split(detection_release, "train")
+
+
+def test_a_16_bit_image_is_refused_not_clipped_to_white(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.full((4, 6), 3000, dtype=np.uint16)).save(path)  # 12-bit data in a 16-bit PNG
+    with pytest.raises(DatasetError, match="wide.png: I;16 image"):
+        read_gray(path)
 
 
 def test_missing_split_and_missing_folder(detection_release, tmp_path):

@@ -28,7 +28,7 @@ MAX_EXAMPLES = 5
 PROBLEM_KINDS = {
     "missing_split": "a train/val/test split is absent",
     "empty_split": "a split folder holds no images",
-    "unreadable_image": "image cannot be decoded (corrupt or truncated)",
+    "unreadable_image": "image cannot be decoded (corrupt, truncated, or 16-bit)",
     "wrong_size": f"image is not {IMAGE_WIDTH}x{IMAGE_HEIGHT}",
     "malformed_xml": "annotation is not valid Pascal-VOC XML",
     "unknown_class": "annotation names a class other than hematoma",

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from spinebench.data.errors import DatasetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+WIDE_MODES = ("I", "F")  # Pillow's 16/32-bit modes ("I;16", "I;16B", ...): its convert clips them to 8-bit white
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -21,9 +22,13 @@ def _decode(path: Path, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # forces a full decode: a truncated PNG fails here, not later in a worker
-            return np.asarray(image.convert(mode))
+            wide = image.mode.startswith(WIDE_MODES)
+            if not wide:
+                return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: unreadable or truncated image ({error})") from error
+    raise DatasetError(f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and its scale "
+                       "(12 or 16 bits used?) is not known here: save it as 8-bit")
 
 
 def read_gray(path: Path) -> np.ndarray:
