@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from spinebench.engine import ConfigError, EpochSampler, TrainerConfig, fit, load_checkpoint, seed_everything
+from spinebench.engine.loop import _publish, save_checkpoints
 from spinebench.speed import speed_devices
 
 
@@ -28,12 +29,14 @@ class ToyModule:
         return {"neg_mse": -sum(errors) / len(errors)}
 
 
-def _loaders(seed=0):
+def _loaders(seed=0, workers=0):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 4, generator=g)
     y = x.sum(1, keepdim=True)
     data = TensorDataset(x, y)
-    return DataLoader(data, batch_size=8, sampler=EpochSampler(data, seed=seed)), DataLoader(data, batch_size=20)
+    train = DataLoader(data, batch_size=8, sampler=EpochSampler(data, seed=seed), num_workers=workers,
+                       persistent_workers=workers > 0)  # as detection_loader and the segmentation loaders make them
+    return train, DataLoader(data, batch_size=20)
 
 
 def _cfg(epochs, **kw):
@@ -60,18 +63,19 @@ class KilledModule(ToyModule):
         return super().training_step(batch, device)
 
 
-def _run(run_dir, epochs, module=None, **kw):
+def _run(run_dir, epochs, module=None, workers=0, config=None, **kw):
     module = module or ToyModule()
-    train, val = _loaders()
-    result = fit(module, train, val, _cfg(epochs, **kw), run_dir, config={"note": "test"}, monitor="neg_mse")
+    train, val = _loaders(workers=workers)
+    result = fit(module, train, val, _cfg(epochs, **kw), run_dir, config=config or {"note": "test"}, monitor="neg_mse")
     return module, result
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    full, full_result = _run(tmp_path / "full", 3)
+@pytest.mark.parametrize("workers", [0, 1])  # 1: a persistent worker draws its seed in the process's first epoch
+def test_resume_equals_uninterrupted(tmp_path, workers):
+    full, full_result = _run(tmp_path / "full", 3, workers=workers)
     with pytest.raises(Killed):  # killed in epoch 2 (5 batches per epoch) ...
-        _run(tmp_path / "killed", 3, module=KilledModule(die_at_step=7))
-    resumed, resumed_result = _run(tmp_path / "killed", 3)  # ... and the same command run again
+        _run(tmp_path / "killed", 3, module=KilledModule(die_at_step=7), workers=workers)
+    resumed, resumed_result = _run(tmp_path / "killed", 3, workers=workers)  # ... and the same command run again
     assert resumed_result.resumed_from == 1
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -81,6 +85,31 @@ def test_resume_equals_uninterrupted(tmp_path):
     again, again_result = _run(tmp_path / "full", 3)
     assert again_result.resumed_from == 3 and again_result.best_metric == full_result.best_metric
 
+
+
+def test_a_run_folder_is_not_resumed_under_other_settings(tmp_path):
+    """The folder is named after model, trainer and seed only: the same command with another lr lands in it, and
+    resuming there would finish one run's checkpoint under the other's config and label."""
+    config = {"seed": 0, "trainer": {"optimizer": {"lr": 0.05}, "num_workers": 4}, "paths": {"output_dir": "a"}}
+    with pytest.raises(Killed):
+        _run(tmp_path, 2, module=KilledModule(die_at_step=7), config=config)
+    other_lr = {**config, "trainer": {"optimizer": {"lr": 0.5}, "num_workers": 4}}
+    with pytest.raises(ConfigError, match=r"this run was trained with other settings: trainer.optimizer.lr \(was 0.05\)"):
+        _run(tmp_path, 2, config=other_lr)
+    # what does not change the weights may differ: loader workers, the folder's path
+    neutral = {**config, "trainer": {"optimizer": {"lr": 0.05}, "num_workers": 0}, "paths": {"output_dir": "b"}}
+    assert _run(tmp_path, 2, config=neutral)[1].resumed_from == 1
+
+
+def test_a_kill_between_linking_best_and_renaming_last_leaves_best_its_bytes(tmp_path):
+    """save_checkpoints links best.pt to last.pt.writing before renaming it: killed in between, the next save must
+    not write into the file best.pt shares."""
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    written = last.with_suffix(".pt.writing")
+    torch.save({"epoch": 2}, written)  # epoch 2, the best: linked, then killed before the rename
+    _publish(written, best)
+    save_checkpoints({"epoch": 3}, last)  # the resumed run's next epoch, not better
+    assert load_checkpoint(best)["epoch"] == 2 and load_checkpoint(last)["epoch"] == 3
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"not a checkpoint at all"])
@@ -216,3 +245,9 @@ def test_each_epoch_is_serialised_once_and_best_keeps_its_epoch(tmp_path):
     assert three.best_epoch == 2 and not (checkpoints / "best.pt").samefile(checkpoints / "last.pt")
     assert load_checkpoint(checkpoints / "best.pt")["epoch"] == 2 and load_checkpoint(checkpoints / "last.pt")["epoch"] == 3
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt"]  # no temporary file left
+
+
+def test_the_history_records_each_epochs_own_learning_rate(tmp_path):
+    schedule = {"name": "step", "step_size": 1.0, "gamma": 0.1, "warmup_epochs": 0}
+    _, result = _run(tmp_path, 3, scheduler=schedule)
+    assert [h["lr"] for h in result.history] == pytest.approx([0.05, 0.005, 0.0005])  # not the next epoch's

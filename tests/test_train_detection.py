@@ -20,6 +20,7 @@ from conftest import check_metrics_keys_documented
 
 import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
+from spinebench.engine import ConfigError
 from spinebench.pipeline import (CONFIG_DIR, check_overrides, drop_untouched_run_dir, evaluate, run_guarded,
                                  train)
 from spinebench.report import collect_runs
@@ -102,6 +103,13 @@ def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     first = train(cfg)
     second = train(cfg)  # same command: resumes from last.pt (already complete) and re-tests
     assert second["metrics"] == first["metrics"]
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    other = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny",
+                                  "trainer.optimizer.lr=0.5"], tmp_path, cache_dir)  # lands in the same folder
+    with pytest.raises(ConfigError, match=r"config.yaml: this run was trained with other settings: trainer.optimizer"):
+        train(other)
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved  # the run keeps its own config and metrics
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"] == first["metrics"]
     finished = tmp_path / "run" / "metrics.json"
     stamp = finished.stat().st_mtime_ns
     with open_dict(cfg):

@@ -52,7 +52,8 @@ from omegaconf.errors import OmegaConfBaseException
 from spinebench.data.errors import DatasetError
 from spinebench.data.layout import split_folder
 from spinebench.data.source import DatasetSpec
-from spinebench.engine import CHECKPOINT_DIR, ConfigError, TrainerConfig, resolve_device, seed_everything
+from spinebench.engine import (CHECKPOINT_DIR, ConfigError, TrainerConfig, check_same_settings, resolve_device,
+                               seed_everything)
 from spinebench.engine.config import check_trainer_key
 from spinebench.runinfo import METRICS_FILE, collect_env, data_label, device_name, write_json
 
@@ -134,6 +135,11 @@ def _prepare_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def _holds_a_trained_epoch(run_dir: Path) -> bool:
+    """The engine's checkpoints/last.pt, or ultralytics' yolo/weights/last.pt: what the next start resumes."""
+    return any(run_dir.glob("*/last.pt")) or any(run_dir.glob("*/weights/last.pt"))
+
+
 def _trainer(cfg: DictConfig, node: Any = None) -> TrainerConfig:
     return TrainerConfig.from_config(cfg.trainer if node is None else node, seed=int(cfg.seed))
 
@@ -202,7 +208,11 @@ def train(cfg: DictConfig) -> dict:
             return doc
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
-    spec, benchmark, ctx = _start_run(cfg, _trainer(cfg), cfg.model, OmegaConf.to_container(cfg, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    saved = Path(cfg.paths.output_dir) / CONFIG_FILE
+    if saved.is_file() and _holds_a_trained_epoch(saved.parent):  # checked before config.yaml is written anew
+        check_same_settings(saved, OmegaConf.to_container(OmegaConf.load(saved), resolve=True), resolved)
+    spec, benchmark, ctx = _start_run(cfg, _trainer(cfg), cfg.model, resolved)
     facts = benchmark.fit(ctx, spec) or {}
     result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
     doc = _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config_label(), None)

@@ -76,11 +76,8 @@ class ResidentBatches:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
-        # The epoch starts here, at iter() as a DataLoader's does, not at the first batch: a DataLoader draws its
-        # workers' base seed from torch's generator then, so draw it too (the augmentation after it sees the same
-        # random numbers and the two paths train alike); and the order crosses to the device here, in the epoch's
-        # one synchronizing copy, so that getting a batch never waits for the device.
-        torch.empty((), dtype=torch.int64).random_()
+        # The order crosses to the device here, at iter(), in the epoch's one synchronizing copy, so that getting
+        # a batch never waits for the device.
         order = list(self.sampler)
         rows_on_device = torch.tensor(order, dtype=torch.long).to(self.tensors[0].device)
         return self._batches(order, rows_on_device)

@@ -38,7 +38,10 @@ Behaviour:
   best_epoch, history, config, monitor.
 - Resume: when `checkpoints/last.pt` exists, fit() continues from it; the result equals an uninterrupted run on
   CPU because all randomness of an epoch (shuffle, augmentation, dropout) is drawn from a generator seeded with
-  (seed, epoch) at the start of that epoch. A finished run (epoch == epochs) returns at once without training.
+  (seed, epoch) at the start of that epoch, after its iterator is made (a DataLoader with persistent workers
+  draws from torch's generator there, in the process's first epoch only). A finished run (epoch == epochs)
+  returns at once without training. A checkpoint trained under other settings (its stored `config`, outside
+  RESUME_NEUTRAL: device, workers, paths, ...) is refused by `check_same_settings`, not resumed.
 - Progress: rich bars (images/s, loss, ETA) on a TTY (`progress: auto|true|false`); one log line per epoch always.
 - Host syncs: the losses stay on the device and are read back every SYNC_EVERY (20) steps, so the CPU can queue
   the next step while the GPU works; a NaN/inf loss stops the run there with the epoch and step that produced it
@@ -55,6 +58,7 @@ from spinebench.engine.loop import (
     FitResult,
     TrainModule,
     autocast_for,
+    check_same_settings,
     fit,
     load_checkpoint,
     precision_label,
@@ -70,6 +74,7 @@ __all__ = [
     "TrainModule",
     "TrainerConfig",
     "autocast_for",
+    "check_same_settings",
     "fit",
     "load_checkpoint",
     "precision_label",

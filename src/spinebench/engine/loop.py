@@ -168,6 +168,7 @@ def save_checkpoints(state: dict, last_path: Path, best_path: Path | None = None
     re-runs this epoch. Both are replaced atomically, so a link never sees a later epoch's bytes."""
     last_path.parent.mkdir(parents=True, exist_ok=True)
     written = last_path.with_suffix(".pt.writing")
+    written.unlink(missing_ok=True)  # a kill after best was linked to it left it behind: never rewrite best's bytes
     torch.save(state, written)
     if best_path is not None:
         _publish(written, best_path)
@@ -185,6 +186,36 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         what = " ".join(str(error).split()).split(". ")[0] or type(error).__name__
         raise ValueError(f"{path}: unreadable checkpoint ({what}); restore it, or move it away to start that run "
                          "over") from error
+
+
+# Settings that leave a run's trained weights as they are: a killed run may resume with other values of these.
+RESUME_NEUTRAL = ("paths", "skip_finished", "trainer.device", "trainer.num_workers", "trainer.data_on_device",
+                  "trainer.progress", "trainer.eval_batch_size", "trainer.limit_test_images", "trainer.fps_images",
+                  "trainer.fps_warmup", "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def check_same_settings(where: Path, saved: dict | None, current: dict | None) -> None:
+    """Refuse to resume a run trained under config `saved` (read from `where`) under a `current` config that
+    differs in a setting outside RESUME_NEUTRAL: the run folder is named after model, trainer and seed only, so
+    the same command with another lr lands in the same folder, and resuming would finish one run under the other's
+    label."""
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return  # written before configs were stored: nothing to compare
+    before, now = _flatten(saved), _flatten(current)
+    changed = sorted(key for key in before.keys() | now.keys()
+                     if before.get(key) != now.get(key) and not key.startswith(RESUME_NEUTRAL))
+    if changed:
+        shown = ", ".join(f"{key} (was {before.get(key, '-')!r})" for key in changed[:4])
+        raise ConfigError(f"{where}: this run was trained with other settings: {shown}{' and more' if len(changed) > 4 else ''}"
+                          ". Run the original command to resume it, give this run its own folder (run_name=...), or "
+                          "move checkpoints/ away to start over")
 
 
 def _module_state(module: Any) -> dict:
@@ -319,6 +350,7 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
     best_metric, best_epoch, resumed_from = None, None, None
     if last_path.is_file():
         state = load_checkpoint(last_path, map_location=device)
+        check_same_settings(last_path, state.get("config"), config)
         _load_module_state(module, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -334,19 +366,23 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
     images_seen, train_time = 0, 0.0
     with _Progress(_progress_enabled(cfg.progress)) as progress:
         for epoch in range(start_epoch, cfg.epochs):
-            # All randomness of this epoch is a function of (seed, epoch): what makes resume exact.
-            epoch_seed = _epoch_seed(cfg.seed, epoch)
-            torch.manual_seed(epoch_seed)
-            random.seed(epoch_seed)
-            np.random.seed(epoch_seed % 2**32)
             sampler = getattr(train_loader, "sampler", None)
             for candidate in (sampler, getattr(train_loader, "batch_sampler", None)):
                 if hasattr(candidate, "set_epoch"):
                     candidate.set_epoch(epoch)
+            # The epoch's iterator first: a DataLoader draws its workers' base seed from torch's generator when it
+            # makes one, and with persistent workers only in the process's first epoch, so a resumed run would
+            # draw in another epoch than an uninterrupted one. Seeded after it, all randomness of this epoch is a
+            # function of (seed, epoch) alone: what makes resume exact.
+            batches = iter(train_loader)
+            epoch_seed = _epoch_seed(cfg.seed, epoch)
+            torch.manual_seed(epoch_seed)
+            random.seed(epoch_seed)
+            np.random.seed(epoch_seed % 2**32)
             model.train()
             task = progress.add(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
             meter = _EpochMeter(epoch)
-            for step, batch in enumerate(train_loader):
+            for step, batch in enumerate(batches):
                 if step >= steps_per_epoch:
                     break
                 with autocast_for(device, cfg.amp):
@@ -357,6 +393,7 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
                 optimizer.step()
+                epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this step used: the history's (the last step's)
                 scheduler.step()
                 global_step += 1
                 if meter.add(loss, _batch_size(module, batch)):
@@ -374,7 +411,7 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                     metrics = dict(module.validation(val_loader, device))
                 if monitor not in metrics:
                     raise KeyError(f"validation returned no {monitor!r} (got {sorted(metrics)}): set trainer.monitor")
-            record = {"epoch": epoch + 1, "train_loss": meter.mean_loss, "lr": optimizer.param_groups[0]["lr"],
+            record = {"epoch": epoch + 1, "train_loss": meter.mean_loss, "lr": epoch_lr,
                       "images_per_s": epoch_images / max(epoch_time, 1e-9), **{f"val_{k}": v for k, v in metrics.items()}}
             history.append(record)
             improved = val_loader is None or _better(metrics.get(monitor), best_metric, cfg.mode)
