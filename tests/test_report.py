@@ -313,6 +313,23 @@ def test_a_release_changed_since_its_fetch_is_flagged_with_the_reason(tmp_path):
                 "spinebench-manifest.json was written, e.g. test/a.png" in text) is not verified
         assert "not verified" not in text or not verified
 
+def test_a_model_trained_on_a_phantom_is_phantom_wherever_it_is_scored(tmp_path):
+    """spinebench-eval of a phantom-trained checkpoint on the real release: its row is the phantom's, in a group
+    and under a banner of its own, never beside real-data rows as a reproduction."""
+    outputs = tmp_path / "outputs"
+    write_detection_run(outputs / "detection_real" / "eval-ssd300", "ssd300", "ssd300",
+                        _data_block("real", "detection_real", tmp_path / "data"), seed=9)
+    payload = json.loads((outputs / "detection_real" / "eval-ssd300" / "metrics.json").read_text())
+    payload.update(checkpoint_run=str(tmp_path / "trained"), trained_on={"name": "detection_phantom", "kind": "phantom"})
+    (outputs / "detection_real" / "eval-ssd300" / "metrics.json").write_text(json.dumps(payload))
+    (run,) = collect_runs([outputs]).runs
+    assert run.is_phantom and run.data_group == "detection_real (real, model trained on a phantom)"
+    assert run.data_label.endswith("; the model was trained on a PHANTOM")
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    assert "### Detection - detection_real (real, model trained on a phantom) - PHANTOM" in text
+
+
 def test_speed_block_with_both_processors(tmp_path):
     run_dir = tmp_path / "run"
     write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "r", tmp_path), seed=9)
@@ -338,6 +355,7 @@ def test_csv_rows_and_columns(report):
     required = {"model", "model_name", "mAP50", "mAP50_95", "AR100", "precision", "recall", "mAP50_ci_low",
                 "mAP50_ci_high", "paper_mAP50", "mAP50_diff", "params", "fps_batch1", "epochs", "input_size",
                 "pretrained", "data_source", "data_kind", "data_label", "data_stamp", "hardware", "commit", "config",
+                "test_images",
                 "config_file", "run_dir", "implantability_cpu", "implantability_gpu", "paper_implantability_cpu"}
     assert required <= set(det[0])
     assert {r["data_kind"] for r in det} == {"phantom", "real"}

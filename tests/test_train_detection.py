@@ -18,11 +18,11 @@ from omegaconf import open_dict
 
 from conftest import check_metrics_keys_documented
 
-import spinebench.evaluate  # noqa: F401  (registers the eval config's resolver)
+from spinebench.evaluate import run_id  # (importing it registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
 from spinebench.engine import ConfigError
-from spinebench.pipeline import (CONFIG_DIR, check_overrides, drop_untouched_run_dir, evaluate, run_guarded,
-                                 train)
+from spinebench.pipeline import (CONFIG_DIR, UserError, check_overrides, drop_untouched_run_dir, evaluate,
+                                 run_guarded, train)
 from spinebench.report import collect_runs
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml")
@@ -118,13 +118,22 @@ def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     finished.write_text(finished.read_text()[:40])  # cut short (a disk that filled up, a hand edit gone wrong)
     assert train(cfg)["metrics"] == first["metrics"]  # tested again from its checkpoint, not trained again
     assert json.loads(finished.read_text())["metrics"] == first["metrics"]
-    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e", cache_dir)
+    limited = ["data=detection_phantom_tiny", "trainer.limit_test_images=2"]  # the smoke run scored 2 test images
+    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", *limited], tmp_path / "e", cache_dir)
     doc = evaluate(eval_cfg)
     assert doc["checkpoint_run"] == str((tmp_path / "run").resolve())
     assert doc["metrics"] == first["metrics"] and doc["epochs"] == first["epochs"]
+    assert doc["test_images"] == first["test_images"] == 2
     assert (tmp_path / "e" / "run" / "predictions.json").is_file()
+    # unless this command limits it, the whole split is scored: the smoke run's limit is not inherited
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    whole = evaluate(compose_cfg("eval", [f"ckpt={best}", "data=detection_phantom_tiny"], tmp_path / "e3", cache_dir))
+    assert whole["test_images"] == 4 and whole["checkpoint_run"] == str((tmp_path / "run").resolve())
+    assert run_id(str(best)) == run_id(str(tmp_path / "run")) == f"run@{tmp_path.name}"  # its folder: eval-run@...
+    with pytest.raises(UserError, match="scores a run's checkpoints/best.pt"):
+        evaluate(compose_cfg("eval", [f"ckpt={best.with_name('last.pt')}", *limited], tmp_path / "e4", cache_dir))
     finished.write_text("{")  # the training run's facts are lost; its checkpoint still scores
-    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e2", cache_dir)
+    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", *limited], tmp_path / "e2", cache_dir)
     doc = evaluate(eval_cfg)
     assert doc["metrics"] == first["metrics"] and doc["epochs"] is None
 

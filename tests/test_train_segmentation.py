@@ -182,6 +182,7 @@ def test_zero_shot_eval(trained, tmp_path, cache_dir):
                                        "trainer.fps_images=1", "trainer.fps_warmup=0"])
     check_run_folder(out, checkpoints=False)
     assert doc["checkpoint_run"] == str(trained.resolve()) and doc["data"]["stamp"]["domain"] == "human"
+    assert doc["trained_on"]["kind"] == "phantom" and doc["trained_on"]["stamp"]["domain"] == "porcine"
     assert not (out / "checkpoints").exists()
 
 

@@ -15,13 +15,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from spinebench.pipeline import CONFIG_DIR, check_overrides, evaluate, run_guarded
+from spinebench.pipeline import CONFIG_DIR, UserError, check_overrides, checkpoint_run_folder, evaluate, run_guarded
+
+
+def run_id(ckpt: str) -> str:
+    """"<run name>@<its data name>" of the run a ckpt= names: the name of an evaluation's own folder."""
+    try:
+        run = checkpoint_run_folder(ckpt).resolve()
+    except UserError:  # evaluate() refuses it with this message; the folder name must still resolve
+        run = Path(str(ckpt)).expanduser().resolve()
+    return f"{run.name}@{run.parent.name}"
+
 
 if not OmegaConf.has_resolver("spinebench.run_id"):
-    # "<run name>@<its data name>" of a run folder given as ckpt=..., the name of an evaluation's own folder
-    OmegaConf.register_new_resolver(
-        "spinebench.run_id",
-        lambda path: f"{Path(str(path)).expanduser().resolve().name}@{Path(str(path)).expanduser().resolve().parent.name}")
+    OmegaConf.register_new_resolver("spinebench.run_id", run_id)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

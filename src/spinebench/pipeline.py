@@ -222,21 +222,32 @@ def train(cfg: DictConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate
+def checkpoint_run_folder(ckpt: Any) -> Path:
+    """The training run a `ckpt=` names: its folder, or its checkpoints/best.pt. Another file is refused: the
+    evaluation scores best.pt, and its folder is named after the run."""
+    path = Path(str(ckpt)).expanduser()
+    if path.suffix != ".pt":
+        return path
+    if path.name != "best.pt" or path.parent.name != CHECKPOINT_DIR:
+        raise UserError(f"ckpt={ckpt}: spinebench-eval scores a run's {CHECKPOINT_DIR}/best.pt; give the run's folder")
+    return path.parent.parent
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Score a finished run's best checkpoint on another dataset's test split (no training)."""
     started = time.perf_counter()
     if cfg.get("data") is None:
         raise UserError("no data selected: add data=<name> (see configs/data/), the dataset whose test split to score")
-    source = Path(str(cfg.ckpt)).expanduser()
-    if source.is_file():  # a checkpoint file inside a run folder
-        source = source.parent.parent if source.parent.name == CHECKPOINT_DIR else source.parent
+    source = checkpoint_run_folder(cfg.ckpt)
     checkpoint = source / CHECKPOINT_DIR / "best.pt"
     if not (source / CONFIG_FILE).is_file() or not checkpoint.is_file():
         raise UserError(f"ckpt={cfg.ckpt}: not a finished spinebench run folder (needs {CONFIG_FILE} and "
                         f"{CHECKPOINT_DIR}/best.pt)")
     saved = OmegaConf.load(source / CONFIG_FILE)
     trainer_node = OmegaConf.to_container(saved.trainer, resolve=True)
-    trainer_node.update({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None})
+    given = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_node.update({k: v for k, v in given.items() if v is not None})
+    trainer_node["limit_test_images"] = given.get("limit_test_images")  # never the training run's smoke limit
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["checkpoint_config"] = OmegaConf.to_container(saved, resolve=True)
     spec, benchmark, ctx = _start_run(cfg, _trainer(cfg, trainer_node), saved.model, resolved)
@@ -252,7 +263,21 @@ def evaluate(cfg: DictConfig) -> dict:
             log.warning("%s is unreadable (%s): this evaluation records none of its training facts", source_metrics,
                         error)
     config = facts.pop("config", None)
+    facts["trained_on"] = _training_data(source, saved)
     return _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config, str(source.resolve()))
+
+
+def _training_data(source: Path, saved: DictConfig) -> dict[str, Any]:
+    """The data block of the run that trained the checkpoint (its env.json: the provenance that run found), else
+    what its config says; a model trained on a phantom is labelled so wherever it is scored."""
+    try:
+        data = json.loads((source / ENV_FILE).read_text()).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        data = {}
+    if not data.get("kind"):
+        phantom = OmegaConf.select(saved, "data.phantom") is not None
+        data = {"name": OmegaConf.select(saved, "data.name"), "kind": "phantom" if phantom else "unknown"}
+    return {key: data.get(key) for key in ("name", "kind", "label", "stamp")}
 
 
 # ---------------------------------------------------------------------------------------------------- errors

@@ -168,7 +168,8 @@ class TorchvisionDetector:
         metrics = score_and_write(ctx.run_dir, ground_truth, detections, f"{self.name} - {spec.name}")
         speed = self.inference_speed(model, loader, device, trainer)
         return {"metrics": metrics, "params": count_parameters(model), **speed, "input_size": self.effective_size(ctx),
-                "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch")}
+                "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch"),
+                "test_images": len(samples)}
 
     @staticmethod
     def inference_speed(model: nn.Module, loader, device: torch.device, trainer) -> dict:

@@ -272,7 +272,7 @@ class YoloV8:
 
         speed = batch1_speed(predict_on, frames, ctx.device, ctx.trainer)
         return {"metrics": metrics, "params": count_parameters(model.model), **speed, "input_size": [imgsz, imgsz],
-                "test_precision": precision, "ultralytics_mAP50": float(reference.box.map50),
+                "test_precision": precision, "test_images": len(samples), "ultralytics_mAP50": float(reference.box.map50),
                 "ultralytics_mAP50_95": float(reference.box.map),
                 "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
                                     "`metrics` come from spinebench.detection.coco like every detector"}

@@ -61,12 +61,19 @@ class Run:
         return Path(root) if root else None
 
     @property
+    def trained_on_phantom(self) -> bool:
+        """An evaluation (spinebench-eval) of a checkpoint trained on a phantom: its scores are the phantom's too,
+        whatever data it was scored on."""
+        return (self.metrics.get("trained_on") or {}).get("kind") == "phantom"
+
+    @property
     def data_kind(self) -> str:
-        return self.data.get("kind") or "unknown"
+        kind = self.data.get("kind") or "unknown"
+        return f"{kind}, model trained on a phantom" if self.trained_on_phantom and kind != "phantom" else kind
 
     @property
     def is_phantom(self) -> bool:
-        return self.data_kind == "phantom"
+        return self.data.get("kind") == "phantom" or self.trained_on_phantom
 
     @property
     def domain(self) -> str:
@@ -86,8 +93,12 @@ class Run:
     @property
     def data_label(self) -> str:
         if self.data.get("label"):
-            return str(self.data["label"])
-        return "PHANTOM - synthetic, not the Kumar et al. release" if self.is_phantom else f"{self.data_kind} data"
+            label = str(self.data["label"])
+        else:
+            label = "PHANTOM - synthetic, not the Kumar et al. release" if self.is_phantom else f"{self.data_kind} data"
+        if self.trained_on_phantom and self.data.get("kind") != "phantom":
+            label += "; the model was trained on a PHANTOM"
+        return label
 
     @property
     def is_zero_shot(self) -> bool:

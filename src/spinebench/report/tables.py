@@ -108,7 +108,8 @@ def csv_rows(runs: Sequence[Run], task: str, manuscript: Manuscript | None) -> l
         mrow = manuscript.row(task, run.model) if manuscript and table else None
         row: dict[str, Any] = {
             "model": run.model, "model_name": run.model_name, "paper_name": mrow.name if mrow else "",
-            "split": run.metrics.get("split", ""), "domain": run.domain, "zero_shot": run.is_zero_shot,
+            "split": run.metrics.get("split", ""), "test_images": run.metrics.get("test_images"),
+            "domain": run.domain, "zero_shot": run.is_zero_shot,
             "checkpoint_run": run.metrics.get("checkpoint_run") or "",
             "data_source": run.data_group, "data_kind": run.data_kind, "data_label": run.data_label,
             "data_stamp": json.dumps(run.data.get("stamp") or {k: v for k, v in run.data.items() if k != "label"},
