@@ -45,6 +45,15 @@ def test_perfect_detections_score_one(ground_truth):
     assert scores["precision"] == scores["recall"] == pytest.approx(1.0)
 
 
+def test_scoring_leaves_the_files_to_write_as_they_were(ground_truth):
+    """ground_truth.json and predictions.json are written after scoring: COCO's loadRes and index must not have
+    added their keys (segmentation, area, id, iscrowd, ignore) to the entries."""
+    detections = detections_to_coco(1, [[100, 50, 200, 120]], [0.9], [0])
+    before = json.dumps([ground_truth, detections], sort_keys=True)
+    score_coco(ground_truth, detections)
+    assert json.dumps([ground_truth, detections], sort_keys=True) == before
+
+
 def test_box_on_negative_image_is_a_false_positive(ground_truth):
     good = detections_to_coco(1, [[100, 50, 200, 120]], [0.5], [0]) + detections_to_coco(2, [[300, 80, 420, 160]], [0.4], [0])
     with_fp = good + detections_to_coco(3, [[10, 10, 60, 60]], [0.95], [0])

@@ -45,13 +45,15 @@ def detections_to_coco(image_id: int, boxes: Iterable, scores: Iterable, labels:
 
 
 def _coco_stats(ground_truth: dict, detections: list[dict], image_ids: Sequence[int] | None) -> np.ndarray:
+    # COCO's index and loadRes add keys to the entries they are given (ignore; segmentation, area, id, iscrowd):
+    # they get copies, so ground_truth.json and predictions.json stay the plain files anyone can re-score
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = ground_truth
+        gt.dataset = {**ground_truth, "annotations": [dict(a) for a in ground_truth.get("annotations", [])]}
         gt.createIndex()
         if not detections:  # loadRes refuses an empty list; with nothing predicted every AP/AR is 0
             return np.zeros(12)
-        dt = gt.loadRes(detections)
+        dt = gt.loadRes([dict(d) for d in detections])
         evaluator = COCOeval_faster(gt, dt, iouType="bbox")
         if image_ids is not None:
             evaluator.params.imgIds = sorted(set(image_ids))
