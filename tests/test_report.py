@@ -15,7 +15,7 @@ from spinebench.classes import SEGMENTATION_CLASSES
 from spinebench.data.segmentation import encode_mask
 from spinebench.report import add_report_parser, run_report, score_runs
 from spinebench.report.bootstrap import bootstrap_detection, bootstrap_segmentation, case_table, resample_coco
-from spinebench.report.collect import collect_runs
+from spinebench.report.collect import collect_runs, pick
 from spinebench.report.manuscript import load_manuscript
 
 RESAMPLES = 60  # the default is 1,000; fewer keep this file fast on a 2-core machine
@@ -297,6 +297,26 @@ def test_our_implantability_uses_fps_best_per_hardware(runs_root):
         det["faster_rcnn"].values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4)
 
 
+def test_fps_best_comes_from_the_runs_the_table_shows(tmp_path):
+    """A row shows the run made with its own config (yolov8m before a newer yolov8n filed under it), and FPS_best
+    is the fastest of the shown runs: a fast model without a manuscript row, or an older run, changes no row's
+    score, and is itself scored as if it had joined the table."""
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs" / "detection_real"
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=1, fps=20.0, load=0.3)
+    write_detection_run(outputs / "faster_rcnn", "faster_rcnn", "faster_rcnn", data, seed=2, fps=2.0, load=0.5)
+    write_detection_run(outputs / "yolov8n", "yolov8m", "yolov8n", data, seed=3, fps=80.0, load=0.3)  # newer variant
+    write_detection_run(outputs / "custom", "custom_detector", "custom_detector", data, seed=4, fps=100.0, load=0.2)
+    runs = collect_runs([outputs]).runs
+    score_runs(runs, load_manuscript())
+    by_name = {r.model_name: r for r in runs}
+    frcnn, custom = by_name["faster_rcnn"], by_name["custom_detector"]
+    assert pick(runs, "yolov8m")[0] is by_name["yolov8m"]
+    assert frcnn.implantability["cpu"] == pytest.approx(frcnn.values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4)
+    assert custom.implantability["cpu"] == pytest.approx(custom.values["mAP50"] / 2 + 1 / 4 + (1 - 0.2) / 4)
+    assert by_name["yolov8n"].implantability["cpu"] == pytest.approx(
+        by_name["yolov8n"].values["mAP50"] / 2 + 1 / 4 + (1 - 0.3) / 4)  # faster than the shown yolov8m: FPS_best
+
+
 def test_a_release_changed_since_its_fetch_is_flagged_with_the_reason(tmp_path):
     """The run's env.json says why its real data is unverified (a file changed since the fetch, say); the report's
     banner carries that reason, while a verified release gets none."""
@@ -411,6 +431,8 @@ def test_markdown_has_every_manuscript_row(report):
     assert cells[2].count("[") == 1
     yolo = _table_row(phantom, "YOLOv8 (m)")
     assert "yolov8n" in yolo[0]
+    # every table of the section (metrics, speed, traceability) says the row shows the yolov8n variant
+    assert phantom.count("| YOLOv8 (m) (ours: `yolov8n`)") == 3, phantom
 
     seg = _section(text, "### Segmentation - segmentation_phantom (phantom)")
     for row in paper.tasks["segmentation"].rows.values():

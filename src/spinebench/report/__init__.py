@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spinebench.report.bootstrap import N_RESAMPLES, SEED, bootstrap_run
-from spinebench.report.collect import Collection, Run, collect_runs
+from spinebench.report.collect import Collection, Run, collect_runs, pick
 from spinebench.report.implantability import ACCURACY_METRIC, implantability, scores
 from spinebench.report.manuscript import Manuscript, load_manuscript
 
@@ -22,20 +22,27 @@ __all__ = ["run_report", "add_report_parser", "collect_runs", "load_manuscript",
            "score_runs", "Collection", "Run", "Manuscript"]
 
 
-def score_runs(runs: Sequence[Run]) -> None:
-    """Set `run.implantability[processor]` with FPS_best among the runs of the same task and data source measured
-    on the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared)."""
+def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> None:
+    """Set `run.implantability[processor]`. The compared models, whose fastest sets FPS_best, are the runs a table
+    shows: per manuscript row the run `pick` chooses, among the runs of the same task and data source measured on
+    the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared). Any
+    other run (an older one, a model without a row) is scored as if it had joined them."""
     groups: dict[tuple, list[tuple[Run, dict]]] = {}
     for run in runs:
         if run.domain == "human" or run.task not in ACCURACY_METRIC:
             continue
         for processor, speed in run.speeds.items():
             groups.setdefault((run.task, run.data_group, processor, speed["hardware"]), []).append((run, speed))
-    for (_, _, processor, _), group in groups.items():
-        rows = {i: {"accuracy": run.values.get(ACCURACY_METRIC[run.task]), "fps": speed["fps"], "load": speed["load"]}
+    for (task, _, processor, _), group in groups.items():
+        rows = {i: {"accuracy": run.values.get(ACCURACY_METRIC[task]), "fps": speed["fps"], "load": speed["load"]}
                 for i, (run, speed) in enumerate(group)}
-        for i, score in scores(rows).items():
-            group[i][0].implantability[processor] = score
+        table = manuscript.tasks.get(task) if manuscript else None
+        keys = table.rows if table else {run.model for run, _ in group}
+        shown = {id(pick([run for run, _ in group], key)[0]) for key in keys}
+        compared = {i: row for i, row in rows.items() if id(group[i][0]) in shown}
+        table_scores = scores(compared)
+        for i, (run, _) in enumerate(group):
+            run.implantability[processor] = table_scores[i] if i in compared else scores({**compared, i: rows[i]})[i]
 
 
 def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscript: str | Path | None = None,
@@ -62,7 +69,7 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
         run.intervals, note = bootstrap_run(run, n_resamples=n_resamples, seed=seed, workers=workers)
         if note:
             ci_notes.append(note)
-    score_runs(collection.runs)
+    score_runs(collection.runs, paper)
     written_plots: list[Path] = []
     if plots:
         from spinebench.report.plots import make_plots

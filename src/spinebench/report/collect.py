@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,15 @@ class Run:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+
+def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
+    """The run a manuscript row shows, and how many others it has: one made with the row's own model config
+    before a variant filed under the row (unet_light, yolov8n), then the most recently finished."""
+    matching = [r for r in runs if r.model == model]
+    if not matching:
+        return None, 0
+    return max(matching, key=lambda r: (r.model_name == model, r.finished_at)), len(matching) - 1
 
 
 @dataclass

@@ -8,8 +8,9 @@ Method
 * ``FPS`` is batch-1 inference speed on one processor (CPU or GPU): `spinebench.speed.measure_inference`
   times ``n`` single-image forward passes over test images after ``warmup`` passes (CUDA synchronised).
 * ``FPS_best`` is the highest FPS among the compared models *of the same task on the same processor*. For the
-  manuscript that is the paper's rows; for our runs it is the runs of one table (same task, same data source)
-  measured on the same hardware label, so a score never mixes a CPU with a GPU or two different GPUs.
+  manuscript that is the paper's rows; for our runs it is the runs one table shows (same task, same data source,
+  one run per manuscript row) measured on the same hardware label, so a score never mixes a CPU with a GPU or two
+  different GPUs, nor a run the table does not show into FPS_best.
 * ``load`` is the processor's utilisation (0-1) during the timed passes: the process's CPU utilisation from
   psutil normalised by the core count (CPU), or the GPU utilisation sampled through NVML every 50 ms (GPU).
 

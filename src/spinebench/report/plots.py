@@ -28,7 +28,7 @@ from spinebench.data.segmentation import overlay  # noqa: E402
 from spinebench.report.collect import Collection, Run  # noqa: E402
 from spinebench.report.implantability import ACCURACY_METRIC  # noqa: E402
 from spinebench.report.manuscript import Manuscript  # noqa: E402
-from spinebench.report.tables import pick  # noqa: E402
+from spinebench.report.collect import pick  # noqa: E402
 
 log = logging.getLogger(__name__)
 DPI = 110

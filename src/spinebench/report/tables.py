@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from spinebench.report.bootstrap import DETECTION_METRICS, flat_segmentation_metrics
-from spinebench.report.collect import Collection, Run
+from spinebench.report.collect import Collection, Run, pick
 from spinebench.report.manuscript import Manuscript, TaskTable
 
 SEGMENTATION_EXTRA = ("foreground_mIoU", "foreground_mean_dice")
@@ -179,14 +179,6 @@ def _groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
     return sorted(groups.items(), key=lambda kv: (kv[1][0].is_phantom, kv[0]))
 
 
-def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
-    """The most recently finished run of a manuscript row, and how many others there are."""
-    matching = [r for r in runs if r.model == model]
-    if not matching:
-        return None, 0
-    return max(matching, key=lambda r: r.finished_at), len(matching) - 1
-
-
 def _banner(runs: Sequence[Run]) -> list[str]:
     first = runs[0]
     if first.is_phantom:
@@ -247,7 +239,7 @@ def _speed_table(table: TaskTable, runs: Sequence[Run]) -> list[str]:
              "| GPU ours | our hardware |", "|" + "---|" * 8]
     for key, mrow in table.rows.items():
         run, _ = pick(runs, key)
-        cells = [mrow.name, f"{mrow.params:,}",
+        cells = [_row_name(mrow, run, 0), f"{mrow.params:,}",
                  "-" if run is None or run.metrics.get("params") is None else f"{int(run.metrics['params']):,}"]
         hardware = []
         for proc in ("cpu", "gpu"):
@@ -286,7 +278,7 @@ def _trace_table(table: TaskTable, runs: Sequence[Run]) -> list[str]:
         folder = display_path(run.path)
         pretrained = "no" if not run.metrics.get("pretrained") else f"yes ({run.metrics.get('pretrained_source') or '?'})"
         lines.append("| " + " | ".join([
-            mrow.name, f"`{folder}`", f"`{run.config or '-'}`", run.hardware, f"`{run.commit}`",
+            _row_name(mrow, run, 0), f"`{folder}`", f"`{run.config or '-'}`", run.hardware, f"`{run.commit}`",
             f"{run.metrics.get('epochs', '-')} ({mrow.training.get('epochs', '-')})",
             f"{json.dumps(run.metrics.get('input_size'))} ({mrow.input_size})", pretrained]) + " |")
     return lines
@@ -300,7 +292,7 @@ def _per_class_table(table: TaskTable, runs: Sequence[Run], names: Sequence[str]
             lines.append("| " + " | ".join([mrow.name, NOT_RUN] + [""] * (len(names) - 1)) + " |")
             continue
         dice = run.values.get("dice_per_class") or {}
-        lines.append("| " + " | ".join([mrow.name] + [fmt_ci(dice.get(n), run.intervals.get(f"dice/{n}"))
+        lines.append("| " + " | ".join([_row_name(mrow, run, 0)] + [fmt_ci(dice.get(n), run.intervals.get(f"dice/{n}"))
                                                       for n in names]) + " |")
     return lines
 
