@@ -85,16 +85,19 @@ def test_a_fetched_release_is_verified_only_while_its_files_match_the_manifest(d
     fetch("detection", tmp_path / "data", archive=_zip_release(detection_release, tmp_path / "det.zip"))
     root = tmp_path / "data" / "release_v1"
     assert describe_source(root)["verified"] is True and check_dataset(root, "detection").clean
-    (root / "train" / "unrelated-notes.txt").write_text("a file the release never had")  # not the release's
+    (root / "train" / "unrelated-notes.txt").write_text("a file the release never had")  # not data the readers take
     assert describe_source(root)["verified"] is True
     edited = root / "train" / "train_post_0.xml"
     edited.write_text(edited.read_text().replace("100.5", "101.5"))  # a box moved by hand
     (root / "test" / "test_pre_1.png").unlink()
+    (root / "train" / "extra.PNG").write_bytes((root / "train" / "train_pre_1.png").read_bytes())  # trained on too
     source = describe_source(root)
-    assert source["verified"] is False and (source["changed_since_fetch"], source["missing_since_fetch"]) == (1, 1)
+    assert source["verified"] is False
+    assert (source["changed_since_fetch"], source["missing_since_fetch"], source["added_since_fetch"]) == (1, 1, 1)
     assert "release_v1/train/train_post_0.xml" in source["note"]
     spec = prepare_dataset("detection_real", "detection", root)
     assert spec.label.startswith("unverified folder")
     problems = check_dataset(root, "detection").problems
     assert problems["changed_since_fetch"]["examples"] == [str(tmp_path / "data" / "release_v1/train/train_post_0.xml")]
     assert problems["missing_since_fetch"]["examples"] == [str(tmp_path / "data" / "release_v1/test/test_pre_1.png")]
+    assert problems["added_since_fetch"]["examples"] == [str(tmp_path / "data" / "release_v1/train/extra.PNG")]

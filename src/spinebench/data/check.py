@@ -45,6 +45,7 @@ PROBLEM_KINDS = {
     "duplicate_across_splits": "identical image content in two splits (leakage)",
     "changed_since_fetch": f"file differs from its SHA-256 in {MANIFEST} (edited since `spinebench data fetch`)",
     "missing_since_fetch": f"file listed in {MANIFEST} is gone",
+    "added_since_fetch": f"image or XML file that {MANIFEST} does not list (added since the fetch)",
 }
 
 

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from spinebench.data.errors import DatasetError
+from spinebench.data.images import IMAGE_SUFFIXES
 from spinebench.data.layout import find_splits
 
 log = logging.getLogger(__name__)
 
 PHANTOM_STAMP = "PHANTOM.json"
 MANIFEST = "spinebench-manifest.json"  # written by `spinebench data fetch`
+DATA_SUFFIXES = (*IMAGE_SUFFIXES, ".xml")  # what the readers take in: one added after a fetch changes the data
 PHANTOM_IMAGES_PER_WORKER = 100  # below this a process pool costs more to start than it saves (same bytes either way)
 
 
@@ -72,9 +74,10 @@ def sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def changed_since_fetch(manifest_path: Path, manifest: dict[str, Any] | None = None) -> dict[str, list[str]]:
-    """The files a fetch manifest lists whose bytes differ now ("changed") or that are gone ("missing"), as paths
-    relative to the manifest's folder (`manifest`: its contents when the caller has read them already). Hashed in
-    threads (hashlib releases the GIL on large blocks)."""
+    """The files a fetch manifest lists whose bytes differ now ("changed") or that are gone ("missing"), and the
+    images and XML files the readers would take in that it does not list ("added"), as paths relative to the
+    manifest's folder (`manifest`: its contents when the caller has read them already). Hashed in threads
+    (hashlib releases the GIL on large blocks)."""
     listed = (manifest if manifest is not None else _read_json(manifest_path)).get("files")
     if not isinstance(listed, dict) or not listed:
         raise DatasetError(f"{manifest_path}: lists no files to verify; write it again with `spinebench data fetch`")
@@ -87,10 +90,13 @@ def changed_since_fetch(manifest_path: Path, manifest: dict[str, Any] | None = N
 
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         states = list(pool.map(state, listed))
-    found: dict[str, list[str]] = {"changed": [], "missing": []}
+    found: dict[str, list[str]] = {"changed": [], "missing": [], "added": []}
     for name, what in zip(listed, states):
         if what:
             found[what].append(name)
+    found["added"] = sorted(name for path in manifest_path.parent.rglob("*")
+                            if path.suffix.lower() in DATA_SUFFIXES and path.is_file()
+                            and (name := path.relative_to(manifest_path.parent).as_posix()) not in listed)
     return found
 
 
@@ -110,12 +116,14 @@ def describe_source(root: Path) -> dict[str, Any]:
     found = changed_since_fetch(manifest, facts)
     log.info("%s: %s files checked against %s in %.1f s", root, facts.get("n_files"), manifest,
              time.perf_counter() - started)
-    source = {"kind": "real", "root": str(root), "verified": not (found["changed"] or found["missing"]),
+    differences = found["changed"] + found["missing"] + found["added"]
+    source = {"kind": "real", "root": str(root), "verified": not differences,
               "archive_sha256": facts.get("archive_sha256"), "files": facts.get("n_files")}
     if not source["verified"]:
         source.update(changed_since_fetch=len(found["changed"]), missing_since_fetch=len(found["missing"]),
-                      note=f"{len(found['changed'])} files changed and {len(found['missing'])} gone since "
-                           f"{manifest} was written, e.g. {(found['changed'] + found['missing'])[0]}")
+                      added_since_fetch=len(found["added"]),
+                      note=f"{len(found['changed'])} files changed, {len(found['missing'])} gone and "
+                           f"{len(found['added'])} added since {manifest} was written, e.g. {differences[0]}")
         log.warning("%s: %s: results are labelled unverified", root, source["note"])
     return source
 
