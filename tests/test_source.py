@@ -62,3 +62,18 @@ def test_a_phantom_generation_killed_half_way_is_redone_not_used(tmp_path, monke
     assert spec.source["stamp"]["complete"] is True
     assert {split: len(list((root / split).glob("*.png"))) for split in ("train", "val", "test")} == \
         {"train": 6, "val": 2, "test": 2}
+
+
+def test_a_phantom_other_than_the_one_asked_for_is_written_over_not_used(tmp_path, caplog):
+    """data.root= of another phantom (or one an older generator wrote) was used as it was, under this config's
+    seed and counts."""
+    root = tmp_path / "det"
+    prepare_dataset("detection_phantom", "detection", root, phantom={"n_train": 2, "n_val": 1, "n_test": 1, "seed": 0})
+    asked = {"n_train": 3, "n_val": 1, "n_test": 1, "seed": 5}
+    spec = prepare_dataset("detection_phantom", "detection", root, phantom=asked)
+    assert (spec.source["stamp"]["seed"], spec.source["stamp"]["counts"]["train"]) == (5, 3)
+    assert len(list((root / "train").glob("*.png"))) == 3
+    assert "holds another phantom (seed 0, asked 5; counts" in caplog.text
+    stamp = (root / PHANTOM_STAMP).stat().st_mtime_ns
+    prepare_dataset("detection_phantom", "detection", root, phantom=asked)  # the same one: used as it is
+    assert (root / PHANTOM_STAMP).stat().st_mtime_ns == stamp
