@@ -13,7 +13,7 @@ from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
 from spinebench.data.detection import DetectionSample
-from spinebench.detection.coco import coco_ground_truth, detections_to_coco, pr_curve, score_coco
+from spinebench.detection.coco import COCO_METRICS, coco_ground_truth, detections_to_coco, pr_curve, score_coco
 
 
 def _sample(name: str, boxes: list[list[float]]) -> DetectionSample:
@@ -43,6 +43,11 @@ def test_perfect_detections_score_one(ground_truth):
     assert scores["mAP50_95"] == pytest.approx(1.0)
     assert scores["AR100"] == pytest.approx(1.0)
     assert scores["precision"] == scores["recall"] == pytest.approx(1.0)
+
+
+def test_the_declared_metrics_are_the_ones_scored(ground_truth):
+    """COCO_METRICS is what trainer.monitor is checked against before training: it must be what validation gives."""
+    assert set(COCO_METRICS) <= set(score_coco(ground_truth, detections_to_coco(1, [[1, 1, 9, 9]], [0.5], [0])))
 
 
 def test_scoring_leaves_the_files_to_write_as_they_were(ground_truth):

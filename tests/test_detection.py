@@ -27,6 +27,7 @@ from spinebench.detection.data import build_dataset, collate, detection_loader, 
 from spinebench.detection.models import ANCHOR_GENERATORS, build_detector, load_pretrained
 from spinebench.weights import WeightsError, resolve_weights
 from spinebench.detection.yolo import export_yolo_dataset
+from spinebench.engine import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"n_train": 8, "n_val": 4, "n_test": 4, "seed": 0, "domain": "porcine"}
@@ -367,6 +368,17 @@ def test_yolo_predictions_reach_their_own_image(tiny_detection, cache_dir):
         mine = [d for d in batched if d["image_id"] == index + 1]
         assert len(mine) == len(own) > 0
         assert np.allclose([d["bbox"] for d in mine], [d["bbox"] for d in own], atol=1e-3)
+
+
+def test_a_misspelt_or_mistyped_ultralytics_argument_is_one_line_before_training(cache_dir):
+    from spinebench.detection.yolo import YoloV8, ultralytics_env
+
+    ultralytics_env(cache_dir)
+    with pytest.raises(ConfigError, match=r"model.args.mosaik is not an ultralytics argument \(close: mosaic"):
+        YoloV8("yolov8n", size="n", args={"mosaik": 0}).check_args()
+    with pytest.raises(ConfigError, match="model.args: 'mosaic=abc' is of invalid type str"):
+        YoloV8("yolov8n", size="n", args={"mosaic": "abc"}).check_args()
+    YoloV8("yolov8n", size="n", args={"mosaic": 0, "close_mosaic": 0}).check_args()
 
 
 def test_ultralytics_thread_reset_does_not_leak():

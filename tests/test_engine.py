@@ -201,6 +201,18 @@ def test_reduced_checkpoint_state(tmp_path):
     assert set(load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]) == {"3.weight", "3.bias"}
 
 
+def test_a_monitor_the_task_does_not_report_is_refused_before_training(tmp_path):
+    class Declared(ToyModule):
+        validation_metrics = ("neg_mse",)
+
+        def training_step(self, batch, device):
+            raise AssertionError("trained before the monitor was checked")
+
+    train, val = _loaders()
+    with pytest.raises(ConfigError, match="trainer.monitor='mse' is not a validation metric of this task: neg_mse"):
+        fit(Declared(), train, val, _cfg(1), tmp_path, monitor="mse")
+
+
 @pytest.mark.parametrize("override, message", [
     ({"epochs": "abc"}, "trainer.epochs must be an integer"),
     ({"optimizer": {"lr": "fast"}}, "trainer.optimizer.lr must be a number"),

@@ -109,6 +109,9 @@ def pr_curve(ground_truth: dict, detections: list[dict], iou: float = PR_IOU,
             "score": np.asarray(scores, dtype=float)[order], "n_gt": n_gt}
 
 
+COCO_METRICS = ("mAP50", "mAP50_95", "AR100", "precision", "recall", "f1")  # score_coco's, with score_threshold
+
+
 def score_coco(ground_truth: dict, detections: list[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
     """mAP50, mAP50_95, AR100 (COCO, all areas) and precision/recall/F1 at the best-F1 score threshold (IoU 0.5)."""
     stats = _coco_stats(ground_truth, detections, image_ids)

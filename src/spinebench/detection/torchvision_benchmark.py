@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from spinebench.data.detection import DetectionSample, read_detection_split
-from spinebench.detection.coco import coco_ground_truth, detections_to_coco, score_coco
+from spinebench.detection.coco import COCO_METRICS, coco_ground_truth, detections_to_coco, score_coco
 from spinebench.detection.data import LABEL_OFFSET, build_dataset, detection_loader, to_device
 from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, resolve_resize,
                                          load_pretrained)
@@ -38,6 +38,8 @@ SSD_MIN_SIZE = 300
 
 class DetectorModule:
     """The engine's TrainModule for a torchvision detector."""
+
+    validation_metrics = tuple(COCO_METRICS)  # what validation() returns (score_coco), for trainer.monitor
 
     def __init__(self, model: nn.Module, val_ground_truth: dict | None = None, augment: bool = True):
         self.model, self.val_ground_truth, self.augment = model, val_ground_truth, augment

@@ -18,6 +18,7 @@ spinebench.detection.coco like every detector; ultralytics' own test mAP is kept
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -195,9 +196,25 @@ class YoloV8:
         with keep_torch_threads() as threads:
             return self._test(ctx, spec, checkpoint, threads)
 
+    def check_args(self) -> None:
+        """model.args checked as ultralytics would, before any work: a misspelt or mistyped one is a one-line
+        ConfigError (ultralytics' own is a SyntaxError after a page of help, mid-run)."""
+        from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+
+        for key in self.args:
+            if key not in DEFAULT_CFG_DICT:
+                close = difflib.get_close_matches(key, DEFAULT_CFG_DICT, n=3)
+                raise ConfigError(f"model.args.{key} is not an ultralytics argument"
+                                  + (f" (close: {', '.join(close)})" if close else ""))
+        try:
+            get_cfg(overrides=dict(self.args))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.args: {error}") from error
+
     def _fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
         ultralytics_env(ctx.cache_dir, allow_download=self.download)
         YOLO = _yolo()
+        self.check_args()
         run_dir = Path(ctx.run_dir).resolve()
         train_samples = read_detection_split(spec.root, "train")
         data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})

@@ -329,6 +329,9 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
     monitor = cfg.monitor or monitor
     if monitor is None:
         raise ConfigError("trainer.monitor is not set and the task gave no default metric")
+    known = getattr(module, "validation_metrics", None)
+    if known is not None and val_loader is not None and monitor not in known:  # not after an epoch's training
+        raise ConfigError(f"trainer.monitor={monitor!r} is not a validation metric of this task: {', '.join(known)}")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
 

@@ -42,6 +42,8 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
 class SegmentationModule:
     """What `spinebench.engine.fit` trains: model + loss + device-side preprocessing and augmentation."""
 
+    validation_metrics = ("mean_dice", "mIoU", "cord_dice", "cord_iou", "foreground_mean_dice")  # trainer.monitor's
+
     def __init__(self, model: torch.nn.Module, loss: SegmentationLoss, input_size: Sequence[int] | None = None,
                  augment: bool = True, class_names: Sequence[str] = SEGMENTATION_CLASSES):
         self.model, self.loss = model, loss
@@ -73,8 +75,7 @@ class SegmentationModule:
         for images, masks, _ in loader:
             scorer.update(self.predict(images.to(device, non_blocking=True)), masks.to(device, non_blocking=True))
         metrics = scorer.metrics()
-        return {k: (float("nan") if v is None else v) for k, v in metrics.items() if k in
-                ("mean_dice", "mIoU", "cord_dice", "cord_iou", "foreground_mean_dice")}
+        return {k: (float("nan") if v is None else v) for k, v in metrics.items() if k in self.validation_metrics}
 
     def checkpoint_state(self) -> dict:
         return self.model.state_dict()  # SAMed's drops its frozen encoder (LoRA + decoder + prompt encoder only)
