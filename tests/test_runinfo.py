@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 from pathlib import Path
 
-from spinebench.runinfo import git_commit
+import torch
+
+from spinebench.runinfo import cpu_model, device_name, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,3 +36,12 @@ def test_config_label_is_the_recipe_not_the_file_locations():
         "model/faster_rcnn.yaml + trainer/gpu.yaml trainer.epochs=24 trainer.optimizer.lr=0.01 data.phantom.n_train=64")
     assert config_label({"experiment": "paper/ssd300", "model": "ssd300"}, ["experiment=paper/ssd300"]) == "experiment/paper/ssd300.yaml"
     assert config_label({}, []) is None
+
+
+def test_a_cpu_label_names_the_cpu_model(monkeypatch):
+    """Two 16-thread x86_64 CPUs of different models must not share one FPS_best in the report."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    label = device_name("cpu")
+    assert label == f"cpu ({cpu_model()}, {platform.machine()}, 16 threads)" and cpu_model()
+    if Path("/proc/cpuinfo").is_file():
+        assert cpu_model() in Path("/proc/cpuinfo").read_text()

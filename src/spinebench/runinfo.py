@@ -40,12 +40,24 @@ def git_commit(cwd: Path | None = None) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else what platform knows): two machines with as many threads
+    must not share a hardware label, since the report's FPS_best is taken per label."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown model"
+
+
 def device_name(device: torch.device | str) -> str:
-    """'NVIDIA H200' / 'cpu (x86_64, 2 threads)': the hardware label of a result."""
+    """'NVIDIA H200' / 'cpu (AMD EPYC, x86_64, 2 threads)': the hardware label of a result."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_model()}, {platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def data_label(spec: DatasetSpec) -> dict[str, Any]:
