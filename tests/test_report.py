@@ -224,6 +224,24 @@ def test_missing_path_and_broken_metrics_are_notes(tmp_path):
     assert any("unreadable" in n for n in collection.notes)
 
 
+@pytest.mark.parametrize("change, says", [
+    (lambda m: [m], "unreadable metrics.json (not a JSON object)"),
+    (lambda m: {**m, "metrics": [m["metrics"]]}, "has a 'metrics' that is not an object"),
+    (lambda m: {**m, "load": {"cpu": 35.0, "gpu": None}}, "has a cpu load that is not a fraction in [0, 1] (35.0"),
+    (lambda m: {**m, "fps_batch1": "fast"}, "has a cpu FPS that is not a non-negative number ('fast')"),
+])
+def test_a_malformed_metrics_file_is_a_note_naming_its_run_not_a_stopped_report(change, says, tmp_path):
+    data = _data_block("real", "detection_real", tmp_path / "data")
+    good, bad = tmp_path / "outputs" / "good", tmp_path / "outputs" / "bad"
+    for run in (good, bad):
+        write_detection_run(run, "ssd300", "ssd300", data, seed=9)
+    (bad / "metrics.json").write_text(json.dumps(change(json.loads((bad / "metrics.json").read_text()))))
+    assert run_report([tmp_path / "outputs"], tmp_path / "results", n_resamples=5, plots=False) == 0
+    notes = collect_runs([tmp_path / "outputs"]).notes
+    assert [n for n in notes if n.startswith(f"{bad}: skipped") and says in n], notes
+    assert "| SSD300 |" in (tmp_path / "results" / "README.md").read_text()  # the good run is still reported
+
+
 # ---------------------------------------------------------------- bootstrap
 def test_resample_duplicates_become_new_images():
     gt, dets = detection_pair(0, n_pos=3, n_neg=1, miss=0)

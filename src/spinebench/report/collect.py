@@ -191,10 +191,10 @@ def _load_run(folder: Path, notes: list[str]) -> Run | None:
     except (OSError, ValueError) as exc:
         notes.append(f"{folder}: skipped, unreadable {METRICS_FILE} ({exc})")
         return None
-    for key in ("task", "model", "metrics"):
-        if key not in metrics:
-            notes.append(f"{folder}: skipped, {METRICS_FILE} has no '{key}'")
-            return None
+    problem = _malformed(metrics)
+    if problem:  # one bad file is a note naming its run, not a report that stops
+        notes.append(f"{folder}: skipped, {METRICS_FILE} {problem}")
+        return None
     env: dict[str, Any] = {}
     if (folder / "env.json").is_file():
         try:
@@ -202,6 +202,22 @@ def _load_run(folder: Path, notes: list[str]) -> Run | None:
         except (OSError, ValueError) as exc:
             notes.append(f"{folder}: env.json unreadable ({exc}); hardware/commit taken from metrics.json only")
     return Run(path=folder.resolve(), metrics=metrics, env=env)
+
+
+def _malformed(metrics: dict[str, Any]) -> str | None:
+    """What makes a metrics.json unusable for the report (None: usable), checked the way the report reads it."""
+    for key in ("task", "model", "metrics"):
+        if key not in metrics:
+            return f"has no '{key}'"
+    if not isinstance(metrics["metrics"], dict):
+        return "has a 'metrics' that is not an object"
+    for processor, speed in Run(path=Path(), metrics=metrics).speeds.items():
+        fps, load = speed.get("fps"), speed.get("load")
+        if fps is not None and (not isinstance(fps, (int, float)) or fps < 0):
+            return f"has a {processor} FPS that is not a non-negative number ({fps!r})"
+        if load is not None and (not isinstance(load, (int, float)) or not 0 <= load <= 1):
+            return f"has a {processor} load that is not a fraction in [0, 1] ({load!r}; a percentage?)"
+    return None
 
 
 def collect_runs(paths: list[str | Path]) -> Collection:
