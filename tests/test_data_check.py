@@ -94,3 +94,17 @@ def test_unusable_input_exits_two(case, detection_release, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "error:" in err and ("does not exist" in err or "no segmentation release" in err)
+
+
+def test_a_zero_shot_set_is_checked_for_its_test_split_only(segmentation_release, tmp_path, capsys):
+    """The human set has only test_images/ and test_masks/: `--splits test` checks it as clean."""
+    for split in ("train", "val"):
+        shutil.rmtree(segmentation_release / f"{split}_images")
+        shutil.rmtree(segmentation_release / f"{split}_masks")
+    code, report = _run(segmentation_release, "--task", "segmentation", tmp_path=tmp_path)
+    assert code == 1 and report["problems"]["missing_split"]["count"] == 2
+    code, report = _run(segmentation_release, "--task", "segmentation", "--splits", "test", tmp_path=tmp_path)
+    assert code == 0 and report["split_counts"] == {"test": 2}
+    with pytest.raises(SystemExit):
+        main(["data", "check", str(segmentation_release), "--task", "segmentation", "--splits", "tset"])
+    assert "'tset': splits are among train, val, test" in capsys.readouterr().err

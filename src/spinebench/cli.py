@@ -13,7 +13,7 @@ from rich.table import Table
 
 from spinebench.data.errors import DatasetError
 from spinebench.data.fetch import FetchError
-from spinebench.data.layout import TASKS
+from spinebench.data.layout import SPLITS, TASKS
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -27,11 +27,19 @@ def _data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _splits(text: str) -> tuple[str, ...]:
+    splits = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise argparse.ArgumentTypeError(f"{text!r}: splits are among {', '.join(SPLITS)}")
+    return splits
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from spinebench.data.check import check_dataset
 
     try:
-        report = check_dataset(args.root, args.task, workers=args.workers)
+        report = check_dataset(args.root, args.task, workers=args.workers, splits=args.splits)
     except DatasetError as error:
         console.print(f"[red]error:[/] {error}")
         return 2
@@ -73,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--task", choices=TASKS, required=True)
     check.add_argument("--json", type=Path, help="also write the full report as JSON")
     check.add_argument("--workers", type=int, default=1)
+    check.add_argument("--splits", type=_splits, default=SPLITS,
+                       help="the splits the folder should hold, comma-separated (a zero-shot set: test)")
     check.set_defaults(func=_data_check)
 
     phantom = data.add_parser("phantom", help="write a synthetic phantom in the release's exact layout")

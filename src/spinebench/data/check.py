@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,19 +172,20 @@ def _run(job: tuple) -> FileResult:
     return function(*args)
 
 
-def check_dataset(root: Path, task: str, workers: int = 1) -> CheckReport:
-    """Validate every file of a release; raises DatasetError only when the input is unusable as a whole."""
-    splits = find_splits(Path(root), task)
+def check_dataset(root: Path, task: str, workers: int = 1, splits: Sequence[str] = SPLITS) -> CheckReport:
+    """Validate every file of a release (of the `splits` it should hold: a zero-shot set has only a test split);
+    raises DatasetError only when the input is unusable as a whole."""
+    found = find_splits(Path(root), task)
     report = CheckReport(task=task, root=str(root))
     jobs = []
-    for split in SPLITS:
-        if split not in splits:
+    for split in splits:
+        if split not in found:
             report.add("missing_split", str(root), split)
             continue
-        split_jobs = (_detection_jobs if task == "detection" else _segmentation_jobs)(report, split, splits[split])
+        split_jobs = (_detection_jobs if task == "detection" else _segmentation_jobs)(report, split, found[split])
         report.split_counts[split] = len(split_jobs)
         if not split_jobs:
-            report.add("empty_split", str(splits[split]))
+            report.add("empty_split", str(found[split]))
         jobs += split_jobs
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
