@@ -6,7 +6,8 @@ DATA ?=            # folder holding detection/ and segmentation/ as `spinebench 
 HUMAN ?=           # optional: a human set in the release's format (test_images/ + test_masks/) for zero-shot
 WEIGHTS ?=         # optional: a folder of pretrained files (yolov8m.pt, torchvision's, sam_vit_b_01ec64.pth; README)
 MODELS ?=          # comma-separated manuscript rows, e.g. MODELS=yolov8m,deeplabv3 (default: every row we run)
-OVERRIDES ?=       # any Hydra override for every run, e.g. OVERRIDES="trainer.num_workers=16"
+OVERRIDES ?=       # a Hydra override for every training run, e.g. OVERRIDES="trainer.num_workers=16" (not the seed: SEED)
+SEED ?= 0          # the runs are outputs/<data>/<row>-paper-s$(SEED)
 RESULTS ?= results
 
 comma := ,
@@ -22,12 +23,17 @@ SEG_DATA := $(if $(strip $(DATA)),data=segmentation_real data.root=$(abspath $(s
 HUMAN_DATA := $(if $(strip $(HUMAN)),data=segmentation_human_real data.root=$(abspath $(strip $(HUMAN))),data=segmentation_human_phantom)
 WITH_WEIGHTS := $(if $(strip $(WEIGHTS)),SPINEBENCH_WEIGHTS=$(abspath $(strip $(WEIGHTS))) ,)
 UNKNOWN := $(filter-out $(DETECTORS) $(SEGMENTERS),$(SELECTED))
-DET_DIR := outputs/$(if $(strip $(DATA)),detection_real,detection_phantom)
-SEG_DIR := outputs/$(if $(strip $(DATA)),segmentation_real,segmentation_phantom)
-HUMAN_DIR := outputs/$(if $(strip $(HUMAN)),segmentation_human_real,segmentation_human_phantom)
-SEG_RUNS = $(patsubst %/metrics.json,%,$(wildcard $(foreach m,$(SEG),$(SEG_DIR)/$(m)-paper-s0/metrics.json)))
-PAPER_RUNS = $(foreach m,$(DET),$(DET_DIR)/$(m)-paper-s0) $(foreach m,$(SEG),$(SEG_DIR)/$(m)-paper-s0 $(HUMAN_DIR)/eval-$(m)-paper-s0@$(notdir $(SEG_DIR)))
-RUNS ?= outputs
+# where the runs land (configs/paths/default.yaml)
+OUTPUTS := $(if $(SPINEBENCH_ROOT),$(abspath $(SPINEBENCH_ROOT))/outputs,outputs)
+DET_DIR := $(OUTPUTS)/$(if $(strip $(DATA)),detection_real,detection_phantom)
+SEG_DIR := $(OUTPUTS)/$(if $(strip $(DATA)),segmentation_real,segmentation_phantom)
+HUMAN_DIR := $(OUTPUTS)/$(if $(strip $(HUMAN)),segmentation_human_real,segmentation_human_phantom)
+RUN = $(1)-paper-s$(strip $(SEED))
+SEG_RUNS = $(patsubst %/metrics.json,%,$(wildcard $(foreach m,$(SEG),$(SEG_DIR)/$(call RUN,$(m))/metrics.json)))
+PAPER_RUNS = $(foreach m,$(DET),$(DET_DIR)/$(call RUN,$(m))) $(foreach m,$(SEG),$(SEG_DIR)/$(call RUN,$(m)) $(HUMAN_DIR)/eval-$(call RUN,$(m))@$(notdir $(SEG_DIR)))
+# marks a failed step of reproduce: the report is still written, then make fails
+FAILED := $(OUTPUTS)/.reproduce-failed
+RUNS ?= $(OUTPUTS)
 
 .PHONY: help setup test test-all demo reproduce zero-shot report phantom-figure bench clean
 
@@ -53,9 +59,12 @@ reproduce:  ## every paper row on a CUDA GPU: make reproduce DATA=/data/spinal [
 	$(if $(strip $(HUMAN)),$(if $(wildcard $(strip $(HUMAN))),,$(error HUMAN=$(strip $(HUMAN)) does not exist)))
 	$(if $(strip $(WEIGHTS)),$(if $(wildcard $(strip $(WEIGHTS))),,$(error WEIGHTS=$(strip $(WEIGHTS)) does not exist)))
 	@$(if $(strip $(DATA)),echo "reproducing on the real release in $(DATA)",echo "WARNING: no DATA=... given: running on the SYNTHETIC PHANTOM, not the paper's data")
-	$(if $(DET),$(WITH_WEIGHTS)$(BIN)/spinebench-train -m experiment=$(call experiments,$(DET)) $(DET_DATA) trainer=gpu skip_finished=true $(OVERRIDES))
-	$(if $(SEG),$(WITH_WEIGHTS)$(BIN)/spinebench-train -m experiment=$(call experiments,$(SEG)) $(SEG_DATA) trainer=gpu skip_finished=true $(OVERRIDES))
-	$(MAKE) zero-shot report RUNS="$(PAPER_RUNS)"
+	@mkdir -p $(OUTPUTS) && rm -f $(FAILED)
+	$(if $(DET),$(WITH_WEIGHTS)$(BIN)/spinebench-train -m experiment=$(call experiments,$(DET)) $(DET_DATA) trainer=gpu skip_finished=true seed=$(strip $(SEED)) $(OVERRIDES) || touch $(FAILED))
+	$(if $(SEG),$(WITH_WEIGHTS)$(BIN)/spinebench-train -m experiment=$(call experiments,$(SEG)) $(SEG_DATA) trainer=gpu skip_finished=true seed=$(strip $(SEED)) $(OVERRIDES) || touch $(FAILED))
+	$(MAKE) zero-shot || touch $(FAILED)
+	$(MAKE) report RUNS="$(PAPER_RUNS)"
+	@if [ -f $(FAILED) ]; then rm -f $(FAILED); echo "reproduce: a run failed (its error is above, its log in its run folder); the report holds what finished"; exit 1; fi
 
 zero-shot:  ## score the finished segmentation paper runs on the human set (HUMAN=...) or the human-like phantom
 	$(if $(SEG_RUNS),$(BIN)/spinebench-eval -m ckpt=$(subst $(space),$(comma),$(SEG_RUNS)) $(HUMAN_DATA),@echo "no finished segmentation run to evaluate zero-shot")
@@ -69,5 +78,5 @@ phantom-figure:  ## regenerate docs/phantom_example.png
 bench:  ## phantom generation speed (the training and inference throughput benchmarks: scripts/gpu_check.sh, README Speed)
 	$(BIN)/python benchmarks/bench_phantom.py
 
-clean:  ## remove run outputs and caches (not results/)
-	rm -rf outputs .cache .pytest_cache
+clean:  ## remove run outputs and caches (not results/, nor the pretrained files in .cache/weights/)
+	rm -rf outputs .cache/phantom .cache/decoded .cache/ultralytics .pytest_cache

@@ -23,7 +23,7 @@ def test_subset_on_real_data_with_overrides(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(f"spinebench-train -m experiment=paper/yolov8m data=detection_real data.root={data}/detection "
-               "trainer=gpu skip_finished=true trainer.num_workers=16" in line for line in lines)
+               "trainer=gpu skip_finished=true seed=0 trainer.num_workers=16" in line for line in lines)
     assert any(f"experiment=paper/deeplabv3 data=segmentation_real data.root={data}/segmentation" in line for line in lines)
     assert not any("paper/unet" in line or "paper/faster_rcnn" in line for line in lines)
     assert any("spinebench report outputs/detection_real/yolov8m-paper-s0 outputs/segmentation_real/deeplabv3-paper-s0" in line
@@ -57,3 +57,19 @@ def test_a_weights_folder_reaches_every_training_run(tmp_path):
 def test_missing_data_folder_is_refused_before_anything_runs(tmp_path):
     result = dry_run(f"DATA={tmp_path / 'nowhere'}")
     assert result.returncode != 0 and "does not exist" in result.stderr
+
+
+def test_a_seed_names_the_runs_every_step_reads_and_a_failed_step_fails_make_after_the_report():
+    result = dry_run("MODELS=unet", "SEED=2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("spinebench-train -m experiment=paper/unet data=segmentation_phantom trainer=gpu skip_finished=true "
+               "seed=2  || touch outputs/.reproduce-failed" in line for line in lines)
+    assert any("spinebench report outputs/segmentation_phantom/unet-paper-s2 "
+               "outputs/segmentation_human_phantom/eval-unet-paper-s2@segmentation_phantom" in line for line in lines)
+    assert lines[-1].startswith("if [ -f outputs/.reproduce-failed ]; then") and "exit 1" in lines[-1]
+
+
+def test_clean_keeps_the_pretrained_files():
+    result = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and ".cache/weights" not in result.stdout and " .cache " not in result.stdout

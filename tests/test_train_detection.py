@@ -108,6 +108,10 @@ def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
                                   "trainer.optimizer.lr=0.5"], tmp_path, cache_dir)  # lands in the same folder
     with pytest.raises(ConfigError, match=r"config.yaml: this run was trained with other settings: trainer.optimizer"):
         train(other)
+    with open_dict(other):
+        other.skip_finished = True  # nor is the finished run kept as this command's result
+    with pytest.raises(ConfigError, match=r"config.yaml: this run was trained with other settings: trainer.optimizer"):
+        train(other)
     assert (tmp_path / "run" / "config.yaml").read_text() == saved  # the run keeps its own config and metrics
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"] == first["metrics"]
     finished = tmp_path / "run" / "metrics.json"

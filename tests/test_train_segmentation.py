@@ -405,3 +405,23 @@ def test_a_training_step_never_waits_for_the_device():
 def test_a_training_step_on_a_gpu_makes_no_synchronizing_call():
     model, parts = _step_on(torch.device("cuda"), debug_sync=True)
     assert parts["loss"].is_cuda and model.main.weight.grad is not None
+
+
+def test_a_sweep_runs_every_job_and_fails_when_one_does(tmp_path, cache_dir):
+    """`spinebench-train -m` as `make reproduce` calls it, from a working directory with no paths overridden: the
+    sweep folder used to need ${hydra:runtime.cwd} before Hydra had set it, and every sweep stopped at its start.
+    A failed job does not stop the others, and the sweep exits 2 naming it (a script sees it failed)."""
+    env = {k: v for k, v in os.environ.items() if k != "SPINEBENCH_ROOT"}
+    env.update(SPINEBENCH_CACHE=str(cache_dir), HF_HUB_OFFLINE="1")
+    sweep = [sys.executable, "-m", "spinebench.train", "-m", "model=unet_light", "data=segmentation_phantom_tiny",
+             "trainer=smoke", "trainer.fps_images=1"]
+    result = subprocess.run([*sweep, "seed=0,1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = tmp_path / "outputs" / "segmentation_phantom_tiny"
+    assert all((runs / f"unet_light-smoke-s{seed}" / "metrics.json").is_file() for seed in (0, 1))
+    result = subprocess.run([*sweep, "seed=2,3", "trainer.monitor=nope"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("spinebench-train: error: 2 job(s) of the sweep failed (the "
+                                                      "others ran)")
+    assert f"{runs / 'unet_light-smoke-s2'}: trainer.monitor='nope' is not a validation metric" in result.stderr

@@ -15,7 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from spinebench.pipeline import CONFIG_DIR, UserError, check_overrides, checkpoint_run_folder, evaluate, run_guarded
+from spinebench.pipeline import (CONFIG_DIR, UserError, check_overrides, checkpoint_run_folder, evaluate,
+                                 exit_if_a_job_failed, run_guarded)
 
 
 def run_id(ckpt: str) -> str:
@@ -40,6 +41,7 @@ def app(cfg: DictConfig) -> float | None:
 def main() -> None:
     check_overrides(sys.argv[1:], "spinebench-eval")
     app()
+    exit_if_a_job_failed("spinebench-eval")
 
 
 if __name__ == "__main__":

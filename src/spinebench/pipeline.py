@@ -60,6 +60,8 @@ from spinebench.runinfo import METRICS_FILE, collect_env, data_label, device_nam
 log = logging.getLogger("spinebench")
 
 CONFIG_FILE, ENV_FILE = "config.yaml", "env.json"
+if not OmegaConf.has_resolver("spinebench.cwd"):  # configs/paths/default.yaml's root_dir
+    OmegaConf.register_new_resolver("spinebench.cwd", os.getcwd)
 # The repository's configs/ (src/spinebench/../../configs). Absolute because Hydra resolves a relative
 # config_path of an installed entry point against the package (pkg://), which cannot reach the repo root.
 CONFIG_DIR = str(Path(os.environ.get("SPINEBENCH_CONFIGS", Path(__file__).resolve().parents[2] / "configs")))
@@ -199,6 +201,11 @@ def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: tor
 def train(cfg: DictConfig) -> dict:
     """Train + test one model on one dataset; returns the metrics.json document."""
     started = time.perf_counter()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    saved = Path(cfg.paths.output_dir) / CONFIG_FILE
+    if saved.is_file() and _holds_a_trained_epoch(saved.parent):  # before config.yaml is written anew, and before
+        # a finished run is kept: under other settings it is neither resumed nor passed off as this command's
+        check_same_settings(saved, OmegaConf.to_container(OmegaConf.load(saved), resolve=True), resolved)
     finished = Path(cfg.paths.output_dir) / METRICS_FILE
     if cfg.get("skip_finished") and finished.is_file():  # `make reproduce` re-runs a sweep: keep finished rows
         try:
@@ -208,10 +215,6 @@ def train(cfg: DictConfig) -> dict:
             return doc
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    saved = Path(cfg.paths.output_dir) / CONFIG_FILE
-    if saved.is_file() and _holds_a_trained_epoch(saved.parent):  # checked before config.yaml is written anew
-        check_same_settings(saved, OmegaConf.to_container(OmegaConf.load(saved), resolve=True), resolved)
     spec, benchmark, ctx = _start_run(cfg, _trainer(cfg), cfg.model, resolved)
     facts = benchmark.fit(ctx, spec) or {}
     result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
@@ -366,6 +369,18 @@ def _refuse(program: str, message: str) -> None:
     sys.exit(2)
 
 
+FAILED_JOBS: list[str] = []  # the sweep's failed jobs (run folder: error), for exit_if_a_job_failed
+
+
+def exit_if_a_job_failed(program: str) -> None:
+    """After a sweep: exit 2 when any of its jobs failed, each named, so that a script (`make reproduce`) knows."""
+    if FAILED_JOBS:
+        for failed in FAILED_JOBS:
+            print(f"{program}: error: {failed}", file=sys.stderr)
+        print(f"{program}: error: {len(FAILED_JOBS)} job(s) of the sweep failed (the others ran)", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: str) -> dict | None:
     """Run `task`; a user error prints one line and exits 2, an unexpected one 1 (traceback in the run's log).
     Inside a multirun a failed job is logged and the sweep goes on (returns None)."""
@@ -382,6 +397,7 @@ def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: st
         if _is_multirun():
             log.error("job failed (%s), the sweep continues: %s", program, message)
             log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
+            FAILED_JOBS.append(f"{_hydra_run_dir()}: {message}")
             return None
         user = isinstance(cause, USER_ERRORS) or type(cause).__name__ == "WeightsError"
         if user:

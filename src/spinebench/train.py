@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from spinebench.pipeline import CONFIG_DIR, check_overrides, run_guarded, train
+from spinebench.pipeline import CONFIG_DIR, check_overrides, exit_if_a_job_failed, run_guarded, train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -26,6 +26,7 @@ def app(cfg: DictConfig) -> float | None:
 def main() -> None:
     check_overrides(sys.argv[1:], "spinebench-train")
     app()
+    exit_if_a_job_failed("spinebench-train")
 
 
 if __name__ == "__main__":
