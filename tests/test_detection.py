@@ -379,6 +379,7 @@ def test_a_misspelt_or_mistyped_ultralytics_argument_is_one_line_before_training
     with pytest.raises(ConfigError, match="model.args: 'mosaic=abc' is of invalid type str"):
         YoloV8("yolov8n", size="n", args={"mosaic": "abc"}).check_args()
     YoloV8("yolov8n", size="n", args={"mosaic": 0, "close_mosaic": 0}).check_args()
+    YoloV8("yolov8n", size="n", args={"half": True}).check_args()  # an old name ultralytics still takes
 
 
 def test_ultralytics_thread_reset_does_not_leak():

@@ -96,9 +96,22 @@ def test_a_run_folder_is_not_resumed_under_other_settings(tmp_path):
     other_lr = {**config, "trainer": {"optimizer": {"lr": 0.5}, "num_workers": 4}}
     with pytest.raises(ConfigError, match=r"this run was trained with other settings: trainer.optimizer.lr \(was 0.05\)"):
         _run(tmp_path, 2, config=other_lr)
-    # what does not change the weights may differ: loader workers, the folder's path
-    neutral = {**config, "trainer": {"optimizer": {"lr": 0.05}, "num_workers": 0}, "paths": {"output_dir": "b"}}
+    # what does not change what is learnt may differ: loader workers, cuDNN determinism, the folder's path, the
+    # pretrained file's path, and a phantom's folder (the phantom is named by data.phantom, its folder by the cache)
+    neutral = {**config, "trainer": {"optimizer": {"lr": 0.05}, "num_workers": 0, "deterministic": False},
+               "paths": {"output_dir": "b"}, "weights_source": "/elsewhere/sam.pth"}
     assert _run(tmp_path, 2, config=neutral)[1].resumed_from == 1
+
+
+def test_only_a_phantoms_folder_may_move_between_a_run_and_its_restart(tmp_path):
+    phantom = {"seed": 0, "data": {"root": "/cache1/phantom/x", "phantom": {"seed": 0}}}
+    _run(tmp_path / "phantom", 1, config=phantom)
+    moved = {**phantom, "data": {"root": "/cache2/phantom/x", "phantom": {"seed": 0}}}
+    assert _run(tmp_path / "phantom", 1, config=moved)[1].resumed_from == 1
+    real = {"seed": 0, "data": {"root": "/data/release"}}
+    _run(tmp_path / "real", 1, config=real)
+    with pytest.raises(ConfigError, match=r"data.root \(was '/data/release'\)"):
+        _run(tmp_path / "real", 1, config={"seed": 0, "data": {"root": "/data/other"}})
 
 
 def test_a_kill_between_linking_best_and_renaming_last_leaves_best_its_bytes(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -333,6 +334,23 @@ def test_fps_best_comes_from_the_runs_the_table_shows(tmp_path):
     assert custom.implantability["cpu"] == pytest.approx(custom.values["mAP50"] / 2 + 1 / 4 + (1 - 0.2) / 4)
     assert by_name["yolov8n"].implantability["cpu"] == pytest.approx(
         by_name["yolov8n"].values["mAP50"] / 2 + 1 / 4 + (1 - 0.3) / 4)  # faster than the shown yolov8m: FPS_best
+
+
+def test_fps_best_ignores_a_run_the_table_does_not_show_on_other_hardware(tmp_path):
+    """An older, faster yolov8m run on CPU B is not the one the YOLOv8m row shows (a newer one on CPU A is): it
+    must not set FPS_best for Faster R-CNN's run on CPU B."""
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs" / "detection_real"
+    cpu_a, cpu_b = "cpu (Model A, x86_64, 16 threads)", "cpu (Model B, x86_64, 16 threads)"
+    write_detection_run(outputs / "yolov8m-old", "yolov8m", "yolov8m", data, seed=1, device=cpu_b, fps=50.0)
+    write_detection_run(outputs / "yolov8m-new", "yolov8m", "yolov8m", data, seed=2, device=cpu_a, fps=20.0)
+    write_detection_run(outputs / "faster_rcnn", "faster_rcnn", "faster_rcnn", data, seed=3, device=cpu_b, fps=2.0,
+                        load=0.5)
+    old = outputs / "yolov8m-old" / "metrics.json"
+    os.utime(old, (old.stat().st_atime - 60, old.stat().st_mtime - 60))
+    runs = collect_runs([outputs]).runs
+    score_runs(runs, load_manuscript())
+    frcnn = next(r for r in runs if r.model == "faster_rcnn")
+    assert frcnn.implantability["cpu"] == pytest.approx(frcnn.values["mAP50"] / 2 + 1 / 4 + (1 - 0.5) / 4)
 
 
 def test_a_release_changed_since_its_fetch_is_flagged_with_the_reason(tmp_path):

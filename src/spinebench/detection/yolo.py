@@ -199,9 +199,11 @@ class YoloV8:
     def check_args(self) -> None:
         """model.args checked as ultralytics would, before any work: a misspelt or mistyped one is a one-line
         ConfigError (ultralytics' own is a SyntaxError after a page of help, mid-run)."""
+        from ultralytics import cfg as ultralytics_cfg
         from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
-        for key in self.args:
+        renamed = getattr(ultralytics_cfg, "_handle_deprecation", dict)  # old names it still takes (half, boxes, ...)
+        for key in renamed(dict(self.args)):
             if key not in DEFAULT_CFG_DICT:
                 close = difflib.get_close_matches(key, DEFAULT_CFG_DICT, n=3)
                 raise ConfigError(f"model.args.{key} is not an ultralytics argument"

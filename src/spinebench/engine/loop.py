@@ -188,10 +188,12 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
                          "over") from error
 
 
-# Settings that leave a run's trained weights as they are: a killed run may resume with other values of these.
-RESUME_NEUTRAL = ("paths", "skip_finished", "trainer.device", "trainer.num_workers", "trainer.data_on_device",
-                  "trainer.progress", "trainer.eval_batch_size", "trainer.limit_test_images", "trainer.fps_images",
-                  "trainer.fps_warmup", "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
+# Settings a killed run may resume under other values of: where things are (paths, the pretrained file found),
+# what runs it (device, loader, cuDNN determinism, memory layout) and how it is scored, not what it learns.
+RESUME_NEUTRAL = ("paths", "skip_finished", "weights_source", "trainer.device", "trainer.num_workers",
+                  "trainer.data_on_device", "trainer.deterministic", "trainer.channels_last", "trainer.progress",
+                  "trainer.eval_batch_size", "trainer.limit_test_images", "trainer.fps_images", "trainer.fps_warmup",
+                  "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -209,8 +211,11 @@ def check_same_settings(where: Path, saved: dict | None, current: dict | None) -
     if not isinstance(saved, dict) or not isinstance(current, dict):
         return  # written before configs were stored: nothing to compare
     before, now = _flatten(saved), _flatten(current)
+    neutral = RESUME_NEUTRAL
+    if any(key.startswith("data.phantom.") for key in before) and any(key.startswith("data.phantom.") for key in now):
+        neutral += ("data.root",)  # a phantom is named by data.phantom.*; its folder follows the cache's
     changed = sorted(key for key in before.keys() | now.keys()
-                     if before.get(key) != now.get(key) and not key.startswith(RESUME_NEUTRAL))
+                     if before.get(key) != now.get(key) and not key.startswith(neutral))
     if changed:
         shown = ", ".join(f"{key} (was {before.get(key, '-')!r})" for key in changed[:4])
         raise ConfigError(f"{where}: this run was trained with other settings: {shown}{' and more' if len(changed) > 4 else ''}"

@@ -28,17 +28,20 @@ def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> Non
     the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared). Any
     other run (an older one, a model without a row) is scored as if it had joined them."""
     groups: dict[tuple, list[tuple[Run, dict]]] = {}
+    tables: dict[tuple, list[Run]] = {}
     for run in runs:
         if run.domain == "human" or run.task not in ACCURACY_METRIC:
             continue
+        tables.setdefault((run.task, run.data_group), []).append(run)
         for processor, speed in run.speeds.items():
             groups.setdefault((run.task, run.data_group, processor, speed["hardware"]), []).append((run, speed))
+    shown = set()  # the runs the tables show, picked among all of a table's runs (any hardware)
+    for (task, _), table_runs in tables.items():
+        table = manuscript.tasks.get(task) if manuscript else None
+        shown |= {id(pick(table_runs, key)[0]) for key in (table.rows if table else {r.model for r in table_runs})}
     for (task, _, processor, _), group in groups.items():
         rows = {i: {"accuracy": run.values.get(ACCURACY_METRIC[task]), "fps": speed["fps"], "load": speed["load"]}
                 for i, (run, speed) in enumerate(group)}
-        table = manuscript.tasks.get(task) if manuscript else None
-        keys = table.rows if table else {run.model for run, _ in group}
-        shown = {id(pick([run for run, _ in group], key)[0]) for key in keys}
         compared = {i: row for i, row in rows.items() if id(group[i][0]) in shown}
         table_scores = scores(compared)
         for i, (run, _) in enumerate(group):

@@ -161,7 +161,7 @@ class Run:
 
 def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
     """The run a manuscript row shows, and how many others it has: one made with the row's own model config
-    before a variant filed under the row (unet_light, yolov8n), then the most recently finished."""
+    before a variant filed under the row (unet_light, deeplabv3_light), then the most recently finished."""
     matching = [r for r in runs if r.model == model]
     if not matching:
         return None, 0
