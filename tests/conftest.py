@@ -36,6 +36,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                     f"for its smoke runs' checkpoints; {free / 1024**3:.1f} GiB is free", returncode=4)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need a CUDA device: skipped without one. scripts/gpu_check.sh selects them with -m gpu,
+    so a lent GPU's few minutes go to them (the rest of the suite runs in CI on the CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory):
     """One cache for the whole session so each tiny phantom is generated once."""

@@ -223,7 +223,7 @@ def test_a_cache_build_clears_what_a_killed_build_of_the_same_files_left_and_not
     assert not any(path.exists() for path in dead) and all(path.exists() for path in kept)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_moving_a_batch_to_a_gpu_makes_no_synchronizing_call(tiny_detection, cache_dir):
     """The CUDA form of the meta-device test: torch's sync debug mode raises on any synchronizing call."""
     samples = read_detection_split(tiny_detection.root, "train")

@@ -71,8 +71,7 @@ def test_segmentation_batches_from_the_device_equal_the_loaders(cache_dir):
         assert held_batch[1].dtype == torch.uint8 and int(held_batch[1].max()) <= 9
 
 
-@pytest.mark.parametrize("device", [CPU, pytest.param(torch.device("cuda"), marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))], ids=["cpu", "cuda"])
+@pytest.mark.parametrize("device", [CPU, pytest.param(torch.device("cuda"), marks=pytest.mark.gpu)], ids=["cpu", "cuda"])
 def test_a_test_split_held_on_the_device_scores_as_the_loaders(cache_dir, tmp_path, device):
     """evaluate_split (how a run scores its test split, which follows trainer.data_on_device) writes the same
     metrics, prediction PNGs and overlays from the held split as from the DataLoader."""
@@ -117,7 +116,7 @@ def test_the_setting_is_validated():
         TrainerConfig.from_config({"data_on_device": "gpu"})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_a_batch_from_the_gpu_held_split_never_waits_for_the_gpu(cache_dir):
     """Getting a batch and moving it (to_device) queues work behind the GPU's and returns: no synchronizing call
     of PyTorch's, and no wait of the CUDA runtime's either (a copy from pageable memory may make one), so the CPU

@@ -105,7 +105,7 @@ def test_agrees_with_monai_where_every_class_is_in_every_reference():
     np.testing.assert_allclose(iou, monai_iou.numpy(), rtol=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_counts_on_gpu_match_cpu():
     ref = torch.randint(0, 10, (8, 275, 690), dtype=torch.uint8)
     pred = torch.randint(0, 10, (8, 275, 690), dtype=torch.uint8)

@@ -81,7 +81,7 @@ def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
         assert (run / "env.json").is_file() and json.loads((run / "env.json").read_text())["data"]["kind"] == "phantom"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_a_gpu_run_fills_both_implantability_columns(tmp_path, cache_dir):
     """On a GPU with trainer.cpu_fps_images set (trainer=gpu sets it), batch-1 inference is timed on the GPU and
     then on the CPU, so the report has the paper's CPU and GPU figures from the one run."""

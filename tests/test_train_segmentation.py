@@ -401,7 +401,7 @@ def test_a_training_step_never_waits_for_the_device():
     assert model.main.weight.grad is not None and model.main.weight.grad.device.type == "meta"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_a_training_step_on_a_gpu_makes_no_synchronizing_call():
     model, parts = _step_on(torch.device("cuda"), debug_sync=True)
     assert parts["loss"].is_cuda and model.main.weight.grad is not None
