@@ -76,6 +76,8 @@ def _fake_sam_checkpoint(model: SAMed, path):
         for axis in "hw":
             full[f"image_encoder.blocks.{i}.attn.rel_pos_{axis}"] = torch.randn(127, 64)
     full["mask_decoder.mask_tokens.weight"] = torch.randn(4, 256)
+    for key in [k for k in full if "output_hypernetworks_mlps" in k or "iou_prediction_head" in k]:
+        full[key] = torch.randn_like(full[key])  # SAM's own heads, different from a fresh model's
     torch.save(full, path)
     return full
 
@@ -94,6 +96,11 @@ def test_sam_checkpoint_pos_embed_interpolated(samed, tmp_path, size):
     torch.testing.assert_close(model.image_encoder.blocks[3].attn.qkv.qkv.weight,
                                full["image_encoder.blocks.3.attn.qkv.weight"])
     assert model.pretrained and model.mask_decoder.mask_tokens.weight.shape == (11, 256)
+    # the per-mask-token heads start fresh for every class, as SAMed's (SAM's would fit the first 4 in shape)
+    head = "mask_decoder.output_hypernetworks_mlps.0.layers.0.weight"
+    assert not torch.equal(model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight, full[head])
+    torch.testing.assert_close(model.mask_decoder.output_upscaling[0].weight,
+                               full["mask_decoder.output_upscaling.0.weight"])
 
 
 def test_missing_sam_checkpoint_fails_clearly(tmp_path):

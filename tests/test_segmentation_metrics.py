@@ -113,3 +113,31 @@ def test_counts_on_gpu_match_cpu():
     gpu = confusion_counts(pred.cuda(), ref.cuda(), 10)
     for a, b in zip(cpu, gpu):
         assert torch.equal(a, b.cpu())
+
+
+def test_training_masks_are_resized_on_the_pixel_centres_their_images_are():
+    """Images shrink by bilinear interpolation on pixel centres (align_corners=False); their masks must sample the
+    same centres. A boundary at native column 100 lies at 256-grid column (100 + 0.5) * 256 / 690 - 0.5 = 36.8: the
+    first column of the right-hand class is 37 ("nearest" gave 38, labels ~0.85 native px off their images)."""
+    from spinebench.segmentation.losses import SegmentationLoss
+    from spinebench.segmentation.task import SegmentationModule
+
+    masks = torch.ones(1, 275, 690, dtype=torch.uint8)
+    masks[..., 100:] = 2
+    module = SegmentationModule(torch.nn.Identity(), SegmentationLoss(10), input_size=(96, 256), augment=False)
+    _, y = module.inputs((torch.zeros(1, 275, 690, dtype=torch.uint8), masks), torch.device("cpu"))
+    assert int((y[0, 0] == 2).nonzero()[0]) == 37
+
+
+def test_the_dice_term_is_samed_s_dice_loss():
+    """SAMed trains with TransUNet's DiceLoss: per class 1 - (2 sum(p t) + s) / (sum(p^2) + sum(t^2) + s) over the
+    whole batch, averaged over the classes (s = 1e-5)."""
+    from spinebench.segmentation.losses import SegmentationLoss
+
+    generator = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(2, 10, 8, 12, generator=generator), torch.randint(0, 10, (2, 8, 12), generator=generator)
+    probs, onehot = logits.softmax(1), torch.nn.functional.one_hot(target, 10).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    samed = 1 - (2 * (probs * onehot).sum(dims) + 1e-5) / ((probs ** 2).sum(dims) + (onehot ** 2).sum(dims) + 1e-5)
+    ours = SegmentationLoss(10, ce_weight=0.0, dice_weight=1.0)(logits, target)["dice"]
+    assert float(ours) == pytest.approx(float(samed.mean()), rel=1e-5)

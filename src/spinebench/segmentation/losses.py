@@ -23,8 +23,9 @@ class SegmentationLoss(nn.Module):
             raise ValueError(f"loss weights must be >= 0 and not both 0 (ce {ce_weight}, dice {dice_weight})")
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.ce_weight, self.dice_weight, self.aux_weight = ce_weight, dice_weight, aux_weight
-        # batch=True: one Dice per class over the whole batch (SAMed's DiceLoss sums over the batch the same way)
-        self.dice = DiceLoss(include_background=True, to_onehot_y=False, softmax=False, batch=True)
+        # SAMed's DiceLoss (TransUNet's utils.py), the one row with a Dice term: one Dice per class summed over the
+        # whole batch (batch=True), and the terms of its denominator squared (squared_pred=True)
+        self.dice = DiceLoss(include_background=True, to_onehot_y=False, softmax=False, batch=True, squared_pred=True)
 
     def _single(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = logits.float()

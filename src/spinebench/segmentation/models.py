@@ -14,7 +14,8 @@ Which library builds what, and why (parameter counts are for 10 classes, 3 input
 - SAMed: `spinebench.segmentation.samed`.
 
 Inputs are grey B-mode images; the wrapper scales them with ImageNet's mean/std and repeats them to 3 channels
-(what ImageNet- or SAM-pretrained weights expect; SAM's pixel mean/std are ImageNet's x 255).
+(what ImageNet- or SAM-pretrained weights expect; SAM's pixel mean/std are ImageNet's x 255). SAMed's own
+training feeds raw [0, 1] images (pixel mean 0, std 1): here its frozen SAM encoder sees what SAM was trained on.
 No weights are ever downloaded: `weights=PATH` loads a local state dict (the whole net or its backbone; a .pth or
 a .safetensors file).
 """

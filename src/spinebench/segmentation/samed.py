@@ -49,12 +49,16 @@ class LoRAqkv(nn.Module):
                           qkv[..., 2 * self.dim:] + delta_v], dim=-1)
 
 
+PER_MASK_TOKEN = ("mask_tokens", "output_hypernetworks_mlps", "iou_prediction_head")  # SAMed's load_from drops these
+
+
 def _resize_sam_state(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Interpolate pos_embed (1 x S x S x C) and global-attention rel_pos tables to this model's grid;
-    drop decoder tensors whose shape depends on the number of mask tokens (SAM has 4, we have one per class)."""
+    drop the decoder's per-mask-token parts (SAM has 4 tokens, we have one per class), as SAMed does: those that
+    fit in shape would give the first 4 classes SAM's heads and the others random ones."""
     out = {}
     for key, value in state.items():
-        if key not in target:
+        if key not in target or any(part in key for part in PER_MASK_TOKEN):
             continue
         want = target[key].shape
         if value.shape == want:
@@ -153,7 +157,8 @@ def _ignore_missing_frozen(module: SAMed, incompatible) -> None:
 
 def build_samed(num_classes: int = 10, image_size: int = 512, rank: int = 4, sam_checkpoint: str | None = None,
                 init_seed: int = 0):
-    """SAMed inside the common `Segmenter` wrapper (grey -> ImageNet-normalised RGB = SAM's pixel mean/std)."""
+    """SAMed inside the common `Segmenter` wrapper (grey -> ImageNet-normalised RGB = SAM's pixel mean/std; SAMed's
+    own code feeds raw [0, 1] images instead)."""
     from spinebench.segmentation.models import Segmenter
 
     sam = SAMed(num_classes, image_size, rank, sam_checkpoint or None, init_seed)

@@ -65,7 +65,9 @@ class SegmentationModule:
             x, y = augment(x, y)
         if self.input_size and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-            y = F.interpolate(y[:, None].float(), size=self.input_size, mode="nearest")[:, 0].long()
+            # nearest-exact samples each output pixel's centre, as the bilinear image above and the prediction's
+            # way back up do ("nearest" takes floor(i * scale): labels ~0.85 native px off their images at 256)
+            y = F.interpolate(y[:, None].float(), size=self.input_size, mode="nearest-exact")[:, 0].long()
         if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
