@@ -17,7 +17,7 @@ from spinebench.data.images import read_gray, read_rgb
 from spinebench.data.phantom import (
     envelope_snr, plan_split, psf_sigmas, render_planned, render_sample, write_phantom,
 )
-from spinebench.data.phantom.writer import is_complete_phantom
+from spinebench.data.phantom.writer import phantom_differences
 from spinebench.data.segmentation import decode_mask, read_segmentation_split
 
 BG, DURA, PIA, CSF, CORD, DORSAL, HEM, VENTRAL, DURA_PIA, DURA_VENTRAL = range(10)
@@ -249,4 +249,5 @@ def test_parallel_writing_from_a_script_without_a_main_guard_stops_with_the_fix(
     # the error's line (multiprocessing's resource tracker may warn after it)
     error = [line for line in proc.stderr.splitlines() if line.startswith("RuntimeError: the phantom's worker")]
     assert len(error) == 1 and '__name__ == "__main__"' in error[0], proc.stderr[-800:]
-    assert not is_complete_phantom(tmp_path / "ph")  # never taken for a finished phantom
+    # never taken for a finished phantom
+    assert "complete False, asked True" in phantom_differences(tmp_path / "ph", "detection", n_train=4, n_val=1, n_test=1)

@@ -201,12 +201,12 @@ def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: tor
 def train(cfg: DictConfig) -> dict:
     """Train + test one model on one dataset; returns the metrics.json document."""
     started = time.perf_counter()
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    saved = Path(cfg.paths.output_dir) / CONFIG_FILE
-    if saved.is_file() and _holds_a_trained_epoch(saved.parent):  # before config.yaml is written anew, and before
-        # a finished run is kept: under other settings it is neither resumed nor passed off as this command's
+    resolved, run_dir = OmegaConf.to_container(cfg, resolve=True), Path(cfg.paths.output_dir)
+    saved = run_dir / CONFIG_FILE
+    if saved.is_file() and _holds_a_trained_epoch(run_dir):  # before config.yaml is written anew, and before a
+        # finished run is kept: under other settings it is neither resumed nor passed off as this command's
         check_same_settings(saved, OmegaConf.to_container(OmegaConf.load(saved), resolve=True), resolved)
-    finished = Path(cfg.paths.output_dir) / METRICS_FILE
+    finished = run_dir / METRICS_FILE
     if cfg.get("skip_finished") and finished.is_file():  # `make reproduce` re-runs a sweep: keep finished rows
         try:
             doc = json.loads(finished.read_text())

@@ -22,13 +22,12 @@ def _decode(path: Path, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # forces a full decode: a truncated PNG fails here, not later in a worker
-            wide = image.mode.startswith(WIDE_MODES)
-            if not wide:
-                return np.asarray(image.convert(mode))
+            if image.mode.startswith(WIDE_MODES):  # a DatasetError: not one of the errors caught below
+                raise DatasetError(f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and "
+                                   "its scale (12 or 16 bits used?) is not known here: save it as 8-bit")
+            return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: unreadable or truncated image ({error})") from error
-    raise DatasetError(f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and its scale "
-                       "(12 or 16 bits used?) is not known here: save it as 8-bit")
 
 
 def read_gray(path: Path) -> np.ndarray:

@@ -132,13 +132,13 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     """Return the dataset at `root`, generating a phantom there first when `phantom` parameters are given."""
     root = Path(root).expanduser()
     if phantom is not None:
-        from spinebench.data.phantom.writer import (is_complete_phantom, phantom_differences,  # real-data runs never
-                                                    write_phantom)  # need them
+        from spinebench.data.phantom.writer import phantom_differences, write_phantom  # real-data runs never need it
 
-        differences = phantom_differences(root, task, **phantom) if is_complete_phantom(root) else []
-        if differences:  # a data.root= of another phantom, or one from an older generator: never used as this one
+        differences = phantom_differences(root, task, **phantom)  # one read of PHANTOM.json; [] when it is usable
+        if differences and (root / PHANTOM_STAMP).is_file():  # a data.root= of another phantom, one from an older
+            # generator, or a generation killed half-way: never used as the one asked for
             log.warning("%s holds another phantom (%s): writing the one asked for over it", root, "; ".join(differences))
-        if differences or not is_complete_phantom(root):  # first use, or a generation that was killed half-way
+        if differences:
             params = dict(phantom)
             n_images = sum(int(params.get(f"n_{split}", 0)) for split in ("train", "val", "test"))
             params.setdefault("workers", max(1, min(os.cpu_count() or 1, n_images // PHANTOM_IMAGES_PER_WORKER)))

@@ -288,20 +288,14 @@ def _main_reimportable() -> bool:
 
 def phantom_differences(root: Path, task: str, n_train: int = 64, n_val: int = 16, n_test: int = 16, seed: int = 0,
                         domain: str = "porcine", workers: int = 1) -> list[str]:
-    """How the phantom in `root` differs from the one write_phantom(task, ...) would write (generator version
-    included); empty when they are the same, so it can be used as it is."""
+    """How the phantom in `root` differs from the complete one write_phantom(task, ...) would write (generator
+    version included; a generation killed half-way is not complete); empty when it can be used as it is."""
     try:
         stamp = json.loads((Path(root) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return [f"no readable {MARKER}"]
+    if not isinstance(stamp, dict):
+        return [f"{MARKER} is not a JSON object"]
     wanted = {"task": task, "version": VERSION, "domain": domain, "seed": int(seed),
-              "counts": {"train": int(n_train), "val": int(n_val), "test": int(n_test)}}
+              "counts": {"train": int(n_train), "val": int(n_val), "test": int(n_test)}, "complete": True}
     return [f"{key} {stamp.get(key)!r}, asked {value!r}" for key, value in wanted.items() if stamp.get(key) != value]
-
-
-def is_complete_phantom(root: Path) -> bool:
-    """True when `root` holds a phantom whose generation ran to the end."""
-    try:
-        return json.loads((Path(root) / MARKER).read_text(encoding="utf-8")).get("complete") is True
-    except (OSError, ValueError, AttributeError):
-        return False
