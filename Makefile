@@ -55,6 +55,7 @@ demo:  ## the whole pipeline on a small phantom with the smoke trainer, CPU, no 
 
 reproduce:  ## every paper row on a CUDA GPU: make reproduce DATA=/data/spinal [WEIGHTS=/w] [MODELS=yolov8m,unet] [HUMAN=...]
 	$(if $(UNKNOWN),$(error unknown MODELS: $(UNKNOWN) (rows: $(DETECTORS) $(SEGMENTERS))))
+	$(if $(shell echo '$(strip $(SEED))' | grep -Ex '[0-9]+'),,$(error SEED=$(strip $(SEED)) is not a whole number))
 	$(if $(strip $(DATA)),$(if $(wildcard $(strip $(DATA))),,$(error DATA=$(strip $(DATA)) does not exist (see README: spinebench data fetch))))
 	$(if $(strip $(HUMAN)),$(if $(wildcard $(strip $(HUMAN))),,$(error HUMAN=$(strip $(HUMAN)) does not exist)))
 	$(if $(strip $(WEIGHTS)),$(if $(wildcard $(strip $(WEIGHTS))),,$(error WEIGHTS=$(strip $(WEIGHTS)) does not exist)))

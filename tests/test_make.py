@@ -38,6 +38,11 @@ def test_without_data_every_row_runs_on_the_phantom_and_says_so():
     assert "experiment=paper/deeplabv3,paper/unet,paper/segformer,paper/samed data=segmentation_phantom" in result.stdout
 
 
+def test_a_seed_that_is_not_a_whole_number_is_refused():
+    result = dry_run("SEED=one")
+    assert result.returncode != 0 and "SEED=one is not a whole number" in result.stderr
+
+
 def test_unknown_model_is_refused():
     result = dry_run("MODELS=yolov8m,detr9000")
     assert result.returncode != 0 and "unknown MODELS: detr9000" in result.stderr
