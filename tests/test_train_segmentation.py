@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 
 from conftest import check_metrics_keys_documented
 
@@ -141,6 +142,28 @@ def test_every_other_segmentation_model_config_builds_a_network_that_segments(na
     net = benchmark.build_model(None).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 1, 70, 176)).shape == (1, 10, 70, 176)
+
+
+def test_deeplabv3_runs_its_aux_head_in_training_only_and_scores_with_torchvision_s_main_output():
+    """torchvision runs the FCN aux head in eval mode too; spinebench's test images and FPS timing skip it, and
+    the logits it returns are still torchvision's own `out`, bit for bit."""
+    from spinebench.segmentation.models import build_deeplabv3
+
+    torch.manual_seed(0)
+    model = build_deeplabv3(num_classes=10, pad_multiple=8)
+    calls = []
+    model.net.aux_classifier.register_forward_hook(lambda *_: calls.append(1))
+    image = torch.rand(2, 1, 70, 176)
+    model.train()
+    logits, aux = model(image)
+    assert logits.shape == aux.shape == (2, 10, 70, 176) and len(calls) == 1
+    model.eval()
+    with torch.no_grad():
+        scored = model(image)
+        stem = (image.expand(-1, 3, -1, -1) - model.mean) / model.std
+        reference = model.net(F.pad(stem, (0, 0, 0, 2), mode="replicate"))["out"][..., :70, :176]
+    assert len(calls) == 2  # the reference call above ran it once; the scored call did not
+    assert torch.equal(scored, reference)
 
 
 def test_an_smp_architecture_that_does_not_exist_is_one_line(tmp_path):

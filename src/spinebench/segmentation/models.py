@@ -40,7 +40,8 @@ class Segmenter(nn.Module):
     """Grey images (B x 1 x H x W, float 0-1) -> class logits (B x C x H x W, same H x W).
 
     Pads to `pad_multiple` (replicate padding at the bottom/right) and crops back, so any input size works.
-    In training mode a net with an auxiliary head returns `(logits, aux_logits)`.
+    In training mode a net with an auxiliary head returns `(logits, aux_logits)`; in eval mode the aux head is
+    not run.
     """
 
     def __init__(self, net: nn.Module, num_classes: int, pad_multiple: int = 1, has_aux: bool = False):
@@ -58,7 +59,10 @@ class Segmenter(nn.Module):
         pad_h, pad_w = (-height) % m, (-width) % m
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        out = self.net(x)
+        if self.has_aux and not self.training:
+            out = self._main_head(x)
+        else:
+            out = self.net(x)
         aux = None
         if isinstance(out, dict):
             out, aux = out["out"], out.get("aux")
@@ -66,6 +70,12 @@ class Segmenter(nn.Module):
         if self.training and self.has_aux and aux is not None:
             return out, aux[..., :height, :width]
         return out
+
+    def _main_head(self, x: torch.Tensor) -> torch.Tensor:
+        """torchvision's segmentation forward without its auxiliary head, which it runs in eval mode too: the aux
+        logits are a training signal only, and computing them would slow every test image and the FPS timing."""
+        out = self.net.classifier(self.net.backbone(x)["out"])
+        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
