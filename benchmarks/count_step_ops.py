@@ -6,8 +6,11 @@ each model, on the CPU, it counts the aten operators dispatched by:
   data path   `to_device` with augmentation: what the spinebench engine adds to a compute-only step
   step        forward + loss + backward + SGD step of an untrained model, on batches of --batch images of which
               k hold a box, for k = 0 .. --batch (the loss's per-image matching depends on k)
-and, of those, the host syncs on a GPU (`nonzero`, `_local_scalar_dense`). The counts do not depend on the input
-size, so the models run small (--max-input-size).
+and, of those, the host syncs on a GPU: the operators whose output size or value the host must read back
+(`is_host_sync`: `nonzero`, `.item()`, indexing or assigning with a boolean mask, `masked_select`, ...). A sync
+made inside one counted operator (a boolean index calls `nonzero` below the dispatcher) counts once, with it; a
+`.tolist()` or a copy to the host is not dispatched on a CPU and is not seen. The counts do not depend on the
+input size, so the models run small (--max-input-size).
 
     python benchmarks/count_step_ops.py --models retinanet,faster_rcnn --data detection_phantom --json ops.json
 """
@@ -25,22 +28,44 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench_detection_train import PHANTOMS, REPO, TORCHVISION, dataset, torchvision_models
 
-HOST_SYNCS = ("aten.nonzero.default", "aten._local_scalar_dense.default")
+aten = torch.ops.aten
+# operators whose output's size (or value) the host reads back from the device, whatever their arguments
+ALWAYS_SYNC = {aten.nonzero.default, aten._local_scalar_dense.default, aten.masked_select.default,
+               aten.equal.default, aten._unique2.default, aten.unique_consecutive.default, aten.unique_dim.default}
+# indexing with a boolean mask: CUDA turns the mask into indices with nonzero first
+MASK_INDEXED = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
+
+
+def is_host_sync(func, args: tuple, kwargs: dict) -> bool:
+    """Whether this aten call makes the host wait for the device on a GPU."""
+    if func in ALWAYS_SYNC:
+        return True
+    if func in MASK_INDEXED:
+        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+        return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices)
+    if func is aten.repeat_interleave.Tensor:  # the output's length is the repeats' sum, unless given
+        return kwargs.get("output_size") is None
+    return False
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts every aten operator dispatched while active (autograd's backward ops included)."""
+    """Counts every aten operator dispatched while active (autograd's backward ops included), and the host syncs."""
 
     def __init__(self):
         super().__init__()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.syncs: collections.Counter[str] = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         self.counts[str(func)] += 1
-        return func(*args, **(kwargs or {}))
+        if is_host_sync(func, args, kwargs):
+            self.syncs[str(func)] += 1
+        return func(*args, **kwargs)
 
-    def summary(self) -> dict[str, int]:
-        return {"ops": sum(self.counts.values()), "host_syncs": sum(self.counts[name] for name in HOST_SYNCS)}
+    def summary(self) -> dict:
+        return {"ops": sum(self.counts.values()), "host_syncs": sum(self.syncs.values()),
+                "host_syncs_by_op": dict(self.syncs.most_common())}
 
 
 def count_model(name: str, args, spec, cache: Path) -> dict:

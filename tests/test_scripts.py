@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from spinebench.engine import fit
 
@@ -173,6 +174,22 @@ def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_nev
     assert steps[0]["host_syncs"] < steps[1]["host_syncs"] < steps[2]["host_syncs"]
     assert all(r["data_path"]["host_syncs"] == 0 and r["data_path"]["ops"] > 0 for r in rows)
     assert doc["meta"]["data"].startswith("PHANTOM")
+
+
+def test_a_boolean_mask_counts_as_a_host_sync_and_indices_do_not():
+    """What a GPU syncs on, seen from the CPU: a mask's indexing (nonzero runs inside it, below the dispatcher,
+    forward and backward), .item(), a repeat_interleave without its output size; not integer indexing."""
+    count_step_ops = _benchmark("count_step_ops")
+    x = torch.arange(6.0, requires_grad=True)
+    with count_step_ops.OpCounter() as counter:
+        y = x[x > 2]
+        y.sum().backward()
+        x.detach()[torch.tensor([0, 1])].sum().item()
+        torch.tensor([1, 2]).repeat_interleave(torch.tensor([2, 1]))
+        torch.tensor([1, 2]).repeat_interleave(torch.tensor([2, 1]), output_size=3)
+    assert counter.summary()["host_syncs_by_op"] == {"aten.index.Tensor": 1, "aten.index_put.default": 1,
+                                                      "aten._local_scalar_dense.default": 1,
+                                                      "aten.repeat_interleave.Tensor": 1}
 
 
 def test_step_op_count_refuses_what_it_cannot_count(cache_dir, capsys):

@@ -120,10 +120,11 @@ def to_device(batch, device: torch.device, augment: bool = False):
                 out.append(((im - mean) * float(gains[i]) + mean + float(shifts[i])).clamp_(0, 1))
             x = out
         # boxes flip with their image, on the host (a few numbers; the device never has to report anything back)
-        per_box = torch.tensor(counts)
-        width = torch.tensor([im.shape[-1] for im in images], dtype=boxes.dtype).repeat_interleave(per_box)
+        per_box, n_boxes = torch.tensor(counts), len(boxes)  # output_size: no length to read back, on any device
+        widths = torch.tensor([im.shape[-1] for im in images], dtype=boxes.dtype)
+        width = widths.repeat_interleave(per_box, output_size=n_boxes)
         mirrored = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
-        boxes = torch.where(flips.repeat_interleave(per_box)[:, None], mirrored, boxes)
+        boxes = torch.where(flips.repeat_interleave(per_box, output_size=n_boxes)[:, None], mirrored, boxes)
     boxes = queue_copy(boxes, device).split(counts)
     labels = (queue_copy(labels, device) + LABEL_OFFSET).split(counts)
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
