@@ -307,6 +307,38 @@ def test_predict_gives_each_image_its_own_detections(tiny_detection, cache_dir):
     assert np.allclose([d["bbox"] + [d["score"]] for d in detections], [d["bbox"] + [d["score"]] for d in expected])
 
 
+def test_predict_pauses_the_garbage_collector_and_gives_it_back_as_it_was(tiny_detection, cache_dir):
+    """Off while the model runs (the entries predict keeps would trigger full collections between batches); on
+    again afterwards, also when the model raises, and left off when the caller had it off."""
+    import gc
+
+    from spinebench.detection.torchvision_benchmark import predict
+
+    samples = read_detection_split(tiny_detection.root, "test")
+    loader = detection_loader(build_dataset(samples, cache_dir), 2, False, 0, torch.device("cpu"))
+    model = build_detector("faster_rcnn", 2, (64, 160))
+    collecting = []
+    model.register_forward_pre_hook(lambda *_: collecting.append(gc.isenabled()))
+    assert gc.isenabled()
+    predict(model, loader, torch.device("cpu"))
+    assert collecting and not any(collecting) and gc.isenabled()
+
+    def fail(*_):
+        raise RuntimeError("out of memory")
+
+    handle = model.register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict(model, loader, torch.device("cpu"))
+    assert gc.isenabled()
+    handle.remove()
+    gc.disable()
+    try:
+        predict(model, loader, torch.device("cpu"), limit=1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_yolo_export_links_not_copies(tiny_detection, tmp_path):
     data_yaml = export_yolo_dataset(tiny_detection.root, tmp_path / "yolo_data")
     data = yaml.safe_load(data_yaml.read_text())

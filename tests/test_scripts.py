@@ -192,6 +192,21 @@ def test_a_boolean_mask_counts_as_a_host_sync_and_indices_do_not():
                                                       "aten.repeat_interleave.Tensor": 1}
 
 
+def test_scoring_host_bench_times_both_collector_modes_on_the_same_entries(tmp_path):
+    """benchmarks/bench_scoring_host.py: each mode turns the same synthetic outputs into the same number of COCO
+    entries a pass, and the collector's time is part of the pass it is reported for."""
+    bench = _benchmark("bench_scoring_host")
+    out = tmp_path / "host.json"
+    assert bench.main(["--images", "20", "--detections", "10", "--batch", "8", "--passes", "2", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["collector"] for r in doc["rows"]] == ["running", "paused"]
+    for row in doc["rows"]:
+        assert row["entries_per_pass"] == 200 and len(row["collections_per_pass"]) == 3
+        assert 0 <= sum(row["collector_ms_per_pass"]) <= row["ms_per_pass"]
+        assert row["ms_per_batch"] == pytest.approx(row["ms_per_pass"] / 3)
+    assert doc["meta"]["objects_tracked"] > 0
+
+
 def test_step_op_count_refuses_what_it_cannot_count(cache_dir, capsys):
     """A YOLO name (its steps run inside ultralytics), and a phantom too small for the batch asked for."""
     count_step_ops = _benchmark("count_step_ops")
