@@ -2,7 +2,7 @@
 collector running and paused (what `predict` does).
 
 On a GPU the device waits while the host turns a batch's outputs into COCO entries, so this work is paid in full
-per batch. The entries `predict` keeps through a pass (100-300 an image) trigger the collector's full passes, and
+per batch. The entries `predict` keeps through a pass (up to 100 an image) trigger the collector's full passes, and
 each one walks every object of the process. This times `outputs_to_coco` over a release-sized test split of
 synthetic outputs (--images, --detections each, batches of --batch) in a process that has imported what
 bench_detection_infer.py imports (torchvision's detectors, ultralytics, faster-coco-eval), and reports the time a

@@ -66,10 +66,10 @@ class DetectorModule:
 
 @contextlib.contextmanager
 def collector_paused():
-    """Python's garbage collector off inside, as it was after. The COCO entries a scoring pass keeps (100-300 an
+    """Python's garbage collector off inside, as it was after. The COCO entries a scoring pass keeps (up to 100 an
     image) trigger the collector's full passes, and each walks every object of the process: about 170 ms at 350k
-    objects on the 2-core CPU, 37 ms a 145-image pass on average, while the device waits for the next batch
-    (benchmarks/bench_scoring_host.py)."""
+    objects on the 2-core CPU, 36 ms a 145-image pass on average, while the device waits for the next batch
+    (benchmarks/bench_scoring_host.py, results/cpu-bench)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
