@@ -288,13 +288,18 @@ def test_a_command_stopped_by_a_user_error_leaves_no_empty_run_folder(tmp_path):
 
 
 def test_only_an_untouched_run_folder_is_dropped(tmp_path):
-    untouched, resumable = tmp_path / "outputs/data/a", tmp_path / "outputs/data/b"
-    for run in (untouched, resumable):
+    """Untouched: only what a run writes before its work. A checkpoint or a result keeps the folder."""
+    untouched, resumable, scored = (tmp_path / "outputs/data" / name for name in ("a", "b", "c"))
+    for run in (untouched, resumable, scored):
         (run / ".hydra").mkdir(parents=True)
         (run / ".hydra/config.yaml").write_text("x: 1\n")
         (run / "train.log").write_text("error\n")
+        (run / "config.yaml").write_text("x: 1\n")
+        (run / "env.json").write_text("{}\n")
     (resumable / "checkpoints").mkdir()
     (resumable / "checkpoints/last.pt").write_bytes(b"0")
+    (scored / "predictions.json").write_text("[]\n")
     assert drop_untouched_run_dir(untouched) and not untouched.exists()
     assert not drop_untouched_run_dir(resumable) and (resumable / "checkpoints/last.pt").is_file()
+    assert not drop_untouched_run_dir(scored) and (scored / "predictions.json").is_file()
     assert (tmp_path / "outputs/data").is_dir()  # still holds the resumable run

@@ -448,3 +448,18 @@ def test_a_sweep_runs_every_job_and_fails_when_one_does(tmp_path, cache_dir):
     assert result.stderr.strip().splitlines()[-1] == ("spinebench-train: error: 2 job(s) of the sweep failed (the "
                                                       "others ran)")
     assert f"{runs / 'unet_light-smoke-s2'}: trainer.monitor='nope' is not a validation metric" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr  # a user error is one line in a sweep too
+    assert "is not a validation metric" in (runs / "unet_light-smoke-s2" / "train.log").read_text()  # kept: named
+
+
+def test_a_run_stopped_by_a_user_error_after_writing_its_config_leaves_no_folder(tmp_path, cache_dir):
+    """trainer.monitor is checked after config.yaml and env.json are written: the folder still goes, and the
+    report finds no unfinished run there."""
+    env = {k: v for k, v in os.environ.items() if k != "SPINEBENCH_ROOT"}
+    env.update(SPINEBENCH_CACHE=str(cache_dir), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "spinebench.train", "model=unet_light",
+                             "data=segmentation_phantom_tiny", "trainer=smoke", "trainer.monitor=nope"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "trainer.monitor='nope' is not a validation metric" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "outputs").exists()

@@ -323,10 +323,16 @@ def _hydra_run_dir() -> Path | None:
         return None
 
 
+RUN_START_FILES = {".hydra", "config.yaml", "env.json"}  # what a run writes before its work (and its .log)
+
+
 def drop_untouched_run_dir(run_dir: Path | None) -> bool:
-    """Remove a run folder holding only Hydra's own .hydra/ and log (a command stopped before doing anything),
-    and the data and outputs folders above it if they are left empty: a typo leaves no debris. True if removed."""
-    if run_dir is None or not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+    """Remove a run folder holding only what a run writes before its work (Hydra's .hydra/ and log, config.yaml,
+    env.json): a command stopped by a user error before any checkpoint or result, and the data and outputs folders
+    above it if they are left empty. A typo leaves no debris, and `spinebench report` no unfinished run to skip.
+    True if removed."""
+    if run_dir is None or not run_dir.is_dir() or any(p.name not in RUN_START_FILES and p.suffix != ".log"
+                                                      for p in run_dir.iterdir()):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -394,12 +400,13 @@ def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: st
         cause = _root_cause(error)
         log.debug("full traceback:\n%s", "".join(traceback.format_exception(error)))
         message = one_line(cause)
-        if _is_multirun():
+        user = isinstance(cause, USER_ERRORS) or type(cause).__name__ == "WeightsError"
+        if _is_multirun():  # the job's folder stays: its log holds the error the sweep's last lines point to
             log.error("job failed (%s), the sweep continues: %s", program, message)
-            log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
+            if not user:
+                log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
             FAILED_JOBS.append(f"{_hydra_run_dir()}: {message}")
             return None
-        user = isinstance(cause, USER_ERRORS) or type(cause).__name__ == "WeightsError"
         if user:
             drop_untouched_run_dir(_hydra_run_dir())
         else:
