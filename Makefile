@@ -44,7 +44,7 @@ setup:  ## create .venv and install spinebench with its test extras (torch 2.14.
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[test]'
 
-test:  ## the CI test suite (CPU only, under 10 minutes on 2 cores)
+test:  ## the CI test suite (CPU only, 3-4 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
 test-all:  ## also the longer CPU runs marked slow
@@ -65,7 +65,8 @@ reproduce:  ## every paper row on a CUDA GPU: make reproduce DATA=/data/spinal [
 	$(if $(SEG),$(WITH_WEIGHTS)$(BIN)/spinebench-train -m experiment=$(call experiments,$(SEG)) $(SEG_DATA) trainer=gpu skip_finished=true seed=$(strip $(SEED)) $(OVERRIDES) || touch $(FAILED))
 	$(MAKE) zero-shot || touch $(FAILED)
 	$(MAKE) report RUNS="$(PAPER_RUNS)"
-	@if [ -f $(FAILED) ]; then rm -f $(FAILED); echo "reproduce: a run failed (its error is above, its log in its run folder); the report holds what finished"; exit 1; fi
+	@if [ -f $(FAILED) ]; then rm -f $(FAILED); echo "reproduce: these runs did not finish (each error is above and in its folder's log; the report holds what finished):"; \
+	  for run in $(PAPER_RUNS); do [ -f "$$run/metrics.json" ] || echo "  $$run"; done; exit 1; fi
 
 zero-shot:  ## score the finished segmentation paper runs on the human set (HUMAN=...) or the human-like phantom
 	$(if $(SEG_RUNS),$(BIN)/spinebench-eval -m ckpt=$(subst $(space),$(comma),$(SEG_RUNS)) $(HUMAN_DATA),@echo "no finished segmentation run to evaluate zero-shot")

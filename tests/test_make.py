@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,7 +73,32 @@ def test_a_seed_names_the_runs_every_step_reads_and_a_failed_step_fails_make_aft
                "seed=2  || touch outputs/.reproduce-failed" in line for line in lines)
     assert any("spinebench report outputs/segmentation_phantom/unet-paper-s2 "
                "outputs/segmentation_human_phantom/eval-unet-paper-s2@segmentation_phantom" in line for line in lines)
-    assert lines[-1].startswith("if [ -f outputs/.reproduce-failed ]; then") and "exit 1" in lines[-1]
+    assert lines[-2].startswith("if [ -f outputs/.reproduce-failed ]; then") and "exit 1" in lines[-1]
+
+
+def test_a_failed_row_is_named_at_the_end_after_the_report(tmp_path):
+    """The Makefile's own control flow, with stand-ins for spinebench's programs: the yolov8m row finishes, the
+    unet row fails; the report is still written, then make fails and lists the runs that did not finish."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    stand_ins = {
+        "spinebench-train": 'case "$*" in *paper/yolov8m*) d="$SPINEBENCH_ROOT/outputs/detection_phantom/yolov8m-paper-s0"; '
+                            'mkdir -p "$d"; echo "{}" > "$d/metrics.json";; *) echo "spinebench-train: error: boom" >&2; '
+                            'exit 2;; esac',
+        "spinebench-eval": "exit 0",
+        "spinebench": 'echo "report of: $*"'}
+    for name, body in stand_ins.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    result = subprocess.run(["make", "--no-print-directory", "reproduce", "MODELS=yolov8m,unet", f"VENV={tmp_path / 'venv'}"],
+                            cwd=ROOT, env={**os.environ, "SPINEBENCH_ROOT": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "report of: " in result.stdout and "spinebench-train: error: boom" in result.stderr
+    outputs = tmp_path / "outputs"
+    unfinished = result.stdout[result.stdout.index("reproduce: these runs did not finish"):].splitlines()[1:]
+    assert unfinished == [f"  {outputs}/segmentation_phantom/unet-paper-s0",
+                          f"  {outputs}/segmentation_human_phantom/eval-unet-paper-s0@segmentation_phantom"]
+    assert not (outputs / ".reproduce-failed").exists()
 
 
 def test_clean_keeps_the_pretrained_files():
