@@ -108,3 +108,16 @@ def test_a_zero_shot_set_is_checked_for_its_test_split_only(segmentation_release
     with pytest.raises(SystemExit):
         main(["data", "check", str(segmentation_release), "--task", "segmentation", "--splits", "tset"])
     assert "'tset': splits are among train, val, test" in capsys.readouterr().err
+
+
+def test_the_files_a_problem_names_are_printed_whole_at_a_narrow_terminal(segmentation_release, capsys, monkeypatch):
+    """A table cell cut a long path to `.../val_i…` at 80 columns: the examples are printed whole below it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    deep = segmentation_release.parent / ("a_folder_name_long_enough_to_fill_a_narrow_terminal_" * 2) / "release"
+    deep.parent.mkdir()
+    segmentation_release.rename(deep)
+    (deep / "train_masks" / "train_1.png").unlink()
+    assert main(["data", "check", str(deep), "--task", "segmentation"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    image, mask = deep / "train_images" / "train_1.png", deep / "train_masks" / "train_1.png"
+    assert f"image_without_mask: {image}: no {mask}" in lines

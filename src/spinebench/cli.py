@@ -46,11 +46,14 @@ def _data_check(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     table = Table(title=f"{args.task} dataset {args.root}: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items()))
-    for column in ("problem", "count", "examples"):
+    for column in ("problem", "count", "what it means"):
         table.add_column(column)
     for kind, entry in report.problems.items():
-        table.add_row(kind, str(entry["count"]), "\n".join(entry["examples"][:3]))
+        table.add_row(kind, str(entry["count"]), entry["description"])
     console.print(table if report.problems else f"[green]clean[/]: {args.root} ({args.task}, {report.split_counts})")
+    for kind, entry in report.problems.items():  # below the table, whole: a table cell cut long paths short
+        for example in entry["examples"][:3]:
+            console.print(f"{kind}: {example}", markup=False, highlight=False)
     for name, value in report.stats.items():
         console.print(f"{name}: {json.dumps(value)}")
     return 0 if report.clean else 1
