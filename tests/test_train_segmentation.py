@@ -297,9 +297,10 @@ AUTO_ROWS = {"deeplabv3": ({"backbone_weights": "auto"}, "resnet50-0676ba61.pth"
 
 
 @pytest.mark.parametrize("arch", sorted(AUTO_ROWS))
-def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch, tmp_path, monkeypatch):
+def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch, tmp_path, monkeypatch, caplog):
     """`auto` (the paper configs' default) finds the row's pretrained file in $SPINEBENCH_WEIGHTS (what
-    `make reproduce WEIGHTS=...` sets); with no such file the model trains from scratch and records it."""
+    `make reproduce WEIGHTS=...` sets); with no such file the model trains from scratch and records it, and the
+    banner names every place searched (SegFormer's Hugging Face cache included)."""
     from spinebench.segmentation.benchmark import SegmentationBenchmark
 
     folder = tmp_path / "weights"
@@ -308,7 +309,10 @@ def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch,
     monkeypatch.chdir(tmp_path)  # the working dir is searched too: keep it empty
     net, file = AUTO_ROWS[arch]
     bench = SegmentationBenchmark(name=arch, arch=arch, **net)
-    assert bench._pretrained(bench.build_model()) == {"pretrained": False, "pretrained_source": None}
+    with caplog.at_level("WARNING", logger="spinebench.weights"):
+        assert bench._pretrained(bench.build_model()) == {"pretrained": False, "pretrained_source": None}
+    banner = next(r.getMessage() for r in caplog.records if "NO PRETRAINED WEIGHTS FOUND" in r.getMessage())
+    assert str(folder) in banner and ("the Hugging Face cache" in banner) == (arch == "segformer")
     _pretrained_file(arch, folder / file)
     assert bench._pretrained(bench.build_model()) == {"pretrained": True, "pretrained_source": str(folder / file)}
 

@@ -56,8 +56,10 @@ def offline() -> bool:
 
 
 def resolve_weights(weights: str | os.PathLike | None, candidates: Sequence[str], cache_dir: Path | str | None,
-                    model_name: str, download: bool = False, urls: dict[str, str] | None = None) -> WeightsChoice:
-    """Decide the starting point of `model_name` (see the module docstring)."""
+                    model_name: str, download: bool = False, urls: dict[str, str] | None = None,
+                    also_looked_in: Sequence[str] = ()) -> WeightsChoice:
+    """Decide the starting point of `model_name` (see the module docstring). `also_looked_in`: where the caller
+    searched before, named in the from-scratch banner with the folders searched here."""
     if weights is None or str(weights).strip().lower() in SCRATCH:
         log.warning("%s: model.weights=%s -> training from scratch (pretrained: false)", model_name, weights)
         return WeightsChoice(None, False, None)
@@ -77,7 +79,7 @@ def resolve_weights(weights: str | os.PathLike | None, candidates: Sequence[str]
         return WeightsChoice(None, True, urls[name], download_url=urls[name])
     log.warning("=" * 78)
     log.warning("%s: NO PRETRAINED WEIGHTS FOUND (looked for %s in %s)%s", model_name, ", ".join(candidates),
-                ", ".join(str(d) for d in search_dirs(cache_dir)),
+                ", ".join([*(str(d) for d in search_dirs(cache_dir)), *also_looked_in]),
                 "" if not download else " and downloads are off (offline)")
     log.warning("%s: TRAINING FROM SCRATCH -> the run records pretrained: false", model_name)
     log.warning("=" * 78)

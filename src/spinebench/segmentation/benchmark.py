@@ -118,13 +118,17 @@ class SegmentationBenchmark:
 
         if trained is not None:
             return trained.get(WEIGHTS_SOURCE) if self.arch == "samed" else None
-        files = PRETRAINED_FILES[self.arch][1]
+        files, also_looked_in = PRETRAINED_FILES[self.arch][1], []
         if files is None:
             cached, files = models.smp_imagenet_weights(self.net.get("encoder_name", "mit_b5"))
             if cached:
                 log.info("%s: starting from smp's ImageNet encoder weights in the Hugging Face cache, %s", self.name, cached)
                 return cached
-        choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name)
+            from huggingface_hub import constants
+
+            also_looked_in = [f"the Hugging Face cache {constants.HF_HUB_CACHE}"]
+        choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name,
+                                 also_looked_in=also_looked_in)
         return str(choice.path) if choice.path else None
 
     def module(self, ctx: "RunContext | None" = None, augment: bool = True,
