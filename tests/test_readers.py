@@ -144,3 +144,16 @@ def test_segmentation_reader_pairs_by_name_and_names_the_orphan(segmentation_rel
     write_png(segmentation_release / "test_masks" / "extra.png", np.zeros((4, 4, 3)))
     with pytest.raises(DatasetError, match="extra.png: mask without an image"):
         read_segmentation_split(segmentation_release, "test")
+
+
+def test_a_corrupt_png_is_a_dataset_error_after_ultralytics_is_imported(tmp_path):
+    """ultralytics replaces PIL's Image.open on import; the readers keep Pillow's own."""
+    import ultralytics  # noqa: F401  (its import applies the replacement)
+
+    from spinebench.data.images import image_size, read_gray
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    for read in (image_size, read_gray):
+        with pytest.raises(DatasetError, match="bad.png: unreadable"):
+            read(bad)

@@ -21,7 +21,7 @@ from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SEGMENTATION_CLASS
 from spinebench.data.detection import class_index, clip_box, image_folder, parse_voc_xml, split_annotations
 from spinebench.data.errors import DatasetError
 from spinebench.data.images import list_images, read_gray, read_rgb
-from spinebench.data.layout import SPLITS, find_splits
+from spinebench.data.layout import SPLITS, find_splits, split_folder
 from spinebench.data.segmentation import decode_mask, mask_folder
 from spinebench.data.source import MANIFEST, changed_since_fetch, provenance_file
 
@@ -48,6 +48,11 @@ PROBLEM_KINDS = {
     "missing_since_fetch": f"file listed in {MANIFEST} is gone",
     "added_since_fetch": f"image or XML file that {MANIFEST} does not list (added since the fetch)",
 }
+
+# the kinds that stop a run's readers (the others are clipped, dropped, mapped to ignore or only reported)
+READERS_REFUSE = ("missing_split", "empty_split", "unreadable_image", "malformed_xml", "unknown_class",
+                  "duplicate_annotation", "image_without_mask", "mask_without_image", "unreadable_mask",
+                  "mask_size_mismatch")
 
 
 @dataclass
@@ -172,9 +177,11 @@ def _run(job: tuple) -> FileResult:
     return function(*args)
 
 
-def check_dataset(root: Path, task: str, workers: int = 1, splits: Sequence[str] = SPLITS) -> CheckReport:
+def check_dataset(root: Path, task: str, workers: int = 1, splits: Sequence[str] = SPLITS,
+                  provenance: bool = True) -> CheckReport:
     """Validate every file of a release (of the `splits` it should hold: a zero-shot set has only a test split);
-    raises DatasetError only when the input is unusable as a whole."""
+    raises DatasetError only when the input is unusable as a whole. `provenance`: also compare a fetched release
+    with its manifest (hashes every file of the release)."""
     found = find_splits(Path(root), task)
     report = CheckReport(task=task, root=str(root))
     jobs = []
@@ -193,12 +200,26 @@ def check_dataset(root: Path, task: str, workers: int = 1, splits: Sequence[str]
     else:
         results = [_run(job) for job in jobs]
     _summarise(report, results)
-    manifest = provenance_file(Path(root), MANIFEST)
+    manifest = provenance_file(Path(root), MANIFEST) if provenance else None
     if manifest:  # a fetched release: are its files still the ones fetched? (what runs label `verified`)
         for kind, names in changed_since_fetch(manifest).items():
             for name in names:
                 report.add(f"{kind}_since_fetch", str(manifest.parent / name))
     return report
+
+
+def refuse_unreadable(root: Path, task: str, splits: Sequence[str]) -> None:
+    """Raise DatasetError naming the first file of `splits` that a run could not read (what the readers refuse).
+    Called before training, so a broken test split is found before the training, not after it."""
+    for split in splits:  # the layout's own message for a missing split: what it found instead
+        split_folder(Path(root), task, split)
+    report = check_dataset(root, task, splits=splits, provenance=False)
+    refused = {kind: entry for kind, entry in report.problems.items() if kind in READERS_REFUSE}
+    if refused:
+        kind, entry = next(iter(refused.items()))
+        more = sum(e["count"] for e in refused.values()) - 1
+        raise DatasetError(f"{entry['examples'][0]} ({entry['description']})"
+                           + (f"; {more} more such problem(s): `spinebench data check {root} --task {task}` lists them" if more else ""))
 
 
 def _summarise(report: CheckReport, results: list[FileResult]) -> None:

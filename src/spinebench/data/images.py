@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 WIDE_MODES = ("I", "F")  # Pillow's 16/32-bit modes ("I;16", "I;16B", ...): its convert clips them to 8-bit white
 
 
+def _pillow_open():
+    """Pillow's own Image.open. ultralytics replaces it on import with one that meets an unidentified file by
+    installing and importing pi-heif: a corrupt PNG became a ModuleNotFoundError, and online a pip install."""
+    opener = Image.open
+    if opener.__module__ != Image.__name__:  # replaced before this module was imported: the original it kept
+        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
+    return opener
+
+
+pil_open = _pillow_open()
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files of a folder, sorted by name so every run sees the same order."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -20,7 +33,7 @@ def list_images(folder: Path) -> list[Path]:
 
 def _decode(path: Path, mode: str) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with pil_open(path) as image:
             image.load()  # forces a full decode: a truncated PNG fails here, not later in a worker
             if image.mode.startswith(WIDE_MODES):  # a DatasetError: not one of the errors caught below
                 raise DatasetError(f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and "
@@ -43,7 +56,7 @@ def read_rgb(path: Path) -> np.ndarray:
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header only; cheap enough to call on every image of a split."""
     try:
-        with Image.open(path) as image:
+        with pil_open(path) as image:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: unreadable image ({error})") from error
