@@ -44,11 +44,9 @@ def compose_cfg(config_name: str, overrides: list[str], out: Path, cache_dir: Pa
 
 
 def smoke_cfg(experiment: str, out: Path, cache_dir: Path):
-    cfg = compose_cfg("train", [f"experiment=paper/{experiment}", "trainer=smoke", "data=detection_phantom_tiny"],
-                      out, cache_dir)
-    with open_dict(cfg):  # the experiment sets the paper's epochs and batch: force the smoke limits back
-        cfg.trainer.epochs, cfg.trainer.batch_size = 1, 2
-    return cfg
+    # the experiment sets the paper's epochs, batch size and trainer name: the smoke ones are given back
+    return compose_cfg("train", [f"experiment=paper/{experiment}", "trainer=smoke", "data=detection_phantom_tiny",
+                                 "trainer.name=smoke", "trainer.epochs=1", "trainer.batch_size=2"], out, cache_dir)
 
 
 def test_every_paper_detection_experiment_exists():
@@ -66,7 +64,8 @@ def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
     assert metrics == json.loads(json.dumps(doc, default=str))
     assert metrics["task"] == "detection" and metrics["model"] == experiment
     check_metrics_keys_documented(metrics)
-    assert metrics["config"] == f"experiment/paper/{experiment}.yaml"
+    assert metrics["config"] == (f"experiment/paper/{experiment}.yaml + trainer/smoke.yaml trainer.name=smoke "
+                                 "trainer.epochs=1 trainer.batch_size=2")
     assert metrics["data"]["kind"] == "phantom" and metrics["pretrained"] is False
     assert metrics["test_precision"] == "float32"  # whatever trainer.amp (TEST_SPLIT_AMP); YOLO: ultralytics' half
     for key in ("mAP50", "mAP50_95", "AR100", "precision", "recall"):
@@ -303,3 +302,103 @@ def test_only_an_untouched_run_folder_is_dropped(tmp_path):
     assert not drop_untouched_run_dir(resumable) and (resumable / "checkpoints/last.pt").is_file()
     assert not drop_untouched_run_dir(scored) and (scored / "predictions.json").is_file()
     assert (tmp_path / "outputs/data").is_dir()  # still holds the resumable run
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("corrupt_png", "test_post_0.png: unreadable or truncated image"),
+    ("malformed_xml", "test_post_0.xml: malformed XML"),
+    ("empty_split", "det/test (a split folder holds no images)"),
+])
+def test_a_broken_test_split_is_refused_before_any_training(damage, says, detection_release, tmp_path, cache_dir,
+                                                            capsys):
+    """It was found after the whole training, when the test split was first read."""
+    test = detection_release / "test"
+    if damage == "corrupt_png":
+        (test / "test_post_0.png").write_bytes(b"not a png")
+    elif damage == "malformed_xml":
+        (test / "test_post_0.xml").write_text("<annotation><object>")
+    else:
+        for path in test.iterdir():
+            path.unlink()
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", f"data.root={detection_release}",
+                                "trainer=smoke"], tmp_path, cache_dir)
+    assert says in _guarded_error(cfg, capsys)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _spinebench_train(tmp_path, *overrides):
+    env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
+    return subprocess.run([sys.executable, "-m", "spinebench.train", *overrides], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_yolo_refuses_a_corrupt_training_png_in_one_line(detection_release, tmp_path):
+    """ultralytics' Image.open answered it with a ModuleNotFoundError (pi_heif) and a traceback, and skips with a
+    warning an image that does open but not decode; nothing of the run is left."""
+    (detection_release / "train" / "train_pre_1.png").write_bytes(b"garbage")
+    proc = _spinebench_train(tmp_path, "model=yolov8n", "data=detection_real", f"data.root={detection_release}",
+                             "trainer=smoke")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
+    assert "train_pre_1.png: unreadable or truncated image" in proc.stderr and "pi_heif" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_yolo_weights_it_cannot_load_are_one_line_and_leave_no_run_folder(detection_release, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("garbage\n")
+    proc = _spinebench_train(tmp_path, "model=yolov8n", "data=detection_real", f"data.root={detection_release}",
+                             "trainer=smoke", f"model.weights={garbage}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
+    assert f"model.weights={garbage}: ultralytics cannot load it" in proc.stderr
+    assert not (tmp_path / "outputs").exists()  # the export to yolo_data/ and yolo/ came before the weights
+
+
+def test_a_killed_yolo_run_resumes_through_ultralytics_and_says_so(tmp_path, cache_dir, monkeypatch):
+    """ultralytics' resume continues from its last.pt; it does not restore its data order and augmentation
+    randomness, so the run records where it resumed (metrics.json `resumed_from`)."""
+    from spinebench.detection import yolo
+
+    load = yolo._load_yolo
+
+    def killed_after_the_first_epoch(*args):
+        model = load(*args)
+
+        def kill(trainer):
+            if trainer.epoch == 0:
+                raise KeyboardInterrupt("killed")
+        model.add_callback("on_fit_epoch_end", kill)
+        return model
+
+    cfg = compose_cfg("train", ["model=yolov8n", "trainer=smoke", "data=detection_phantom_tiny", "trainer.epochs=2"],
+                      tmp_path, cache_dir)
+    monkeypatch.setattr(yolo, "_load_yolo", killed_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert (tmp_path / "run" / "yolo" / "weights" / "last.pt").is_file()
+    monkeypatch.setattr(yolo, "_load_yolo", load)
+    doc = train(cfg)
+    assert doc["resumed_from"] == 1 and doc["epochs"] == 2
+    assert len((tmp_path / "run" / "yolo" / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_an_experiment_under_trainer_smoke_needs_its_own_run_name(tmp_path, cache_dir, capsys):
+    """The experiment's trainer keys win over the preset's: it trained the paper's 20 epochs in ssd512-paper-s0,
+    the folder of the real row, which then refused the real row's settings."""
+    cfg = compose_cfg("train", ["experiment=paper/ssd512", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path,
+                      cache_dir)
+    assert ("experiment=paper/ssd512 sets its own trainer (epochs, batch size, and the name of its run folder), which "
+            "wins over trainer=smoke") in _guarded_error(cfg, capsys)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_seed_that_is_not_an_integer_is_one_line(tmp_path, cache_dir, capsys):
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer=smoke", "seed=abc"],
+                      tmp_path, cache_dir)
+    assert _guarded_error(cfg, capsys).endswith("error: seed must be an integer, got 'abc'")  # was int()'s message
+
+
+def test_real_data_without_a_root_says_how_to_give_one(tmp_path, cache_dir, capsys, monkeypatch):
+    monkeypatch.delenv("SPINEBENCH_DETECTION_DATA", raising=False)
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", "trainer=smoke"], tmp_path, cache_dir)
+    assert "error: data.root is not set: add data.root=<value> to the command (the folder of the release" in (
+        _guarded_error(cfg, capsys))  # was OmegaConf's "Missing mandatory value: data.root full_key: ..."

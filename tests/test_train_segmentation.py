@@ -50,7 +50,7 @@ MODEL_FAST = {"segformer": ["model.encoder_name=mit_b0", "model.decoder_channels
 def smoke_overrides() -> list[str]:
     smoke = yaml.safe_load((CONFIGS / "trainer" / "smoke.yaml").read_text())
     return ["trainer=smoke"] + [f"trainer.{k}={v}" for k, v in smoke.items()
-                                if k not in ("defaults", "name") and not isinstance(v, (dict, list)) and v is not None]
+                                if k != "defaults" and not isinstance(v, (dict, list)) and v is not None]
 
 
 def run(config: str, out: Path, cache: Path, overrides: list[str]) -> dict:

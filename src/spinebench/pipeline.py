@@ -47,10 +47,10 @@ from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from spinebench.data.errors import DatasetError
-from spinebench.data.layout import split_folder
+from spinebench.data.check import refuse_unreadable
 from spinebench.data.source import DatasetSpec
 from spinebench.engine import (CHECKPOINT_DIR, ConfigError, TrainerConfig, check_same_settings, resolve_device,
                                seed_everything)
@@ -103,12 +103,29 @@ def config_label(choices: dict[str, Any] | None = None, overrides: list[str] | N
     overrides = (list(hydra.overrides.task) if hydra else []) if overrides is None else overrides
     if choices.get("experiment"):
         label = f"experiment/{choices['experiment']}.yaml"
+        if choices.get("trainer") not in (None, "default"):  # a preset given beside it (its keys win: see below)
+            label += f" + trainer/{choices['trainer']}.yaml"
     elif choices.get("model"):
         label = f"model/{choices['model']}.yaml + trainer/{choices.get('trainer', 'default')}.yaml"
     else:
         return None
     recipe = [o for o in overrides if not o.lstrip("+~").startswith(NOT_RECIPE)]
     return label + (" " + " ".join(recipe) if recipe else "")
+
+
+def refuse_smoke_under_an_experiment() -> None:
+    """`experiment=<e> trainer=smoke` ran the experiment's epochs and batch size, in the folder of the
+    experiment's own run: an experiment's trainer keys come after the preset's and win. Refused unless the command
+    names the run (trainer.name), so a smoke run never lands in, and then blocks, the real row's folder."""
+    hydra = _hydra_config()
+    choices = dict(hydra.runtime.choices) if hydra else {}
+    if choices.get("trainer") != "smoke" or not choices.get("experiment"):
+        return
+    if any(o.lstrip("+~").startswith("trainer.name=") for o in hydra.overrides.task):
+        return
+    raise UserError(f"experiment={choices['experiment']} sets its own trainer (epochs, batch size, and the name of "
+                    f"its run folder), which wins over trainer=smoke: for a smoke run give model=<name> trainer=smoke, "
+                    f"or add trainer.name=smoke trainer.epochs=1 trainer.batch_size=2")
 
 
 def _instantiate(node: DictConfig, what: str):
@@ -125,7 +142,7 @@ def _check_task(benchmark: Any, spec: DatasetSpec) -> None:
             raise UserError(f"{type(benchmark).__name__} does not implement the Benchmark protocol (no {attribute!r})")
     if benchmark.task != spec.task:
         raise UserError(f"model {benchmark.name} is a {benchmark.task} model but data {spec.name} is a {spec.task} dataset")
-    split_folder(spec.root, spec.task, "test")  # a dataset without test split fails before any training
+    refuse_unreadable(spec.root, spec.task, ("test",))  # a missing or broken test split: before any training
 
 
 def _prepare_run_dir(cfg: DictConfig) -> Path:
@@ -143,7 +160,9 @@ def _holds_a_trained_epoch(run_dir: Path) -> bool:
 
 
 def _trainer(cfg: DictConfig, node: Any = None) -> TrainerConfig:
-    return TrainerConfig.from_config(cfg.trainer if node is None else node, seed=int(cfg.seed))
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise UserError(f"seed must be an integer, got {cfg.seed!r}")
+    return TrainerConfig.from_config(cfg.trainer if node is None else node, seed=cfg.seed)
 
 
 def _start_run(cfg: DictConfig, trainer: TrainerConfig, model_node: Any, resolved: dict) -> tuple[DatasetSpec, Any, RunContext]:
@@ -201,6 +220,7 @@ def _write_metrics(run_dir: Path, spec: DatasetSpec, benchmark: Any, device: tor
 def train(cfg: DictConfig) -> dict:
     """Train + test one model on one dataset; returns the metrics.json document."""
     started = time.perf_counter()
+    refuse_smoke_under_an_experiment()
     resolved, run_dir = OmegaConf.to_container(cfg, resolve=True), Path(cfg.paths.output_dir)
     saved = run_dir / CONFIG_FILE
     if saved.is_file() and _holds_a_trained_epoch(run_dir):  # before config.yaml is written anew, and before a
@@ -300,6 +320,10 @@ def _root_cause(error: BaseException) -> BaseException:
 
 
 def one_line(error: BaseException) -> str:
+    if isinstance(error, MissingMandatoryValue) and error.full_key:  # OmegaConf's own names no remedy
+        hint = (" (the folder of the release; or set the environment variable its configs/data file reads, and "
+                "`spinebench data fetch` gets a release)") if error.full_key == "data.root" else ""
+        return f"{error.full_key} is not set: add {error.full_key}=<value> to the command{hint}"
     text = " ".join(str(error).split()) or type(error).__name__
     return text if isinstance(error, (UserError, DatasetError, ConfigError)) else f"{type(error).__name__}: {text}"
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spinebench.classes import DETECTION_CLASSES
+from spinebench.data.check import refuse_unreadable
 from spinebench.data.detection import DetectionSample, read_detection_split
 from spinebench.data.layout import find_splits
 from spinebench.detection.coco import coco_ground_truth, detections_to_coco
@@ -40,7 +41,7 @@ from spinebench.detection.outputs import score_and_write
 from spinebench.engine import CHECKPOINT_DIR, ConfigError
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
-from spinebench.weights import resolve_weights
+from spinebench.weights import WeightsError, resolve_weights
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
@@ -59,6 +60,7 @@ def ultralytics_env(cache_dir: Path | str, allow_download: bool = False) -> Path
     """Set YOLO_OFFLINE / YOLO_CONFIG_DIR and place the fonts, BEFORE ultralytics is imported. Returns the config dir."""
     if not allow_download:
         os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "false"  # ultralytics must never pip-install into the environment mid-run
     config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(cache_dir).resolve() / "ultralytics")))
     fonts = config_dir / "Ultralytics"
     fonts.mkdir(parents=True, exist_ok=True)
@@ -214,12 +216,13 @@ class YoloV8:
             raise ConfigError(f"model.args: {error}") from error
 
     def _fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+        # ultralytics skips an image it cannot read with a warning: spinebench's readers refuse it, for every model
+        refuse_unreadable(spec.root, "detection", ("train", "val"))
         ultralytics_env(ctx.cache_dir, allow_download=self.download)
         YOLO = _yolo()
         self.check_args()
         run_dir = Path(ctx.run_dir).resolve()
         train_samples = read_detection_split(spec.root, "train")
-        data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})
         weights_dir = run_dir / YOLO_DIR / "weights"
         state_file = run_dir / YOLO_DIR / STATE_FILE
         last = weights_dir / "last.pt"
@@ -227,17 +230,27 @@ class YoloV8:
         trained_epochs = 0
         if last.is_file() and state_file.is_file():
             state = json.loads(state_file.read_text())
+            data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})
+            start = time.perf_counter()
             if _finished(last):
                 log.info("%s: %s is a finished ultralytics run: nothing to train", self.name, last)
             else:
                 done = _epochs_done(run_dir / YOLO_DIR)
-                log.info("%s: resuming ultralytics training from %s (epoch %d)", self.name, last, done)
+                log.info("%s: resuming ultralytics training from %s (epoch %d; ultralytics' resume does not restore "
+                         "its data order and augmentation randomness: not bit-identical to an uninterrupted run)",
+                         self.name, last, done)
+                state.setdefault("resumed_from", done)  # the first resume: metrics.json says the run was resumed
+                state_file.write_text(json.dumps(state))
                 YOLO(str(last)).train(resume=True)
                 trained_epochs = ctx.trainer.epochs - done
         else:
             choice = resolve_weights(self.weights, [f"yolov8{self.size}.pt"], ctx.cache_dir, self.name,
                                      download=self.download, urls={f"yolov8{self.size}.pt": f"yolov8{self.size}.pt"})
             source = str(choice.path) if choice.path else (f"yolov8{self.size}.pt" if choice.download_url else f"yolov8{self.size}.yaml")
+            model = _load_yolo(YOLO, source, choice.path)  # before anything is written: a bad file leaves no folder
+            exporting = time.perf_counter()
+            data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})
+            start += time.perf_counter() - exporting  # not training time (as before: plain ultralytics has no export)
             state = {"pretrained": choice.pretrained, "pretrained_source": choice.source, "model_source": source}
             state_file.parent.mkdir(parents=True, exist_ok=True)
             state_file.write_text(json.dumps(state))
@@ -245,7 +258,7 @@ class YoloV8:
             args["pretrained"] = bool(choice.pretrained)
             log.info("%s: ultralytics YOLO(%s).train(%s)", self.name, source,
                      ", ".join(f"{k}={v}" for k, v in args.items() if k not in ("project",)))
-            YOLO(source).train(**args)
+            model.train(**args)
             trained_epochs = ctx.trainer.epochs
         wall = time.perf_counter() - start
         ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -256,7 +269,8 @@ class YoloV8:
         fraction = self.train_args(ctx, data_yaml, len(train_samples)).get("fraction", 1.0)
         images = len(train_samples) * fraction * trained_epochs
         return {"pretrained": state["pretrained"], "pretrained_source": state["pretrained_source"],
-                "epochs": ctx.trainer.epochs, "input_size": [self.effective_imgsz(ctx)] * 2,
+                "resumed_from": state.get("resumed_from"), "epochs": ctx.trainer.epochs,
+                "input_size": [self.effective_imgsz(ctx)] * 2,
                 "train_images_per_s": images / wall if trained_epochs and wall > 0 else None,
                 "train_images_per_s_note": "ultralytics loop, epochs incl. validation"}
 
@@ -295,6 +309,17 @@ class YoloV8:
                 "ultralytics_mAP50_95": float(reference.box.map),
                 "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
                                     "`metrics` come from spinebench.detection.coco like every detector"}
+
+
+def _load_yolo(YOLO, source: str, path: Path | None):
+    """YOLO(source), with a file given by model.weights that ultralytics cannot load named in one line."""
+    try:
+        return YOLO(source)
+    except Exception as error:
+        if path is None:
+            raise
+        raise WeightsError(f"model.weights={path}: ultralytics cannot load it ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else ''})") from error
 
 
 def predict_coco(model, samples: Sequence[DetectionSample], imgsz: int, device: str | int, batch: int) -> list[dict]:
