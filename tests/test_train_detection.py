@@ -219,6 +219,10 @@ def _guarded_error(cfg, capsys) -> str:
 def test_wrong_type_override_is_one_line(tmp_path, cache_dir, capsys):
     cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer.epochs=abc"], tmp_path, cache_dir)
     assert "trainer.epochs must be an integer, got 'abc'" in _guarded_error(cfg, capsys)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # the folder of a trained run: still the type's error,
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"0")  # not "trained with other settings"
+    (tmp_path / "run" / "config.yaml").write_text("trainer:\n  epochs: 1\n")
+    assert "trainer.epochs must be an integer, got 'abc'" in _guarded_error(cfg, capsys)
 
 
 def test_bad_data_on_device_is_one_line(tmp_path, cache_dir, capsys):

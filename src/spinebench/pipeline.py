@@ -222,6 +222,7 @@ def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     refuse_smoke_under_an_experiment()
     resolved, run_dir = OmegaConf.to_container(cfg, resolve=True), Path(cfg.paths.output_dir)
+    trainer = _trainer(cfg)  # a mistyped value is named as such, not as a setting that differs from the saved run's
     saved = run_dir / CONFIG_FILE
     if saved.is_file() and _holds_a_trained_epoch(run_dir):  # before config.yaml is written anew, and before a
         # finished run is kept: under other settings it is neither resumed nor passed off as this command's
@@ -235,7 +236,7 @@ def train(cfg: DictConfig) -> dict:
             return doc
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
-    spec, benchmark, ctx = _start_run(cfg, _trainer(cfg), cfg.model, resolved)
+    spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved)
     facts = benchmark.fit(ctx, spec) or {}
     result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
     doc = _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config_label(), None)
