@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -445,3 +446,81 @@ def test_moving_a_batch_to_the_device_never_waits_for_the_device(tiny_detection,
     moved, moved_targets, _ = to_device(batch, torch.device("meta"), augment=True)
     assert moved[0].device.type == "meta" and moved[0].shape == (3, 275, 690)
     assert [t["boxes"].shape[0] for t in moved_targets] == [len(s.boxes) for s in samples]
+
+
+def test_a_checkpoint_is_rebuilt_in_the_layout_it_was_trained_in():
+    """Pretrained Faster R-CNN trains with frozen batch norm (41,299,161 parameters), from scratch with ordinary
+    BN (41,352,281): the test-time rebuild must take the checkpoint's own layout, every key loaded, the outputs
+    those of the model that trained."""
+    from spinebench.detection.models import built_pretrained
+
+    torch.manual_seed(0)
+    images = [torch.rand(3, 64, 160)]
+    for pretrained, params in ((True, 41_299_161), (False, 41_352_281)):
+        trained = build_detector("faster_rcnn", 2, (64, 160), pretrained=pretrained).eval()
+        state = trained.state_dict()
+        assert built_pretrained(state) is pretrained
+        rebuilt = build_detector("faster_rcnn", 2, (64, 160), pretrained=built_pretrained(state)).eval()
+        rebuilt.load_state_dict(state, strict=True)
+        assert rebuilt.state_dict().keys() == state.keys()
+        assert sum(p.numel() for p in rebuilt.parameters()) == params
+        with torch.no_grad():
+            want, got = trained(images)[0], rebuilt(images)[0]
+        assert all(torch.equal(want[key], got[key]) for key in ("boxes", "scores", "labels"))
+    assert built_pretrained(build_detector("ssd_multiscale", 2, (300, 300), pretrained=True).state_dict())
+    assert not built_pretrained(build_detector("ssd", 2, (300, 300), pretrained=True).state_dict())  # BN always
+
+
+def test_a_pretrained_run_records_the_parameters_of_the_model_it_trained(tmp_path, cache_dir):
+    """metrics.json said pretrained: true with the from-scratch build's 41,352,281 parameters: test() rebuilt the
+    model without frozen batch norm. An ImageNet ResNet-50 state dict (random here: nothing is downloaded) makes
+    the run pretrained; its evaluation elsewhere counts the same model."""
+    from torchvision.models import resnet50
+
+    from test_train_detection import compose_cfg
+    from spinebench.pipeline import evaluate, train
+
+    weights = tmp_path / "resnet50-local.pth"
+    torch.save(resnet50().state_dict(), weights)
+    cfg = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny",
+                                f"model.weights={weights}"], tmp_path, cache_dir)
+    doc = train(cfg)
+    assert doc["pretrained"] is True and doc["pretrained_source"] == str(weights.resolve())
+    assert doc["params"] == 41_299_161  # the paper's count, frozen BN's
+    again = evaluate(compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny",
+                                          "trainer.limit_test_images=2"], tmp_path / "e", cache_dir))
+    assert again["params"] == 41_299_161 and again["metrics"] == doc["metrics"]
+
+
+@pytest.mark.parametrize("content", ["garbage", "empty", "truncated", "not_a_state_dict"])
+def test_a_weights_file_that_cannot_be_read_is_named_with_its_setting(tmp_path, content):
+    """torch.load's own errors name neither the file nor model.weights (a text file: `invalid literal for int()
+    with base 10: 'arbage\\n'`); a file torch reads but that holds no state dict said only `not a state dict`."""
+    path = tmp_path / "weights.pth"
+    if content == "garbage":
+        path.write_text("garbage\n")
+    elif content == "empty":
+        path.write_bytes(b"")
+    elif content == "truncated":  # a download cut short
+        torch.save({"backbone.fpn.layer_blocks.0.weight": torch.zeros(256, 256, 3, 3)}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        torch.save([1, 2, 3], path)
+    says = "holds a list, not a state dict" if content == "not_a_state_dict" else \
+        r"cannot read it as a PyTorch checkpoint \((ValueError|EOFError|RuntimeError): [^\n]+\)"
+    model = build_detector("faster_rcnn", 2, (64, 160), pretrained=True)
+    with pytest.raises(WeightsError, match=rf"^model\.weights={re.escape(str(path))}: {says}$"):
+        load_pretrained(model, path)
+
+
+def test_unreadable_weights_are_one_line_and_leave_no_run_folder(detection_release, tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_text("garbage\n")
+    env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "spinebench.train", "model=faster_rcnn", "data=detection_real",
+                           f"data.root={detection_release}", "trainer=smoke", f"model.weights={garbage}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
+    says = f"model.weights={garbage}: cannot read it as a PyTorch checkpoint (ValueError: invalid literal for int()"
+    assert says in proc.stderr
+    assert not (tmp_path / "outputs").exists()

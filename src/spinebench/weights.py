@@ -7,7 +7,8 @@ A model config's weights key (`model.weights` of the detectors; `model.backbone_
   with `model.download=true` (and not offline) torchvision/ultralytics may download it; otherwise training
   starts from scratch, says so loudly in the log and records `pretrained: false`.
 - `null` / `none` / `scratch`: from scratch on purpose (recorded `pretrained: false`).
-- a path: that file; a path that does not exist is an error (WeightsError, one line).
+- a path: that file; a path that does not exist, or a file that cannot be read, is an error (WeightsError,
+  one line).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ SCRATCH = {"none", "null", "scratch", "false", ""}
 
 
 class WeightsError(FileNotFoundError):
-    """model.weights names a file that is not there."""
+    """model.weights names a file that is not there, or one that cannot be read as weights (one line, naming it)."""
 
 
 @dataclass(frozen=True)

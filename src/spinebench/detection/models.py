@@ -39,6 +39,8 @@ from torchvision.models.detection.ssd import SSDHead
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from spinebench.weights import WeightsError
+
 log = logging.getLogger(__name__)
 
 # Where torchvision computes box geometry, per architecture: the anchor generator, and the heads whose outputs it
@@ -192,7 +194,7 @@ def build_detector(arch: str, num_classes: int = 2, input_size: tuple[int, int] 
     return boxes_in_float32(model, arch) if float32_boxes else model
 
 
-def _state_dict_of(obj) -> dict[str, torch.Tensor]:
+def _state_dict_of(obj) -> dict[str, torch.Tensor] | None:
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state"):
             if key in obj and isinstance(obj[key], dict):
@@ -200,19 +202,38 @@ def _state_dict_of(obj) -> dict[str, torch.Tensor]:
         return obj
     if isinstance(obj, nn.Module):
         return obj.state_dict()
-    raise ValueError("not a state dict")
+    return None
+
+
+def built_pretrained(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a detector's state dict comes from the pretrained build: its ResNet body has frozen batch norm, which
+    keeps no `num_batches_tracked` (ordinary BN does). The build sets the parameter count (FrozenBN's affine
+    tensors are buffers: Faster R-CNN 41,299,161 vs 41,352,281), so a checkpoint is rebuilt as it was trained."""
+    body = [key for key in state if key.startswith("backbone.body.")]
+    return bool(body) and not any(key.endswith(".num_batches_tracked") for key in body)
 
 
 def load_pretrained(model: nn.Module, path: Path | str) -> dict[str, int]:
-    """Load every tensor of matching name and shape; return counts. Fails if nothing matched."""
-    state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=False))
+    """Load every tensor of matching name and shape; return counts. Fails if nothing matched, and names the file
+    and model.weights when it cannot be read (torch's own errors name neither: a text file gives `invalid literal
+    for int()`)."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # not a checkpoint, empty, cut short, or pickling classes that are not importable
+        what = " ".join(str(error).split()).split(". ")[0]  # torch's messages run on for lines: the first sentence
+        raise WeightsError(f"model.weights={path}: cannot read it as a PyTorch checkpoint ({type(error).__name__}"
+                           f"{': ' + what if what else ''})") from error
+    state = _state_dict_of(loaded)
+    if state is None:
+        raise WeightsError(f"model.weights={path}: holds a {type(loaded).__name__}, not a state dict")
     own = model.state_dict()
     if not any(k.startswith("backbone.") for k in state):  # an ImageNet classifier: goes into the ResNet body
         state = {f"backbone.body.{k}": v for k, v in state.items() if not k.startswith("fc.")}
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = [k for k in state if k in own and own[k].shape != state[k].shape]
     if not matched:
-        raise ValueError(f"{path}: no tensor matches this model (is it a checkpoint of another architecture?)")
+        raise ValueError(f"model.weights={path}: no tensor matches this model (is it a checkpoint of another "
+                         "architecture?)")
     model.load_state_dict(matched, strict=False)
     log.info("loaded %d/%d tensors from %s (%d re-initialised for %s classes: %s)", len(matched), len(own), path,
              len(skipped), "new", ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))

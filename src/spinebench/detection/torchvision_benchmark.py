@@ -20,8 +20,8 @@ from torch import nn
 from spinebench.data.detection import DetectionSample, read_detection_split
 from spinebench.detection.coco import COCO_METRICS, coco_ground_truth, detections_to_coco, score_coco
 from spinebench.detection.data import LABEL_OFFSET, build_dataset, detection_loader, to_device
-from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, resolve_resize,
-                                         load_pretrained)
+from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, built_pretrained,
+                                         resolve_resize, load_pretrained)
 from spinebench.detection.outputs import score_and_write
 from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
 from spinebench.runinfo import count_parameters
@@ -144,10 +144,13 @@ class TorchvisionDetector:
             size = [max(32, int(round(s * scale))) for s in size]
         return size
 
-    def _build(self, ctx: "RunContext", load_weights: bool) -> tuple[nn.Module, dict[str, Any]]:
+    def _build(self, ctx: "RunContext", load_weights: bool,
+               pretrained: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+        """The model and its weights facts. `load_weights=False` loads no file and builds the `pretrained` layout
+        (frozen batch norm or not: test() passes its checkpoint's, so the parameters counted are those trained)."""
         choice = resolve_weights(self.weights, TORCHVISION_WEIGHTS[self.arch], ctx.cache_dir, self.name,
                                  download=self.download, urls=TORCHVISION_URLS) if load_weights else None
-        pretrained = bool(choice and choice.pretrained)
+        pretrained = choice.pretrained if choice else pretrained
         model = build_detector(self.arch, self.num_classes, self.effective_size(ctx), pretrained=pretrained,
                                resize=self.resize)
         if choice and choice.path is not None:
@@ -179,9 +182,9 @@ class TorchvisionDetector:
 
     def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
         trainer, device = ctx.trainer, ctx.device
-        model, _ = self._build(ctx, load_weights=False)
         state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
+        model, _ = self._build(ctx, load_weights=False, pretrained=built_pretrained(state["model"]))
+        model.load_state_dict(state["model"])  # strict: a checkpoint of the other layout would not load
         model.to(device).eval()
         samples = read_detection_split(spec.root, "test")
         if trainer.limit_test_images:
