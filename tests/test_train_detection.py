@@ -406,3 +406,11 @@ def test_real_data_without_a_root_says_how_to_give_one(tmp_path, cache_dir, caps
     cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", "trainer=smoke"], tmp_path, cache_dir)
     assert "error: data.root is not set: add data.root=<value> to the command (the folder of the release" in (
         _guarded_error(cfg, capsys))  # was OmegaConf's "Missing mandatory value: data.root full_key: ..."
+
+
+@pytest.mark.parametrize("model, data", [("retinanet", "detection_phantom_tiny"), ("unet_light", "segmentation_phantom_tiny")])
+@pytest.mark.parametrize("size", ["abc", "[256]", "[256,0]"])
+def test_an_input_size_that_is_not_height_and_width_is_one_line(model, data, size, tmp_path, cache_dir, capsys):
+    cfg = compose_cfg("train", [f"model={model}", f"data={data}", "trainer=smoke", f"model.input_size={size}"],
+                      tmp_path, cache_dir)
+    assert "error: model.input_size must be [height, width] in pixels, got " in _guarded_error(cfg, capsys)

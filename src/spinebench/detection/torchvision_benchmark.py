@@ -24,6 +24,7 @@ from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, 
                                          resolve_resize, load_pretrained)
 from spinebench.detection.outputs import score_and_write
 from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
+from spinebench.engine.config import input_size as checked_input_size
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
 from spinebench.weights import resolve_weights
@@ -127,7 +128,7 @@ class TorchvisionDetector:
     def __init__(self, name: str, arch: str, row: str | None = None, input_size: Sequence[int] = (256, 642),
                  num_classes: int = 2, weights: str | None = "auto", download: bool = False, resize: str | None = None):
         self.name, self.arch, self.row = name, arch, row
-        self.input_size = [int(v) for v in input_size]
+        self.input_size = checked_input_size(input_size)
         self.num_classes, self.weights, self.download = int(num_classes), weights, bool(download)
         if arch not in TORCHVISION_WEIGHTS:
             raise ValueError(f"model.arch={arch!r} is not one of {', '.join(TORCHVISION_WEIGHTS)}")

@@ -79,6 +79,14 @@ class TrainerConfig:
         return self.eval_batch_size or self.batch_size
 
 
+def input_size(value: Any, key: str = "model.input_size") -> list[int]:
+    """A model's [height, width] in pixels, or a ConfigError naming the key (int() on 'abc' named neither)."""
+    if (isinstance(value, (str, bytes, int)) or not isinstance(value, Sequence) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ConfigError(f"{key} must be [height, width] in pixels, got {value!r}")
+    return list(value)
+
+
 def check_trainer_key(path: Sequence[str]) -> None:
     """Raise ConfigError, as a bad value does, when `trainer.<path>` names no setting (a typo on the command line,
     `trainer.epoch=3`, which Hydra would answer in seven lines suggesting `+trainer.epoch`)."""

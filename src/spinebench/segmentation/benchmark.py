@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from spinebench.classes import SEGMENTATION_CLASSES
 from spinebench.data.resident import ResidentBatches, upload, wants_resident
 from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, fit, load_checkpoint, precision_label
+from spinebench.engine.config import input_size as checked_input_size
 from spinebench.runinfo import count_parameters, write_json
 from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
@@ -63,9 +64,7 @@ class SegmentationBenchmark:
             raise ValueError(f"model.num_classes={num_classes}, but the segmentation data has "
                              f"{len(SEGMENTATION_CLASSES)} classes ({', '.join(SEGMENTATION_CLASSES)})")
         self.name, self.arch, self.row = name, arch, row
-        self.input_size = [int(v) for v in input_size] if input_size else None
-        if self.input_size is not None and len(self.input_size) != 2:
-            raise ValueError(f"model.input_size must be [H, W] or null, got {input_size}")
+        self.input_size = checked_input_size(input_size) if input_size is not None else None  # null: native
         self.loss_cfg = {"ce": 1.0, "dice": 0.0, "aux": 0.0, **(loss or {})}
         self.num_classes, self.n_overlays, self.net = int(num_classes), int(n_overlays), dict(net)
         if arch == "samed":
