@@ -77,3 +77,14 @@ def test_a_phantom_other_than_the_one_asked_for_is_written_over_not_used(tmp_pat
     stamp = (root / PHANTOM_STAMP).stat().st_mtime_ns
     prepare_dataset("detection_phantom", "detection", root, phantom=asked)  # the same one: used as it is
     assert (root / PHANTOM_STAMP).stat().st_mtime_ns == stamp
+
+
+def test_a_phantom_copied_without_its_stamp_is_still_labelled_phantom(tmp_path):
+    """It was labelled real (unverified) and its results went beside the paper's: the phantom's PNGs say what
+    they are in a text chunk."""
+    root = tmp_path / "det"
+    prepare_dataset("detection_phantom", "detection", root, phantom={"n_train": 2, "n_val": 1, "n_test": 1, "seed": 0})
+    (root / PHANTOM_STAMP).unlink()
+    spec = prepare_dataset("detection_real", "detection", root)
+    assert spec.is_phantom and spec.label.startswith(f"PHANTOM (no {PHANTOM_STAMP}) - synthetic")
+    assert "text chunk" in spec.source["note"]

@@ -45,8 +45,9 @@ class DatasetSpec:
     def label(self) -> str:
         """Short human label used in logs, tables and plot titles."""
         if self.is_phantom:
-            stamp = self.source.get("stamp", {})
-            return f"PHANTOM ({stamp.get('domain', '?')}, seed {stamp.get('seed', '?')}) - synthetic, not the Kumar et al. release"
+            stamp = self.source.get("stamp") or {}
+            what = f"{stamp.get('domain', '?')}, seed {stamp.get('seed', '?')}" if stamp else f"no {PHANTOM_STAMP}"
+            return f"PHANTOM ({what}) - synthetic, not the Kumar et al. release"
         return f"real release ({self.root})" if self.source.get("verified") else f"unverified folder ({self.root})"
 
 
@@ -100,6 +101,22 @@ def changed_since_fetch(manifest_path: Path, manifest: dict[str, Any] | None = N
     return found
 
 
+def _phantom_pngs(root: Path, n: int = 5) -> bool:
+    """Whether the first PNGs of a folder carry the phantom writer's Software chunk: a phantom copied without its
+    PHANTOM.json must not be labelled real. Reads the chunks before the pixels only."""
+    from spinebench.data.images import pil_open
+    from spinebench.data.phantom.writer import GENERATOR
+
+    for path in sorted(root.rglob("*.png"))[:n]:
+        try:
+            with pil_open(path) as image:
+                if image.info.get("Software") == GENERATOR:
+                    return True
+        except (OSError, SyntaxError, ValueError):  # unreadable: the readers name it later
+            continue
+    return False
+
+
 def describe_source(root: Path) -> dict[str, Any]:
     """Provenance of a dataset folder: phantom stamp, fetch manifest (real; verified while every file it lists is
     unchanged, which each run checks) or neither."""
@@ -109,6 +126,10 @@ def describe_source(root: Path) -> dict[str, Any]:
         return {"kind": "phantom", "root": str(root), "stamp": _read_json(stamp)}
     manifest = provenance_file(root, MANIFEST)
     if manifest is None:
+        if _phantom_pngs(root):
+            note = f"no {PHANTOM_STAMP}, but its PNGs are the phantom generator's (their text chunk says so)"
+            log.warning("%s: %s: results are labelled PHANTOM", root, note)
+            return {"kind": "phantom", "root": str(root), "stamp": {}, "note": note}
         return {"kind": "real", "root": str(root), "verified": False,
                 "note": "no PHANTOM.json and no spinebench manifest: assumed to be the real release, not verified"}
     facts = _read_json(manifest)
