@@ -103,7 +103,7 @@ def config_label(choices: dict[str, Any] | None = None, overrides: list[str] | N
     overrides = (list(hydra.overrides.task) if hydra else []) if overrides is None else overrides
     if choices.get("experiment"):
         label = f"experiment/{choices['experiment']}.yaml"
-        if choices.get("trainer") not in (None, "default"):  # a preset given beside it (its keys win: see below)
+        if choices.get("trainer") not in (None, "default"):  # a preset beside it (the experiment's keys win over it)
             label += f" + trainer/{choices['trainer']}.yaml"
     elif choices.get("model"):
         label = f"model/{choices['model']}.yaml + trainer/{choices.get('trainer', 'default')}.yaml"

@@ -218,8 +218,8 @@ def refuse_unreadable(root: Path, task: str, splits: Sequence[str]) -> None:
     if refused:
         kind, entry = next(iter(refused.items()))
         more = sum(e["count"] for e in refused.values()) - 1
-        raise DatasetError(f"{entry['examples'][0]} ({entry['description']})"
-                           + (f"; {more} more such problem(s): `spinebench data check {root} --task {task}` lists them" if more else ""))
+        listing = f"; {more} more such problem(s): `spinebench data check {root} --task {task}` lists them"
+        raise DatasetError(f"{entry['examples'][0]} ({entry['description']})" + (listing if more else ""))
 
 
 def _summarise(report: CheckReport, results: list[FileResult]) -> None:
