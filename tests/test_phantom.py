@@ -249,5 +249,7 @@ def test_parallel_writing_from_a_script_without_a_main_guard_stops_with_the_fix(
     # the error's line (multiprocessing's resource tracker may warn after it)
     error = [line for line in proc.stderr.splitlines() if line.startswith("RuntimeError: the phantom's worker")]
     assert len(error) == 1 and '__name__ == "__main__"' in error[0], proc.stderr[-800:]
-    # never taken for a finished phantom
-    assert "complete False, asked True" in phantom_differences(tmp_path / "ph", "detection", n_train=4, n_val=1, n_test=1)
+    # never taken for a finished phantom: its stamp says incomplete, or is unreadable while a worker of the user's
+    # script (which re-runs it, writer included) rewrites it as that worker dies
+    differences = phantom_differences(tmp_path / "ph", "detection", n_train=4, n_val=1, n_test=1)
+    assert differences and set(differences) <= {"complete False, asked True", "no readable PHANTOM.json"}, differences

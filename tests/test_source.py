@@ -88,3 +88,19 @@ def test_a_phantom_copied_without_its_stamp_is_still_labelled_phantom(tmp_path):
     spec = prepare_dataset("detection_real", "detection", root)
     assert spec.is_phantom and spec.label.startswith(f"PHANTOM (no {PHANTOM_STAMP}) - synthetic")
     assert "text chunk" in spec.source["note"]
+
+
+def test_a_segmentation_phantom_without_its_stamp_is_phantom_and_a_plain_folder_stays_real(tmp_path,
+                                                                                          segmentation_release):
+    """The text-chunk check covers the segmentation layout too (from the root or one split folder), and PNGs
+    without the chunk are not taken for a phantom."""
+    root = tmp_path / "seg_copy"
+    prepare_dataset("segmentation_phantom", "segmentation", root,
+                    phantom={"n_train": 2, "n_val": 1, "n_test": 1, "seed": 0})
+    (root / PHANTOM_STAMP).unlink()
+    spec = prepare_dataset("segmentation_real", "segmentation", root)
+    assert spec.is_phantom and spec.source["kind"] == "phantom" and "PHANTOM" in spec.label
+    assert describe_source(root / "test_images")["kind"] == "phantom"
+    real = prepare_dataset("segmentation_real", "segmentation", segmentation_release)
+    assert real.source["kind"] == "real" and real.source["verified"] is False
+    assert real.label.startswith("unverified folder")

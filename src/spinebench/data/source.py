@@ -107,7 +107,7 @@ def _phantom_pngs(root: Path, n: int = 5) -> bool:
     from spinebench.data.images import pil_open
     from spinebench.data.phantom.writer import GENERATOR
 
-    for path in sorted(root.rglob("*.png"))[:n]:
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() == ".png")[:n]:
         try:
             with pil_open(path) as image:
                 if image.info.get("Software") == GENERATOR:
