@@ -347,14 +347,21 @@ def test_yolo_refuses_a_corrupt_training_png_in_one_line(detection_release, tmp_
     assert not (tmp_path / "outputs").exists()
 
 
-def test_yolo_weights_it_cannot_load_are_one_line_and_leave_no_run_folder(detection_release, tmp_path):
-    garbage = tmp_path / "garbage.pt"
+@pytest.mark.parametrize("model, file, says", [
+    ("faster_rcnn", "garbage.pth", "cannot read it as a PyTorch checkpoint (ValueError: invalid literal for int()"),
+    ("yolov8n", "garbage.pt", "ultralytics cannot load it"),
+])
+def test_weights_that_cannot_be_loaded_are_one_line_and_leave_no_run_folder(model, file, says, detection_release,
+                                                                            tmp_path):
+    """torch's own error named neither the file nor model.weights; YOLO's export to yolo_data/ and yolo/ came
+    before the weights were loaded, and stayed."""
+    garbage = tmp_path / file
     garbage.write_text("garbage\n")
-    proc = _spinebench_train(tmp_path, "model=yolov8n", "data=detection_real", f"data.root={detection_release}",
+    proc = _spinebench_train(tmp_path, f"model={model}", "data=detection_real", f"data.root={detection_release}",
                              "trainer=smoke", f"model.weights={garbage}")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
-    assert f"model.weights={garbage}: ultralytics cannot load it" in proc.stderr
-    assert not (tmp_path / "outputs").exists()  # the export to yolo_data/ and yolo/ came before the weights
+    assert f"model.weights={garbage}: {says}" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_a_killed_yolo_run_resumes_through_ultralytics_and_says_so(tmp_path, cache_dir, monkeypatch):
