@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spinebench.data.errors import DatasetError
-from spinebench.data.images import IMAGE_SUFFIXES
+from spinebench.data.images import IMAGE_SUFFIXES, pil_open
 from spinebench.data.layout import find_splits
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ def changed_since_fetch(manifest_path: Path, manifest: dict[str, Any] | None = N
 def _phantom_pngs(root: Path, n: int = 5) -> bool:
     """Whether the first PNGs of a folder carry the phantom writer's Software chunk: a phantom copied without its
     PHANTOM.json must not be labelled real. Reads the chunks before the pixels only."""
-    from spinebench.data.images import pil_open
-    from spinebench.data.phantom.writer import GENERATOR
+    from spinebench.data.phantom.writer import GENERATOR  # real-data runs otherwise never import the writer
 
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() == ".png")[:n]:
         try:

@@ -81,7 +81,7 @@ class TrainerConfig:
 
 def input_size(value: Any, key: str = "model.input_size") -> list[int]:
     """A model's [height, width] in pixels, or a ConfigError naming the key (int() on 'abc' named neither)."""
-    if (isinstance(value, (str, bytes, int)) or not isinstance(value, Sequence) or len(value) != 2
+    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
         raise ConfigError(f"{key} must be [height, width] in pixels, got {value!r}")
     return list(value)
