@@ -421,3 +421,41 @@ def test_an_input_size_that_is_not_height_and_width_is_one_line(model, data, siz
     cfg = compose_cfg("train", [f"model={model}", f"data={data}", "trainer=smoke", f"model.input_size={size}"],
                       tmp_path, cache_dir)
     assert "error: model.input_size must be [height, width] in pixels, got " in _guarded_error(cfg, capsys)
+
+
+def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken(detection_release, tmp_path,
+                                                                                 cache_dir, capsys):
+    """The finished run's metrics.json was removed before fit() met the corrupt training PNG: its result was lost
+    to a data error. Every split is now checked before a finished run is redone."""
+    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", f"data.root={detection_release}",
+                                "trainer=smoke"], tmp_path, cache_dir)
+    finished = tmp_path / "run" / "metrics.json"
+    first = train(cfg)
+    (detection_release / "train" / "train_pre_1.png").write_bytes(b"garbage")
+    assert "train_pre_1.png: unreadable or truncated image" in _guarded_error(cfg, capsys)
+    assert json.loads(finished.read_text())["metrics"] == first["metrics"]
+    # spinebench-eval refuses a run without metrics.json (killed or still training): its best.pt is not final
+    finished.unlink()
+    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e",
+                           cache_dir)
+    with pytest.raises(UserError, match=r"the run is unfinished \(no metrics.json\); run its training command again"):
+        evaluate(eval_cfg)
+
+
+def test_spinebench_eval_without_ckpt_is_one_line(tmp_path):
+    """Hydra names the evaluation's folder after ckpt= before the task runs: it was a 185-line interpolation error."""
+    env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "spinebench.evaluate", "data=detection_phantom_tiny"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
+    assert proc.stderr.startswith("spinebench-eval: error: ckpt= is not set: add ckpt=<training run folder>")
+
+
+def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(tmp_path, cache_dir, capsys):
+    """Beside a trained run, a mistyped model setting was reported as a setting that differs from the run's."""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"0")
+    (tmp_path / "run" / "config.yaml").write_text("model:\n  input_size: [256, 256]\n")
+    cfg = compose_cfg("train", ["model=retinanet", "data=detection_phantom_tiny", "trainer=smoke",
+                                "model.input_size=abc"], tmp_path, cache_dir)
+    assert "model.input_size must be [height, width] in pixels, got 'abc'" in _guarded_error(cfg, capsys)

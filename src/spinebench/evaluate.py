@@ -38,8 +38,23 @@ def app(cfg: DictConfig) -> float | None:
     return None if doc is None else next(iter(doc["metrics"].values()), None)
 
 
+INFO_FLAGS = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion", "--version")
+
+
+def refuse_without_ckpt(argv: list[str], program: str) -> None:
+    """`ckpt=` is mandatory, and Hydra resolves the run folder's name from it before the task starts: without it
+    the user got OmegaConf's 185-line InterpolationToMissingValueError instead of this line."""
+    if any(arg.split("=")[0] in INFO_FLAGS for arg in argv):
+        return
+    if not any(arg.partition("=")[0].lstrip("+") == "ckpt" for arg in argv):
+        print(f"{program}: error: ckpt= is not set: add ckpt=<training run folder> (e.g. "
+              f"ckpt=outputs/detection_phantom/faster_rcnn-default-s0)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     check_overrides(sys.argv[1:], "spinebench-eval")
+    refuse_without_ckpt(sys.argv[1:], "spinebench-eval")
     app()
     exit_if_a_job_failed("spinebench-eval")
 

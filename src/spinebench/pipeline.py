@@ -92,7 +92,8 @@ def _hydra_config():
         return None
 
 
-NOT_RECIPE = ("paths.", "run_name=", "skip_finished=", "hydra.", "data=", "data.root=", "model=", "trainer=", "experiment=")
+NOT_RECIPE = ("paths.", "run_name=", "skip_finished=", "hydra.", "data=", "data.root=", "data.name=", "model=", "trainer=",
+              "experiment=")  # where files go and which configs: the label names those already
 
 
 def config_label(choices: dict[str, Any] | None = None, overrides: list[str] | None = None) -> str | None:
@@ -136,13 +137,15 @@ def _instantiate(node: DictConfig, what: str):
     return instantiate(node, _convert_="all")
 
 
-def _check_task(benchmark: Any, spec: DatasetSpec) -> None:
+def _check_task(benchmark: Any, spec: DatasetSpec, splits: tuple[str, ...]) -> None:
+    """The model fits the data, and `splits` can be read: before any work, and before a finished run's
+    metrics.json is removed to redo it."""
     for attribute in ("task", "name", "fit", "test"):
         if not hasattr(benchmark, attribute):
             raise UserError(f"{type(benchmark).__name__} does not implement the Benchmark protocol (no {attribute!r})")
     if benchmark.task != spec.task:
         raise UserError(f"model {benchmark.name} is a {benchmark.task} model but data {spec.name} is a {spec.task} dataset")
-    refuse_unreadable(spec.root, spec.task, ("test",))  # a missing or broken test split: before any training
+    refuse_unreadable(spec.root, spec.task, splits)
 
 
 def _prepare_run_dir(cfg: DictConfig) -> Path:
@@ -165,14 +168,16 @@ def _trainer(cfg: DictConfig, node: Any = None) -> TrainerConfig:
     return TrainerConfig.from_config(cfg.trainer if node is None else node, seed=cfg.seed)
 
 
-def _start_run(cfg: DictConfig, trainer: TrainerConfig, model_node: Any, resolved: dict) -> tuple[DatasetSpec, Any, RunContext]:
+def _start_run(cfg: DictConfig, trainer: TrainerConfig, model_node: Any, resolved: dict,
+               splits: tuple[str, ...] = ("test",)) -> tuple[DatasetSpec, Any, RunContext]:
     """What training and evaluation share: seed, device, data, model, and a run folder holding config.yaml and
-    env.json before any work starts."""
+    env.json before any work starts. `splits` are checked readable first (the test split at least: a broken one
+    was found only after the whole training)."""
     seed_everything(trainer.seed, trainer.deterministic)
     device = resolve_device(trainer.device)
     spec: DatasetSpec = _instantiate(cfg.data, "data")
     benchmark = _instantiate(model_node, "model")
-    _check_task(benchmark, spec)
+    _check_task(benchmark, spec, splits)
     run_dir = _prepare_run_dir(cfg)
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     write_json(run_dir / ENV_FILE, collect_env(spec, device))
@@ -226,7 +231,11 @@ def train(cfg: DictConfig) -> dict:
     saved = run_dir / CONFIG_FILE
     if saved.is_file() and _holds_a_trained_epoch(run_dir):  # before config.yaml is written anew, and before a
         # finished run is kept: under other settings it is neither resumed nor passed off as this command's
-        check_same_settings(saved, OmegaConf.to_container(OmegaConf.load(saved), resolve=True), resolved)
+        try:
+            check_same_settings(saved, OmegaConf.to_container(OmegaConf.load(saved), resolve=True), resolved)
+        except ConfigError:
+            _instantiate(cfg.model, "model")  # a mistyped model setting is named as such, not as a changed one
+            raise
     finished = run_dir / METRICS_FILE
     if cfg.get("skip_finished") and finished.is_file():  # `make reproduce` re-runs a sweep: keep finished rows
         try:
@@ -236,7 +245,10 @@ def train(cfg: DictConfig) -> dict:
             return doc
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
-    spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved)
+    # redoing a finished run removes its metrics.json: every split is checked first, so that a broken training
+    # image does not cost the finished result (a first run finds it when the cache is built)
+    splits = ("train", "val", "test") if finished.is_file() else ("test",)
+    spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved, splits)
     facts = benchmark.fit(ctx, spec) or {}
     result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
     doc = _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config_label(), None)
@@ -267,6 +279,10 @@ def evaluate(cfg: DictConfig) -> dict:
     if not (source / CONFIG_FILE).is_file() or not checkpoint.is_file():
         raise UserError(f"ckpt={cfg.ckpt}: not a finished spinebench run folder (needs {CONFIG_FILE} and "
                         f"{CHECKPOINT_DIR}/best.pt)")
+    source_metrics = source / METRICS_FILE
+    if not source_metrics.is_file():  # killed or still training: its best.pt is not the run's final best
+        raise UserError(f"ckpt={cfg.ckpt}: the run is unfinished (no {METRICS_FILE}); run its training command "
+                        f"again to finish it, then evaluate it")
     saved = OmegaConf.load(source / CONFIG_FILE)
     trainer_node = OmegaConf.to_container(saved.trainer, resolve=True)
     given = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -277,15 +293,13 @@ def evaluate(cfg: DictConfig) -> dict:
     spec, benchmark, ctx = _start_run(cfg, _trainer(cfg, trainer_node), saved.model, resolved)
     result = benchmark.test(ctx, spec, checkpoint)
     facts = {}
-    source_metrics = source / METRICS_FILE
-    if source_metrics.is_file():
-        try:
-            previous = json.loads(source_metrics.read_text())
-            facts = {k: previous.get(k) for k in ("epochs", "pretrained", "pretrained_source", "train_images_per_s",
-                                                  "config")}
-        except ValueError as error:  # the training run's facts only: the scores above do not depend on them
-            log.warning("%s is unreadable (%s): this evaluation records none of its training facts", source_metrics,
-                        error)
+    try:
+        previous = json.loads(source_metrics.read_text())
+        facts = {k: previous.get(k) for k in ("epochs", "pretrained", "pretrained_source", "train_images_per_s",
+                                              "config")}
+    except ValueError as error:  # the training run's facts only: the scores above do not depend on them
+        log.warning("%s is unreadable (%s): this evaluation records none of its training facts", source_metrics,
+                    error)
     config = facts.pop("config", None)
     facts["trained_on"] = _training_data(source, saved)
     return _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config, str(source.resolve()))
