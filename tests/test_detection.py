@@ -200,7 +200,8 @@ def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_f
     noise = [np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8) for i in range(3)]
     paths = _grey_pngs(tmp_path, noise)
     paths[1].write_bytes(paths[1].read_bytes()[:200])  # header intact, image data cut short
-    with pytest.raises(DatasetError, match=r"1\.png: unreadable or truncated image"):
+    with pytest.raises(DatasetError, match=r"1\.png: unreadable or truncated image .*; `spinebench data check <release "
+                                           r"folder>` lists every such file"):
         decoded_cache(paths, tmp_path / "cache", workers=1)
     assert not list((tmp_path / "cache").rglob("*.*"))
 

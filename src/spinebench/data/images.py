@@ -40,7 +40,8 @@ def _decode(path: Path, mode: str) -> np.ndarray:
                                    "its scale (12 or 16 bits used?) is not known here: save it as 8-bit")
             return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable or truncated image ({error})") from error
+        raise DatasetError(f"{path}: unreadable or truncated image ({error}); `spinebench data check <release folder>` "
+                           "lists every such file") from error
 
 
 def read_gray(path: Path) -> np.ndarray:
