@@ -104,3 +104,28 @@ def test_a_failed_row_is_named_at_the_end_after_the_report(tmp_path):
 def test_clean_keeps_the_pretrained_files():
     result = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and ".cache/weights" not in result.stdout and " .cache " not in result.stdout
+
+
+def test_the_demo_goes_on_past_a_failed_job_and_still_writes_its_report(tmp_path):
+    """scripts/demo.sh's control flow with stand-ins: one segmenter finishes, one leaves a folder without
+    metrics.json (its job failed). The eval gets only the finished run, the report is written, the demo exits 2.
+    It stopped at the first failure (set -e) with no report, and passed the unfinished folder to the eval."""
+    bin_dir, out = tmp_path / "bin", tmp_path / "demo"
+    bin_dir.mkdir()
+    stand_ins = {
+        "spinebench-train": f'case "$*" in *paper/deeplabv3*) for m in unet deeplabv3; do mkdir -p '
+                            f'"{out}/segmentation_phantom_tiny/$m-demo-s0"; done; '
+                            f'echo "{{}}" > "{out}/segmentation_phantom_tiny/unet-demo-s0/metrics.json"; '
+                            f'echo "spinebench-train: error: boom" >&2; exit 2;; *) exit 0;; esac',
+        "spinebench-eval": 'echo "eval of: $*"',
+        "spinebench": 'echo "report of: $*"'}
+    for name, body in stand_ins.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    result = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "BIN": str(bin_dir), "DEMO_OUT": str(out),
+                                 "DEMO_RESULTS": str(tmp_path / "results")})
+    assert result.returncode == 2 and "spinebench-train: error: boom" in result.stderr
+    evals = [line for line in result.stdout.splitlines() if line.startswith("eval of: ")]
+    assert len(evals) == 1 and f"ckpt={out}/segmentation_phantom_tiny/unet-demo-s0 " in evals[0]
+    assert "report of: " in result.stdout and "some jobs failed" in result.stderr
