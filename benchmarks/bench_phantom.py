@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from spinebench.data.phantom import render_sample, write_phantom  # noqa: E402
+from spinebench.runinfo import git_commit  # noqa: E402
 
 
 def bench_write(task: str, n: int, workers: int, domain: str = "porcine") -> dict:
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpus={os.cpu_count()} load1={load}")
     if args.json:
         args.json.write_text(json.dumps({"results": rows, "cpus": os.cpu_count(), "load1": load,
-                                         "python": platform.python_version(), "machine": platform.machine()},
+                                         "python": platform.python_version(), "machine": platform.machine(),
+                                         "git": git_commit()},
                                         indent=2) + "\n")
     return 0
 
