@@ -22,6 +22,15 @@ def test_phantom_stamp_is_found_from_a_split_folder(segmentation_release):
     assert source["kind"] == "phantom" and source["stamp"]["domain"] == "human"
     spec = prepare_dataset("x", "segmentation", segmentation_release)
     assert spec.is_phantom and "PHANTOM (human, seed 3)" in spec.label
+    assert spec.source["domain"] == "human"  # the stamp's, over the config's default
+
+
+def test_a_real_folder_takes_its_domain_from_the_config(segmentation_release):
+    """The report put a real set on the zero-shot side only when its data.name held "human"."""
+    assert prepare_dataset("seg", "segmentation", segmentation_release).source["domain"] == "porcine"
+    assert prepare_dataset("mine", "segmentation", segmentation_release, domain="human").source["domain"] == "human"
+    with pytest.raises(DatasetError, match="data.domain must be porcine or human, got 'pig'"):
+        prepare_dataset("seg", "segmentation", segmentation_release, domain="pig")
 
 
 @pytest.mark.parametrize("task, message", [("segmentation", "no segmentation release"), ("tracking", "unknown task")])

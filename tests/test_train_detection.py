@@ -67,6 +67,7 @@ def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
     assert metrics["config"] == (f"experiment/paper/{experiment}.yaml + trainer/smoke.yaml trainer.name=smoke "
                                  "trainer.epochs=1 trainer.batch_size=2")
     assert metrics["data"]["kind"] == "phantom" and metrics["pretrained"] is False
+    assert metrics["data"]["domain"] == "porcine"  # from the phantom's stamp: the side of the table it goes to
     assert metrics["test_precision"] == "float32"  # whatever trainer.amp (TEST_SPLIT_AMP); YOLO: ultralytics' half
     for key in ("mAP50", "mAP50_95", "AR100", "precision", "recall"):
         assert 0.0 <= metrics["metrics"][key] <= 1.0, key

@@ -148,8 +148,14 @@ def describe_source(root: Path) -> dict[str, Any]:
     return source
 
 
-def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None) -> DatasetSpec:
-    """Return the dataset at `root`, generating a phantom there first when `phantom` parameters are given."""
+def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None,
+                    domain: str = "porcine") -> DatasetSpec:
+    """Return the dataset at `root`, generating a phantom there first when `phantom` parameters are given.
+
+    `domain` ("porcine" or "human") decides which side of the segmentation table its scores go to (human: the
+    zero-shot columns); a phantom's own stamp says it instead."""
+    if domain not in ("porcine", "human"):
+        raise DatasetError(f"data.domain must be porcine or human, got {domain!r}")
     root = Path(root).expanduser()
     if phantom is not None:
         from spinebench.data.phantom.writer import phantom_differences, write_phantom  # real-data runs never need it
@@ -165,7 +171,9 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
             log.info("generating a %s phantom of %d images into %s (%d processes)", task, n_images, root, params["workers"])
             write_phantom(task=task, out=root, **params)
     find_splits(root, task)  # fails early with a clear message when the folder is not a release of this task
-    spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=describe_source(root))
+    source = describe_source(root)
+    source["domain"] = (source.get("stamp") or {}).get("domain") or domain
+    spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=source)
     if phantom is None and spec.is_phantom:
         log.warning("%s is a phantom: results will be labelled as synthetic", root)
     return spec
