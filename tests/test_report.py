@@ -430,6 +430,7 @@ def test_csv_rows_and_columns(report):
     human = [r for r in seg if r["domain"] == "human"][0]
     assert float(human["paper_mean_dice"]) == 0.289  # DeepLabv3's human-side figure
     assert human["checkpoint_run"].endswith("deeplabv3")
+    assert human["paper_implantability_gpu"] == human["implantability_gpu"] == ""  # a zero-shot run is not scored
 
 
 def _section(text: str, heading_part: str) -> str:
@@ -480,6 +481,7 @@ def test_markdown_has_every_manuscript_row(report):
     cells = _table_row(human, "DeepLabv3")
     assert cells[1] == "0.200" and cells[2] != "not run"
     assert _table_row(human, "U-Net")[2] == "not run"
+    assert "Traceability (the run behind each row):" in human
     assert "Traceability" in text and "0123456789ab" in text and "experiment/paper/deeplabv3.yaml" in text
     assert "retinanet" in text.split("## Skipped and notes")[1]
 
@@ -532,3 +534,202 @@ def test_runs_without_a_manuscript_row_are_listed_not_dropped(tmp_path):
     row = next(line for line in section.splitlines() if line.startswith("| `yolov8n`"))
     mAP50 = json.loads((tmp_path / "outputs" / "yolov8n-run" / "metrics.json").read_text())["metrics"]["mAP50"]
     assert f"{mAP50:.3f} [" in row and "yolov8n-run" in row
+
+
+# ---------------------------------------------------------------- audit: what a report must never hide
+def test_a_report_of_only_missing_paths_fails_and_leaves_the_old_report(tmp_path, capsys):
+    """A mistyped run folder must not overwrite the results with an empty report that exits 0."""
+    write_detection_run(tmp_path / "outputs" / "ssd300", "ssd300", "ssd300",
+                        _data_block("real", "detection_real", tmp_path / "data"), seed=9)
+    out = tmp_path / "results"
+    assert run_report([tmp_path / "outputs"], out, n_resamples=5, plots=False) == 0
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    capsys.readouterr()
+    assert run_report([tmp_path / "nosuchdir", tmp_path / "typo"], out, n_resamples=5, plots=False) == 2
+    err = capsys.readouterr().err
+    assert "nosuchdir" in err and "typo" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_text() for p in out.iterdir()} == before
+    # one missing among existing ones (make reproduce names runs that never started) is a note, not an error
+    assert run_report([tmp_path / "nosuchdir", tmp_path / "outputs"], out, n_resamples=5, plots=False) == 0
+    assert "nosuchdir: skipped, no such folder" in (out / "README.md").read_text()
+
+
+def test_a_zero_fps_is_shown_as_not_measured_and_named_never_a_stopped_report(tmp_path):
+    from spinebench.report.implantability import scores
+
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1, fps=10.0, load=0.5)
+    write_detection_run(outputs / "faster_rcnn", "faster_rcnn", "faster_rcnn", data, seed=2, fps=0.0)
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    assert f"{outputs / 'faster_rcnn'}: its cpu FPS is 0" in text
+    speed = _section(text, "Speed and implantability:")
+    assert _table_row(speed, "Faster R-CNN")[4] == "not measured"
+    ssd = next(r for r in collect_runs([outputs]).runs if r.model == "ssd300")
+    score_runs([ssd, *[r for r in collect_runs([outputs]).runs if r.model == "faster_rcnn"]], load_manuscript())
+    assert ssd.implantability["cpu"] == pytest.approx(ssd.values["mAP50"] / 2 + 1 / 4 + 0.5 / 4)
+    assert scores({"a": {"accuracy": 0.5, "fps": 0, "load": 0.5}}) == {"a": None}
+    # alone in its table it would be FPS_best: 0 (that stopped the whole report without naming the run)
+    assert run_report([outputs / "faster_rcnn"], tmp_path / "alone", n_resamples=5, plots=False) == 0
+
+
+def _hydra_folder(run: Path, model: str, data_name: str, task: str, log: list[str]) -> None:
+    """What Hydra leaves before the pipeline writes anything: .hydra/config.yaml (unresolved) and the job's log."""
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        f"model:\n  name: {model}\n  row: {model}\ndata:\n  name: {data_name}\n  task: {task}\n  root: ${{oc.env:X}}\n")
+    (run / "train.log").write_text("\n".join(log) + "\n")
+
+
+def test_unfinished_and_failed_runs_are_named_in_their_rows(tmp_path):
+    """A row whose run was tried but did not finish says so (failed: the error its log ends with), never "not
+    run"; a folder holding only Hydra's files is found too."""
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs" / "detection_real"
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
+    _hydra_folder(outputs / "retinanet", "retinanet", "detection_real", "detection",
+                  ["[2026-01-01 10:00:00,000][spinebench][INFO] - run started",
+                   "[2026-01-01 10:05:00,000][spinebench][ERROR] - job failed (spinebench-train), the sweep continues: "
+                   "CUDA out of memory | tried to allocate 2 GiB"])
+    killed = outputs / "ssd512"
+    _write_common(killed, "experiment/paper/ssd512.yaml", "cpu", data)
+    (killed / "config.yaml").write_text("model:\n  name: ssd512\n  row: ssd512\ndata:\n  name: detection_real\n"
+                                        "  task: detection\ntrainer:\n  epochs: 30\n")
+    (killed / "train.log").write_text("[2026-01-01 11:00:00,000][spinebench.engine.loop][INFO] - epoch 3/30 loss 2.1\n")
+    collection = collect_runs([tmp_path / "outputs"])
+    assert {(u.path.name, u.task, u.model, u.data_name) for u in collection.unfinished} == {
+        ("retinanet", "detection", "retinanet", "detection_real"), ("ssd512", "detection", "ssd512", "detection_real")}
+    assert any(n.startswith(f"{killed}: skipped, unfinished") and "epoch 3/30" in n for n in collection.notes)
+    assert run_report([tmp_path / "outputs"], tmp_path / "results", n_resamples=5, plots=False) == 0
+    section = _section((tmp_path / "results" / "README.md").read_text(), "### Detection - detection_real (real)")
+    retinanet = next(line for line in section.splitlines() if line.startswith("| RetinaNet |"))
+    assert "| failed: CUDA out of memory \\| tried to allocate 2 GiB |" in retinanet  # its | escaped
+    assert _table_row(section, "SSD512")[2] == "unfinished (see skipped)"
+    assert _table_row(section, "YOLOv8")[2] == "not run"
+    # with no finished run of the dataset at all, its unfinished ones still get a table
+    assert run_report([killed], tmp_path / "only", n_resamples=5, plots=False) == 0
+    section = _section((tmp_path / "only" / "README.md").read_text(), "### Detection - detection_real - no finished")
+    assert _table_row(section, "SSD512")[2] == "unfinished (see skipped)"
+
+
+def test_an_unverified_run_never_sits_under_a_verified_banner(tmp_path):
+    """Groups are keyed by verification too: a verified and an unverified run of one dataset get separate tables,
+    and the unverified one's heading and banner say UNVERIFIED with the reason (also when env.json says nothing)."""
+    from spinebench.report.plots import _group_label
+
+    outputs = tmp_path / "outputs"
+    verified = _data_block("real", "detection_real", tmp_path / "data")
+    unverified = {**verified, "verified": False, "label": "unverified folder (x)", "note": "2 files changed since fetch"}
+    write_detection_run(outputs / "a-yolov8m", "yolov8m", "yolov8m", verified, seed=1)
+    write_detection_run(outputs / "b-ssd300", "ssd300", "ssd300", unverified, seed=2)
+    write_detection_run(outputs / "c-retinanet", "retinanet", "retinanet", verified, seed=3)
+    (outputs / "c-retinanet" / "env.json").unlink()  # metrics.json says "real" but nothing verified it
+    runs = {r.model: r for r in collect_runs([outputs]).runs}
+    assert runs["yolov8m"].data_group == "detection_real (real)"
+    assert runs["ssd300"].data_group == runs["retinanet"].data_group == "detection_real (real, UNVERIFIED)"
+    assert _group_label([runs["ssd300"]]).startswith("ours, UNVERIFIED")
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    good = _section(text, "### Detection - detection_real (real) - real data\n")
+    bad = _section(text, "### Detection - detection_real (real, UNVERIFIED) - real data, UNVERIFIED")
+    assert "UNVERIFIED" not in good and _table_row(good, "SSD300")[2] == "not run"
+    assert "**UNVERIFIED**: not verified against the release manifest: 2 files changed since fetch" in bad
+    assert "no verification recorded" in bad and _table_row(bad, "YOLOv8")[2] == "not run"
+
+
+def test_a_run_without_a_data_block_is_of_unknown_source_not_real(tmp_path):
+    from spinebench.report.plots import _group_label
+
+    run_dir = tmp_path / "outputs" / "ssd300"
+    write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "detection_real", tmp_path / "data"), seed=1)
+    payload = json.loads((run_dir / "metrics.json").read_text())
+    del payload["data"]
+    (run_dir / "metrics.json").write_text(json.dumps(payload))
+    env = json.loads((run_dir / "env.json").read_text())
+    del env["data"]
+    (run_dir / "env.json").write_text(json.dumps(env))
+    (run,) = collect_runs([run_dir]).runs
+    assert run.unknown_source and _group_label([run]) == "ours, unknown data source: ? (unknown data source)"
+    assert run_report([run_dir], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    heading = next(line for line in text.splitlines() if line.startswith("### Detection - "))
+    assert heading == "### Detection - ? (unknown data source) - unknown data source"
+    assert "real data" not in _section(text, heading)
+
+
+def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path):
+    """A metrics.json that disagrees with its prediction files: the interval is moved to the reported value,
+    never beyond [0, 1], and a note names the run."""
+    from spinebench.report.bootstrap import _percentile_intervals
+
+    samples = np.linspace(0.4, 0.6, 101)
+    high = _percentile_intervals({"m": 0.5}, {"m": samples}, 0.95, {"m": 0.95})["m"]
+    low = _percentile_intervals({"m": 0.5}, {"m": samples}, 0.95, {"m": 0.02})["m"]
+    assert high.high == 1.0 and high.low == pytest.approx(0.855) and high.shift == pytest.approx(0.45)
+    assert low.low == 0.0 and 0 < low.high < 0.2
+    run_dir = tmp_path / "outputs" / "ssd300"
+    write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "detection_real", tmp_path / "data"), seed=1)
+    payload = json.loads((run_dir / "metrics.json").read_text())
+    payload["metrics"]["mAP50"] = 0.999
+    (run_dir / "metrics.json").write_text(json.dumps(payload))
+    assert run_report([run_dir], tmp_path / "results", n_resamples=20, plots=False) == 0
+    (row,) = _read_csv(tmp_path / "results" / "detection.csv")
+    assert 0 <= float(row["mAP50_ci_low"]) <= float(row["mAP50_ci_high"]) <= 1.0
+    notes = (tmp_path / "results" / "README.md").read_text().split("## Skipped and notes")[1]
+    assert f"{run_dir.resolve()}: 1 metric(s) in metrics.json differ from those recomputed" in notes
+    assert "mAP50 0.9990 reported" in notes
+
+
+def test_runs_of_several_commits_are_flagged(tmp_path):
+    from spinebench.report.tables import commit_line
+
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=2)
+    env = json.loads((outputs / "yolov8m" / "env.json").read_text())
+    env["git"] = {"commit": "fedcba9876543210", "dirty": True}
+    (outputs / "yolov8m" / "env.json").write_text(json.dumps(env))
+    runs = collect_runs([outputs]).runs
+    assert commit_line(runs[:1], "0123456789ab") == ""  # one commit, this checkout's: nothing to say
+    assert commit_line(runs[:1], "aaaaaaaaaaaa").endswith("this checkout is `aaaaaaaaaaaa`")
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    assert ("runs from 2 commits: `0123456789ab` (1 run), `fedcba987654-dirty` (1 run) "
+            "(-dirty: made with uncommitted changes)") in text
+
+
+def test_a_run_scored_on_part_of_the_test_split_is_flagged(tmp_path):
+    """A smoke run (trainer.limit_test_images) scores a few test images: its row says how many of how many."""
+    outputs = tmp_path / "outputs"
+    counted = _data_block("phantom", "detection_phantom", tmp_path / "data")
+    counted["stamp"] = {**counted["stamp"], "counts": {"train": 8, "val": 4, "test": 4}}
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", counted, seed=1)
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", counted, seed=2)
+    for name, scored in (("ssd300", 2), ("yolov8m", 4)):
+        payload = json.loads((outputs / name / "metrics.json").read_text())
+        payload["test_images"] = scored
+        (outputs / name / "metrics.json").write_text(json.dumps(payload))
+    uncounted = _data_block("phantom", "other_phantom", tmp_path / "missing")  # no counts, no folder to count
+    write_detection_run(outputs / "retinanet", "retinanet", "retinanet", uncounted, seed=3)
+    (outputs / "retinanet" / "config.yaml").write_text("trainer:\n  limit_test_images: 2\n")
+    runs = {r.model: r for r in collect_runs([outputs]).runs}
+    assert runs["ssd300"].partial_test == "scored on 2 of 4 test images" and runs["yolov8m"].partial_test == ""
+    assert runs["retinanet"].partial_test == ("scored on at most 2 test images (trainer.limit_test_images=2; "
+                                              "the split's size is unknown)")
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    section = _section(text, "### Detection - detection_phantom")
+    assert _table_row(section, "SSD300")[0] == "SSD300 **(scored on 2 of 4 test images)**"
+    assert _table_row(section, "YOLOv8")[0] == "YOLOv8 (m)"
+    assert "trainer.limit_test_images=2" in _table_row(_section(text, "### Detection - other_phantom"), "RetinaNet")[0]
+    assert {r["model"]: r["partial_test"] for r in _read_csv(tmp_path / "results" / "detection.csv")}["ssd300"] == \
+        "scored on 2 of 4 test images"
+
+
+def test_a_hidden_newer_run_is_not_called_older(tmp_path):
+    """pick shows the row's own model config before a newer variant filed under it: the hidden one is 'other'."""
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=1)
+    write_detection_run(outputs / "yolov8n", "yolov8m", "yolov8n", data, seed=2)  # newer, not shown
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    assert "| YOLOv8 (m) (+1 other run in the CSV) |" in text and "older run" not in text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,12 +55,17 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
 
     `workers`: processes for the detection bootstrap (default: automatic, 1 for small test sets); the intervals
     do not depend on it. Returns a process exit code: 0 when written (even with no finished run: the tables then read "not run"),
-    2 when the manuscript file is unusable.
+    2 when the manuscript file is unusable or none of `runs` exists (a mistyped path must not overwrite `out`
+    with an empty report; some missing among others are notes, as `make reproduce` names runs that never started).
     """
     from spinebench.report.manuscript import ManuscriptError
-    from spinebench.report.tables import write_tables
+    from spinebench.report.tables import commit_line, write_tables
 
     out = Path(out)
+    missing = [str(p) for p in runs if not Path(p).exists()]
+    if runs and len(missing) == len(runs):
+        print(f"error: no such run folder: {', '.join(missing)} (nothing written to {out})", file=sys.stderr)
+        return 2
     try:
         paper = load_manuscript(manuscript)
     except ManuscriptError as exc:
@@ -79,13 +85,29 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
 
         written_plots, plot_notes = make_plots(collection, paper, out / "plots")
         ci_notes += plot_notes
-    files = write_tables(collection, paper, out, written_plots, n_resamples=n_resamples, seed=seed, ci_notes=ci_notes)
-    print(f"{len(collection.runs)} finished run(s), {len(collection.notes)} skipped")
+    checkout = _checkout_commit()
+    files = write_tables(collection, paper, out, written_plots, n_resamples=n_resamples, seed=seed, ci_notes=ci_notes,
+                         checkout=checkout)
+    print(f"{len(collection.runs)} finished run(s), {len(collection.unfinished)} unfinished, "
+          f"{len(collection.notes)} note(s)")
     for note in collection.notes:
-        print(f"  skipped: {note}")
+        print(f"  note: {note}")
+    commits = commit_line(collection.runs, checkout)
+    if commits:
+        print(f"  warning: {commits}")
     for path in [*files, *written_plots]:
         print(f"  wrote {path}")
     return 0
+
+
+def _checkout_commit() -> str | None:
+    """This checkout's commit as Run.commit writes it (12 digits, '-dirty'), None when git cannot tell."""
+    from spinebench.runinfo import git_commit
+
+    git = git_commit()
+    if not git.get("commit"):
+        return None
+    return git["commit"][:12] + ("-dirty" if git.get("dirty") else "")
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

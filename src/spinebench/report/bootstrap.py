@@ -13,9 +13,11 @@ bootstrap). The same seed gives the same resamples, hence the same interval.
   per-class nanmean over images, then nanmean over all classes (mIoU, mean Dice; index 0 included) or the cord
   class alone.
 
-Should a run's reported value differ from the value recomputed from these files (a different aggregation), the
-interval is translated by that difference so it is centred as the percentile interval would be around the
-reported value; `shift` records it (0 when the files reproduce the reported number, the normal case).
+Should a run's reported value differ from the value recomputed from these files (a different aggregation, or a
+metrics.json that does not match its prediction files), the interval is translated by that difference so it is
+centred as the percentile interval would be around the reported value; `shift` records it (0 when the files
+reproduce the reported number, the normal case) and `bootstrap_run` returns a note naming the run. Every metric
+here is a fraction, so an interval is clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -65,8 +67,20 @@ def _percentile_intervals(point: Mapping[str, float], samples: Mapping[str, np.n
         shift = 0.0
         if reported is not None and isinstance(reported.get(key), (int, float)) and abs(reported[key] - estimate) > 1e-6:
             shift = float(reported[key] - estimate)
-        out[key] = Interval(low=float(low) + shift, high=float(high) + shift, estimate=float(estimate), shift=shift)
+        out[key] = Interval(low=min(max(float(low) + shift, 0.0), 1.0), high=min(max(float(high) + shift, 0.0), 1.0),
+                            estimate=float(estimate), shift=shift)
     return out
+
+
+def shift_note(run_path: Path, intervals: Mapping[str, Interval]) -> str | None:
+    """A note naming a run whose metrics.json disagrees with its prediction files (its intervals were moved)."""
+    shifted = {k: iv for k, iv in intervals.items() if iv.shift}
+    if not shifted:
+        return None
+    key, worst = max(shifted.items(), key=lambda kv: abs(kv[1].shift))
+    return (f"{run_path}: {len(shifted)} metric(s) in metrics.json differ from those recomputed from its prediction "
+            f"files (largest: {key} {worst.estimate + worst.shift:.4f} reported, {worst.estimate:.4f} recomputed); "
+            "their intervals were moved by the difference and clipped to [0, 1]")
 
 
 # ---------------------------------------------------------------- detection
@@ -263,12 +277,14 @@ def bootstrap_run(run: Any, n_resamples: int = N_RESAMPLES, seed: int = SEED,
         if run.task == "detection":
             if not (run.path / "ground_truth.json").is_file() or not (run.path / "predictions.json").is_file():
                 return {}, f"{run.path}: no ground_truth.json/predictions.json, no confidence interval"
-            return bootstrap_detection_run(run.path, n_resamples=n_resamples, seed=seed, reported=run.values,
-                                           workers=workers), None
+            intervals = bootstrap_detection_run(run.path, n_resamples=n_resamples, seed=seed, reported=run.values,
+                                                workers=workers)
+            return intervals, shift_note(run.path, intervals)
         if run.task == "segmentation":
             if not (run.path / "summary.json").is_file():
                 return {}, f"{run.path}: no summary.json, no confidence interval"
-            return bootstrap_segmentation_run(run.path, n_resamples=n_resamples, seed=seed, reported=run.values), None
+            intervals = bootstrap_segmentation_run(run.path, n_resamples=n_resamples, seed=seed, reported=run.values)
+            return intervals, shift_note(run.path, intervals)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return {}, f"{run.path}: bootstrap failed ({type(exc).__name__}: {exc})"
     return {}, f"{run.path}: unknown task {run.task!r}"

@@ -1,7 +1,9 @@
 """Find finished runs: a run counts only when its `metrics.json` exists (mmdetection's gather_models rule).
 
-A folder that looks like a run (it has `config.yaml`, `env.json` or `checkpoints/`) but no `metrics.json` is
-half-finished (still training, killed, crashed): it is skipped with a note, never reported.
+A folder that looks like a run (it has `config.yaml`, `env.json`, `checkpoints/`, or Hydra's `.hydra/` beside a
+`*.log`) but no `metrics.json` is half-finished (still training, killed, crashed): it is never reported as a
+result, but it is kept as `Unfinished` (with the row and data its config names, and the error its log ends
+with) so a table row can say "unfinished" or "failed" rather than "not run".
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,8 @@ from spinebench.runinfo import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
-RUN_MARKERS = ("config.yaml", "env.json", "checkpoints")
+RUN_MARKERS = ("config.yaml", "env.json", "checkpoints")  # or ".hydra" beside a *.log (`_looks_like_a_run`)
+LOG_TAIL_BYTES = 64_000  # how much of a run's log is read for its last error
 SKIP_DIRS = {"checkpoints", "predictions", "overlays", ".hydra", "__pycache__", ".git", ".venv", "plots"}
 
 
@@ -77,6 +82,24 @@ class Run:
         return self.data.get("kind") == "phantom" or self.trained_on_phantom
 
     @property
+    def unknown_source(self) -> bool:
+        """No data block says what the data was (neither metrics.json nor env.json): never presented as real."""
+        return not self.is_phantom and self.data.get("kind") not in ("real", "phantom")
+
+    @property
+    def unverified(self) -> bool:
+        """Real data whose provenance (env.json's data block) does not say it matched the release manifest."""
+        return not self.is_phantom and self.data.get("kind") == "real" and self.data.get("verified") is not True
+
+    @property
+    def unverified_reason(self) -> str:
+        if not self.unverified:
+            return ""
+        if "verified" not in self.data:
+            return "no verification recorded (env.json has no data block saying so)"
+        return str(self.data.get("note") or "its data block gives no reason")
+
+    @property
     def domain(self) -> str:
         """'human' for a human-domain set (the zero-shot side of the segmentation table), else 'porcine'."""
         data = self.data
@@ -88,15 +111,21 @@ class Run:
 
     @property
     def data_group(self) -> str:
-        """The data source a table row belongs to: the dataset's name and kind (e.g. 'seg_phantom (phantom)')."""
-        return f"{self.data.get('name', '?')} ({self.data_kind})"
+        """The data source a table row belongs to: the dataset's name, kind and, for real data, whether verified
+        (e.g. 'seg_phantom (phantom)', 'det_real (real, UNVERIFIED)'): a verified and an unverified run never share
+        a table or FPS_best."""
+        if self.unknown_source:
+            return f"{self.data.get('name', '?')} (unknown data source)"
+        return f"{self.data.get('name', '?')} ({self.data_kind}{', UNVERIFIED' if self.unverified else ''})"
 
     @property
     def data_label(self) -> str:
         if self.data.get("label"):
             label = str(self.data["label"])
         else:
-            label = "PHANTOM - synthetic, not the Kumar et al. release" if self.is_phantom else f"{self.data_kind} data"
+            label = ("PHANTOM - synthetic, not the Kumar et al. release" if self.is_phantom else
+                     "unknown data source (no data block in metrics.json or env.json)" if self.unknown_source else
+                     f"{self.data_kind} data")
         if self.trained_on_phantom and self.data.get("kind") != "phantom":
             label += "; the model was trained on a PHANTOM"
         return label
@@ -108,7 +137,13 @@ class Run:
 
     @property
     def speeds(self) -> dict[str, dict[str, Any]]:
-        """Batch-1 speed per processor measured: {"cpu"|"gpu": {"fps", "load" (0-1), "hardware"}}.
+        """Batch-1 speed per processor measured: {"cpu"|"gpu": {"fps", "load" (0-1), "hardware"}}; an FPS of 0
+        (a timing that measured nothing) reads None, not measured, so it neither scores nor sets FPS_best."""
+        return {p: {**s, "fps": None} if _zero(s.get("fps")) else s for p, s in self.speeds_as_written.items()}
+
+    @property
+    def speeds_as_written(self) -> dict[str, dict[str, Any]]:
+        """The speeds as metrics.json gives them (what `_malformed` checks).
 
         From metrics.json's optional `speed` block ({"cpu": {"fps", "load", "device"}, "gpu": {...}}) when a run
         measured both, else from `fps_batch1` + `load[<processor of device>]` (the documented fields).
@@ -151,12 +186,87 @@ class Run:
     def config(self) -> str:
         return str(self.metrics.get("config") or "")
 
+    @cached_property
+    def saved_config(self) -> dict[str, Any]:
+        """The run's resolved config.yaml ({} when absent or unreadable)."""
+        return _read_yaml(self.path / "config.yaml")
+
+    @property
+    def test_images(self) -> int | None:
+        """Test images scored: metrics.json's `test_images` (segmentation: the metrics' n_images otherwise)."""
+        n = self.metrics.get("test_images", self.values.get("n_images"))
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+    @cached_property
+    def test_split_size(self) -> int | None:
+        """Images in the whole test split: the phantom stamp's count, else those in the dataset folder now."""
+        counts = (self.data.get("stamp") or {}).get("counts") or {}
+        if isinstance(counts.get("test"), int):
+            return counts["test"]
+        root = self.data_root
+        if root is None or self.task not in ("detection", "segmentation"):
+            return None
+        from spinebench.data.errors import DatasetError
+        from spinebench.data.images import list_images
+        from spinebench.data.layout import split_folder
+
+        try:
+            folder = split_folder(root, self.task, "test")
+            if self.task == "detection":
+                from spinebench.data.detection import image_folder
+
+                folder = image_folder(folder)
+            return len(list_images(folder)) or None
+        except (DatasetError, OSError):
+            return None
+
+    @property
+    def partial_test(self) -> str:
+        """'scored on 2 of 4 test images' when the run scored part of the test split (a smoke run's
+        trainer.limit_test_images), else ''."""
+        limit = (self.saved_config.get("trainer") or {}).get("limit_test_images")
+        limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+        total = self.test_split_size
+        scored = self.test_images
+        if scored is None and limit is not None and total is not None:
+            scored = min(limit, total)
+        if scored is not None and total is not None:
+            return f"scored on {scored} of {total} test images" if scored < total else ""
+        if limit is not None:
+            return (f"scored on {scored if scored is not None else f'at most {limit}'} test images "
+                    f"(trainer.limit_test_images={limit}; the split's size is unknown)")
+        return ""
+
     @property
     def finished_at(self) -> float:
         return (self.path / METRICS_FILE).stat().st_mtime
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+
+@dataclass
+class Unfinished:
+    """A run folder without metrics.json (still running, killed, crashed): never a result, but a row with no
+    finished run says it was tried. task/model/data_name come from its config ("" when it does not say)."""
+
+    path: Path
+    task: str = ""
+    model: str = ""  # manuscript row key (model.row, else model.name)
+    data_name: str = ""
+    domain: str = "porcine"
+    error: str = ""  # the last error its log recorded ("" when none: killed, or still running)
+    last_line: str = ""  # the last line of its log
+
+    @property
+    def status(self) -> str:
+        return f"failed: {self.error}" if self.error else "unfinished (see skipped)"
+
+    @property
+    def note(self) -> str:
+        tail = (f"; its log ends with an error: {self.error}" if self.error else
+                f"; last log line: {self.last_line}" if self.last_line else "")
+        return f"{self.path}: skipped, unfinished run (no {METRICS_FILE}){tail}"
 
 
 def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
@@ -172,6 +282,10 @@ def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
 class Collection:
     runs: list[Run]
     notes: list[str]  # one line per skipped folder, with the reason
+    unfinished: list[Unfinished] = field(default_factory=list)
+
+    def unfinished_of(self, task: str, human: bool) -> list[Unfinished]:
+        return [u for u in self.unfinished if u.task == task and (u.domain == "human") == human]
 
     def by_task(self, task: str) -> list[Run]:
         return [r for r in self.runs if r.task == task]
@@ -183,6 +297,65 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValueError("not a JSON object")
     return payload
+
+
+def _zero(fps: Any) -> bool:
+    return type(fps) in (int, float) and fps == 0
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping, {} when the file is absent, unreadable or not a mapping (a report never stops on it)."""
+    import yaml
+
+    try:
+        payload = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _looks_like_a_run(folder: Path, entries: set[str]) -> bool:
+    """A run's files without metrics.json: config.yaml, env.json, checkpoints/, or Hydra's .hydra/ beside a log."""
+    if any(m in entries for m in RUN_MARKERS):
+        return True
+    return ".hydra" in entries and any(e.endswith(".log") and (folder / e).is_file() for e in entries)
+
+
+def _log_tail(folder: Path) -> tuple[str, str]:
+    """(last error, last line) of the run's newest *.log: the error logged last (the exception line when that
+    is a traceback), else ''."""
+    logs = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return "", ""
+    try:
+        with logs[-1].open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return "", ""
+    last = lines[-1] if lines else ""
+    for line in reversed(lines):
+        if "[ERROR]" in line:
+            message = re.sub(r"^job failed \([^)]*\), the sweep continues: ", "", line.split("] - ", 1)[-1].strip())
+            return (last if message.startswith("traceback:") else message), last
+    return "", last
+
+
+def _unfinished(folder: Path) -> Unfinished:
+    """What an unfinished folder's config (config.yaml, else Hydra's unresolved .hydra/config.yaml) and log say."""
+    config = _read_yaml(folder / "config.yaml") or _read_yaml(folder / ".hydra" / "config.yaml")
+    model = config.get("model") or (config.get("checkpoint_config") or {}).get("model") or {}
+    data = config.get("data") or {}
+    model = model if isinstance(model, dict) else {}
+    data = data if isinstance(data, dict) else {}
+    name = str(data.get("name") or "")
+    phantom = data.get("phantom") if isinstance(data.get("phantom"), dict) else {}
+    domain = data.get("domain") or phantom.get("domain")  # as the pipeline decides it: config, else the phantom's
+    error, last = _log_tail(folder)
+    return Unfinished(path=folder.resolve(), task=str(data.get("task") or ""),
+                      model=str(model.get("row") or model.get("name") or ""), data_name=name,
+                      domain=str(domain or ("human" if "human" in name.lower() else "porcine")),
+                      error=error, last_line=last)
 
 
 def _load_run(folder: Path, notes: list[str]) -> Run | None:
@@ -201,7 +374,12 @@ def _load_run(folder: Path, notes: list[str]) -> Run | None:
             env = _read_json(folder / "env.json")
         except (OSError, ValueError) as exc:
             notes.append(f"{folder}: env.json unreadable ({exc}); hardware/commit taken from metrics.json only")
-    return Run(path=folder.resolve(), metrics=metrics, env=env)
+    run = Run(path=folder.resolve(), metrics=metrics, env=env)
+    for processor, speed in run.speeds_as_written.items():
+        if _zero(speed.get("fps")):
+            notes.append(f"{folder}: its {processor} FPS is 0 in {METRICS_FILE}: that speed is shown as not measured "
+                         "and has no implantability")
+    return run
 
 
 def _malformed(metrics: dict[str, Any]) -> str | None:
@@ -211,7 +389,7 @@ def _malformed(metrics: dict[str, Any]) -> str | None:
             return f"has no '{key}'"
     if not isinstance(metrics["metrics"], dict):
         return "has a 'metrics' that is not an object"
-    for processor, speed in Run(path=Path(), metrics=metrics).speeds.items():
+    for processor, speed in Run(path=Path(), metrics=metrics).speeds_as_written.items():
         fps, load = speed.get("fps"), speed.get("load")
         if fps is not None and (not isinstance(fps, (int, float)) or fps < 0):
             return f"has a {processor} FPS that is not a non-negative number ({fps!r})"
@@ -221,8 +399,10 @@ def _malformed(metrics: dict[str, Any]) -> str | None:
 
 
 def collect_runs(paths: list[str | Path]) -> Collection:
-    """Walk `paths` (run folders or folders of runs) and return the finished runs, sorted by task, model, path."""
+    """Walk `paths` (run folders or folders of runs) and return the finished runs, sorted by task, model, path,
+    and the unfinished ones."""
     runs: dict[Path, Run] = {}
+    unfinished: dict[Path, Unfinished] = {}
     notes: list[str] = []
     for given in paths:
         given = Path(given)
@@ -239,9 +419,12 @@ def collect_runs(paths: list[str | Path]) -> Collection:
                 run = _load_run(folder, notes)
                 if run is not None:
                     runs.setdefault(run.path, run)
-            elif any(m in entries for m in RUN_MARKERS) and folder.name not in SKIP_DIRS:
-                notes.append(f"{folder}: skipped, unfinished run (no {METRICS_FILE})")
+            elif _looks_like_a_run(folder, entries) and folder.name not in SKIP_DIRS:
+                pending = _unfinished(folder)
+                if pending.path not in unfinished:
+                    unfinished[pending.path] = pending
+                    notes.append(pending.note)
     for note in notes:
         log.info(note)
     ordered = sorted(runs.values(), key=lambda r: (r.task, r.model, str(r.path)))
-    return Collection(runs=ordered, notes=notes)
+    return Collection(runs=ordered, notes=notes, unfinished=sorted(unfinished.values(), key=lambda u: str(u.path)))

@@ -15,8 +15,8 @@ Method
   psutil normalised by the core count (CPU), or the GPU utilisation sampled through NVML every 50 ms (GPU).
 
 The normalisation by FPS_best and mean Dice as A are reconstructions: with them the formula reproduces every
-score printed in the paper to about 0.005 (tests/test_manuscript.py checks all 26). A score is only defined
-where FPS and load were both measured; otherwise it is None.
+score printed in the paper within 0.0065 but SAMed's CPU score (tests/test_manuscript.py checks all 26). A score is
+only defined where FPS and load were both measured; otherwise it is None.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ def implantability(accuracy: float, fps: float, fps_best: float, load: float) ->
 def scores(rows: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
     """Scores of a set of compared models on one processor.
 
-    `rows` maps a name to {"accuracy", "fps", "load"}; rows with any of them missing get None and do not
-    take part in FPS_best.
+    `rows` maps a name to {"accuracy", "fps", "load"}; rows with any of them missing, or an FPS that is not
+    positive (nothing was timed), get None and do not take part in FPS_best: one such row never stops a report.
     """
-    complete = {k: r for k, r in rows.items() if all(r.get(f) is not None for f in ("accuracy", "fps", "load"))}
+    complete = {k: r for k, r in rows.items()
+                if all(r.get(f) is not None for f in ("accuracy", "fps", "load")) and float(r["fps"]) > 0}
     if not complete:
         return {k: None for k in rows}
     best = max(float(r["fps"]) for r in complete.values())

@@ -53,7 +53,13 @@ def _save(fig, path: Path) -> Path:
 
 
 def _group_label(runs: Sequence[Run]) -> str:
-    return f"ours, PHANTOM: {runs[0].data_group}" if runs[0].is_phantom else f"ours: {runs[0].data_group}"
+    """The legend entry of a data source, from all its runs: phantom, unknown source and unverified say so."""
+    group = runs[0].data_group
+    if any(r.is_phantom for r in runs):
+        return f"ours, PHANTOM: {group}"
+    if any(r.unknown_source for r in runs):
+        return f"ours, unknown data source: {group}"
+    return f"ours, UNVERIFIED: {group}" if any(r.unverified for r in runs) else f"ours: {group}"
 
 
 # ---------------------------------------------------------------- bars

@@ -1,10 +1,12 @@
 """The report's tables: `results/detection.csv`, `results/segmentation.csv` (one row per run) and
 `results/README.md` (per task, one row per manuscript model: paper, ours [95% CI], difference).
 
-Conventions: difference = ours - paper; a manuscript row with no finished run stays in the table as "not run";
-runs on the phantom get their own tables whose header says so, and are never shown as a reproduction. When a
-data source holds several finished runs of one manuscript row, the table shows the most recently finished one;
-the CSVs list them all.
+Conventions: difference = ours - paper; a manuscript row with no finished run stays in the table as "not run"
+("unfinished" or "failed: <error>" when a run folder of it exists without metrics.json); runs on the phantom get
+their own tables whose header says so, and are never shown as a reproduction; real data not verified against the
+release manifest, and data of unknown source, are grouped and labelled apart from verified real data. When a
+data source holds several finished runs of one manuscript row, the table shows the one `pick` chooses; the CSVs
+list them all.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spinebench.report.bootstrap import DETECTION_METRICS, flat_segmentation_metrics
-from spinebench.report.collect import Collection, Run, pick
+from spinebench.report.collect import Collection, Run, Unfinished, pick
 from spinebench.report.manuscript import Manuscript, TaskTable
 
 SEGMENTATION_EXTRA = ("foreground_mIoU", "foreground_mean_dice")
@@ -109,9 +111,12 @@ def csv_rows(runs: Sequence[Run], task: str, manuscript: Manuscript | None) -> l
         row: dict[str, Any] = {
             "model": run.model, "model_name": run.model_name, "paper_name": mrow.name if mrow else "",
             "split": run.metrics.get("split", ""), "test_images": run.metrics.get("test_images"),
+            "test_split_images": run.test_split_size, "partial_test": run.partial_test,
             "domain": run.domain, "zero_shot": run.is_zero_shot,
             "checkpoint_run": run.metrics.get("checkpoint_run") or "",
             "data_source": run.data_group, "data_kind": run.data_kind, "data_label": run.data_label,
+            "data_verified": run.data.get("verified") if run.data.get("kind") == "real" else None,
+            "data_unverified_reason": run.unverified_reason,
             "data_stamp": json.dumps(run.data.get("stamp") or {k: v for k, v in run.data.items() if k != "label"},
                                      sort_keys=True),
         }
@@ -139,7 +144,9 @@ def csv_rows(runs: Sequence[Run], task: str, manuscript: Manuscript | None) -> l
                 f"implantability_{proc}": run.implantability.get(proc),
                 f"paper_fps_{proc}": paper_speed.fps if paper_speed else None,
                 f"paper_load_{proc}": paper_speed.load if paper_speed else None,
-                f"paper_implantability_{proc}": paper_speed.implantability if paper_speed else None,
+                # the paper's score rests on porcine accuracy, and a zero-shot run is not scored: both empty there
+                f"paper_implantability_{proc}": paper_speed.implantability if paper_speed and run.domain != "human"
+                else None,
             })
         row.update({
             "epochs": run.metrics.get("epochs"), "paper_epochs": (mrow.training.get("epochs") if mrow else None),
@@ -179,29 +186,66 @@ def _groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
     return sorted(groups.items(), key=lambda kv: (kv[1][0].is_phantom, kv[0]))
 
 
+def _group_kind(runs: Sequence[Run], human: bool = False) -> str:
+    """A table heading's data kind, from every run of the group (not the first): any phantom, unknown or
+    unverified run names the group so."""
+    if not runs:
+        return "no finished runs yet"
+    if any(r.is_phantom for r in runs):
+        return "PHANTOM (synthetic human-like) - not a reproduction" if human else "PHANTOM (synthetic) - not a reproduction"
+    if any(r.unknown_source for r in runs):
+        return "unknown data source"
+    kind = "human data" if human else "real data"
+    return f"{kind}, UNVERIFIED" if any(r.unverified for r in runs) else kind
+
+
 def _banner(runs: Sequence[Run]) -> list[str]:
-    first = runs[0]
-    if first.is_phantom:
-        return [f"> **PHANTOM DATA** - {first.data_label}.",
+    """One line per distinct data label of the group's runs, with why it is unverified where it is."""
+    if any(r.is_phantom for r in runs):
+        labels = dict.fromkeys(r.data_label for r in runs if r.is_phantom)
+        return [f"> **PHANTOM DATA** - {'; '.join(labels)}.",
                 "> These rows exercise the pipeline on synthetic images; they are **not a reproduction of the paper's "
                 "figures**, and the differences are shown only to orient the reader.", ""]
-    if first.data.get("verified") is False:
-        why = first.data.get("note")
-        return [f"> Data: {first.data_label} (not verified against the release manifest{f': {why}' if why else ''}).", ""]
-    return [f"> Data: {first.data_label}.", ""]
+    lines = []
+    for (label, reason), run in {(r.data_label, r.unverified_reason): r for r in runs}.items():
+        if run.unknown_source:
+            lines.append(f"> Data: {label}: **not known to be the Kumar et al. release**.")
+        elif run.unverified:
+            lines.append(f"> Data: {label} (real data, **UNVERIFIED**: not verified against the release manifest: "
+                         f"{reason}).")
+        else:
+            lines.append(f"> Data: {label}.")
+    return [*lines, ""]
 
 
 def _row_name(mrow: Any, run: Run | None, others: int) -> str:
     name = mrow.name
     if run is not None and run.model_name and run.model_name != run.model:
         name += f" (ours: `{run.model_name}`)"
-    if others:
-        name += f" (+{others} older run{'s' if others > 1 else ''} in the CSV)"
+    if others:  # the hidden one may be newer (pick prefers the row's own model config): not "older"
+        name += f" (+{others} other run{'s' if others > 1 else ''} in the CSV)"
     return name
 
 
+def _absent(unfinished: Sequence[Unfinished], key: str) -> str:
+    """What a row with no finished run reads: "not run", or what became of the latest run folder of it."""
+    tried = [u for u in unfinished if u.model == key]
+    if not tried:
+        return NOT_RUN
+    latest = max(tried, key=lambda u: (bool(u.error), _mtime(u.path)))
+    status = latest.status.replace("|", "\\|")
+    return status if len(status) <= 100 else status[:97] + "..."
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _metric_table(table: TaskTable, runs: Sequence[Run], metrics: Sequence[str], human: bool,
-                  label_ours: str) -> list[str]:
+                  label_ours: str, unfinished: Sequence[Unfinished] = ()) -> list[str]:
     header = ["model"]
     for m in metrics:
         header += [f"{table.label(m)} paper", f"{table.label(m)} {label_ours} [95% CI]", "diff"]
@@ -209,10 +253,10 @@ def _metric_table(table: TaskTable, runs: Sequence[Run], metrics: Sequence[str],
     for key, mrow in table.rows.items():
         run, others = pick(runs, key)
         paper = mrow.human if human else mrow.metrics
-        cells = [_row_name(mrow, run, others)]
+        cells = [_row_name(mrow, run, others) + (f" **({run.partial_test})**" if run and run.partial_test else "")]
         for m in metrics:
             if run is None:
-                cells += [fmt(paper.get(m)), NOT_RUN, ""]
+                cells += [fmt(paper.get(m)), _absent(unfinished, key), ""]
             else:
                 ours = run.values.get(m)
                 cells += [fmt(paper.get(m)), fmt_ci(ours, run.intervals.get(m)), fmt_diff(ours, paper.get(m))]
@@ -234,7 +278,7 @@ def _other_runs(table: TaskTable, runs: Sequence[Run], metrics: Sequence[str]) -
     return lines + [""]
 
 
-def _speed_table(table: TaskTable, runs: Sequence[Run]) -> list[str]:
+def _speed_table(table: TaskTable, runs: Sequence[Run], unfinished: Sequence[Unfinished] = ()) -> list[str]:
     lines = ["| model | params paper | params ours | CPU paper: FPS / load / impl. | CPU ours | GPU paper: FPS / load / impl. "
              "| GPU ours | our hardware |", "|" + "---|" * 8]
     for key, mrow in table.rows.items():
@@ -247,7 +291,7 @@ def _speed_table(table: TaskTable, runs: Sequence[Run]) -> list[str]:
             cells.append("-" if s is None else f"{s.fps:.2f} / {s.load * 100:.0f}% / {s.implantability:.3f}")
             measured = run.speeds.get(proc) if run is not None else None
             if run is None:
-                cells.append(NOT_RUN)
+                cells.append(_absent(unfinished, key))
             elif measured is None or _num(measured.get("fps")) is None:
                 cells.append("not measured")
             else:
@@ -284,12 +328,13 @@ def _trace_table(table: TaskTable, runs: Sequence[Run]) -> list[str]:
     return lines
 
 
-def _per_class_table(table: TaskTable, runs: Sequence[Run], names: Sequence[str]) -> list[str]:
+def _per_class_table(table: TaskTable, runs: Sequence[Run], names: Sequence[str],
+                     unfinished: Sequence[Unfinished] = ()) -> list[str]:
     lines = ["| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
     for key, mrow in table.rows.items():
         run, _ = pick(runs, key)
         if run is None:
-            lines.append("| " + " | ".join([mrow.name, NOT_RUN] + [""] * (len(names) - 1)) + " |")
+            lines.append("| " + " | ".join([mrow.name, _absent(unfinished, key)] + [""] * (len(names) - 1)) + " |")
             continue
         dice = run.values.get("dice_per_class") or {}
         lines.append("| " + " | ".join([_row_name(mrow, run, 0)] + [fmt_ci(dice.get(n), run.intervals.get(f"dice/{n}"))
@@ -306,52 +351,86 @@ def _discrepancy_note(manuscript: Manuscript) -> str:
             f"except {items}.")
 
 
+def _with_unfinished(groups: list[tuple[str, list[Run]]],
+                     pending: Sequence[Unfinished]) -> list[tuple[str, list[Run], list[Unfinished]]]:
+    """Each group with the unfinished runs of its dataset; a dataset with unfinished runs only gets a group of its
+    own, and with nothing at all one empty group stands for the task."""
+    out, claimed = [], set()
+    for group, runs in groups:
+        names = {r.data.get("name") for r in runs}
+        mine = [u for u in pending if u.data_name in names]
+        claimed |= {id(u) for u in mine}
+        out.append((group, runs, mine))
+    rest = [u for u in pending if id(u) not in claimed]
+    for name in dict.fromkeys(u.data_name for u in rest):
+        out.append((name or "data not recorded", [], [u for u in rest if u.data_name == name]))
+    return out or [("", [], [])]
+
+
+def commit_line(runs: Sequence[Run], checkout: str | None = None) -> str:
+    """A warning when the runs come from several commits, or from another one than this checkout's ('' if not)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.commit] = counts.get(run.commit, 0) + 1
+    if not counts:
+        return ""
+    listed = ", ".join(f"`{c}` ({n} run{'s' if n > 1 else ''})" for c, n in sorted(counts.items()))
+    dirty = " (-dirty: made with uncommitted changes)" if any(c.endswith("-dirty") for c in counts) else ""
+    other = checkout is not None and set(counts) != {checkout}
+    if len(counts) == 1 and not other and not dirty:
+        return ""
+    line = f"runs from {len(counts)} commit{'s' if len(counts) > 1 else ''}: {listed}{dirty}"
+    return line + (f"; this checkout is `{checkout}`" if other else "")
+
+
 def render_markdown(collection: Collection, manuscript: Manuscript, plots: Sequence[Path] = (),
                     out: Path | None = None, n_resamples: int = 1000, seed: int = 0,
-                    ci_notes: Sequence[str] = ()) -> str:
+                    ci_notes: Sequence[str] = (), checkout: str | None = None) -> str:
     lines = ["# Results: spinebench vs the manuscript", "",
              f"Generated by `spinebench report` on {time.strftime('%Y-%m-%d %H:%M %Z')} from "
              f"{len(collection.runs)} finished run(s); never edited by hand. Manuscript numbers: "
              f"`benchmarks/manuscript.yaml` ({manuscript.short_citation}).", "",
              f"*ours [95% CI]*: bootstrap over the test images ({n_resamples} resamples, seed {seed}); "
-             "*diff* = ours - paper. A row without a finished run (no `metrics.json`) reads **not run**. "
+             "*diff* = ours - paper. A row without a finished run (no `metrics.json`) reads **not run**, or "
+             "**unfinished** / **failed: <error>** when a run folder of it exists (see the notes). "
              "Implantability = A/2 + (FPS/FPS_best)/4 + (1 - load)/4 with FPS_best taken among the runs of the same "
              "table on the same hardware (see `spinebench.report.implantability`)." + _discrepancy_note(manuscript), ""]
+    commits = commit_line(collection.runs, checkout)
+    if commits:
+        lines += [f"> **Code versions differ**: {commits}.", ""]
     for task, table in manuscript.tasks.items():
         runs = collection.by_task(task)
         porcine = [r for r in runs if r.domain != "human"]
         human = [r for r in runs if r.domain == "human"]
         title = task.capitalize()
         lines += [f"## {title}", "", f"Paper: {table.source}.", ""]
-        groups = _groups(porcine) or [("", [])]
-        for group, group_runs in groups:
-            kind = "PHANTOM (synthetic) - not a reproduction" if group_runs and group_runs[0].is_phantom else (
-                "real data" if group_runs else "no finished runs yet")
-            lines += [f"### {title} - {group or 'no runs'} - {kind}", ""]
+        groups = _with_unfinished(_groups(porcine), collection.unfinished_of(task, human=False))
+        for group, group_runs, pending in groups:
+            lines += [f"### {title} - {group or 'no runs'} - {_group_kind(group_runs)}", ""]
             if group_runs:
                 lines += _banner(group_runs)
-            label_ours = "ours (PHANTOM)" if group_runs and group_runs[0].is_phantom else "ours"
-            lines += _metric_table(table, group_runs, table.reported, False, label_ours) + [""]
+            label_ours = "ours (PHANTOM)" if any(r.is_phantom for r in group_runs) else "ours"
+            lines += _metric_table(table, group_runs, table.reported, False, label_ours, pending) + [""]
             if task == "segmentation":
                 names = class_names_of(group_runs)
                 lines += [f"Per-class Dice, {label_ours} [95% CI] (the paper reports the spinal cord only, "
                           "as cord Dice above):", ""]
-                lines += _per_class_table(table, group_runs, names) + [""]
-            lines += ["Speed and implantability:", ""] + _speed_table(table, group_runs) + [""]
+                lines += _per_class_table(table, group_runs, names, pending) + [""]
+            lines += ["Speed and implantability:", ""] + _speed_table(table, group_runs, pending) + [""]
             if group_runs:
                 lines += ["Traceability (the run behind each row):", ""]
                 lines += _trace_table(table, group_runs) + [""]
             lines += _other_runs(table, group_runs, table.reported)
         if table.reported_human:
-            for group, group_runs in (_groups(human) or [("", [])]):
-                kind = ("PHANTOM (synthetic human-like) - not a reproduction" if group_runs and group_runs[0].is_phantom
-                        else "human data" if group_runs else "no zero-shot run yet")
+            for group, group_runs, pending in _with_unfinished(_groups(human), collection.unfinished_of(task, human=True)):
+                kind = _group_kind(group_runs, human=True) if group_runs else "no zero-shot run yet"
                 lines += [f"### {title} - zero-shot on human - {group or 'no runs'} - {kind}", ""]
                 if group_runs:
                     lines += _banner(group_runs)
-                label_ours = "ours (PHANTOM)" if group_runs and group_runs[0].is_phantom else "ours"
-                lines += _metric_table(table, group_runs, table.reported_human, True, label_ours) + [""]
+                label_ours = "ours (PHANTOM)" if any(r.is_phantom for r in group_runs) else "ours"
+                lines += _metric_table(table, group_runs, table.reported_human, True, label_ours, pending) + [""]
                 if group_runs:
+                    lines += ["Traceability (the run behind each row):", ""]
                     lines += _trace_table(table, group_runs) + [""]
                 lines += _other_runs(table, group_runs, table.reported_human)
     if plots:
@@ -369,14 +448,15 @@ def render_markdown(collection: Collection, manuscript: Manuscript, plots: Seque
 
 
 def write_tables(collection: Collection, manuscript: Manuscript, out: Path, plots: Sequence[Path] = (),
-                 n_resamples: int = 1000, seed: int = 0, ci_notes: Sequence[str] = ()) -> list[Path]:
+                 n_resamples: int = 1000, seed: int = 0, ci_notes: Sequence[str] = (),
+                 checkout: str | None = None) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for task in ("detection", "segmentation"):
         written.append(write_csv(csv_rows(collection.by_task(task), task, manuscript), out / f"{task}.csv"))
     readme = out / "README.md"
-    readme.write_text(render_markdown(collection, manuscript, plots, readme, n_resamples, seed, ci_notes))
+    readme.write_text(render_markdown(collection, manuscript, plots, readme, n_resamples, seed, ci_notes, checkout))
     written.append(readme)
     return written
 
@@ -388,5 +468,7 @@ def status_markdown(collection: Collection, manuscript: Manuscript) -> str:
         runs = collection.by_task(task)
         for key, mrow in table.rows.items():
             sources = sorted({(r.data_group + (" zero-shot" if r.domain == "human" else "")) for r in runs if r.model == key})
-            lines.append(f"| {task} | {mrow.name} | `{key}` | {'finished: ' + ', '.join(sources) if sources else NOT_RUN} |")
+            tried = [u for u in collection.unfinished if u.task == task]
+            lines.append(f"| {task} | {mrow.name} | `{key}` | "
+                         f"{'finished: ' + ', '.join(sources) if sources else _absent(tried, key)} |")
     return "\n".join(lines) + "\n"
