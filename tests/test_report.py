@@ -733,3 +733,14 @@ def test_a_hidden_newer_run_is_not_called_older(tmp_path):
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     assert "| YOLOv8 (m) (+1 other run in the CSV) |" in text and "older run" not in text
+
+
+def test_the_csv_names_run_folders_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """results/demo's CSVs named /tmp/fresh/...: a committed table should not hold one machine's folders."""
+    write_detection_run(tmp_path / "outputs" / "ssd300", "ssd300", "ssd300",
+                        _data_block("real", "detection_real", tmp_path / "data"), seed=1)
+    (tmp_path / "outputs" / "ssd300" / "config.yaml").write_text("seed: 1\n")
+    monkeypatch.chdir(tmp_path)
+    assert run_report(["outputs"], "results", n_resamples=5, plots=False) == 0
+    (row,) = _read_csv(tmp_path / "results" / "detection.csv")
+    assert row["run_dir"] == "outputs/ssd300" and row["config_file"] == "outputs/ssd300/config.yaml"

@@ -155,8 +155,9 @@ def csv_rows(runs: Sequence[Run], task: str, manuscript: Manuscript | None) -> l
             "train_images_per_s": run.metrics.get("train_images_per_s"), "wall_time_s": run.metrics.get("wall_time_s"),
             "hardware": run.hardware, "test_precision": run.metrics.get("test_precision") or "",  # "": not recorded
             "commit": run.commit, "config": run.config,
-            "config_file": str(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else "",
-            "run_dir": str(run.path),
+            # relative to the working directory when below it: a committed CSV names no machine's folders
+            "config_file": display_path(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else "",
+            "run_dir": display_path(run.path),
         })
         rows.append(row)
     return rows
