@@ -744,3 +744,18 @@ def test_the_csv_names_run_folders_relative_to_the_working_directory(tmp_path, m
     assert run_report(["outputs"], "results", n_resamples=5, plots=False) == 0
     (row,) = _read_csv(tmp_path / "results" / "detection.csv")
     assert row["run_dir"] == "outputs/ssd300" and row["config_file"] == "outputs/ssd300/config.yaml"
+
+
+def test_a_later_evaluation_on_the_training_data_does_not_replace_the_training_row(tmp_path):
+    """`spinebench-eval ckpt=<run> data=<its own data>` finished last, and its row replaced the training run's."""
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
+    write_detection_run(outputs / "eval-ssd300", "ssd300", "ssd300", data, seed=2)
+    evaluation = outputs / "eval-ssd300" / "metrics.json"
+    payload = json.loads(evaluation.read_text())
+    payload["checkpoint_run"] = str(outputs / "ssd300")
+    evaluation.write_text(json.dumps(payload))
+    later = time.time() + 10
+    os.utime(evaluation, (later, later))
+    runs = collect_runs([outputs]).runs
+    assert pick(runs, "ssd300")[0].path.name == "ssd300"

@@ -271,11 +271,13 @@ class Unfinished:
 
 def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
     """The run a manuscript row shows, and how many others it has: one made with the row's own model config
-    before a variant filed under the row (unet_light, deeplabv3_light), then the most recently finished."""
+    before a variant filed under the row (unet_light, deeplabv3_light), then a training run before a later
+    `spinebench-eval` of a checkpoint on the same data, then the most recently finished."""
     matching = [r for r in runs if r.model == model]
     if not matching:
         return None, 0
-    return max(matching, key=lambda r: (r.model_name == model, r.finished_at)), len(matching) - 1
+    return (max(matching, key=lambda r: (r.model_name == model, not r.metrics.get("checkpoint_run"), r.finished_at)),
+            len(matching) - 1)
 
 
 @dataclass
