@@ -106,3 +106,51 @@ def test_sam_checkpoint_pos_embed_interpolated(samed, tmp_path, size):
 def test_missing_sam_checkpoint_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="sam_vit_b_01ec64.pth"):
         build_samed(num_classes=10, image_size=128, sam_checkpoint=str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("content", ["truncated", "text"])
+def test_an_unreadable_sam_checkpoint_is_refused_naming_it(content, tmp_path):
+    """A SAM file cut short (an interrupted download) or a text file (an HTML error page saved as .pth): one line
+    naming the setting and the file, a WeightsError as the detectors' (the CLI's user errors: exit 2), not torch's
+    RuntimeError or UnpicklingError."""
+    from spinebench import pipeline
+    from spinebench.weights import WeightsError
+
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    if content == "truncated":
+        torch.save({"image_encoder.pos_embed": torch.zeros(1, 8, 8, 768)}, path)
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    else:
+        path.write_text("<html><body>404 Not Found</body></html>\n")
+    with pytest.raises(WeightsError, match=rf"^model.sam_checkpoint={path}: cannot read it as SAM weights \(") as info:
+        build_samed(num_classes=10, image_size=128, sam_checkpoint=str(path))
+    assert "\n" not in pipeline.one_line(info.value) and isinstance(info.value, pipeline.USER_ERRORS)
+
+
+def test_a_resume_that_would_change_the_frozen_encoder_is_refused(tmp_path):
+    """SAMed's checkpoints lack the frozen encoder: a resume rebuilds it from the SAM file found now. A file where
+    the run had none (or none where it had one, or another file) would swap the encoder under the trained LoRA and
+    decoder, so check_same_settings refuses it; the same file found in another folder resumes (weights_source, its
+    path, stays neutral for the models whose checkpoints hold every weight)."""
+    from spinebench.engine import ConfigError, check_same_settings
+    from spinebench.engine.loop import FROZEN_WEIGHTS
+    from spinebench.segmentation.benchmark import frozen_weights
+
+    sam = tmp_path / "a" / "sam_vit_b_01ec64.pth"
+    sam.parent.mkdir()
+    sam.write_bytes(b"x" * 100)
+    moved = tmp_path / "b" / sam.name
+    moved.parent.mkdir()
+    moved.write_bytes(b"x" * 100)
+    assert frozen_weights(str(sam)) == frozen_weights(str(moved)) == "sam_vit_b_01ec64.pth, 100 bytes"
+    random = {"model": {"arch": "samed"}, "weights_source": None, FROZEN_WEIGHTS: None}
+    found = {"model": {"arch": "samed"}, "weights_source": str(sam), FROZEN_WEIGHTS: frozen_weights(str(sam))}
+    where = tmp_path / "last.pt"
+    with pytest.raises(ConfigError, match=r"came from none \(its seeded random initialisation\); this start found "
+                                          r"sam_vit_b_01ec64.pth, 100 bytes, and resuming would change the frozen"):
+        check_same_settings(where, random, found)
+    with pytest.raises(ConfigError, match="this start found none"):
+        check_same_settings(where, found, random)
+    check_same_settings(where, found, {**found, "weights_source": str(moved)})  # the same file elsewhere
+    old = {k: v for k, v in random.items() if k != FROZEN_WEIGHTS}  # a checkpoint from before it was recorded
+    check_same_settings(where, old, found)

@@ -220,7 +220,8 @@ def test_eval_without_data_says_so_and_help_works(trained, tmp_path, cache_dir):
 def test_checkpoint_with_other_class_count_fails_clearly(trained, tmp_path, cache_dir):
     bad = tmp_path / "bad_run"
     (bad / "checkpoints").mkdir(parents=True)
-    (bad / "config.yaml").write_text((trained / "config.yaml").read_text())
+    for name in ("config.yaml", "metrics.json"):  # a finished run's (spinebench-eval refuses an unfinished one)
+        (bad / name).write_text((trained / name).read_text())
     state = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
     state["model"]["net.head.weight"] = state["model"]["net.head.weight"][:4]
     state["model"]["net.head.bias"] = state["model"]["net.head.bias"][:4]
@@ -382,8 +383,17 @@ def test_a_samed_run_from_an_auto_found_sam_file_is_scored_with_that_file(tmp_pa
     again = run("eval", tmp_path / "again", cache_dir, evaluation)
     assert again["metrics"]["mean_dice"] == pytest.approx(trained["metrics"]["mean_dice"])
     sam_file.rename(tmp_path / "elsewhere.pth")
-    with pytest.raises(FileNotFoundError, match="sam_vit_b_01ec64.pth"):
+    with pytest.raises(FileNotFoundError, match=f"^{sam_file}: the SAM checkpoint this SAMed run was trained from is "
+                                                "not there any more; the run's checkpoints hold only LoRA"):
         run("eval", tmp_path / "gone", cache_dir, evaluation)
+    # the same command again finds no SAM file now: resuming (here: a finished run, tested again) would rebuild a
+    # random frozen encoder under the LoRA and decoder trained on SAM's
+    from spinebench.engine import ConfigError
+
+    with pytest.raises(ConfigError, match=r"this run's frozen weights \(not in its checkpoints\) came from "
+                                          r"sam_vit_b_01ec64.pth, \d+ bytes; this start found none"):
+        run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
+                                                     *smoke_overrides(), *FAST])
 
 
 def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_dir):
@@ -465,5 +475,90 @@ def test_a_run_stopped_by_a_user_error_after_writing_its_config_leaves_no_folder
                              "data=segmentation_phantom_tiny", "trainer=smoke", "trainer.monitor=nope"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "trainer.monitor='nope' is not a validation metric" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("case", ["deeplabv3 state dict as backbone_weights", "no tensor of the net", "other widths"])
+def test_weights_that_do_not_fit_the_network_are_refused_naming_the_file(case, tmp_path):
+    """A state dict none of whose tensors the network has would load nothing and still record `pretrained: true`
+    (BatchNorm's loader never reports `num_batches_tracked` missing, so a count of missing keys never reached
+    every key); one of the right names but other shapes is one line, not load_state_dict's line per tensor."""
+    from spinebench.segmentation import models
+
+    path = tmp_path / "weights.pth"
+    if case.startswith("deeplabv3"):  # the whole net's keys (backbone.*, classifier.*), not its backbone's
+        torch.save(models.build_deeplabv3(num_classes=10).net.state_dict(), path)
+        build, says = (lambda: models.build_deeplabv3(backbone_weights=str(path)),
+                       r"no tensor matches DeepLabv3 backbone \(ResNet-50\) \(none of its \d+ tensors is in the file")
+    elif case == "no tensor of the net":
+        torch.save({"foo": torch.zeros(3)}, path)
+        build, says = (lambda: models.build_plain_unet(weights=str(path), widths=[4, 8]),
+                       r"no tensor matches plain U-Net \(none of its \d+ tensors is in the file, whose 1 have other")
+    else:
+        torch.save(models.PlainUNet(3, 10, (4, 16)).state_dict(), path)
+        build, says = (lambda: models.build_plain_unet(weights=str(path), widths=[4, 8]),
+                       r"\d+ of its tensors do not fit plain U-Net \(e.g. down.1.0.weight: \(16, 4, 3, 3\) in the file, "
+                       r"\(8, 4, 3, 3\) in the model\)")
+    with pytest.raises(ValueError, match=rf"^{path}: {says}") as info:
+        build()
+    assert "\n" not in str(info.value)
+
+
+def test_a_run_trained_from_a_weights_file_is_scored_without_it(tmp_path, cache_dir):
+    """The checkpoint holds every trained weight: scoring the run later (spinebench-eval ckpt=RUN) does not read
+    model.weights again, so it works after that file has moved."""
+    from spinebench.segmentation.models import PlainUNet
+
+    start = tmp_path / "start.pth"
+    torch.save(PlainUNet(3, 10, (16, 32, 64, 128, 256)).state_dict(), start)
+    trained = run("train", tmp_path / "unet", cache_dir, ["model=unet_light", "data=segmentation_phantom_tiny",
+                                                          *smoke_overrides(), *FAST, f"model.weights={start}"])
+    assert trained["pretrained"] is True and trained["pretrained_source"] == str(start)
+    start.unlink()
+    again = run("eval", tmp_path / "eval", cache_dir, [f"ckpt={tmp_path / 'unet'}", "data=segmentation_phantom_tiny",
+                                                       "trainer.limit_test_images=2", "trainer.fps_images=1",
+                                                       "trainer.fps_warmup=0"])
+    assert again["metrics"]["mean_dice"] == pytest.approx(trained["metrics"]["mean_dice"])
+    assert again["pretrained"] is True  # the training run's record
+
+
+BAD_MODEL_VALUES = [  # (model, override, the one line that names it)
+    ("unet_light", "model.pad_multiple=abc", "model.pad_multiple=abc: must be a positive integer"),
+    ("unet_light", "model.loss.ce=abc", "model.loss.ce=abc: must be a number >= 0"),
+    ("unet_light", "+model.loss.dcie=1", "unknown key model.loss.dcie (known: ce, dice, aux)"),
+    ("unet_light", "model.widths=abc", "model.widths=abc: must be a list of positive integers"),
+    ("segformer", "model.decoder_channels=abc", "model.decoder_channels=abc: must be a positive integer"),
+    ("samed", "model.rank=abc", "model.rank=abc: must be a positive integer"),
+    ("samed", "model.image_size=abc", "model.image_size=abc: must be a positive integer"),
+    ("unet_smp", "model.encoder_name=nope", "model.encoder_name=nope: not an smp encoder (e.g. resnet18, "),
+    ("unet_smp", "model.encoder_name=tu-nope", "model.encoder_name=tu-nope: timm has no model 'nope'"),
+]
+
+
+@pytest.mark.parametrize("model, override, says", BAD_MODEL_VALUES, ids=[o for _, o, _ in BAD_MODEL_VALUES])
+def test_a_model_value_of_the_wrong_type_is_a_config_error_naming_it(model, override, says, tmp_path, cache_dir):
+    """Each used to fail deep in the network's construction or first step (a TypeError or smp's 1,400-character
+    KeyError: exit 1, a traceback, the run folder left); now a ConfigError (a user error: exit 2) names the key."""
+    from spinebench.engine import ConfigError
+
+    extra = ["model.sam_checkpoint=null"] if model == "samed" else []
+    with pytest.raises(Exception) as info:
+        run("train", tmp_path / "run", cache_dir, [f"model={model}", "data=segmentation_phantom_tiny",
+                                                   *smoke_overrides(), *FAST, *extra, override])
+    cause = pipeline._root_cause(info.value)
+    assert isinstance(cause, ConfigError) and pipeline.one_line(cause).startswith(says)
+    assert "\n" not in pipeline.one_line(cause) and len(pipeline.one_line(cause)) < 300
+
+
+@pytest.mark.parametrize("model, override", [("unet_light", "model.widths=abc"), ("unet_smp", "model.encoder_name=nope")])
+def test_a_model_value_of_the_wrong_type_is_one_line_and_leaves_no_run_folder(model, override, tmp_path, cache_dir):
+    env = {k: v for k, v in os.environ.items() if k != "SPINEBENCH_ROOT"}
+    env.update(SPINEBENCH_CACHE=str(cache_dir), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "spinebench.train", f"model={model}", override,
+                             "data=segmentation_phantom_tiny", "trainer=smoke"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    says = dict((o, s) for _, o, s in BAD_MODEL_VALUES)[override]
+    assert result.returncode == 2 and result.stderr.startswith(f"spinebench-train: error: {says}"), result.stderr[-2000:]
     assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "outputs").exists()

@@ -87,6 +87,33 @@ def input_size(value: Any, key: str = "model.input_size") -> list[int]:
     return list(value)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value: Any, key: str, allow_zero: bool = False) -> int:
+    """A model's integer setting (a padding multiple, a rank), or a ConfigError naming the key: `abc` from the
+    command line otherwise fails deep in the network's construction, naming neither."""
+    if not _is_int(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}={value}: must be {'a non-negative' if allow_zero else 'a positive'} integer")
+    return int(value)
+
+
+def positive_ints(value: Any, key: str) -> list[int]:
+    """A model's list of widths, or a ConfigError naming the key."""
+    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value
+            or not all(_is_int(v) and v > 0 for v in value)):
+        raise ConfigError(f"{key}={value}: must be a list of positive integers")
+    return [int(v) for v in value]
+
+
+def non_negative_number(value: Any, key: str) -> float:
+    """A model's weight (a loss term's), or a ConfigError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{key}={value}: must be a number >= 0")
+    return float(value)
+
+
 def check_trainer_key(path: Sequence[str]) -> None:
     """Raise ConfigError, as a bad value does, when `trainer.<path>` names no setting (a typo on the command line,
     `trainer.epoch=3`, which Hydra would answer in seven lines suggesting `+trainer.epoch`)."""

@@ -194,6 +194,11 @@ RESUME_NEUTRAL = ("paths", "skip_finished", "weights_source", "trainer.device", 
                   "trainer.data_on_device", "trainer.deterministic", "trainer.channels_last", "trainer.progress",
                   "trainer.eval_batch_size", "trainer.limit_test_images", "trainer.fps_images", "trainer.fps_warmup",
                   "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
+# A checkpoint config's record of the pretrained file of weights its checkpoints do NOT hold (SAMed's frozen SAM
+# encoder: only LoRA and the decoder are saved), as "<file name>, <bytes> bytes" or None (seeded random init).
+# Unlike weights_source it is not neutral: a resume rebuilds those weights from the file found now, and another
+# file (or none where there was one) would change the frozen layers under the trained ones.
+FROZEN_WEIGHTS = "frozen_weights"
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -212,6 +217,16 @@ def check_same_settings(where: Path, saved: dict | None, current: dict | None) -
         return  # written before configs were stored: nothing to compare
     before, now = _flatten(saved), _flatten(current)
     neutral = RESUME_NEUTRAL
+    if FROZEN_WEIGHTS not in before:  # written before it was recorded: nothing to compare
+        neutral += (FROZEN_WEIGHTS,)
+    elif before[FROZEN_WEIGHTS] != now.get(FROZEN_WEIGHTS):
+        def said(value: Any) -> str:
+            return value or "none (its seeded random initialisation)"
+
+        raise ConfigError(f"{where}: this run's frozen weights (not in its checkpoints) came from "
+                          f"{said(before[FROZEN_WEIGHTS])}; this start found {said(now.get(FROZEN_WEIGHTS))}, and "
+                          "resuming would change the frozen encoder under the trained layers. Give it the same file, give "
+                          "this run its own folder (run_name=...), or move checkpoints/ away to start over")
     if any(key.startswith("data.phantom.") for key in before) and any(key.startswith("data.phantom.") for key in now):
         neutral += ("data.root",)  # a phantom is named by data.phantom.*; its folder follows the cache's
     changed = sorted(key for key in before.keys() | now.keys()

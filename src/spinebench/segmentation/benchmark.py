@@ -6,14 +6,15 @@ A model config (`configs/model/{deeplabv3,unet,segformer,samed}.yaml`) is
 
     arch       builder                                  network keys
     deeplabv3  models.build_deeplabv3 (torchvision)     pad_multiple, backbone_weights (path | auto | null), aux
-    plain_unet models.build_plain_unet (ours)           pad_multiple, weights
+    plain_unet models.build_plain_unet (ours)           pad_multiple, widths, weights
     segformer  models.build_segformer (smp)             encoder_name, decoder_channels, pad_multiple, encoder_weights (path | auto | null)
     smp        models.build_smp (any smp arch)          smp_arch, encoder_name, pad_multiple, encoder_weights, ...
     samed      samed.build_samed                        image_size, rank, sam_checkpoint (path | auto | null), init_seed
 
 `input_size: [H, W]` resizes inputs (the paper: 256 x 256; SAMed square = image_size); `null` feeds the native
 275 x 690 padded to the network's multiple. `trainer.max_input_size` (smoke runs) caps the size, SAMed's
-image_size included. Evaluation always scores at the native size.
+image_size included. Evaluation always scores at the native size. A finished run is rebuilt from its checkpoint
+without its pretrained file, except SAMed's (its checkpoints lack the frozen encoder).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from torch.utils.data import DataLoader
 from spinebench.classes import SEGMENTATION_CLASSES
 from spinebench.data.resident import ResidentBatches, upload, wants_resident
 from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, fit, load_checkpoint, precision_label
+from spinebench.engine.config import ConfigError, non_negative_number, positive_int
 from spinebench.engine.config import input_size as checked_input_size
+from spinebench.engine.loop import FROZEN_WEIGHTS
 from spinebench.runinfo import count_parameters, write_json
 from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
@@ -50,7 +53,18 @@ ARCHS = ("deeplabv3", "plain_unet", "segformer", "smp", "samed")
 PRETRAINED_FILES = {"deeplabv3": ("backbone_weights", ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"]),
                     "samed": ("sam_checkpoint", ["sam_vit_b_01ec64.pth"]),
                     "segformer": ("encoder_weights", None)}
+WEIGHTS_KEYS = {"plain_unet": "weights", "smp": "encoder_weights",  # arch -> its pretrained-file key
+                **{arch: key for arch, (key, _) in PRETRAINED_FILES.items()}}
 WEIGHTS_SOURCE = "weights_source"  # a checkpoint config's record of the pretrained file its run started from
+
+
+def frozen_weights(source: str | None) -> str | None:
+    """How a checkpoint config records the file of its frozen weights (engine.loop.FROZEN_WEIGHTS): its name and
+    size, so the same file found in another folder (another machine's weights folder) still resumes."""
+    if source is None:
+        return None
+    path = Path(source)
+    return f"{path.name}, {path.stat().st_size} bytes"
 
 
 class SegmentationBenchmark:
@@ -65,14 +79,30 @@ class SegmentationBenchmark:
                              f"{len(SEGMENTATION_CLASSES)} classes ({', '.join(SEGMENTATION_CLASSES)})")
         self.name, self.arch, self.row = name, arch, row
         self.input_size = checked_input_size(input_size) if input_size is not None else None  # null: native
-        self.loss_cfg = {"ce": 1.0, "dice": 0.0, "aux": 0.0, **(loss or {})}
-        self.num_classes, self.n_overlays, self.net = int(num_classes), int(n_overlays), dict(net)
+        self.loss_cfg = self._loss_weights(loss)
+        self.num_classes, self.net = int(num_classes), dict(net)
+        self.n_overlays = positive_int(n_overlays, "model.n_overlays", allow_zero=True)
         if arch == "samed":
-            size = int(self.net.get("image_size", 512))
+            size = positive_int(self.net.get("image_size", 512), "model.image_size")
             if self.input_size is not None and self.input_size != [size, size]:
                 raise ValueError(f"SAMed takes square {size}x{size} inputs (model.image_size); "
                                  f"model.input_size={self.input_size} disagrees")
             self.input_size = [size, size]
+
+    @staticmethod
+    def _loss_weights(loss: Any) -> dict[str, float]:
+        """model.loss's weights, checked here: a typo'd value would otherwise fail at the first training step and
+        a typo'd key would be ignored."""
+        weights = {"ce": 1.0, "dice": 0.0, "aux": 0.0}
+        if loss is None:
+            return weights
+        if not hasattr(loss, "items"):
+            raise ConfigError(f"model.loss={loss}: must be a mapping of {', '.join(weights)} weights")
+        for key, value in loss.items():
+            if key not in weights:
+                raise ConfigError(f"unknown key model.loss.{key} (known: {', '.join(weights)})")
+            weights[key] = non_negative_number(value, f"model.loss.{key}")
+        return weights
 
     # -- building ---------------------------------------------------------------------------------------------
     def effective_size(self, ctx: "RunContext | None") -> list[int] | None:
@@ -87,13 +117,18 @@ class SegmentationBenchmark:
         return size
 
     def build_model(self, ctx: "RunContext | None" = None, trained: dict | None = None) -> torch.nn.Module:
-        """The network, its `auto` weights key resolved by `_auto_weights`."""
+        """The network, its `auto` weights key resolved by `_auto_weights`. Re-building a finished run (`trained`:
+        the config stored in its checkpoint) reads no pretrained file, whatever the key says (a path that has moved
+        since is no matter), since the checkpoint holds every weight: except SAMed's frozen encoder, see
+        `_trained_weights`."""
         from spinebench.segmentation import models
 
         kwargs = dict(self.net)
-        key = PRETRAINED_FILES.get(self.arch, (None,))[0]
-        if key is not None and str(kwargs.get(key)).lower() == "auto":
-            kwargs[key] = self._auto_weights(ctx, trained)
+        key = WEIGHTS_KEYS[self.arch]
+        if trained is not None:
+            kwargs[key] = self._trained_weights(trained, kwargs.get(key))
+        elif str(kwargs.get(key)).lower() == "auto":
+            kwargs[key] = self._auto_weights(ctx)
         if self.arch == "deeplabv3":
             return models.build_deeplabv3(self.num_classes, **kwargs)
         if self.arch == "plain_unet":
@@ -107,16 +142,27 @@ class SegmentationBenchmark:
         kwargs["image_size"] = self.effective_size(ctx)[0]
         return build_samed(self.num_classes, **kwargs)
 
-    def _auto_weights(self, ctx: "RunContext | None", trained: dict | None) -> str | None:
-        """The file an `auto` weights key stands for. Training: the row's file found locally (SegFormer's also in
-        the Hugging Face cache), else None: from scratch, with resolve_weights' banner. Re-building a finished run
-        (`trained`: the config stored in its checkpoint): SAMed's recorded file, since its checkpoint lacks the
-        frozen encoder only that file holds (gone: build_samed's error names it); None for the others, whose
-        checkpoints hold every weight."""
+    def _trained_weights(self, trained: dict, given: Any) -> str | None:
+        """The pretrained file a finished run is rebuilt from: None, its checkpoint holding every weight; for SAMed
+        the SAM file its training recorded (else the one its config names), since its checkpoint lacks the frozen
+        encoder only that file holds."""
+        if self.arch != "samed":
+            return None
+        if WEIGHTS_SOURCE in trained:
+            source = trained[WEIGHTS_SOURCE]
+        else:  # a checkpoint written before the source was recorded
+            source = None if str(given).lower() == "auto" else given
+        if source is not None and not Path(str(source)).expanduser().is_file():
+            raise FileNotFoundError(f"{source}: the SAM checkpoint this SAMed run was trained from is not there any "
+                                    "more; the run's checkpoints hold only LoRA and the decoder, so scoring it needs "
+                                    "that file (its frozen encoder) back at this path")
+        return source
+
+    def _auto_weights(self, ctx: "RunContext | None") -> str | None:
+        """The file an `auto` weights key stands for while training: the row's file found locally (SegFormer's
+        also in the Hugging Face cache), else None: from scratch, with resolve_weights' banner."""
         from spinebench.segmentation import models
 
-        if trained is not None:
-            return trained.get(WEIGHTS_SOURCE) if self.arch == "samed" else None
         files, also_looked_in = PRETRAINED_FILES[self.arch][1], []
         if files is None:
             cached, files = models.smp_imagenet_weights(self.net.get("encoder_name", "mit_b5"))
@@ -170,6 +216,8 @@ class SegmentationBenchmark:
         val_loader = self.loader(val_set, trainer.val_batch_size, False, trainer.num_workers, device,
                                  on_device=trainer.data_on_device)
         config = {**ctx.config, WEIGHTS_SOURCE: info["pretrained_source"]}  # in every checkpoint, for test()
+        if self.arch == "samed":  # its checkpoints lack the frozen encoder: a resume must rebuild the same one
+            config[FROZEN_WEIGHTS] = frozen_weights(info["pretrained_source"])
         result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=config, monitor=MONITOR)
         return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
                 "monitor": trainer.monitor or MONITOR, "train_images_per_s": result.train_images_per_s,

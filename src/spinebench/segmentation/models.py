@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinebench.engine.config import ConfigError, positive_int, positive_ints
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,7 +112,7 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     """Load a local state dict (non-strict; reports what did not match). Returns the source path or None."""
     if not path:
         return None
-    path = Path(path).expanduser()
+    path = Path(str(path)).expanduser()  # model.weights=123 from the command line is an int
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights {path} do not exist (give a local file; nothing is downloaded)")
     try:
@@ -123,11 +125,26 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
             state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     except Exception as error:  # the readers' own errors do not name the file (a truncated download, say)
         raise ValueError(f"{path}: cannot read {what} weights from it ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of {what}")
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    # counted by hand: BatchNorm's loader fills in a missing `num_batches_tracked`, so load_state_dict never reports
+    # it missing and an unrelated file (another net's state dict, {'foo': tensor}) would pass as a partial match
+    own = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
+    matched = [k for k in own if k in state]
+    wrong_shape = [k for k in matched if state[k].shape != own[k].shape]
+    if not matched:
+        raise ValueError(f"{path}: no tensor matches {what} (none of its {len(own)} tensors is in the file, whose "
+                         f"{len(state)} have other names): is this the right file?")
+    if wrong_shape:  # load_state_dict's own error runs on for a line per tensor
+        key = wrong_shape[0]
+        raise ValueError(f"{path}: {len(wrong_shape)} of its tensors do not fit {what} (e.g. {key}: "
+                         f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model): is this the "
+                         "right file, for this model's settings?")
     # nn.Module's own, non-strict: smp's MiT encoder overrides load_state_dict without `strict` (a TypeError)
-    result = nn.Module.load_state_dict(module, state, strict=False)
-    log.info("%s: loaded %s (%d missing, %d unexpected keys)", what, path, len(result.missing_keys), len(result.unexpected_keys))
-    if len(result.missing_keys) == len(list(module.state_dict())):
-        raise ValueError(f"{path}: no tensor matches {what}: is this the right file?")
+    nn.Module.load_state_dict(module, state, strict=False)
+    log.info("%s: loaded %s (%d of %d tensors; %d in the file unused)", what, path, len(matched), len(own),
+             len(set(state) - set(own)))
     return str(path)
 
 
@@ -136,6 +153,9 @@ def build_deeplabv3(num_classes: int = 10, pad_multiple: int = 8, backbone_weigh
     """torchvision DeepLabv3-ResNet50 (+ FCN aux head: the paper's 41,998,420 params)."""
     from torchvision.models.segmentation import deeplabv3_resnet50
 
+    pad_multiple = positive_int(pad_multiple, "model.pad_multiple")
+    if not isinstance(aux, bool):
+        raise ConfigError(f"model.aux={aux}: must be true or false")
     net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux)
     model = Segmenter(net, num_classes, pad_multiple, has_aux=aux)
     model.pretrained_source = _load_weights(net.backbone, backbone_weights, "DeepLabv3 backbone (ResNet-50)")
@@ -145,8 +165,8 @@ def build_deeplabv3(num_classes: int = 10, pad_multiple: int = 8, backbone_weigh
 def build_plain_unet(num_classes: int = 10, pad_multiple: int = 16, weights: str | None = None,
                      widths: Sequence[int] = (64, 128, 256, 512, 1024)) -> Segmenter:
     """The paper's plain U-Net; smaller `widths` (e.g. [16, 32, 64, 128, 256]) give the same design, lighter."""
-    net = PlainUNet(3, num_classes, tuple(int(w) for w in widths))
-    model = Segmenter(net, num_classes, max(pad_multiple, net.multiple))
+    net = PlainUNet(3, num_classes, tuple(positive_ints(widths, "model.widths")))
+    model = Segmenter(net, num_classes, max(positive_int(pad_multiple, "model.pad_multiple"), net.multiple))
     model.pretrained_source = _load_weights(net, weights, "plain U-Net")
     return model
 
@@ -159,11 +179,30 @@ def build_smp(arch: str = "Unet", encoder_name: str = "resnet34", num_classes: i
     architectures = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}  # smp's own list
     if arch not in architectures:
         raise ValueError(f"model.smp_arch={arch} is not an smp architecture (one of {', '.join(architectures)})")
+    check_smp_encoder(encoder_name)
+    pad_multiple = positive_int(pad_multiple, "model.pad_multiple")
     net = architectures[arch](encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=num_classes,
                               **kwargs)
     model = Segmenter(net, num_classes, pad_multiple)
     model.pretrained_source = _load_weights(net.encoder, encoder_weights, f"smp {arch} encoder {encoder_name}")
     return model
+
+
+def check_smp_encoder(name: object) -> None:
+    """Refuse, in one line, an encoder smp does not have (smp's own KeyError lists all 76 names in 1,400 chars)."""
+    from segmentation_models_pytorch.encoders import encoders
+
+    if isinstance(name, str) and name in encoders:
+        return
+    if isinstance(name, str) and name.startswith("tu-"):  # any timm model, through smp's timm-universal encoder
+        import timm
+
+        if timm.is_model(name[3:]):
+            return
+        raise ConfigError(f"model.encoder_name={name}: timm has no model {name[3:]!r} (see timm.list_models())")
+    raise ConfigError(f"model.encoder_name={name}: not an smp encoder (e.g. resnet18, resnet34, resnet50, mit_b0 to "
+                      "mit_b5, efficientnet-b0; tu-<name> for a timm model; all of smp's in "
+                      "segmentation_models_pytorch.encoders.encoders)")
 
 
 def smp_imagenet_weights(encoder_name: str) -> tuple[str | None, list[str]]:
@@ -173,6 +212,7 @@ def smp_imagenet_weights(encoder_name: str) -> tuple[str | None, list[str]]:
     from huggingface_hub import try_to_load_from_cache
     from segmentation_models_pytorch.encoders import encoders
 
+    check_smp_encoder(encoder_name)
     settings = encoders.get(encoder_name, {}).get("pretrained_settings", {}).get("imagenet")
     if not settings:
         return None, []
@@ -183,4 +223,4 @@ def smp_imagenet_weights(encoder_name: str) -> tuple[str | None, list[str]]:
 def build_segformer(num_classes: int = 10, encoder_name: str = "mit_b5", decoder_channels: int = 768,
                     pad_multiple: int = 32, encoder_weights: str | None = None) -> Segmenter:
     return build_smp("Segformer", encoder_name, num_classes, pad_multiple, encoder_weights,
-                     decoder_segmentation_channels=decoder_channels)
+                     decoder_segmentation_channels=positive_int(decoder_channels, "model.decoder_channels"))

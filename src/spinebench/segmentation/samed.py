@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinebench.engine.config import positive_int
+from spinebench.weights import WeightsError
+
 log = logging.getLogger(__name__)
 SAM_VIT_B = dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11))
 
@@ -76,6 +79,20 @@ def _resize_sam_state(state: dict[str, torch.Tensor], target: dict[str, torch.Te
     return out
 
 
+def _read_sam_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """The SAM checkpoint's tensors, or a WeightsError naming the file: torch's own errors for a truncated download
+    or a text file name neither it nor the setting."""
+    try:
+        state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as error:  # cut short, empty, text, or pickling more than tensors
+        what = " ".join(str(error).split()).split(". ")[0]  # torch's messages run on for lines: the first sentence
+        raise WeightsError(f"model.sam_checkpoint={path}: cannot read it as SAM weights ({type(error).__name__}"
+                           f"{': ' + what if what else ''})") from error
+    if not isinstance(state, dict):
+        raise WeightsError(f"model.sam_checkpoint={path}: holds a {type(state).__name__}, not a SAM state dict")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
 class SAMed(nn.Module):
     """Grey-normalised 3-channel images (B x 3 x S x S) -> logits (B x num_classes x S x S)."""
 
@@ -84,8 +101,11 @@ class SAMed(nn.Module):
         super().__init__()
         from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
+        image_size, rank = positive_int(image_size, "model.image_size"), positive_int(rank, "model.rank")
+        init_seed = positive_int(init_seed, "model.init_seed", allow_zero=True)
         if image_size % 16:
-            raise ValueError(f"SAMed image_size must be a multiple of 16, got {image_size}")
+            raise ValueError(f"model.image_size={image_size}: must be a multiple of 16 (SAM's patch size)")
+        sam_checkpoint = str(sam_checkpoint) if sam_checkpoint is not None else None  # =123 on the command line
         if sam_checkpoint is not None and not Path(sam_checkpoint).expanduser().is_file():
             raise FileNotFoundError(f"model.sam_checkpoint={sam_checkpoint} does not exist: give the local path of "
                                     "sam_vit_b_01ec64.pth, or leave it unset to train from random initialisation")
@@ -107,7 +127,7 @@ class SAMed(nn.Module):
         self.pretrained = sam_checkpoint is not None
         self.pretrained_source = str(Path(sam_checkpoint).expanduser()) if sam_checkpoint else None
         if sam_checkpoint:
-            state = torch.load(Path(sam_checkpoint).expanduser(), map_location="cpu", weights_only=True)
+            state = _read_sam_checkpoint(sam_checkpoint)
             own = {**self.state_dict_full()}
             result = nn.Module.load_state_dict(self, _resize_sam_state(state, own), strict=False)
             missing = [k for k in result.missing_keys if not k.startswith("mask_decoder.")]
