@@ -427,14 +427,22 @@ def test_an_input_size_that_is_not_height_and_width_is_one_line(model, data, siz
 def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken(detection_release, tmp_path,
                                                                                  cache_dir, capsys):
     """The finished run's metrics.json was removed before fit() met the corrupt training PNG: its result was lost
-    to a data error. Every split is now checked before a finished run is redone."""
+    to a data error. A redo that fails before it trains gives the folder back its result and the files describing
+    it; one that completes leaves nothing aside."""
     cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", f"data.root={detection_release}",
                                 "trainer=smoke"], tmp_path, cache_dir)
-    finished = tmp_path / "run" / "metrics.json"
+    run = tmp_path / "run"
+    finished = run / "metrics.json"
     first = train(cfg)
+    env = (run / "env.json").read_text()
+    train(cfg)  # redone: resumed (nothing left to train) and tested again
+    assert not list(run.glob("*.previous"))
     (detection_release / "train" / "train_pre_1.png").write_bytes(b"garbage")
-    assert "train_pre_1.png: unreadable or truncated image" in _guarded_error(cfg, capsys)
+    (run / "env.json").write_text(env.replace('"command"', '"command_of_the_first_run"'))
+    env = (run / "env.json").read_text()
+    assert "train_pre_1.png: unreadable image" in _guarded_error(cfg, capsys)
     assert json.loads(finished.read_text())["metrics"] == first["metrics"]
+    assert (run / "env.json").read_text() == env and not list(run.glob("*.previous"))
     # spinebench-eval refuses a run without metrics.json (killed or still training): its best.pt is not final
     finished.unlink()
     eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e",

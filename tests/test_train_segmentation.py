@@ -394,6 +394,7 @@ def test_a_samed_run_from_an_auto_found_sam_file_is_scored_with_that_file(tmp_pa
                                           r"sam_vit_b_01ec64.pth, \d+ bytes; this start found none"):
         run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
                                                      *smoke_overrides(), *FAST])
+    assert (tmp_path / "samed" / "metrics.json").is_file()  # refused before training: the finished result stays
 
 
 def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_dir):

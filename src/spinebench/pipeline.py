@@ -26,8 +26,8 @@ nothing here knows model names. The object must implement the Benchmark protocol
 RunContext carries run_dir, cache_dir, trainer (a validated spinebench.engine.TrainerConfig), device, seed and
 the resolved config (stored inside checkpoints).
 
-The pipeline writes config.yaml and env.json first, removes a stale metrics.json, and writes metrics.json LAST
-(atomic): a run folder is finished only when it exists. Errors a user can cause surface as one line
+The pipeline writes config.yaml and env.json first, sets a stale metrics.json aside (given back if the redo
+stops before it trains), and writes metrics.json LAST (atomic): a run folder is finished only when it exists. Errors a user can cause surface as one line
 (see `run_guarded`); SPINEBENCH_DEBUG=1 re-raises them with the full traceback.
 """
 
@@ -137,29 +137,55 @@ def _instantiate(node: DictConfig, what: str):
     return instantiate(node, _convert_="all")
 
 
-def _check_task(benchmark: Any, spec: DatasetSpec, splits: tuple[str, ...]) -> None:
-    """The model fits the data, and `splits` can be read: before any work, and before a finished run's
-    metrics.json is removed to redo it."""
+def _check_task(benchmark: Any, spec: DatasetSpec) -> None:
     for attribute in ("task", "name", "fit", "test"):
         if not hasattr(benchmark, attribute):
             raise UserError(f"{type(benchmark).__name__} does not implement the Benchmark protocol (no {attribute!r})")
     if benchmark.task != spec.task:
         raise UserError(f"model {benchmark.name} is a {benchmark.task} model but data {spec.name} is a {spec.task} dataset")
-    refuse_unreadable(spec.root, spec.task, splits)
+    refuse_unreadable(spec.root, spec.task, ("test",))  # a missing or broken test split: before any training
+
+
+PREVIOUS = ".previous"  # suffix of a finished run's result files kept aside while the run is redone
 
 
 def _prepare_run_dir(cfg: DictConfig) -> Path:
+    """The run folder. A finished one being redone is unfinished until its new metrics.json lands: the old one,
+    with the config.yaml and env.json that describe it, is kept aside for `_settle_previous`."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stale = run_dir / METRICS_FILE
-    if stale.exists():  # this run is being redone: it is unfinished until the new metrics.json lands
-        stale.unlink()
+    if (run_dir / METRICS_FILE).exists():
+        for name in (CONFIG_FILE, ENV_FILE):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, run_dir / (name + PREVIOUS))
+        (run_dir / METRICS_FILE).replace(run_dir / (METRICS_FILE + PREVIOUS))
     return run_dir
 
 
-def _holds_a_trained_epoch(run_dir: Path) -> bool:
+def _last_checkpoints(run_dir: Path) -> list[Path]:
     """The engine's checkpoints/last.pt, or ultralytics' yolo/weights/last.pt: what the next start resumes."""
-    return any(run_dir.glob("*/last.pt")) or any(run_dir.glob("*/weights/last.pt"))
+    return [*run_dir.glob("*/last.pt"), *run_dir.glob("*/weights/last.pt")]
+
+
+def _holds_a_trained_epoch(run_dir: Path) -> bool:
+    return bool(_last_checkpoints(run_dir))
+
+
+def _checkpoint_stamps(run_dir: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in _last_checkpoints(run_dir)}
+
+
+def _settle_previous(run_dir: Path, restore: bool) -> None:
+    """Drop the files `_prepare_run_dir` kept aside, or, for a redo that failed before it trained anything (a
+    refused resume, a broken training image, a weights file gone), put them back: the finished result stands."""
+    kept = [run_dir / (name + PREVIOUS) for name in (METRICS_FILE, CONFIG_FILE, ENV_FILE)]
+    if restore and kept[0].exists() and not (run_dir / METRICS_FILE).exists():
+        for path in kept:
+            if path.exists():
+                path.replace(path.with_name(path.name.removesuffix(PREVIOUS)))
+        log.warning("%s: nothing was trained, so the run keeps its finished result (%s)", run_dir, METRICS_FILE)
+    for path in kept:
+        path.unlink(missing_ok=True)
 
 
 def _trainer(cfg: DictConfig, node: Any = None) -> TrainerConfig:
@@ -168,16 +194,14 @@ def _trainer(cfg: DictConfig, node: Any = None) -> TrainerConfig:
     return TrainerConfig.from_config(cfg.trainer if node is None else node, seed=cfg.seed)
 
 
-def _start_run(cfg: DictConfig, trainer: TrainerConfig, model_node: Any, resolved: dict,
-               splits: tuple[str, ...] = ("test",)) -> tuple[DatasetSpec, Any, RunContext]:
+def _start_run(cfg: DictConfig, trainer: TrainerConfig, model_node: Any, resolved: dict) -> tuple[DatasetSpec, Any, RunContext]:
     """What training and evaluation share: seed, device, data, model, and a run folder holding config.yaml and
-    env.json before any work starts. `splits` are checked readable first (the test split at least: a broken one
-    was found only after the whole training)."""
+    env.json before any work starts."""
     seed_everything(trainer.seed, trainer.deterministic)
     device = resolve_device(trainer.device)
     spec: DatasetSpec = _instantiate(cfg.data, "data")
     benchmark = _instantiate(model_node, "model")
-    _check_task(benchmark, spec, splits)
+    _check_task(benchmark, spec)
     run_dir = _prepare_run_dir(cfg)
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     write_json(run_dir / ENV_FILE, collect_env(spec, device))
@@ -246,11 +270,14 @@ def train(cfg: DictConfig) -> dict:
             return doc
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
-    # redoing a finished run removes its metrics.json: every split is checked first, so that a broken training
-    # image does not cost the finished result (a first run finds it when the cache is built)
-    splits = ("train", "val", "test") if finished.is_file() else ("test",)
-    spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved, splits)
-    facts = benchmark.fit(ctx, spec) or {}
+    before = _checkpoint_stamps(run_dir)
+    try:
+        spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved)
+        facts = benchmark.fit(ctx, spec) or {}
+    except BaseException:
+        _settle_previous(run_dir, restore=_checkpoint_stamps(run_dir) == before)
+        raise
+    _settle_previous(run_dir, restore=False)  # trained or resumed: the old result no longer describes the folder
     result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
     doc = _write_metrics(ctx.run_dir, spec, benchmark, ctx.device, facts, result, started, config_label(), None)
     log.info("%s on %s test: %s", benchmark.name, spec.name,
@@ -292,6 +319,7 @@ def evaluate(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["checkpoint_config"] = OmegaConf.to_container(saved, resolve=True)
     spec, benchmark, ctx = _start_run(cfg, _trainer(cfg, trainer_node), saved.model, resolved)
+    _settle_previous(ctx.run_dir, restore=False)  # an evaluation redone is scored anew: nothing to keep
     result = benchmark.test(ctx, spec, checkpoint)
     facts = {}
     try:

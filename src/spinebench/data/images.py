@@ -60,4 +60,5 @@ def image_size(path: Path) -> tuple[int, int]:
         with pil_open(path) as image:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable image ({error})") from error
+        raise DatasetError(f"{path}: unreadable image ({error}); `spinebench data check <release folder>` lists every "
+                           "such file") from error
