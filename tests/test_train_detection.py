@@ -468,3 +468,12 @@ def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(tmp_pat
     cfg = compose_cfg("train", ["model=retinanet", "data=detection_phantom_tiny", "trainer=smoke",
                                 "model.input_size=abc"], tmp_path, cache_dir)
     assert "model.input_size must be [height, width] in pixels, got 'abc'" in _guarded_error(cfg, capsys)
+
+
+@pytest.mark.parametrize("model, data", [("faster_rcnn", "detection_phantom_tiny"),
+                                         ("unet_light", "segmentation_phantom_tiny")])
+def test_a_model_key_the_model_does_not_take_is_one_line(model, data, tmp_path, cache_dir, capsys):
+    """`+model.foo=1` reached the builder as a keyword: a TypeError with its traceback and exit 1."""
+    cfg = compose_cfg("train", [f"model={model}", f"data={data}", "trainer=smoke", "+model.foo=1"], tmp_path, cache_dir)
+    assert ("got an unexpected keyword argument 'foo': a setting the model does not take"
+            in _guarded_error(cfg, capsys))

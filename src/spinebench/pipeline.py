@@ -363,12 +363,20 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def _is_unknown_setting(error: BaseException) -> bool:
+    """A builder called with a keyword it does not take: a model key added on the command line (`+model.foo=1`)
+    or a misspelt one in a config file; the configs are what call the builders."""
+    return isinstance(error, TypeError) and "got an unexpected keyword argument" in str(error)
+
+
 def one_line(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue) and error.full_key:  # OmegaConf's own names no remedy
         hint = (" (the folder of the release; or set the environment variable its configs/data file reads, and "
                 "`spinebench data fetch` gets a release)") if error.full_key == "data.root" else ""
         return f"{error.full_key} is not set: add {error.full_key}=<value> to the command{hint}"
     text = " ".join(str(error).split()) or type(error).__name__
+    if _is_unknown_setting(error):
+        return f"{text}: a setting the model does not take (a model.<key> added with +, or misspelt in its config?)"
     return text if isinstance(error, (UserError, DatasetError, ConfigError)) else f"{type(error).__name__}: {text}"
 
 
@@ -468,7 +476,7 @@ def run_guarded(task: Callable[[DictConfig], dict], cfg: DictConfig, program: st
         cause = _root_cause(error)
         log.debug("full traceback:\n%s", "".join(traceback.format_exception(error)))
         message = one_line(cause)
-        user = isinstance(cause, USER_ERRORS) or type(cause).__name__ == "WeightsError"
+        user = isinstance(cause, USER_ERRORS) or type(cause).__name__ == "WeightsError" or _is_unknown_setting(cause)
         if _is_multirun():  # the job's folder stays: its log holds the error the sweep's last lines point to
             log.error("job failed (%s), the sweep continues: %s", program, message)
             if not user:
