@@ -276,3 +276,14 @@ def test_the_history_records_each_epochs_own_learning_rate(tmp_path):
     schedule = {"name": "step", "step_size": 1.0, "gamma": 0.1, "warmup_epochs": 0}
     _, result = _run(tmp_path, 3, scheduler=schedule)
     assert [h["lr"] for h in result.history] == pytest.approx([0.05, 0.005, 0.0005])  # not the next epoch's
+
+
+def test_eval_batch_size_is_resume_neutral_unless_validation_is_capped(tmp_path):
+    """With trainer.limit_val_batches set, the batch size decides which validation images pick `best`."""
+    from spinebench.engine import ConfigError, check_same_settings
+
+    saved = {"trainer": {"eval_batch_size": 4, "limit_val_batches": None}}
+    check_same_settings(tmp_path, saved, {"trainer": {"eval_batch_size": 16, "limit_val_batches": None}})
+    capped = {"trainer": {"eval_batch_size": 4, "limit_val_batches": 2}}
+    with pytest.raises(ConfigError, match=r"other settings: trainer.eval_batch_size \(was 4\)"):
+        check_same_settings(tmp_path, capped, {"trainer": {"eval_batch_size": 16, "limit_val_batches": 2}})

@@ -41,7 +41,9 @@ Behaviour:
   (seed, epoch) at the start of that epoch, after its iterator is made (a DataLoader with persistent workers
   draws from torch's generator there, in the process's first epoch only). A finished run (epoch == epochs)
   returns at once without training. A checkpoint trained under other settings (its stored `config`, outside
-  RESUME_NEUTRAL: device, workers, paths, ...) is refused by `check_same_settings`, not resumed.
+  RESUME_NEUTRAL: device, workers, paths, ...) is refused by `check_same_settings`, not resumed; so is one whose
+  FROZEN_WEIGHTS (SAMed's SAM file, not in its checkpoints) differ, and, under `limit_val_batches`, another
+  `eval_batch_size` (it decides which validation images pick `best`).
 - Progress: rich bars (images/s, loss, ETA) on a TTY (`progress: auto|true|false`); one log line per epoch always.
 - Host syncs: the losses stay on the device and are read back every SYNC_EVERY (20) steps, so the CPU can queue
   the next step while the GPU works; a NaN/inf loss stops the run there with the epoch and step that produced it

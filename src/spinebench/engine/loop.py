@@ -217,6 +217,9 @@ def check_same_settings(where: Path, saved: dict | None, current: dict | None) -
         return  # written before configs were stored: nothing to compare
     before, now = _flatten(saved), _flatten(current)
     neutral = RESUME_NEUTRAL
+    if before.get("trainer.limit_val_batches") or now.get("trainer.limit_val_batches"):
+        # a capped validation scores its first N batches: their size decides which images choose `best`
+        neutral = tuple(key for key in neutral if key != "trainer.eval_batch_size")
     if FROZEN_WEIGHTS not in before:  # written before it was recorded: nothing to compare
         neutral += (FROZEN_WEIGHTS,)
     elif before[FROZEN_WEIGHTS] != now.get(FROZEN_WEIGHTS):
