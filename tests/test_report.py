@@ -690,6 +690,7 @@ def test_runs_of_several_commits_are_flagged(tmp_path):
     (outputs / "yolov8m" / "env.json").write_text(json.dumps(env))
     runs = collect_runs([outputs]).runs
     assert commit_line(runs[:1], "0123456789ab") == ""  # one commit, this checkout's: nothing to say
+    assert commit_line(runs[:1], "0123456789ab-dirty") == ""  # a report written into a tracked folder dirties it
     assert commit_line(runs[:1], "aaaaaaaaaaaa").endswith("this checkout is `aaaaaaaaaaaa`")
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()

@@ -377,7 +377,9 @@ def commit_line(runs: Sequence[Run], checkout: str | None = None) -> str:
         return ""
     listed = ", ".join(f"`{c}` ({n} run{'s' if n > 1 else ''})" for c, n in sorted(counts.items()))
     dirty = " (-dirty: made with uncommitted changes)" if any(c.endswith("-dirty") for c in counts) else ""
-    other = checkout is not None and set(counts) != {checkout}
+    # the checkout's own uncommitted changes do not count (writing this report into a tracked results/ folder
+    # makes it dirty): only another commit does
+    other = checkout is not None and {c.removesuffix("-dirty") for c in counts} != {checkout.removesuffix("-dirty")}
     if len(counts) == 1 and not other and not dirty:
         return ""
     line = f"runs from {len(counts)} commit{'s' if len(counts) > 1 else ''}: {listed}{dirty}"
