@@ -27,8 +27,9 @@ RunContext carries run_dir, cache_dir, trainer (a validated spinebench.engine.Tr
 the resolved config (stored inside checkpoints).
 
 The pipeline writes config.yaml and env.json first, sets a stale metrics.json aside (given back if the redo
-stops before it trains), and writes metrics.json LAST (atomic): a run folder is finished only when it exists. Errors a user can cause surface as one line
-(see `run_guarded`); SPINEBENCH_DEBUG=1 re-raises them with the full traceback.
+stops before it trains), and writes metrics.json LAST (atomic): a run folder is finished only when it exists.
+Errors a user can cause surface as one line (see `run_guarded`); SPINEBENCH_DEBUG=1 re-raises them with the full
+traceback.
 """
 
 from __future__ import annotations
