@@ -443,8 +443,12 @@ def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken
     assert "train_pre_1.png: unreadable image" in _guarded_error(cfg, capsys)
     assert json.loads(finished.read_text())["metrics"] == first["metrics"]
     assert (run / "env.json").read_text() == env and not list(run.glob("*.previous"))
+    # a redo killed after it set the result aside leaves *.previous files; they describe checkpoints that may have
+    # trained since, so a later start that fails early drops them rather than passing them off as the result
+    finished.replace(run / "metrics.json.previous")
+    assert "train_pre_1.png: unreadable image" in _guarded_error(cfg, capsys)
+    assert not finished.exists() and not list(run.glob("*.previous"))
     # spinebench-eval refuses a run without metrics.json (killed or still training): its best.pt is not final
-    finished.unlink()
     eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e",
                            cache_dir)
     with pytest.raises(UserError, match=r"the run is unfinished \(no metrics.json\); run its training command again"):
@@ -460,14 +464,20 @@ def test_spinebench_eval_without_ckpt_is_one_line(tmp_path):
     assert proc.stderr.startswith("spinebench-eval: error: ckpt= is not set: add ckpt=<training run folder>")
 
 
-def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(tmp_path, cache_dir, capsys):
+@pytest.mark.parametrize("model, data, override, says", [
+    ("retinanet", "detection_phantom_tiny", "model.input_size=abc", "model.input_size must be [height, width] in "
+                                                                    "pixels, got 'abc'"),
+    ("unet_light", "segmentation_phantom_tiny", "model.pad_multiple=abc", "model.pad_multiple=abc: must be a positive "
+                                                                          "integer"),  # its network is built in fit()
+])
+def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(model, data, override, says, tmp_path,
+                                                                         cache_dir, capsys):
     """Beside a trained run, a mistyped model setting was reported as a setting that differs from the run's."""
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"0")
     (tmp_path / "run" / "config.yaml").write_text("model:\n  input_size: [256, 256]\n")
-    cfg = compose_cfg("train", ["model=retinanet", "data=detection_phantom_tiny", "trainer=smoke",
-                                "model.input_size=abc"], tmp_path, cache_dir)
-    assert "model.input_size must be [height, width] in pixels, got 'abc'" in _guarded_error(cfg, capsys)
+    cfg = compose_cfg("train", [f"model={model}", f"data={data}", "trainer=smoke", override], tmp_path, cache_dir)
+    assert says in _guarded_error(cfg, capsys)
 
 
 @pytest.mark.parametrize("model, data", [("faster_rcnn", "detection_phantom_tiny"),

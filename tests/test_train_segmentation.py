@@ -395,6 +395,15 @@ def test_a_samed_run_from_an_auto_found_sam_file_is_scored_with_that_file(tmp_pa
         run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
                                                      *smoke_overrides(), *FAST])
     assert (tmp_path / "samed" / "metrics.json").is_file()  # refused before training: the finished result stays
+    # the same file in another weights folder (another machine's): the redo resumes and is scored with it; it was
+    # refused at test() for the old path, after the finished result had been set aside
+    moved = tmp_path / "other_weights"
+    moved.mkdir()
+    (tmp_path / "elsewhere.pth").rename(moved / "sam_vit_b_01ec64.pth")
+    monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(moved))
+    redone = run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
+                                                          *smoke_overrides(), *FAST])
+    assert redone["metrics"]["mean_dice"] == pytest.approx(trained["metrics"]["mean_dice"])
 
 
 def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_dir):
@@ -563,3 +572,14 @@ def test_a_model_value_of_the_wrong_type_is_one_line_and_leaves_no_run_folder(mo
     assert result.returncode == 2 and result.stderr.startswith(f"spinebench-train: error: {says}"), result.stderr[-2000:]
     assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_smp_model_refuses_a_key_smp_would_drop():
+    """smp's constructors take **kwargs and, for a non-timm encoder, drop unknown ones: `+model.foo=1` trained
+    with rc 0 and was recorded in the config label as if it had mattered."""
+    from spinebench.engine import ConfigError
+    from spinebench.segmentation.models import build_smp
+
+    with pytest.raises(ConfigError, match=r"unknown key model.foo: smp's Unet does not take it \(it takes "):
+        build_smp("Unet", "resnet18", num_classes=10, foo=1)
+    assert build_smp("Unet", "resnet18", num_classes=10, decoder_channels=[32, 16, 8, 8, 8]).num_classes == 10

@@ -259,8 +259,10 @@ def train(cfg: DictConfig) -> dict:
         # finished run is kept: under other settings it is neither resumed nor passed off as this command's
         try:
             check_same_settings(saved, OmegaConf.to_container(OmegaConf.load(saved), resolve=True), resolved)
-        except ConfigError:
-            _instantiate(cfg.model, "model")  # a mistyped model setting is named as such, not as a changed one
+        except ConfigError:  # a mistyped model setting is named as such, not as a changed one
+            benchmark = _instantiate(cfg.model, "model")
+            if hasattr(benchmark, "check_settings"):  # a model that builds its network only in fit()
+                benchmark.check_settings()
             raise
     finished = run_dir / METRICS_FILE
     if cfg.get("skip_finished") and finished.is_file():  # `make reproduce` re-runs a sweep: keep finished rows
@@ -271,6 +273,7 @@ def train(cfg: DictConfig) -> dict:
             return doc
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
+    _settle_previous(run_dir, restore=False)  # left by a redo that was killed: they describe no start of this one
     before = _checkpoint_stamps(run_dir)
     try:
         spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved)

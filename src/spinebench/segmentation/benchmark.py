@@ -126,7 +126,7 @@ class SegmentationBenchmark:
         kwargs = dict(self.net)
         key = WEIGHTS_KEYS[self.arch]
         if trained is not None:
-            kwargs[key] = self._trained_weights(trained, kwargs.get(key))
+            kwargs[key] = self._trained_weights(trained, kwargs.get(key), ctx)
         elif str(kwargs.get(key)).lower() == "auto":
             kwargs[key] = self._auto_weights(ctx)
         if self.arch == "deeplabv3":
@@ -142,21 +142,32 @@ class SegmentationBenchmark:
         kwargs["image_size"] = self.effective_size(ctx)[0]
         return build_samed(self.num_classes, **kwargs)
 
-    def _trained_weights(self, trained: dict, given: Any) -> str | None:
+    def _trained_weights(self, trained: dict, given: Any, ctx: "RunContext | None" = None) -> str | None:
         """The pretrained file a finished run is rebuilt from: None, its checkpoint holding every weight; for SAMed
         the SAM file its training recorded (else the one its config names), since its checkpoint lacks the frozen
-        encoder only that file holds."""
+        encoder only that file holds. Moved since (another weights folder), the file found now is used when its
+        name and size are the recorded ones: the resume check accepts it on the same grounds."""
         if self.arch != "samed":
             return None
         if WEIGHTS_SOURCE in trained:
             source = trained[WEIGHTS_SOURCE]
         else:  # a checkpoint written before the source was recorded
             source = None if str(given).lower() == "auto" else given
+        if source is not None and not Path(str(source)).expanduser().is_file() and trained.get(FROZEN_WEIGHTS):
+            found = self._auto_weights(ctx) if str(given).lower() == "auto" else given
+            if found and Path(str(found)).expanduser().is_file() and frozen_weights(found) == trained[FROZEN_WEIGHTS]:
+                log.info("%s: the SAM file it was trained from, %s, is now at %s", self.name, source, found)
+                return str(found)
         if source is not None and not Path(str(source)).expanduser().is_file():
             raise FileNotFoundError(f"{source}: the SAM checkpoint this SAMed run was trained from is not there any "
                                     "more; the run's checkpoints hold only LoRA and the decoder, so scoring it needs "
                                     "that file (its frozen encoder) back at this path")
         return source
+
+    def check_settings(self) -> None:
+        """Build the network once, for its settings' own errors (the pipeline calls it where a mistyped setting
+        would otherwise read as one changed since a trained run: the network is built only in fit())."""
+        self.build_model()
 
     def _auto_weights(self, ctx: "RunContext | None") -> str | None:
         """The file an `auto` weights key stands for while training: the row's file found locally (SegFormer's

@@ -22,6 +22,7 @@ a .safetensors file).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,6 +182,13 @@ def build_smp(arch: str = "Unet", encoder_name: str = "resnet34", num_classes: i
         raise ValueError(f"model.smp_arch={arch} is not an smp architecture (one of {', '.join(architectures)})")
     check_smp_encoder(encoder_name)
     pad_multiple = positive_int(pad_multiple, "model.pad_multiple")
+
+    takes = set(inspect.signature(architectures[arch].__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(kwargs) - takes)
+    if unknown and not str(encoder_name).startswith("tu-"):  # smp passes **kwargs to timm encoders only: the
+        # others drop them silently
+        raise ConfigError(f"unknown key model.{unknown[0]}: smp's {arch} does not take it (it takes "
+                          f"{', '.join(sorted(takes - {'encoder_name', 'encoder_weights', 'in_channels', 'classes'}))})")
     net = architectures[arch](encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=num_classes,
                               **kwargs)
     model = Segmenter(net, num_classes, pad_multiple)
