@@ -287,3 +287,10 @@ def test_eval_batch_size_is_resume_neutral_unless_validation_is_capped(tmp_path)
     capped = {"trainer": {"eval_batch_size": 4, "limit_val_batches": 2}}
     with pytest.raises(ConfigError, match=r"other settings: trainer.eval_batch_size \(was 4\)"):
         check_same_settings(tmp_path, capped, {"trainer": {"eval_batch_size": 16, "limit_val_batches": 2}})
+
+
+def test_a_run_from_before_data_domain_resumes(tmp_path):
+    """data.domain (which side of the report a run goes to) came after runs that must still resume."""
+    from spinebench.engine import check_same_settings
+
+    check_same_settings(tmp_path, {"data": {"name": "d"}}, {"data": {"name": "d", "domain": "porcine"}})

@@ -33,6 +33,25 @@ def test_a_real_folder_takes_its_domain_from_the_config(segmentation_release):
         prepare_dataset("seg", "segmentation", segmentation_release, domain="pig")
 
 
+
+def test_a_human_detection_set_is_refused(detection_release):
+    """The report draws human-side tables for segmentation only: such a run showed up in no table."""
+    with pytest.raises(DatasetError, match="a human detection set has no place in the paper's tables"):
+        prepare_dataset("det", "detection", detection_release, domain="human")
+
+
+@pytest.mark.parametrize("data", ["segmentation_real", "segmentation_phantom", "detection_real"])
+def test_every_data_config_takes_a_domain_override(data):
+    """The README's `data.domain=human` met Hydra's "Key 'domain' is not in struct" on every config but one."""
+    from hydra import compose, initialize_config_dir
+
+    from spinebench.pipeline import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"data={data}", "data.domain=human", "data.root=/r"])
+    assert cfg.data.domain == "human"
+
+
 @pytest.mark.parametrize("task, message", [("segmentation", "no segmentation release"), ("tracking", "unknown task")])
 def test_wrong_task_or_missing_folder_is_a_clear_error(detection_release, tmp_path, task, message):
     with pytest.raises(DatasetError, match=message):

@@ -173,6 +173,9 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     find_splits(root, task)  # fails early with a clear message when the folder is not a release of this task
     source = describe_source(root)
     source["domain"] = (source.get("stamp") or {}).get("domain") or domain
+    if task == "detection" and source["domain"] == "human":  # the report would show its rows nowhere
+        raise DatasetError(f"{root}: a human detection set has no place in the paper's tables (its zero-shot "
+                           "evaluation is segmentation only): use data.domain=porcine")
     spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=source)
     if phantom is None and spec.is_phantom:
         log.warning("%s is a phantom: results will be labelled as synthetic", root)

@@ -190,7 +190,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
 
 # Settings a killed run may resume under other values of: where things are (paths, the pretrained file found),
 # what runs it (device, loader, cuDNN determinism, memory layout) and how it is scored, not what it learns.
-RESUME_NEUTRAL = ("paths", "skip_finished", "weights_source", "trainer.device", "trainer.num_workers",
+RESUME_NEUTRAL = ("paths", "skip_finished", "weights_source", "data.domain", "trainer.device", "trainer.num_workers",
                   "trainer.data_on_device", "trainer.deterministic", "trainer.channels_last", "trainer.progress",
                   "trainer.eval_batch_size", "trainer.limit_test_images", "trainer.fps_images", "trainer.fps_warmup",
                   "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
