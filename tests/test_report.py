@@ -594,7 +594,11 @@ def test_unfinished_and_failed_runs_are_named_in_their_rows(tmp_path):
     _write_common(killed, "experiment/paper/ssd512.yaml", "cpu", data)
     (killed / "config.yaml").write_text("model:\n  name: ssd512\n  row: ssd512\ndata:\n  name: detection_real\n"
                                         "  task: detection\ntrainer:\n  epochs: 30\n")
-    (killed / "train.log").write_text("[2026-01-01 11:00:00,000][spinebench.engine.loop][INFO] - epoch 3/30 loss 2.1\n")
+    (killed / "train.log").write_text(  # an earlier attempt failed; the last one started again and was killed
+        "[2026-01-01 10:00:00,000][spinebench][INFO] - run x: ssd512 on detection_real\n"
+        "[2026-01-01 10:00:01,000][spinebench][ERROR] - traceback:\nTypeError: an earlier attempt's error\n"
+        "[2026-01-01 11:00:00,000][spinebench][INFO] - run x: ssd512 on detection_real\n"
+        "[2026-01-01 11:00:00,000][spinebench.engine.loop][INFO] - epoch 3/30 loss 2.1\n")
     collection = collect_runs([tmp_path / "outputs"])
     assert {(u.path.name, u.task, u.model, u.data_name) for u in collection.unfinished} == {
         ("retinanet", "detection", "retinanet", "detection_real"), ("ssd512", "detection", "ssd512", "detection_real")}
@@ -654,9 +658,16 @@ def test_a_run_without_a_data_block_is_of_unknown_source_not_real(tmp_path):
     heading = next(line for line in text.splitlines() if line.startswith("### Detection - "))
     assert heading == "### Detection - ? (unknown data source) - unknown data source"
     assert "real data" not in _section(text, heading)
+    # beside verified real data, the verified table comes first ("?" sorted before "detection_real")
+    write_detection_run(tmp_path / "outputs" / "yolov8m", "yolov8m", "yolov8m",
+                        _data_block("real", "detection_real", tmp_path / "data"), seed=2)
+    assert run_report([tmp_path / "outputs"], tmp_path / "both", n_resamples=5, plots=False) == 0
+    headings = [line for line in (tmp_path / "both" / "README.md").read_text().splitlines()
+                if line.startswith("### Detection - ")]
+    assert headings[0].startswith("### Detection - detection_real (real)") and "unknown" in headings[1]
 
 
-def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path):
+def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path, capsys):
     """A metrics.json that disagrees with its prediction files: the interval is moved to the reported value,
     never beyond [0, 1], and a note names the run."""
     from spinebench.report.bootstrap import _percentile_intervals
@@ -677,6 +688,7 @@ def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path):
     notes = (tmp_path / "results" / "README.md").read_text().split("## Skipped and notes")[1]
     assert f"{run_dir.resolve()}: 1 metric(s) in metrics.json differ from those recomputed" in notes
     assert "mAP50 0.9990 reported" in notes
+    assert "1 note(s)" in capsys.readouterr().out  # the console says it too (it said 0 notes)
 
 
 def test_runs_of_several_commits_are_flagged(tmp_path):
@@ -691,6 +703,7 @@ def test_runs_of_several_commits_are_flagged(tmp_path):
     runs = collect_runs([outputs]).runs
     assert commit_line(runs[:1], "0123456789ab") == ""  # one commit, this checkout's: nothing to say
     assert commit_line(runs[:1], "0123456789ab-dirty") == ""  # a report written into a tracked folder dirties it
+    assert commit_line(runs[:1], "0123456") == ""  # SPINEBENCH_GIT_COMMIT in short
     assert commit_line(runs[:1], "aaaaaaaaaaaa").endswith("this checkout is `aaaaaaaaaaaa`")
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()

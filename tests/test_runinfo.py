@@ -20,6 +20,21 @@ def test_commit_of_this_checkout(monkeypatch):
         assert git_commit(REPO)["commit"] == head.stdout.strip()
 
 
+def test_a_report_written_into_results_does_not_make_the_code_dirty(tmp_path, monkeypatch):
+    """Runs made after a report rewrote the tracked results/ were labelled -dirty, as if the code had changed."""
+    monkeypatch.delenv("SPINEBENCH_GIT_COMMIT", raising=False)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "README.md").write_text("old report\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "c"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    (tmp_path / "results" / "README.md").write_text("new report\n")
+    assert git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path)["dirty"] is True
+
+
 def test_copy_without_git_names_its_commit(tmp_path, monkeypatch):
     monkeypatch.delenv("SPINEBENCH_GIT_COMMIT", raising=False)
     assert git_commit(tmp_path) == {"commit": None, "dirty": None}  # no repository here: unknown, not invented

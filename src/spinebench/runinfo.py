@@ -26,15 +26,17 @@ METRICS_FILE = "metrics.json"
 
 
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
-    """Commit of the checkout the code runs from, and whether it had uncommitted changes. A copy of the tree
+    """Commit of the checkout the code runs from, and whether its code had uncommitted changes. A copy of the tree
     without git (e.g. the lent GPU machine) names its commit in SPINEBENCH_GIT_COMMIT; its dirtiness is unknown."""
     cwd = cwd or Path(__file__).resolve().parent
     if os.environ.get("SPINEBENCH_GIT_COMMIT"):
         return {"commit": os.environ["SPINEBENCH_GIT_COMMIT"], "dirty": None}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        # results/ is written by the reports themselves: a report committed there is not a change to the code
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                     ":(top,exclude)results"], cwd=cwd, capture_output=True, text=True,
+                                    check=True).stdout.strip())
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}

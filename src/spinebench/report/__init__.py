@@ -89,8 +89,8 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
     files = write_tables(collection, paper, out, written_plots, n_resamples=n_resamples, seed=seed, ci_notes=ci_notes,
                          checkout=checkout)
     print(f"{len(collection.runs)} finished run(s), {len(collection.unfinished)} unfinished, "
-          f"{len(collection.notes)} note(s)")
-    for note in collection.notes:
+          f"{len(collection.notes) + len(ci_notes)} note(s)")
+    for note in [*collection.notes, *ci_notes]:  # the README's "Skipped and notes", on the console too
         print(f"  note: {note}")
     commits = commit_line(collection.runs, checkout)
     if commits:

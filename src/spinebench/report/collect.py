@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 RUN_MARKERS = ("config.yaml", "env.json", "checkpoints")  # or ".hydra" beside a *.log (`_looks_like_a_run`)
 LOG_TAIL_BYTES = 64_000  # how much of a run's log is read for its last error
+RUN_START = "][spinebench][INFO] - run "  # the line each start of a run logs (pipeline._start_run)
 SKIP_DIRS = {"checkpoints", "predictions", "overlays", ".hydra", "__pycache__", ".git", ".venv", "plots"}
 
 
@@ -336,7 +337,8 @@ def _log_tail(folder: Path) -> tuple[str, str]:
     except OSError:
         return "", ""
     last = lines[-1] if lines else ""
-    for line in reversed(lines):
+    starts = [i for i, line in enumerate(lines) if RUN_START in line]
+    for line in reversed(lines[starts[-1]:] if starts else lines):  # the log gathers every attempt: the last one's
         if "[ERROR]" in line:
             message = re.sub(r"^job failed \([^)]*\), the sweep continues: ", "", line.split("] - ", 1)[-1].strip())
             return (last if message.startswith("traceback:") else message), last

@@ -180,11 +180,12 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 # ---------------------------------------------------------------- Markdown
 def _groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
-    """Runs by data source, real data first."""
+    """Runs by data source: verified real data first, then unverified, then of unknown source, then phantoms."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.data_group, []).append(run)
-    return sorted(groups.items(), key=lambda kv: (kv[1][0].is_phantom, kv[0]))
+    return sorted(groups.items(), key=lambda kv: (kv[1][0].is_phantom, kv[1][0].unknown_source, kv[1][0].unverified,
+                                                  kv[0]))
 
 
 def _group_kind(runs: Sequence[Run], human: bool = False) -> str:
@@ -379,7 +380,9 @@ def commit_line(runs: Sequence[Run], checkout: str | None = None) -> str:
     dirty = " (-dirty: made with uncommitted changes)" if any(c.endswith("-dirty") for c in counts) else ""
     # the checkout's own uncommitted changes do not count (writing this report into a tracked results/ folder
     # makes it dirty): only another commit does
-    other = checkout is not None and {c.removesuffix("-dirty") for c in counts} != {checkout.removesuffix("-dirty")}
+    here = checkout.removesuffix("-dirty") if checkout else ""
+    other = checkout is not None and any(  # by prefix: SPINEBENCH_GIT_COMMIT may name a commit in short
+        not (c.removesuffix("-dirty").startswith(here) or here.startswith(c.removesuffix("-dirty"))) for c in counts)
     if len(counts) == 1 and not other and not dirty:
         return ""
     line = f"runs from {len(counts)} commit{'s' if len(counts) > 1 else ''}: {listed}{dirty}"
