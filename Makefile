@@ -44,7 +44,7 @@ setup:  ## create .venv and install spinebench with its test extras (torch 2.14.
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[test]'
 
-test:  ## the CI test suite (CPU only, about 5 minutes on 2 cores)
+test:  ## the CI test suite (CPU only, about 6 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
 test-all:  ## also the longer CPU runs marked slow
