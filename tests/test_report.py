@@ -773,3 +773,24 @@ def test_a_later_evaluation_on_the_training_data_does_not_replace_the_training_r
     os.utime(evaluation, (later, later))
     runs = collect_runs([outputs]).runs
     assert pick(runs, "ssd300")[0].path.name == "ssd300"
+
+
+def test_an_unfinished_run_is_named_once_and_its_long_error_keeps_its_reason(tmp_path):
+    """It sat in both the verified and the unverified table of its dataset, and a cell cut at 100 characters kept
+    a long image path and lost the reason after it."""
+    from spinebench.report.collect import Unfinished
+    from spinebench.report.tables import _absent, _groups, _with_unfinished
+
+    outputs = tmp_path / "outputs"
+    verified = _data_block("real", "detection_real", tmp_path / "data")
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", verified, seed=1)
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", {**verified, "verified": False, "note": "x"}, seed=2)
+    runs = collect_runs([outputs]).runs
+    error = f"{tmp_path}/data/train/" + "pig03_post_" * 12 + ".png: unreadable image (cannot identify image file)"
+    pending = [Unfinished(path=tmp_path / "retinanet", task="detection", model="retinanet", data_name="detection_real",
+                          error=error)]
+    placed = [(group, [u.model for u in mine]) for group, _, mine in _with_unfinished(_groups(runs), pending)]
+    assert placed == [("detection_real (real)", ["retinanet"]), ("detection_real (real, UNVERIFIED)", [])]
+    cell = _absent(pending, "retinanet")
+    assert cell.startswith("failed: ") and cell.endswith("unreadable image (cannot identify image file)")
+    assert len(cell) <= 120

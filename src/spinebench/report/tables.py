@@ -234,9 +234,10 @@ def _absent(unfinished: Sequence[Unfinished], key: str) -> str:
     tried = [u for u in unfinished if u.model == key]
     if not tried:
         return NOT_RUN
-    latest = max(tried, key=lambda u: (bool(u.error), _mtime(u.path)))
+    latest = max(tried, key=lambda u: _mtime(u.path))
     status = latest.status.replace("|", "\\|")
-    return status if len(status) <= 100 else status[:97] + "..."
+    # an error's reason is at its end and a file's path at its start: the middle goes (the notes hold it whole)
+    return status if len(status) <= 120 else status[:50] + " ... " + status[-65:]
 
 
 def _mtime(path: Path) -> float:
@@ -360,7 +361,7 @@ def _with_unfinished(groups: list[tuple[str, list[Run]]],
     out, claimed = [], set()
     for group, runs in groups:
         names = {r.data.get("name") for r in runs}
-        mine = [u for u in pending if u.data_name in names]
+        mine = [u for u in pending if u.data_name in names and id(u) not in claimed]  # one table each
         claimed |= {id(u) for u in mine}
         out.append((group, runs, mine))
     rest = [u for u in pending if id(u) not in claimed]
