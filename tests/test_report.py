@@ -704,6 +704,9 @@ def test_runs_of_several_commits_are_flagged(tmp_path):
     assert commit_line(runs[:1], "0123456789ab") == ""  # one commit, this checkout's: nothing to say
     assert commit_line(runs[:1], "0123456789ab-dirty") == ""  # a report written into a tracked folder dirties it
     assert commit_line(runs[:1], "0123456") == ""  # SPINEBENCH_GIT_COMMIT in short
+    short = collect_runs([runs[0].path]).runs[0]
+    short.env = {**short.env, "git": {"commit": "0123456", "dirty": None}}  # the same commit, named in short
+    assert commit_line([runs[0], short], "0123456789ab") == ""
     assert commit_line(runs[:1], "aaaaaaaaaaaa").endswith("this checkout is `aaaaaaaaaaaa`")
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
@@ -794,3 +797,5 @@ def test_an_unfinished_run_is_named_once_and_its_long_error_keeps_its_reason(tmp
     cell = _absent(pending, "retinanet")
     assert cell.startswith("failed: ") and cell.endswith("unreadable image (cannot identify image file)")
     assert len(cell) <= 120
+    pending[0].error = "TypeError: x" + "x" * 150 + "|" + "y" * 60  # a | in the part kept after the cut
+    assert "\\|" in _absent(pending, "retinanet") and "|" not in _absent(pending, "retinanet").replace("\\|", "")

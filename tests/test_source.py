@@ -132,3 +132,14 @@ def test_a_segmentation_phantom_without_its_stamp_is_phantom_and_a_plain_folder_
     real = prepare_dataset("segmentation_real", "segmentation", segmentation_release)
     assert real.source["kind"] == "real" and real.source["verified"] is False
     assert real.label.startswith("unverified folder")
+
+
+def test_a_phantom_domain_is_set_by_the_phantom_s_own_key(tmp_path):
+    """data.domain=human on a porcine phantom was accepted and ignored (the stamp won, the config said human)."""
+    phantom = {"n_train": 1, "n_val": 1, "n_test": 1, "seed": 0, "domain": "porcine"}
+    with pytest.raises(DatasetError, match="data.domain=human but the phantom asked for is porcine: set "
+                                           "data.phantom.domain"):
+        prepare_dataset("p", "segmentation", tmp_path / "p", phantom=phantom, domain="human")
+    with pytest.raises(DatasetError, match="use data.domain=porcine and data.phantom.domain=porcine"):
+        prepare_dataset("p", "detection", tmp_path / "p", phantom={**phantom, "domain": "human"}, domain="human")
+    assert not (tmp_path / "p").exists()  # refused before any phantom is written

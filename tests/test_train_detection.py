@@ -443,9 +443,14 @@ def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken
     assert "train_pre_1.png: unreadable image" in _guarded_error(cfg, capsys)
     assert json.loads(finished.read_text())["metrics"] == first["metrics"]
     assert (run / "env.json").read_text() == env and not list(run.glob("*.previous"))
-    # a redo killed after it set the result aside leaves *.previous files; they describe checkpoints that may have
-    # trained since, so a later start that fails early drops them rather than passing them off as the result
+    # a redo killed after it set the result aside leaves *.previous files: the next start gives them back while no
+    # checkpoint is newer than the result, and drops them once one is (they would describe the wrong weights)
     finished.replace(run / "metrics.json.previous")
+    assert "train_pre_1.png: unreadable image" in _guarded_error(cfg, capsys)
+    assert json.loads(finished.read_text())["metrics"] == first["metrics"] and not list(run.glob("*.previous"))
+    finished.replace(run / "metrics.json.previous")
+    later = finished.with_suffix(".json.previous").stat().st_mtime + 60
+    os.utime(run / "checkpoints" / "last.pt", (later, later))  # a redo that trained, then was killed
     assert "train_pre_1.png: unreadable image" in _guarded_error(cfg, capsys)
     assert not finished.exists() and not list(run.glob("*.previous"))
     # spinebench-eval refuses a run without metrics.json (killed or still training): its best.pt is not final

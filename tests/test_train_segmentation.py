@@ -583,3 +583,21 @@ def test_an_smp_model_refuses_a_key_smp_would_drop():
     with pytest.raises(ConfigError, match=r"unknown key model.foo: smp's Unet does not take it \(it takes "):
         build_smp("Unet", "resnet18", num_classes=10, foo=1)
     assert build_smp("Unet", "resnet18", num_classes=10, decoder_channels=[32, 16, 8, 8, 8]).num_classes == 10
+
+
+def test_auto_weights_for_a_model_without_a_paper_file_is_one_line(tmp_path, cache_dir):
+    """`model=unet model.weights=auto` was a KeyError with a traceback."""
+    from spinebench.engine import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.weights=auto: plain_unet has no pretrained file of the paper"):
+        run("train", tmp_path / "u", cache_dir, ["model=unet_light", "data=segmentation_phantom_tiny",
+                                                 *smoke_overrides(), "model.weights=auto"])
+
+
+def test_an_smp_key_smp_reads_from_its_kwargs_is_taken():
+    """decoder_use_batchnorm is read out of **kwargs by smp's Unet: refusing it refused a working option."""
+    from spinebench.segmentation.models import build_smp
+
+    plain = build_smp("Unet", "resnet18", num_classes=10)
+    without_bn = build_smp("Unet", "resnet18", num_classes=10, decoder_use_batchnorm=False)
+    assert sum(p.numel() for p in without_bn.parameters()) != sum(p.numel() for p in plain.parameters())

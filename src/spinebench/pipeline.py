@@ -176,6 +176,12 @@ def _checkpoint_stamps(run_dir: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in _last_checkpoints(run_dir)}
 
 
+def _untouched_since_finished(run_dir: Path) -> bool:
+    """No checkpoint newer than the finished result kept aside: a redo killed before it trained anything."""
+    kept = run_dir / (METRICS_FILE + PREVIOUS)
+    return kept.exists() and all(p.stat().st_mtime_ns <= kept.stat().st_mtime_ns for p in _last_checkpoints(run_dir))
+
+
 def _settle_previous(run_dir: Path, restore: bool) -> None:
     """Drop the files `_prepare_run_dir` kept aside, or, for a redo that failed before it trained anything (a
     refused resume, a broken training image, a weights file gone), put them back: the finished result stands."""
@@ -273,7 +279,7 @@ def train(cfg: DictConfig) -> dict:
             return doc
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
-    _settle_previous(run_dir, restore=False)  # left by a redo that was killed: they describe no start of this one
+    _settle_previous(run_dir, restore=_untouched_since_finished(run_dir))  # left by a redo that was killed
     before = _checkpoint_stamps(run_dir)
     try:
         spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved)

@@ -156,6 +156,13 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     zero-shot columns); a phantom's own stamp says it instead."""
     if domain not in ("porcine", "human"):
         raise DatasetError(f"data.domain must be porcine or human, got {domain!r}")
+    if phantom is not None and phantom.get("domain", "porcine") != domain:  # the stamp would win, unsaid
+        raise DatasetError(f"data.domain={domain} but the phantom asked for is {phantom.get('domain', 'porcine')}: "
+                           "set data.phantom.domain (the phantom's own), which data.domain follows")
+    if task == "detection" and domain == "human":  # the report would show its rows nowhere
+        raise DatasetError("a human detection set has no place in the paper's tables (its zero-shot evaluation is "
+                           "segmentation only): use data.domain=porcine"
+                           + (" and data.phantom.domain=porcine" if phantom is not None else ""))
     root = Path(root).expanduser()
     if phantom is not None:
         from spinebench.data.phantom.writer import phantom_differences, write_phantom  # real-data runs never need it
@@ -173,9 +180,9 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     find_splits(root, task)  # fails early with a clear message when the folder is not a release of this task
     source = describe_source(root)
     source["domain"] = (source.get("stamp") or {}).get("domain") or domain
-    if task == "detection" and source["domain"] == "human":  # the report would show its rows nowhere
-        raise DatasetError(f"{root}: a human detection set has no place in the paper's tables (its zero-shot "
-                           "evaluation is segmentation only): use data.domain=porcine")
+    if task == "detection" and source["domain"] == "human":
+        raise DatasetError(f"{root}: a human phantom, and a human detection set has no place in the paper's tables "
+                           "(its zero-shot evaluation is segmentation only)")
     spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=source)
     if phantom is None and spec.is_phantom:
         log.warning("%s is a phantom: results will be labelled as synthetic", root)

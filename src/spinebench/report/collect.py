@@ -354,7 +354,7 @@ def _unfinished(folder: Path) -> Unfinished:
     data = data if isinstance(data, dict) else {}
     name = str(data.get("name") or "")
     phantom = data.get("phantom") if isinstance(data.get("phantom"), dict) else {}
-    domain = data.get("domain") or phantom.get("domain")  # as the pipeline decides it: config, else the phantom's
+    domain = phantom.get("domain") or data.get("domain")  # as the pipeline decides it: the phantom's, else config
     error, last = _log_tail(folder)
     return Unfinished(path=folder.resolve(), task=str(data.get("task") or ""),
                       model=str(model.get("row") or model.get("name") or ""), data_name=name,

@@ -235,9 +235,10 @@ def _absent(unfinished: Sequence[Unfinished], key: str) -> str:
     if not tried:
         return NOT_RUN
     latest = max(tried, key=lambda u: _mtime(u.path))
-    status = latest.status.replace("|", "\\|")
+    status = latest.status
     # an error's reason is at its end and a file's path at its start: the middle goes (the notes hold it whole)
-    return status if len(status) <= 120 else status[:50] + " ... " + status[-65:]
+    status = status if len(status) <= 120 else status[:50] + " ... " + status[-65:]
+    return status.replace("|", "\\|")  # after the cut, which could keep a | of its own
 
 
 def _mtime(path: Path) -> float:
@@ -375,6 +376,11 @@ def commit_line(runs: Sequence[Run], checkout: str | None = None) -> str:
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.commit] = counts.get(run.commit, 0) + 1
+    for short in sorted(counts, key=len):  # SPINEBENCH_GIT_COMMIT may name a commit in short: one commit, not two
+        longer = [c for c in counts if c != short and c.startswith(short.removesuffix("-dirty"))
+                  and c.endswith("-dirty") == short.endswith("-dirty")]
+        if longer:
+            counts[longer[0]] += counts.pop(short)
     if not counts:
         return ""
     listed = ", ".join(f"`{c}` ({n} run{'s' if n > 1 else ''})" for c, n in sorted(counts.items()))

@@ -167,13 +167,22 @@ class SegmentationBenchmark:
     def check_settings(self) -> None:
         """Build the network once, for its settings' own errors (the pipeline calls it where a mistyped setting
         would otherwise read as one changed since a trained run: the network is built only in fit())."""
-        self.build_model()
+        net, key = self.net, WEIGHTS_KEYS[self.arch]
+        if str(net.get(key)).lower() == "auto":  # no search (and no from-scratch banner) for a check
+            self.net = {**net, key: None}
+        try:
+            self.build_model()
+        finally:
+            self.net = net
 
     def _auto_weights(self, ctx: "RunContext | None") -> str | None:
         """The file an `auto` weights key stands for while training: the row's file found locally (SegFormer's
         also in the Hugging Face cache), else None: from scratch, with resolve_weights' banner."""
         from spinebench.segmentation import models
 
+        if self.arch not in PRETRAINED_FILES:
+            raise ConfigError(f"model.{WEIGHTS_KEYS[self.arch]}=auto: {self.arch} has no pretrained file of the paper "
+                              "to look for; give a local file, or null to train from scratch")
         files, also_looked_in = PRETRAINED_FILES[self.arch][1], []
         if files is None:
             cached, files = models.smp_imagenet_weights(self.net.get("encoder_name", "mit_b5"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -183,7 +184,10 @@ def build_smp(arch: str = "Unet", encoder_name: str = "resnet34", num_classes: i
     check_smp_encoder(encoder_name)
     pad_multiple = positive_int(pad_multiple, "model.pad_multiple")
 
-    takes = set(inspect.signature(architectures[arch].__init__).parameters) - {"self", "kwargs"}
+    init = architectures[arch].__init__
+    # its named parameters, and the deprecated ones it still reads out of **kwargs (decoder_use_batchnorm, ...)
+    takes = ((set(inspect.signature(init).parameters) - {"self", "kwargs"})
+             | set(re.findall(r"kwargs\.(?:pop|get)\(\s*[\"'](\w+)[\"']", inspect.getsource(init))))
     unknown = sorted(set(kwargs) - takes)
     if unknown and not str(encoder_name).startswith("tu-"):  # smp passes **kwargs to timm encoders only: the
         # others drop them silently
