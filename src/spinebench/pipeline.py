@@ -172,10 +172,6 @@ def _holds_a_trained_epoch(run_dir: Path) -> bool:
     return bool(_last_checkpoints(run_dir))
 
 
-def _checkpoint_stamps(run_dir: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in _last_checkpoints(run_dir)}
-
-
 def _untouched_since_finished(run_dir: Path) -> bool:
     """No checkpoint newer than the finished result kept aside: a redo killed before it trained anything."""
     kept = run_dir / (METRICS_FILE + PREVIOUS)
@@ -280,12 +276,11 @@ def train(cfg: DictConfig) -> dict:
         except ValueError as error:  # its checkpoints are whole: resume (nothing left to train) and test again
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", finished, error)
     _settle_previous(run_dir, restore=_untouched_since_finished(run_dir))  # left by a redo that was killed
-    before = _checkpoint_stamps(run_dir)
     try:
         spec, benchmark, ctx = _start_run(cfg, trainer, cfg.model, resolved)
         facts = benchmark.fit(ctx, spec) or {}
     except BaseException:
-        _settle_previous(run_dir, restore=_checkpoint_stamps(run_dir) == before)
+        _settle_previous(run_dir, restore=_untouched_since_finished(run_dir))
         raise
     _settle_previous(run_dir, restore=False)  # trained or resumed: the old result no longer describes the folder
     result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")

@@ -148,6 +148,11 @@ def describe_source(root: Path) -> dict[str, Any]:
     return source
 
 
+# the report would show such a run in no table
+HUMAN_DETECTION = ("a human detection set has no place in the paper's tables (its zero-shot evaluation is "
+                   "segmentation only)")
+
+
 def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None,
                     domain: str = "porcine") -> DatasetSpec:
     """Return the dataset at `root`, generating a phantom there first when `phantom` parameters are given.
@@ -159,9 +164,8 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     if phantom is not None and phantom.get("domain", "porcine") != domain:  # the stamp would win, unsaid
         raise DatasetError(f"data.domain={domain} but the phantom asked for is {phantom.get('domain', 'porcine')}: "
                            "set data.phantom.domain (the phantom's own), which data.domain follows")
-    if task == "detection" and domain == "human":  # the report would show its rows nowhere
-        raise DatasetError("a human detection set has no place in the paper's tables (its zero-shot evaluation is "
-                           "segmentation only): use data.domain=porcine"
+    if task == "detection" and domain == "human":
+        raise DatasetError(f"{HUMAN_DETECTION}: use data.domain=porcine"
                            + (" and data.phantom.domain=porcine" if phantom is not None else ""))
     root = Path(root).expanduser()
     if phantom is not None:
@@ -180,9 +184,8 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     find_splits(root, task)  # fails early with a clear message when the folder is not a release of this task
     source = describe_source(root)
     source["domain"] = (source.get("stamp") or {}).get("domain") or domain
-    if task == "detection" and source["domain"] == "human":
-        raise DatasetError(f"{root}: a human phantom, and a human detection set has no place in the paper's tables "
-                           "(its zero-shot evaluation is segmentation only)")
+    if task == "detection" and source["domain"] == "human":  # a folder whose phantom stamp says so
+        raise DatasetError(f"{root}: its PHANTOM.json says human, and {HUMAN_DETECTION}")
     spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=source)
     if phantom is None and spec.is_phantom:
         log.warning("%s is a phantom: results will be labelled as synthetic", root)

@@ -102,12 +102,10 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
 
 def _checkout_commit() -> str | None:
     """This checkout's commit as Run.commit writes it (12 digits, '-dirty'), None when git cannot tell."""
+    from spinebench.report.collect import commit_label
     from spinebench.runinfo import git_commit
 
-    git = git_commit()
-    if not git.get("commit"):
-        return None
-    return git["commit"][:12] + ("-dirty" if git.get("dirty") else "")
+    return commit_label(git_commit())
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

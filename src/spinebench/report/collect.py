@@ -177,11 +177,7 @@ class Run:
 
     @property
     def commit(self) -> str:
-        git = self.env.get("git") or {}
-        commit = git.get("commit")
-        if not commit:
-            return "unknown"
-        return commit[:12] + ("-dirty" if git.get("dirty") else "")
+        return commit_label(self.env.get("git") or {}) or "unknown"
 
     @property
     def config(self) -> str:
@@ -268,6 +264,27 @@ class Unfinished:
         tail = (f"; its log ends with an error: {self.error}" if self.error else
                 f"; last log line: {self.last_line}" if self.last_line else "")
         return f"{self.path}: skipped, unfinished run (no {METRICS_FILE}){tail}"
+
+
+def commit_label(git: dict[str, Any]) -> str | None:
+    """A `runinfo.git_commit` record as the report writes it: 12 digits, '-dirty' for uncommitted code changes."""
+    commit = git.get("commit")
+    return commit[:12] + ("-dirty" if git.get("dirty") else "") if commit else None
+
+
+def same_commit(a: str, b: str) -> bool:
+    """Two commit labels of one commit, whether dirty or not: SPINEBENCH_GIT_COMMIT may give a hash in short."""
+    a, b = a.removesuffix("-dirty"), b.removesuffix("-dirty")
+    return a.startswith(b) or b.startswith(a)
+
+
+def source_kind(runs: Sequence[Run]) -> str:
+    """What a group of runs' data is, from every run (not the first): 'phantom', 'unknown', 'unverified' or
+    'real'; any run of a weaker kind names the group so."""
+    for kind, test in (("phantom", "is_phantom"), ("unknown", "unknown_source"), ("unverified", "unverified")):
+        if any(getattr(r, test) for r in runs):
+            return kind
+    return "real"
 
 
 def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:

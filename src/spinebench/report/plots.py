@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spinebench.data.segmentation import overlay  # noqa: E402
-from spinebench.report.collect import Collection, Run  # noqa: E402
+from spinebench.report.collect import Collection, Run, source_kind  # noqa: E402
 from spinebench.report.implantability import ACCURACY_METRIC  # noqa: E402
 from spinebench.report.manuscript import Manuscript  # noqa: E402
 from spinebench.report.collect import pick  # noqa: E402
@@ -54,12 +54,9 @@ def _save(fig, path: Path) -> Path:
 
 def _group_label(runs: Sequence[Run]) -> str:
     """The legend entry of a data source, from all its runs: phantom, unknown source and unverified say so."""
-    group = runs[0].data_group
-    if any(r.is_phantom for r in runs):
-        return f"ours, PHANTOM: {group}"
-    if any(r.unknown_source for r in runs):
-        return f"ours, unknown data source: {group}"
-    return f"ours, UNVERIFIED: {group}" if any(r.unverified for r in runs) else f"ours: {group}"
+    prefix = {"phantom": "ours, PHANTOM", "unknown": "ours, unknown data source", "unverified": "ours, UNVERIFIED",
+              "real": "ours"}[source_kind(runs)]
+    return f"{prefix}: {runs[0].data_group}"
 
 
 # ---------------------------------------------------------------- bars

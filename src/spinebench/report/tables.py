@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spinebench.report.bootstrap import DETECTION_METRICS, flat_segmentation_metrics
-from spinebench.report.collect import Collection, Run, Unfinished, pick
+from spinebench.report.collect import Collection, Run, Unfinished, pick, same_commit, source_kind
 from spinebench.report.manuscript import Manuscript, TaskTable
 
 SEGMENTATION_EXTRA = ("foreground_mIoU", "foreground_mean_dice")
@@ -193,12 +193,12 @@ def _group_kind(runs: Sequence[Run], human: bool = False) -> str:
     unverified run names the group so."""
     if not runs:
         return "no finished runs yet"
-    if any(r.is_phantom for r in runs):
+    kind = source_kind(runs)
+    if kind == "phantom":
         return "PHANTOM (synthetic human-like) - not a reproduction" if human else "PHANTOM (synthetic) - not a reproduction"
-    if any(r.unknown_source for r in runs):
+    if kind == "unknown":
         return "unknown data source"
-    kind = "human data" if human else "real data"
-    return f"{kind}, UNVERIFIED" if any(r.unverified for r in runs) else kind
+    return ("human data" if human else "real data") + (", UNVERIFIED" if kind == "unverified" else "")
 
 
 def _banner(runs: Sequence[Run]) -> list[str]:
@@ -376,8 +376,8 @@ def commit_line(runs: Sequence[Run], checkout: str | None = None) -> str:
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.commit] = counts.get(run.commit, 0) + 1
-    for short in sorted(counts, key=len):  # SPINEBENCH_GIT_COMMIT may name a commit in short: one commit, not two
-        longer = [c for c in counts if c != short and c.startswith(short.removesuffix("-dirty"))
+    for short in sorted(counts, key=len):  # a hash given in short and in full: one commit, not two
+        longer = [c for c in counts if c != short and len(c) > len(short) and same_commit(c, short)
                   and c.endswith("-dirty") == short.endswith("-dirty")]
         if longer:
             counts[longer[0]] += counts.pop(short)
@@ -387,9 +387,7 @@ def commit_line(runs: Sequence[Run], checkout: str | None = None) -> str:
     dirty = " (-dirty: made with uncommitted changes)" if any(c.endswith("-dirty") for c in counts) else ""
     # the checkout's own uncommitted changes do not count (writing this report into a tracked results/ folder
     # makes it dirty): only another commit does
-    here = checkout.removesuffix("-dirty") if checkout else ""
-    other = checkout is not None and any(  # by prefix: SPINEBENCH_GIT_COMMIT may name a commit in short
-        not (c.removesuffix("-dirty").startswith(here) or here.startswith(c.removesuffix("-dirty"))) for c in counts)
+    other = checkout is not None and any(not same_commit(c, checkout) for c in counts)
     if len(counts) == 1 and not other and not dirty:
         return ""
     line = f"runs from {len(counts)} commit{'s' if len(counts) > 1 else ''}: {listed}{dirty}"

@@ -153,16 +153,16 @@ class SegmentationBenchmark:
             source = trained[WEIGHTS_SOURCE]
         else:  # a checkpoint written before the source was recorded
             source = None if str(given).lower() == "auto" else given
-        if source is not None and not Path(str(source)).expanduser().is_file() and trained.get(FROZEN_WEIGHTS):
-            found = self._auto_weights(ctx) if str(given).lower() == "auto" else given
-            if found and Path(str(found)).expanduser().is_file() and frozen_weights(found) == trained[FROZEN_WEIGHTS]:
-                log.info("%s: the SAM file it was trained from, %s, is now at %s", self.name, source, found)
-                return str(found)
-        if source is not None and not Path(str(source)).expanduser().is_file():
-            raise FileNotFoundError(f"{source}: the SAM checkpoint this SAMed run was trained from is not there any "
+        if source is None or Path(str(source)).expanduser().is_file():
+            return source
+        found = self._auto_weights(ctx) if str(given).lower() == "auto" else given
+        if (trained.get(FROZEN_WEIGHTS) and found and Path(str(found)).expanduser().is_file()
+                and frozen_weights(found) == trained[FROZEN_WEIGHTS]):
+            log.info("%s: the SAM file it was trained from, %s, is now at %s", self.name, source, found)
+            return str(found)
+        raise FileNotFoundError(f"{source}: the SAM checkpoint this SAMed run was trained from is not there any "
                                     "more; the run's checkpoints hold only LoRA and the decoder, so scoring it needs "
                                     "that file (its frozen encoder) back at this path")
-        return source
 
     def check_settings(self) -> None:
         """Build the network once, for its settings' own errors (the pipeline calls it where a mistyped setting
