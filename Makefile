@@ -5,15 +5,21 @@ BIN := $(VENV)/bin
 DATA ?=            # folder holding detection/ and segmentation/ as `spinebench data fetch --out` writes them
 HUMAN ?=           # optional: a human set in the release's format (test_images/ + test_masks/) for zero-shot
 WEIGHTS ?=         # optional: a folder of pretrained files (yolov8m.pt, torchvision's, sam_vit_b_01ec64.pth; README)
-MODELS ?=          # comma-separated manuscript rows, e.g. MODELS=yolov8m,deeplabv3 (default: every row we run)
+MODELS ?=          # comma-separated paper rows, e.g. MODELS=yolov8m,deeplabv3 (default: every row we run)
 OVERRIDES ?=       # a Hydra override for every training run, e.g. OVERRIDES="trainer.num_workers=16" (not the seed: SEED)
 SEED ?= 0          # the runs are outputs/<data>/<row>-paper-s$(SEED)
 RESULTS ?= results
 
 comma := ,
 space := $(subst ,, )
-DETECTORS := yolov8m faster_rcnn retinanet ssd300 ssd512
-SEGMENTERS := deeplabv3 unet segformer samed
+# The paper rows are the experiment files (configs/experiment/paper/<row>.yaml), each a detector or a segmenter by
+# its data default (`- override /data: detection_...` or `segmentation_...`); manuscript.yaml holds their numbers.
+EXPERIMENT_FILES := $(sort $(wildcard configs/experiment/paper/*.yaml))
+ROWS := $(basename $(notdir $(EXPERIMENT_FILES)))
+rows_of = $(sort $(basename $(notdir $(shell grep -lE '^[[:space:]]*-[[:space:]]*override /data:[[:space:]]*$(1)_' /dev/null $(EXPERIMENT_FILES)))))
+DETECTORS := $(call rows_of,detection)
+SEGMENTERS := $(call rows_of,segmentation)
+NO_TASK := $(filter-out $(DETECTORS) $(SEGMENTERS),$(ROWS))
 SELECTED := $(if $(strip $(MODELS)),$(subst $(comma),$(space),$(strip $(MODELS))),$(DETECTORS) $(SEGMENTERS))
 DET := $(filter $(DETECTORS),$(SELECTED))
 SEG := $(filter $(SEGMENTERS),$(SELECTED))
@@ -35,7 +41,7 @@ PAPER_RUNS = $(foreach m,$(DET),$(DET_DIR)/$(call RUN,$(m))) $(foreach m,$(SEG),
 FAILED := $(OUTPUTS)/.reproduce-failed
 RUNS ?= $(OUTPUTS)
 
-.PHONY: help setup test test-all demo reproduce zero-shot report phantom-figure bench clean
+.PHONY: help setup test test-all lint format demo reproduce zero-shot report phantom-figure bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -44,17 +50,26 @@ setup:  ## create .venv and install spinebench with its test extras (torch 2.14.
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[test]'
 
-test:  ## the CI test suite (CPU only, about 6 minutes on 2 cores)
+test:  ## the quick tier CI runs: unit and smoke tests (CPU only, under 5 minutes on 2 cores)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all:  ## everything: also the longer resume scenarios and benchmark-script checks marked slow
 	$(BIN)/python -m pytest -q
 
-test-all:  ## also the longer CPU runs marked slow
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+lint:  ## ruff's rules and format check (pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
-demo:  ## the whole pipeline on a small phantom with the smoke trainer, CPU, no data needed (results/demo/)
+format:  ## apply ruff's fixes and format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo:  ## every paper row with debug=smoke on a small phantom, CPU, no data needed (results/demo/)
 	bash scripts/demo.sh
 
 reproduce:  ## every paper row on a CUDA GPU: make reproduce DATA=/data/spinal [WEIGHTS=/w] [MODELS=yolov8m,unet] [HUMAN=...]
-	$(if $(UNKNOWN),$(error unknown MODELS: $(UNKNOWN) (rows: $(DETECTORS) $(SEGMENTERS))))
+	$(if $(NO_TASK),$(error $(foreach r,$(NO_TASK),$(filter %/$(r).yaml,$(EXPERIMENT_FILES))): no task (a `- override /data: detection_...` or `segmentation_...` default)))
+	$(if $(UNKNOWN),$(error unknown MODELS: $(UNKNOWN) (rows, one per configs/experiment/paper/<row>.yaml: $(ROWS))))
 	$(if $(shell echo '$(strip $(SEED))' | grep -Ex '[0-9]+'),,$(error SEED=$(strip $(SEED)) is not a whole number))
 	$(if $(strip $(DATA)),$(if $(wildcard $(strip $(DATA))),,$(error DATA=$(strip $(DATA)) does not exist (see README: spinebench data fetch))))
 	$(if $(strip $(HUMAN)),$(if $(wildcard $(strip $(HUMAN))),,$(error HUMAN=$(strip $(HUMAN)) does not exist)))

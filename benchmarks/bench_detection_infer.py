@@ -29,23 +29,22 @@ from pathlib import Path
 
 import torch
 
-from bench_detection_train import TORCHVISION, add_common_arguments, run_models, write_profiles  # shared with training
+from bench_detection_train import add_common_arguments, model_benchmark, run_models, write_profiles  # shared
 from spinebench.speed import pass_rate
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.contract import RunContext
     from spinebench.data.detection import read_detection_split
     from spinebench.detection.data import build_dataset, detection_loader, to_device
-    from spinebench.detection.torchvision_benchmark import TorchvisionDetector, predict
+    from spinebench.detection.torchvision_benchmark import predict
     from spinebench.engine import TEST_SPLIT_AMP, TrainerConfig, autocast_for, resolve_device
-    from spinebench.pipeline import RunContext
 
-    arch, size = TORCHVISION[name]
     device = resolve_device(args.device)
     cfg = TrainerConfig.from_config({"device": args.device, "max_input_size": args.max_input_size})
-    family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
+    family = model_benchmark(name, weights=None)  # configs/model/<name>.yaml, untrained
     ctx = RunContext(Path("."), cache, cfg, device, 0, {})
     model, _ = family._build(ctx, load_weights=False)
     model.to(device).eval()  # as TorchvisionDetector.test

@@ -45,8 +45,7 @@ import torch
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-TORCHVISION = {"faster_rcnn": ("faster_rcnn", [256, 642]), "retinanet": ("retinanet", [256, 642]),
-               "ssd300": ("ssd", [300, 300]), "ssd512": ("ssd", [512, 512])}
+TORCHVISION_TARGET = "spinebench.detection.torchvision_benchmark.TorchvisionDetector"
 PROFILED_STEPS = 10  # --profile: steps of each path recorded by torch.profiler (fewer if an epoch is shorter)
 # the summary table's columns beyond the rates (title, row key, width, decimals), shown when a row has the key
 OPTIONAL_COLUMNS = [("held", "engine_on_held_batches_images_per_s", 8, 2), ("data path", "data_path_images_per_s", 10, 1),
@@ -55,15 +54,57 @@ OPTIONAL_COLUMNS = [("held", "engine_on_held_batches_images_per_s", 8, 2), ("dat
 PHANTOMS = ("detection_phantom_tiny", "detection_phantom", "detection_phantom_paper")  # configs/data/<name>.yaml
 
 
-def dataset(name: str, cache: Path):
-    """The phantom of data config `name`, in the cache folder where spinebench-train would put it."""
+def config_target(name: str) -> str | None:
+    """The `_target_` of configs/model/<name>.yaml, through the files it extends (read, not composed: cheap enough
+    for an argparse type)."""
+    import yaml
+
+    node = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text()) or {}
+    if "_target_" in node:
+        return node["_target_"]
+    parents = [p for p in node.get("defaults") or [] if isinstance(p, str) and p != "_self_"]
+    return next((target for target in map(config_target, parents) if target), None)
+
+
+def torchvision_configs() -> list[str]:
+    """The model configs whose `_target_` is TorchvisionDetector (configs/model/*.yaml), sorted."""
+    return sorted(path.stem for path in (REPO / "configs" / "model").glob("*.yaml")
+                  if config_target(path.stem) == TORCHVISION_TARGET)
+
+
+TORCHVISION = torchvision_configs()  # faster_rcnn, retinanet, ssd300, ssd512
+
+
+def compose_train(overrides: list[str]):
+    """configs/train.yaml composed with `overrides`, as spinebench-train composes it."""
     from hydra import compose, initialize_config_dir
 
-    from spinebench.data.source import prepare_dataset
+    from spinebench.hydra_run import CONFIG_DIR  # registers trainer/base and the resolvers train.yaml needs
 
-    with initialize_config_dir(str(REPO / "configs"), version_base=None):
-        data = compose("train", overrides=[f"data={name}", f"paths.cache_dir={cache}"]).data
-    return prepare_dataset(name, "detection", data.root, phantom=dict(data.phantom))
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def model_benchmark(name: str, **settings):
+    """The Benchmark of configs/model/<name>.yaml as spinebench-train builds it (Hydra's compose + instantiate,
+    with spinebench.build's key checks), `settings` merged over the config's model keys first (weights=None: no
+    pretrained file looked for): a benchmark measures the network the config trains."""
+    from omegaconf import OmegaConf, open_dict
+
+    from spinebench.build import build
+
+    node = compose_train([f"model={name}"]).model
+    with open_dict(node):
+        node = OmegaConf.merge(node, settings)
+    return build(node, "model")
+
+
+def dataset(name: str, cache: Path):
+    """The phantom of data config `name`, in the cache folder where spinebench-train would put it (its `_target_`,
+    spinebench.data.source.prepare_dataset, generates it there on first use)."""
+    from spinebench.build import build
+
+    return build(compose_train([f"data={name}", f"paths.cache_dir={cache}"]).data, "data")
 
 
 def trainer_cfg(args, epochs: int, **extra):
@@ -72,7 +113,8 @@ def trainer_cfg(args, epochs: int, **extra):
     return TrainerConfig.from_config({"device": args.device, "epochs": epochs, "batch_size": args.batch,
                                       "num_workers": args.workers, "progress": "false", "limit_train_batches": args.steps,
                                       "max_input_size": args.max_input_size, "deterministic": args.device == "cpu",
-                                      "scheduler": {"name": "constant", "warmup_epochs": 0.0}, **extra})  # as trainer=gpu
+                                      "scheduler": {"_target_": "spinebench.engine.schedules.constant",
+                                                    "_partial_": True, "warmup_epochs": 0.0}, **extra})
 
 
 def data_path_rate(loader, device: torch.device, steps: int) -> tuple[float, float]:
@@ -98,16 +140,15 @@ def data_path_rate(loader, device: torch.device, steps: int) -> tuple[float, flo
 
 
 def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.contract import RunContext
     from spinebench.data.detection import read_detection_split
     from spinebench.data.resident import ResidentBatches
     from spinebench.detection.data import build_dataset, detection_loader, to_device
-    from spinebench.detection.torchvision_benchmark import DetectorModule, TorchvisionDetector
+    from spinebench.detection.torchvision_benchmark import DetectorModule
     from spinebench.engine import autocast_for, fit, resolve_device
     from spinebench.engine.loop import build_optimizer
-    from spinebench.pipeline import RunContext
     from spinebench.speed import pass_rate
 
-    arch, size = TORCHVISION[name]
     device = resolve_device(args.device)
     dataset = build_dataset(read_detection_split(spec.root, "train"), cache)
     loader = detection_loader(dataset, args.batch, True, args.workers, device, on_device=args.data_on_device)
@@ -115,7 +156,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     # epochs: their boundaries are part of the cost, as in real training)
     per_epoch = min(len(loader), args.steps)
     cfg = trainer_cfg(args, epochs=1 + math.ceil(args.steps / per_epoch), data_on_device=args.data_on_device)
-    family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
+    family = model_benchmark(name, weights=None)  # configs/model/<name>.yaml, untrained
     with tempfile.TemporaryDirectory() as tmp:
         ctx = RunContext(Path(tmp), cache, cfg, device, 0, {})
         model, _ = family._build(ctx, load_weights=False)
@@ -205,21 +246,22 @@ def write_profiles(name: str, args, length: str, runs: dict) -> None:
 
 
 def bench_yolo(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.contract import RunContext
     from spinebench.data.detection import read_detection_split
-    from spinebench.detection.yolo import YoloV8, export_yolo_dataset, keep_torch_threads, ultralytics_env
+    from spinebench.detection.yolo import export_yolo_dataset, keep_torch_threads, ultralytics_env
     from spinebench.engine import resolve_device
-    from spinebench.pipeline import RunContext
 
-    size = name[-1]
+    family = model_benchmark(name, weights=None, imgsz=args.yolo_imgsz)  # configs/model/<name>.yaml, untrained
+    size = family.size
     cfg = trainer_cfg(args, epochs=args.yolo_epochs, limit_train_batches=None,
-                      optimizer={"name": "sgd", "lr": 0.01, "momentum": 0.937, "weight_decay": 0.0005})
+                      optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.937,
+                                 "weight_decay": 0.0005})
     device = resolve_device(cfg.device)
     ultralytics_env(cache)
     from ultralytics import YOLO
 
     n_train = len(read_detection_split(spec.root, "train"))
-    imgsz = YoloV8(name=name, size=size, imgsz=args.yolo_imgsz).effective_imgsz(
-        RunContext(Path("."), cache, cfg, device, 0, {}))
+    imgsz = family.effective_imgsz(RunContext(Path("."), cache, cfg, device, 0, {}))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data_yaml = export_yolo_dataset(spec.root, tmp / "plain_data")
@@ -234,7 +276,6 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
             return n_train * epochs / (time.perf_counter() - start)
 
         plain(1, "warmup")  # untimed: the process's first ultralytics run pays imports, CUDA context, autotuning
-        family = YoloV8(name=name, size=size, imgsz=args.yolo_imgsz, weights=None, args={"cache": "ram", "plots": False})
         facts = family.fit(RunContext(tmp / "spinebench", cache, cfg, device, 0, {}), spec)
         reference = plain(cfg.epochs, "plain")
     return {"model": name, "path": "spinebench YoloV8.fit", "images_per_s": facts["train_images_per_s"],

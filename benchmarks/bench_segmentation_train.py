@@ -29,17 +29,18 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_detection_train import compose_train, model_benchmark
 
 
-def model_config(name: str) -> dict:
-    cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())
-    for parent in cfg.pop("defaults", []) or []:
-        if parent != "_self_":
-            cfg = {**model_config(parent), **cfg}
-    return cfg
+def segmentation_benchmark(name: str, size: list[int] | None):
+    """configs/model/<name>.yaml's benchmark as spinebench-train builds it, at input size `size` when given (SAMed's
+    square `image_size`: its first side)."""
+    settings = {}
+    if size:
+        square = "image_size" in compose_train([f"model={name}"]).model  # SAMed: image_size, no input_size of its own
+        settings = {"image_size": size[0]} if square else {"input_size": list(size)}
+    return model_benchmark(name, **settings)
 
 
 def main(argv=None) -> int:
@@ -61,7 +62,6 @@ def main(argv=None) -> int:
     from spinebench.engine import TEST_SPLIT_AMP, TrainerConfig, autocast_for, fit, precision_label, resolve_device
     from spinebench.engine.loop import build_optimizer
     from spinebench.runinfo import device_name, git_commit
-    from spinebench.segmentation.benchmark import SegmentationBenchmark
     from spinebench.segmentation.data import SegmentationSplit
     from spinebench.segmentation.task import evaluate_split
     from spinebench.speed import pass_rate
@@ -72,21 +72,16 @@ def main(argv=None) -> int:
 
     def phase(done: str) -> None:  # as it goes, so a run stopped at its time limit shows how far it got
         print(f"[{time.perf_counter() - started:6.1f} s] {args.model}: {done}", file=sys.stderr, flush=True)
-    cfg = {k: v for k, v in model_config(args.model).items() if k != "_target_"}
-    if args.size:
-        if cfg["arch"] == "samed":
-            cfg["image_size"] = args.size[0]
-        else:
-            cfg["input_size"] = list(args.size)
-    bench = SegmentationBenchmark(**cfg)
+    bench = segmentation_benchmark(args.model, args.size)
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if cuda else 0)
 
     def trainer_cfg(epochs: int) -> TrainerConfig:
         return TrainerConfig.from_config({
             "device": str(device), "epochs": epochs, "batch_size": args.batch, "num_workers": workers,
-            "progress": "false", "limit_train_batches": args.steps, "optimizer": {"name": "adamw", "lr": 1e-4},
-            "scheduler": {"name": "constant"}, "deterministic": False, "amp": True, "channels_last": True,
-            "data_on_device": args.data_on_device})
+            "progress": "false", "limit_train_batches": args.steps,
+            "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4},
+            "scheduler": {"_target_": "spinebench.engine.schedules.constant", "_partial_": True},
+            "deterministic": False, "amp": True, "channels_last": True, "data_on_device": args.data_on_device})
 
     trainer = trainer_cfg(epochs=2)  # a warm-up epoch and a timed one
     with tempfile.TemporaryDirectory() as tmp:

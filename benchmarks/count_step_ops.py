@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench_detection_train import PHANTOMS, REPO, TORCHVISION, dataset, torchvision_models
+from bench_detection_train import PHANTOMS, REPO, dataset, model_benchmark, torchvision_models
 
 aten = torch.ops.aten
 # operators whose output's size (or value) the host reads back from the device, whatever their arguments
@@ -69,14 +69,12 @@ class OpCounter(TorchDispatchMode):
 
 
 def count_model(name: str, args, spec, cache: Path) -> dict:
+    from spinebench.contract import RunContext
     from spinebench.data.detection import read_detection_split
     from spinebench.detection.data import build_dataset, collate, to_device
-    from spinebench.detection.torchvision_benchmark import TorchvisionDetector
     from spinebench.engine import TrainerConfig
     from spinebench.engine.loop import build_optimizer
-    from spinebench.pipeline import RunContext
 
-    arch, size = TORCHVISION[name]
     cpu = torch.device("cpu")
     samples = read_detection_split(spec.root, "train")
     data = build_dataset(samples, cache)
@@ -85,7 +83,7 @@ def count_model(name: str, args, spec, cache: Path) -> dict:
     if len(positives) < args.batch or len(negatives) < args.batch:
         raise SystemExit(f"{spec.name}: needs {args.batch} training images with a box and {args.batch} without")
     cfg = TrainerConfig.from_config({"device": "cpu", "max_input_size": args.max_input_size})
-    family = TorchvisionDetector(name=name, arch=arch, input_size=size, weights=None)
+    family = model_benchmark(name, weights=None)  # configs/model/<name>.yaml, untrained
     ctx = RunContext(Path("."), cache, cfg, cpu, 0, {})
     torch.manual_seed(0)  # weights and augmentation: RetinaNet's count moves by a few operators with them
     model, _ = family._build(ctx, load_weights=False)

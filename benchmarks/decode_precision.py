@@ -9,9 +9,9 @@ autocast follows the same dtype rules, so the effects show here:
   decode   the same bf16 deltas (N(0, 0.1)) on --boxes random anchors (40-240 px) of a 256 x 642 input, decoded in
            bf16 and in float32: coordinate difference in px, and the IoU of each box with its float32 self
   scores   a finished run's best checkpoint scored on its test split three ways, by the one COCO evaluator:
-           fp32; bf16 autocast with torchvision as it is (build_detector(float32_boxes=False)); bf16 autocast
-           as spinebench builds the model. For the bf16 modes also the mean IoU of each image's top box with the
-           fp32 top box (top_box_iou_with_fp32)
+           fp32; bf16 autocast with torchvision as it is (the run's model config with
+           model.network.float32_boxes=false); bf16 autocast as spinebench builds the model. For the bf16 modes also
+           the mean IoU of each image's top box with the fp32 top box (top_box_iou_with_fp32)
 
     python benchmarks/decode_precision.py outputs/detection_phantom/<run> --json decode.json
 """
@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from bench_detection_train import TORCHVISION_TARGET, model_benchmark
 
 MODES = ("fp32", "bf16 autocast, bf16 anchors and decode (torchvision as is)",
          "bf16 autocast, float32 anchors and decode (spinebench)")
@@ -45,13 +48,38 @@ def top_boxes(detections: list[dict]) -> dict[int, torch.Tensor]:
     return {image: torch.tensor([x, y, x + w, y + h]) for image, d in best.items() for x, y, w, h in [d["bbox"]]}
 
 
-def anchor_difference() -> dict[str, dict[str, float]]:
-    from spinebench.detection.models import ANCHOR_GENERATORS, build_detector
+def anchor_generator(model: nn.Module) -> nn.Module:
+    """The submodule of a torchvision detector that builds its anchors, found by its type."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 
+    found = [module for module in model.modules() if isinstance(module, (AnchorGenerator, DefaultBoxGenerator))]
+    if len(found) != 1:
+        raise ValueError(f"{type(model).__name__}: {len(found)} anchor generators, expected one")
+    return found[0]
+
+
+def box_geometry(float32: bool) -> dict:
+    """The model keys of a config's network with its box geometry in float32 under autocast (spinebench), or as
+    torchvision keeps it (`model.network.float32_boxes=false`); no pretrained file looked for."""
+    return {"weights": None, "network": {"float32_boxes": float32}}
+
+
+def context(cache: Path | str | None = None, trainer=None, device: str = "cpu"):
+    """A RunContext for building and scoring on `device` (the trainer's max_input_size caps the input size)."""
+    from spinebench.contract import RunContext
+    from spinebench.engine import TrainerConfig
+
+    trainer = trainer or TrainerConfig.from_config({"device": device})
+    return RunContext(Path("."), Path(cache or "."), trainer, torch.device(device), 0, {})
+
+
+def anchor_difference() -> dict[str, dict[str, float]]:
     result = {}
-    for arch in ("faster_rcnn", "retinanet"):
-        model, anchors = build_detector(arch, input_size=(256, 642), float32_boxes=False).eval(), []
-        model.get_submodule(ANCHOR_GENERATORS[arch]).register_forward_hook(lambda _m, _i, out: anchors.append(out[0]))
+    for arch in ("faster_rcnn", "retinanet"):  # configs/model/<arch>.yaml: the paper's 256 x 642 input
+        benchmark = model_benchmark(arch, **box_geometry(float32=False))
+        (model, _), anchors = benchmark._build(context(), load_weights=False), []
+        model.eval()
+        anchor_generator(model).register_forward_hook(lambda _m, _i, out, kept=anchors: kept.append(out[0]))
         image = torch.rand(3, 275, 690, generator=torch.Generator().manual_seed(0))
         for bf16 in (True, False):
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -80,19 +108,26 @@ def decode_difference(n: int, seed: int = 0) -> dict[str, float]:
 def score_three_ways(run: Path, batch: int) -> dict:
     from omegaconf import OmegaConf
 
+    from spinebench.build import build
     from spinebench.data.detection import read_detection_split
     from spinebench.data.source import DatasetSpec, describe_source
     from spinebench.detection.coco import coco_ground_truth, score_coco
     from spinebench.detection.data import build_dataset, detection_loader
-    from spinebench.detection.models import ARCHS, build_detector
+    from spinebench.detection.models import built_pretrained
     from spinebench.detection.torchvision_benchmark import predict
-    from spinebench.engine import load_checkpoint
+    from spinebench.engine import TrainerConfig, load_checkpoint
 
     config = OmegaConf.load(run / "config.yaml")
-    if config.model.get("arch") not in ARCHS:
-        raise SystemExit(f"{run}: model.arch={config.model.get('arch')} is not a torchvision detector "
-                         f"({', '.join(ARCHS)})")
-    arch, size, root = config.model.arch, list(config.model.input_size), Path(config.data.root)
+    target = config.model.get("_target_")
+    if target != TORCHVISION_TARGET:
+        raise SystemExit(f"{run}: model._target_={target} is not a torchvision detector ({TORCHVISION_TARGET})")
+    # the run's own model and trainer configs: the network it trained, at the input size it was scored at
+    ctx = context(config.paths.cache_dir, TrainerConfig.from_config({**config.trainer, "device": "cpu"}))
+    benchmarks = {float32: build(OmegaConf.merge(config.model, box_geometry(float32)), "model")
+                  for float32 in (True, False)}
+    network = getattr(benchmarks[True].network, "func", benchmarks[True].network)  # a config's _partial_ builder
+    arch, size = network.__name__.removeprefix("build_"), benchmarks[True].effective_size(ctx)
+    root = Path(config.data.root)
     samples = read_detection_split(root, "test")
     ground_truth = coco_ground_truth(samples)
     cpu = torch.device("cpu")
@@ -100,9 +135,9 @@ def score_three_ways(run: Path, batch: int) -> dict:
     state = load_checkpoint(run / "checkpoints" / "best.pt")
     scores, tops = {}, {}
     for mode in MODES:
-        model = build_detector(arch, int(config.model.num_classes), size, resize=config.model.resize,
-                               float32_boxes="as is" not in mode)
-        model.load_state_dict(state["model"])
+        benchmark = benchmarks["as is" not in mode]
+        model, _ = benchmark._build(ctx, load_weights=False, pretrained=built_pretrained(state["model"]))
+        model.load_state_dict(state["model"])  # as TorchvisionDetector.test
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
             detections, _ = predict(model, loader, cpu)
         metrics = score_coco(ground_truth, detections)

@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# `make demo`: the reproduce pipeline end to end on a small SYNTHETIC phantom with the smoke trainer, on the CPU,
-# for a newcomer without GPU or data: every paper row trains briefly, is tested, the segmenters are scored
-# zero-shot on the human-like phantom, and `spinebench report` writes results/demo/. The numbers check the
-# plumbing; they say nothing about the models or the paper.
+# `make demo`: the reproduce pipeline end to end on a small SYNTHETIC phantom with the smoke budget, on the CPU,
+# for a newcomer without GPU or data: every paper row (configs/experiment/paper/*.yaml) trains briefly, is tested,
+# the segmenters are scored zero-shot on the human-like phantom, and `spinebench report` writes results/demo/. The
+# numbers check the plumbing; they say nothing about the models or the paper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 OUT=${DEMO_OUT:-outputs/demo}
 RESULTS=${DEMO_RESULTS:-results/demo}
 export HF_HUB_OFFLINE=1 YOLO_OFFLINE=1
-# The paper experiments set their own epochs and batch size: bring them back to the smoke trainer's budget.
-SMOKE=(trainer=smoke trainer.name=demo trainer.device=cpu trainer.epochs=2 trainer.batch_size=2
-       trainer.limit_train_batches=2 trainer.limit_test_images=null paths.log_dir="$OUT" skip_finished=true)
+# The rows of a task, as the Makefile finds them: the experiment files whose data default is that task's
+experiments() {
+  local file rows=()
+  for file in configs/experiment/paper/*.yaml; do
+    grep -qE "^[[:space:]]*-[[:space:]]*override /data:[[:space:]]*$1_" "$file" && rows+=("paper/$(basename "$file" .yaml)")
+  done
+  (IFS=,; echo "${rows[*]}")
+}
+# debug=smoke (configs/debug/smoke.yaml) is composed after the experiment: the smoke budget wins over the paper's
+# epochs and batch size, and each run lands in its own folder, <row>-paper-s0-smoke
+SMOKE=(debug=smoke paths.log_dir="$OUT" skip_finished=true)
 start=$(date +%s)
 failed=0  # a failed job is named by its command and the demo goes on: the report shows what did finish
-"$BIN"/spinebench-train -m 'experiment=paper/yolov8m,paper/faster_rcnn,paper/retinanet,paper/ssd300,paper/ssd512' \
-  data=detection_phantom_tiny "${SMOKE[@]}" || failed=1
-"$BIN"/spinebench-train -m 'experiment=paper/deeplabv3,paper/unet,paper/segformer,paper/samed' \
-  data=segmentation_phantom_tiny "${SMOKE[@]}" || failed=1
+"$BIN"/spinebench-train -m "experiment=$(experiments detection)" data=detection_phantom_tiny "${SMOKE[@]}" || failed=1
+"$BIN"/spinebench-train -m "experiment=$(experiments segmentation)" data=segmentation_phantom_tiny "${SMOKE[@]}" \
+  || failed=1
 runs=()  # the segmenters that finished (a folder without metrics.json is refused by spinebench-eval)
-for run in "$OUT"/segmentation_phantom_tiny/*-demo-s0; do
+for run in "$OUT"/segmentation_phantom_tiny/*-s0-smoke; do
   [[ -f $run/metrics.json ]] && runs+=("$run")
 done
 if (( ${#runs[@]} )); then

@@ -10,7 +10,7 @@ export YOLO_OFFLINE=1 HF_HUB_OFFLINE=1
 COMMON=(data=detection_phantom trainer.device=cpu)
 # SSD300 and SSD512 share one recipe: the authors' SGD (Nesterov, no weight decay, constant lr) at lr 0.01, clipped
 SSD_SGD=(trainer.batch_size=8 trainer.num_workers=1 trainer.optimizer.lr=0.01 trainer.optimizer.nesterov=true
-         trainer.optimizer.weight_decay=0 trainer.scheduler.name=constant trainer.scheduler.warmup_epochs=0
+         trainer.optimizer.weight_decay=0 trainer/scheduler=constant trainer.scheduler.warmup_epochs=0
          trainer.grad_clip=10 trainer.fps_images=10)
 recipe() {  # the overrides of one model's run, in `args`
   case $1 in

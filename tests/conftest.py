@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import re
 import shutil
 import tempfile
-from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,6 +18,12 @@ for variable in ("TORCH_HOME", "HF_HUB_CACHE"):
     os.environ[variable] = tempfile.mkdtemp(prefix=f"spinebench-tests-{variable.lower()}-")
     atexit.register(shutil.rmtree, os.environ[variable], True)
 os.environ.pop("SPINEBENCH_WEIGHTS", None)
+
+# spinebench is imported after the variables above are set: the hubs read them when first imported
+from helpers.files import voc_xml, write_png  # noqa: E402
+
+from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH  # noqa: E402
+from spinebench.data.segmentation import encode_mask  # noqa: E402
 
 # Measured 2026-11-27: one full session leaves 4.5 GB of smoke-run checkpoints in its tmp folder.
 SUITE_DISK_BYTES = 5 * 1024**3
@@ -71,41 +75,6 @@ def bf16_autocast_on_cpu(monkeypatch):
 
     for module in (loop, spinebench.engine, torchvision_benchmark):  # evaluate_split imports it when it runs
         monkeypatch.setattr(module, "autocast_for", cpu_bf16)
-
-
-ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
-
-
-def check_metrics_keys_documented(metrics: dict) -> None:
-    """docs/architecture.md is metrics.json's contract for a reader of the run folders: its example holds only keys
-    that every run writes, and its text names each other key a run writes (so neither can drift from the code)."""
-    contract = ARCHITECTURE.read_text().split("```json\n", 1)[1].split("\n## ", 1)[0]
-    example = json.loads(contract.split("```", 1)[0])
-    assert set(example) <= set(metrics), f"documented but not written: {sorted(set(example) - set(metrics))}"
-    undocumented = set(metrics) - set(example) - set(re.findall(r"`(\w+)`", contract))
-    assert not undocumented, f"written but not in docs/architecture.md: {sorted(undocumented)}"
-
-
-# Minimal hand-made releases with exactly known content, for reader and `data check` tests.
-# (The phantom tests use the phantom itself; these stay tiny so each bad-input case is easy to build.)
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH  # noqa: E402
-from spinebench.data.segmentation import encode_mask  # noqa: E402
-
-
-def write_png(path, array) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
-
-
-def voc_xml(filename: str, boxes, name: str = "hematoma", width: int = IMAGE_WIDTH, height: int = IMAGE_HEIGHT) -> str:
-    objects = "".join(
-        f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for b in boxes)
-    return (f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}</height>"
-            f"<depth>1</depth></size>{objects}</annotation>")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import voc_xml, write_png
+from helpers.files import voc_xml, write_png
 
 from spinebench.cli import main
 from spinebench.data.check import check_dataset

@@ -18,14 +18,15 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import write_png
+from helpers.files import write_png
 
 from spinebench.data.cache import cache_key, decoded_cache
 from spinebench.data.detection import read_detection_split
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.source import prepare_dataset
 from spinebench.detection.data import build_dataset, collate, detection_loader, to_device
-from spinebench.detection.models import ANCHOR_GENERATORS, build_detector, load_pretrained
+from spinebench.detection import models as detectors
+from spinebench.detection.models import load_pretrained
 from spinebench.weights import WeightsError, resolve_weights
 from spinebench.detection.yolo import export_yolo_dataset
 from spinebench.engine import ConfigError
@@ -41,6 +42,17 @@ def tiny_detection(cache_dir):
                            phantom=TINY)
 
 
+def _build(arch: str, *args, **kwargs) -> torch.nn.Module:
+    """The detector of `arch` (its builder is models.build_<arch>), as a model config's network node builds it."""
+    return getattr(detectors, f"build_{arch}")(*args, **kwargs)
+
+
+def _anchor_generator(model: torch.nn.Module) -> torch.nn.Module:
+    from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
+
+    return next(m for m in model.modules() if isinstance(m, (AnchorGenerator, DefaultBoxGenerator)))
+
+
 def _targets():
     return [{"boxes": torch.tensor([[40.0, 20.0, 120.0, 60.0]]), "labels": torch.tensor([1])},
             {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
@@ -50,7 +62,7 @@ def _targets():
                                         ("ssd_multiscale", (300, 300))])
 def test_detector_builds_and_trains_a_step(arch, size):
     torch.manual_seed(0)
-    model = build_detector(arch, num_classes=2, input_size=size)
+    model = _build(arch, num_classes=2, input_size=size)
     images = [torch.rand(3, 64, 160) for _ in range(2)]
     losses = model(images, _targets())  # the backward pass is covered by the smoke runs
     assert torch.isfinite(sum(losses.values()))
@@ -68,9 +80,9 @@ def test_anchors_and_boxes_stay_float32_under_bf16_autocast(arch, size):
     decode the boxes in bf16 (coordinates on a 2-4 px grid). The CPU's bf16 autocast shows the same: the anchors
     must equal float32's, and the boxes come out in float32, off bf16's grid."""
     torch.manual_seed(0)
-    model = build_detector(arch, num_classes=2, input_size=size)
+    model = _build(arch, num_classes=2, input_size=size)
     anchors = []
-    model.get_submodule(ANCHOR_GENERATORS[arch]).register_forward_hook(lambda _m, _i, out: anchors.append(out[0]))
+    _anchor_generator(model).register_forward_hook(lambda _m, _i, out: anchors.append(out[0]))
     images = [torch.rand(3, 64, 160) for _ in range(2)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(images, _targets())
@@ -87,13 +99,13 @@ def test_anchors_and_boxes_stay_float32_under_bf16_autocast(arch, size):
 
 def test_paper_parameter_count_faster_rcnn():
     """Pretrained (frozen-BN) Faster R-CNN R50-FPN with 2 classes has the paper's 41,299,161 parameters."""
-    model = build_detector("faster_rcnn", 2, (256, 642), pretrained=True)
+    model = _build("faster_rcnn", 2, (256, 642), pretrained=True)
     assert sum(p.numel() for p in model.parameters()) == 41_299_161
 
 
 def test_paper_parameter_count_retinanet():
     """RetinaNet in torchvision's v2 layout with 2 classes has the paper's 36,352,630 parameters."""
-    model = build_detector("retinanet", 2, (256, 642))
+    model = _build("retinanet", 2, (256, 642))
     assert sum(p.numel() for p in model.parameters()) == 36_352_630
 
 
@@ -102,7 +114,7 @@ def test_paper_parameter_count_retinanet():
 def test_paper_parameter_count_ssd(size, pretrained):
     """The authors' SSD (whole ResNet-50 trunk, six-level head) has the paper's 24,641,780 parameters at both
     sizes, pretrained or not (their code trains every layer, batch norm included)."""
-    model = build_detector("ssd", 2, size, pretrained=pretrained)
+    model = _build("ssd", 2, size, pretrained=pretrained)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 24_641_780
 
 
@@ -110,7 +122,7 @@ def test_paper_parameter_count_ssd(size, pretrained):
                                                  ("ssd_multiscale", (300, 300), 8732)])
 def test_ssd_layouts_predict_from_their_anchors(arch, size, anchors):
     """The authors' SSD predicts from one stride-32 map (4 anchors a cell); the multi-scale one from six maps."""
-    model = build_detector(arch, 2, size).eval()
+    model = _build(arch, 2, size).eval()
     with torch.no_grad():
         features = list(model.backbone(torch.rand(1, 3, *size)).values())
         out = model.head(features)
@@ -125,23 +137,51 @@ def test_ssd_layouts_predict_from_their_anchors(arch, size, anchors):
     ("ssd", (96, 160), None, (96, 160)),  # height first, as everywhere in spinebench (torchvision's is width first)
 ])
 def test_detectors_resize_as_configured(arch, size, resize, expected):
-    model = build_detector(arch, 2, size, resize=resize).eval()
+    model = _build(arch, 2, size, resize=resize).eval()
     images, _ = model.transform([torch.rand(3, 64, 160)])
     assert tuple(images.image_sizes[0]) == expected
 
 
 def test_resize_rejects_what_a_detector_cannot_do():
-    with pytest.raises(ValueError, match="short_side or stretch"):
-        build_detector("faster_rcnn", 2, (64, 160), resize="crop")
-    with pytest.raises(ValueError, match="SSD resizes every image"):
-        build_detector("ssd", 2, (300, 300), resize="short_side")
+    """By the builder, and by the benchmark before anything is built (a one-line user error)."""
+    from functools import partial
+
+    from spinebench.detection.torchvision_benchmark import TorchvisionDetector
+
+    with pytest.raises(ConfigError, match="short_side or stretch"):
+        _build("faster_rcnn", 2, (64, 160), resize="crop")
+    with pytest.raises(ConfigError, match="SSD resizes every image"):
+        _build("ssd", 2, (300, 300), resize="short_side")
+    with pytest.raises(ConfigError, match="^SSD resizes every image to model.input_size: model.resize must be stretch$"):
+        TorchvisionDetector("ssd300", partial(detectors.build_ssd), input_size=(300, 300), resize="short_side")
+    assert TorchvisionDetector("ssd300", partial(detectors.build_ssd), input_size=(300, 300)).resize == "stretch"
+    assert TorchvisionDetector("retinanet", partial(detectors.build_retinanet)).resize == "short_side"
 
 
-def test_an_unknown_architecture_is_named_with_the_known_ones():
-    """Checked before anything is built (the float32 box hooks look the architecture up too)."""
-    with pytest.raises(ValueError, match=r"^unknown detector architecture 'detr' \(known: faster_rcnn, retinanet, ssd, "
-                                         r"ssd_multiscale\)$"):
-        build_detector("detr", 2, (64, 160))
+def test_a_network_node_that_is_not_a_detector_builder_is_one_line():
+    """The benchmark reads the builder's facts (weights files, resize modes) before building: another callable
+    there (a segmentation network, say) is named, not met as a TypeError mid-run."""
+    from functools import partial
+
+    from spinebench.detection.torchvision_benchmark import TorchvisionDetector
+    from spinebench.segmentation.models import build_plain_unet
+
+    with pytest.raises(ConfigError, match=r"^model.network=.*build_plain_unet.*: not a detector builder"):
+        TorchvisionDetector("x", partial(build_plain_unet))
+
+
+def test_a_smoke_cap_stops_at_the_smallest_input_a_detector_takes():
+    """trainer.max_input_size shrinks the input keeping its aspect, except below what the layers take (the
+    multi-scale SSD's extra blocks need 300 px)."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from spinebench.detection.torchvision_benchmark import TorchvisionDetector
+
+    ctx = SimpleNamespace(trainer=SimpleNamespace(max_input_size=160))
+    assert TorchvisionDetector("r", partial(detectors.build_retinanet)).effective_size(ctx) == [64, 160]
+    multiscale = TorchvisionDetector("m", partial(detectors.build_ssd_multiscale), input_size=(512, 512))
+    assert multiscale.effective_size(ctx) == [300, 300]
 
 
 def test_weights_rules(tmp_path, caplog):
@@ -157,8 +197,11 @@ def test_weights_rules(tmp_path, caplog):
     torch.save(resnet50().state_dict(), tmp_path / "weights" / "resnet50-0676ba61.pth")
     choice = resolve_weights("auto", ["resnet50-0676ba61.pth"], tmp_path, "faster_rcnn")
     assert choice.pretrained and choice.path.name == "resnet50-0676ba61.pth"
-    counts = load_pretrained(build_detector("faster_rcnn", 2, (64, 160), pretrained=True), choice.path)
+    counts = load_pretrained(_build("faster_rcnn", 2, (64, 160), pretrained=True), choice.path)
     assert counts["loaded"] > 250
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "other.pth")  # a file of nothing this model has
+    with pytest.raises(WeightsError, match=r"other.pth: no tensor matches this model"):
+        load_pretrained(_build("faster_rcnn", 2, (64, 160)), tmp_path / "other.pth")
 
 
 def _grey_pngs(folder: Path, arrays) -> list[Path]:
@@ -200,7 +243,7 @@ def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_f
     noise = [np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8) for i in range(3)]
     paths = _grey_pngs(tmp_path, noise)
     paths[1].write_bytes(paths[1].read_bytes()[:200])  # header intact, image data cut short
-    with pytest.raises(DatasetError, match=r"1\.png: unreadable or truncated image .*; `spinebench data check <release "
+    with pytest.raises(DataError, match=r"1\.png: unreadable or truncated image .*; `spinebench data check <release "
                                            r"folder>` lists every such file"):
         decoded_cache(paths, tmp_path / "cache", workers=1)
     assert not list((tmp_path / "cache").rglob("*.*"))
@@ -282,7 +325,7 @@ def test_detector_sees_hematoma_as_foreground(tiny_detection, cache_dir):
     _, targets, _ = to_device(batch, torch.device("cpu"), augment=False)
     with_boxes = [t for t in targets if len(t["boxes"])]
     assert with_boxes
-    model = build_detector("faster_rcnn", 2, (64, 160)).train()
+    model = _build("faster_rcnn", 2, (64, 160)).train()
     _, _, labels, _ = model.roi_heads.select_training_samples([t["boxes"] for t in with_boxes], with_boxes)
     assert all(int(lab.max()) == 1 for lab in labels)  # the ground-truth boxes themselves are sampled as class 1
 
@@ -295,7 +338,7 @@ def test_predict_gives_each_image_its_own_detections(tiny_detection, cache_dir):
     samples = read_detection_split(tiny_detection.root, "test")
     loader = detection_loader(build_dataset(samples, cache_dir), 3, False, 0, torch.device("cpu"))
     torch.manual_seed(0)
-    model = build_detector("faster_rcnn", 2, (64, 160)).eval()
+    model = _build("faster_rcnn", 2, (64, 160)).eval()
     detections, seen = predict(model, loader, torch.device("cpu"))
     expected = []
     with torch.no_grad():
@@ -318,7 +361,7 @@ def test_predict_pauses_the_garbage_collector_and_gives_it_back_as_it_was(tiny_d
 
     samples = read_detection_split(tiny_detection.root, "test")
     loader = detection_loader(build_dataset(samples, cache_dir), 2, False, 0, torch.device("cpu"))
-    model = build_detector("faster_rcnn", 2, (64, 160))
+    model = _build("faster_rcnn", 2, (64, 160))
     collecting = []
     model.register_forward_pre_hook(lambda *_: collecting.append(gc.isenabled()))
     assert gc.isenabled()
@@ -416,6 +459,22 @@ def test_a_misspelt_or_mistyped_ultralytics_argument_is_one_line_before_training
     YoloV8("yolov8n", size="n", args={"half": True}).check_args()  # an old name ultralytics still takes
 
 
+def test_yolo_names_ultralytics_last_pt_as_what_a_restart_resumes_from(tmp_path):
+    """ultralytics writes its own last.pt each epoch (the runner does not know where): a folder holding it has
+    trained, and the copy in checkpoints/ of a finished run counts too."""
+    from spinebench.detection.yolo import YoloV8
+
+    bench = YoloV8("yolov8n", size="n")
+    assert bench.resume_files(tmp_path) == []
+    last = tmp_path / "yolo" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"0")
+    assert bench.resume_files(tmp_path) == [last]
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"0")
+    assert bench.resume_files(tmp_path) == [last, tmp_path / "checkpoints" / "last.pt"]
+
+
 def test_ultralytics_thread_reset_does_not_leak():
     """ultralytics' select_device sets torch to cpu_count - 1 threads process-wide; YoloV8 restores them."""
     import torch
@@ -458,18 +517,18 @@ def test_a_checkpoint_is_rebuilt_in_the_layout_it_was_trained_in():
     torch.manual_seed(0)
     images = [torch.rand(3, 64, 160)]
     for pretrained, params in ((True, 41_299_161), (False, 41_352_281)):
-        trained = build_detector("faster_rcnn", 2, (64, 160), pretrained=pretrained).eval()
+        trained = _build("faster_rcnn", 2, (64, 160), pretrained=pretrained).eval()
         state = trained.state_dict()
         assert built_pretrained(state) is pretrained
-        rebuilt = build_detector("faster_rcnn", 2, (64, 160), pretrained=built_pretrained(state)).eval()
+        rebuilt = _build("faster_rcnn", 2, (64, 160), pretrained=built_pretrained(state)).eval()
         rebuilt.load_state_dict(state, strict=True)
         assert rebuilt.state_dict().keys() == state.keys()
         assert sum(p.numel() for p in rebuilt.parameters()) == params
         with torch.no_grad():
             want, got = trained(images)[0], rebuilt(images)[0]
         assert all(torch.equal(want[key], got[key]) for key in ("boxes", "scores", "labels"))
-    assert built_pretrained(build_detector("ssd_multiscale", 2, (300, 300), pretrained=True).state_dict())
-    assert not built_pretrained(build_detector("ssd", 2, (300, 300), pretrained=True).state_dict())  # BN always
+    assert built_pretrained(_build("ssd_multiscale", 2, (300, 300), pretrained=True).state_dict())
+    assert not built_pretrained(_build("ssd", 2, (300, 300), pretrained=True).state_dict())  # BN always
 
 
 def test_a_pretrained_run_records_the_parameters_of_the_model_it_trained(tmp_path, cache_dir):
@@ -509,6 +568,6 @@ def test_a_weights_file_that_cannot_be_read_is_named_with_its_setting(tmp_path, 
         torch.save([1, 2, 3], path)
     says = "holds a list, not a state dict" if content == "not_a_state_dict" else \
         r"cannot read it as a PyTorch checkpoint \((ValueError|EOFError|RuntimeError): [^\n]+\)"
-    model = build_detector("faster_rcnn", 2, (64, 160), pretrained=True)
+    model = _build("faster_rcnn", 2, (64, 160), pretrained=True)
     with pytest.raises(WeightsError, match=rf"^model\.weights={re.escape(str(path))}: {says}$"):
         load_pretrained(model, path)

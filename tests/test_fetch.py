@@ -11,7 +11,7 @@ import pytest
 
 from spinebench.cli import main
 from spinebench.data import fetch as fetch_module
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.fetch import FetchError, fetch
 from spinebench.data.source import MANIFEST, describe_source, prepare_dataset
 
@@ -61,19 +61,19 @@ def test_tar_archives_work_and_hostile_or_damaged_archives_are_refused(segmentat
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as handle:
         handle.writestr("../../escape.txt", "x")
-    with pytest.raises(DatasetError, match="outside"):
+    with pytest.raises(DataError, match="outside"):
         fetch("detection", tmp_path / "e", archive=evil)
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(DatasetError, match="not a zip or tar|damaged"):
+    with pytest.raises(DataError, match="not a zip or tar|damaged"):
         fetch("detection", tmp_path / "b", archive=broken)
-    with pytest.raises(DatasetError, match="archive not found"):
+    with pytest.raises(DataError, match="archive not found"):
         fetch("detection", tmp_path / "b", archive=tmp_path / "missing.zip")
 
 
 def test_archive_of_the_wrong_task_is_unusable(segmentation_release, tmp_path):
     archive = _zip_release(segmentation_release, tmp_path / "seg.zip")
-    with pytest.raises(DatasetError, match="no detection release found"):
+    with pytest.raises(DataError, match="no detection release found"):
         fetch("detection", tmp_path / "x", archive=archive)
 
 

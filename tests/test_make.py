@@ -1,4 +1,5 @@
-"""`make reproduce` builds the right Hydra multiruns from DATA / MODELS / OVERRIDES (dry run: nothing trains)."""
+"""`make reproduce` builds the right Hydra multiruns from DATA / MODELS / OVERRIDES (dry run: nothing trains), over
+the rows it finds in configs/experiment/paper/ as tests/test_experiments.py does; so does `make demo`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from test_experiments import EXPERIMENTS, rows_of
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -31,12 +34,33 @@ def test_subset_on_real_data_with_overrides(tmp_path):
                for line in lines)
 
 
+def experiments(task: str) -> str:
+    return ",".join(f"paper/{row}" for row in rows_of(task))
+
+
 def test_without_data_every_row_runs_on_the_phantom_and_says_so():
+    """Every experiment file is a row, run with its task's data: the rows are those of the composed configs."""
     result = dry_run()
     assert result.returncode == 0, result.stderr
     assert "SYNTHETIC PHANTOM" in result.stdout
-    assert "experiment=paper/yolov8m,paper/faster_rcnn,paper/retinanet,paper/ssd300,paper/ssd512 data=detection_phantom" in result.stdout
-    assert "experiment=paper/deeplabv3,paper/unet,paper/segformer,paper/samed data=segmentation_phantom" in result.stdout
+    assert sorted(rows_of("detection") + rows_of("segmentation")) == EXPERIMENTS
+    assert f"-m experiment={experiments('detection')} data=detection_phantom " in result.stdout
+    assert f"-m experiment={experiments('segmentation')} data=segmentation_phantom " in result.stdout
+
+
+def test_a_new_experiment_file_is_a_row_and_one_without_a_task_is_refused(tmp_path):
+    """The rows are the files (EXPERIMENT_FILES, configs/experiment/paper/*.yaml), each a detector or a segmenter by
+    its data default; a file whose task cannot be told stops reproduce before anything runs, naming it."""
+    new, untasked = tmp_path / "detr.yaml", tmp_path / "notask.yaml"
+    new.write_text("# @package _global_\ndefaults:\n  - override /data: detection_phantom\n  - override /model: detr\n")
+    untasked.write_text("# @package _global_\ndefaults:\n  - override /model: unet\n")
+    files = " ".join(str(path) for path in (ROOT / "configs" / "experiment" / "paper").glob("*.yaml"))
+    result = dry_run(f"EXPERIMENT_FILES={files} {new}", "MODELS=detr,unet")
+    assert result.returncode == 0, result.stderr
+    assert "-m experiment=paper/detr data=detection_phantom " in result.stdout
+    assert "-m experiment=paper/unet data=segmentation_phantom " in result.stdout
+    result = dry_run(f"EXPERIMENT_FILES={files} {untasked}")
+    assert result.returncode != 0 and f"{untasked}: no task" in result.stderr and "spinebench-train" not in result.stdout
 
 
 def test_a_seed_that_is_not_a_whole_number_is_refused():
@@ -47,6 +71,7 @@ def test_a_seed_that_is_not_a_whole_number_is_refused():
 def test_unknown_model_is_refused():
     result = dry_run("MODELS=yolov8m,detr9000")
     assert result.returncode != 0 and "unknown MODELS: detr9000" in result.stderr
+    assert f"(rows, one per configs/experiment/paper/<row>.yaml: {' '.join(EXPERIMENTS)})" in result.stderr
 
 
 def test_a_weights_folder_reaches_every_training_run(tmp_path):
@@ -109,13 +134,14 @@ def test_clean_keeps_the_pretrained_files():
 def test_the_demo_goes_on_past_a_failed_job_and_still_writes_its_report(tmp_path):
     """scripts/demo.sh's control flow with stand-ins: one segmenter finishes, one leaves a folder without
     metrics.json (its job failed). The eval gets only the finished run, the report is written, the demo exits 2.
-    It stopped at the first failure (set -e) with no report, and passed the unfinished folder to the eval."""
+    It stopped at the first failure (set -e) with no report, and passed the unfinished folder to the eval.
+    Each task's rows are its experiment files, run with debug=smoke and no trainer overrides."""
     bin_dir, out = tmp_path / "bin", tmp_path / "demo"
     bin_dir.mkdir()
     stand_ins = {
-        "spinebench-train": f'case "$*" in *paper/deeplabv3*) for m in unet deeplabv3; do mkdir -p '
-                            f'"{out}/segmentation_phantom_tiny/$m-demo-s0"; done; '
-                            f'echo "{{}}" > "{out}/segmentation_phantom_tiny/unet-demo-s0/metrics.json"; '
+        "spinebench-train": f'echo "train of: $*"; case "$*" in *paper/deeplabv3*) for m in unet deeplabv3; do '
+                            f'mkdir -p "{out}/segmentation_phantom_tiny/$m-paper-s0-smoke"; done; '
+                            f'echo "{{}}" > "{out}/segmentation_phantom_tiny/unet-paper-s0-smoke/metrics.json"; '
                             f'echo "spinebench-train: error: boom" >&2; exit 2;; *) exit 0;; esac',
         "spinebench-eval": 'echo "eval of: $*"',
         "spinebench": 'echo "report of: $*"'}
@@ -127,5 +153,8 @@ def test_the_demo_goes_on_past_a_failed_job_and_still_writes_its_report(tmp_path
                                  "DEMO_RESULTS": str(tmp_path / "results")})
     assert result.returncode == 2 and "spinebench-train: error: boom" in result.stderr
     evals = [line for line in result.stdout.splitlines() if line.startswith("eval of: ")]
-    assert len(evals) == 1 and f"ckpt={out}/segmentation_phantom_tiny/unet-demo-s0 " in evals[0]
+    assert len(evals) == 1 and f"ckpt={out}/segmentation_phantom_tiny/unet-paper-s0-smoke " in evals[0]
+    trains = [line for line in result.stdout.splitlines() if line.startswith("train of: ")]
+    assert trains == [f"train of: -m experiment={experiments(task)} data={task}_phantom_tiny debug=smoke "
+                      f"paths.log_dir={out} skip_finished=true" for task in ("detection", "segmentation")]
     assert "report of: " in result.stdout and "some jobs failed" in result.stderr

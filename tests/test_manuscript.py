@@ -10,7 +10,11 @@ import pytest
 import yaml
 
 from spinebench.report.implantability import implantability, scores
-from spinebench.report.manuscript import DEFAULT_MANUSCRIPT, ROW_KEYS, ManuscriptError, load_manuscript
+from spinebench.report.manuscript import (
+    DEFAULT_MANUSCRIPT,
+    ManuscriptError,
+    load_manuscript,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # the project's reference note (outside the repository; the transcription check is skipped where it is absent)
@@ -24,10 +28,13 @@ def paper():
 
 
 def test_rows_and_fields(paper):
+    """The paper's two results tables: 7 detectors and 6 segmenters, each row with every field the report uses.
+    The file is the list of rows (and their order) every table of the report follows."""
     assert DEFAULT_MANUSCRIPT == REPO / "benchmarks" / "manuscript.yaml"
-    for task, keys in ROW_KEYS.items():
-        table = paper.tasks[task]
-        assert tuple(table.rows) == keys
+    raw = yaml.safe_load(DEFAULT_MANUSCRIPT.read_text())
+    assert {task: len(table.rows) for task, table in paper.tasks.items()} == {"detection": 7, "segmentation": 6}
+    for task, table in paper.tasks.items():
+        assert list(table.rows) == list(raw["tasks"][task]["rows"])  # the file's order
         for row in table.rows.values():
             assert row.source.startswith("Sci Rep 2025")
             assert row.params > 1_000_000 and row.backbone
@@ -91,6 +98,12 @@ def test_bad_manuscript_fails_loudly(tmp_path):
         load_manuscript(bad)
     with pytest.raises(ManuscriptError, match="not found"):
         load_manuscript(tmp_path / "missing.yaml")
+    raw = yaml.safe_load(DEFAULT_MANUSCRIPT.read_text())
+    rows = raw["tasks"]["segmentation"]["rows"]
+    rows["Swin-UNet"] = rows.pop("swin_unet")  # a display name where a model config's `row` belongs
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManuscriptError, match="Swin-UNet: a row key is a model config's `row`"):
+        load_manuscript(bad)
 
 
 # ---------------------------------------------------------------- transcription vs the reference note

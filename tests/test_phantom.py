@@ -18,6 +18,7 @@ from spinebench.data.phantom import (
     envelope_snr, plan_split, psf_sigmas, render_planned, render_sample, write_phantom,
 )
 from spinebench.data.phantom.writer import phantom_differences
+from spinebench.errors import ConfigError, DataError
 from spinebench.data.segmentation import decode_mask, read_segmentation_split
 
 BG, DURA, PIA, CSF, CORD, DORSAL, HEM, VENTRAL, DURA_PIA, DURA_VENTRAL = range(10)
@@ -205,9 +206,9 @@ def test_same_seed_same_bytes_workers_agree_other_seed_differs(seg_root, tmp_pat
 @pytest.mark.parametrize("kwargs", [
     {"task": "classification"}, {"domain": "feline"}, {"n_train": -1}, {"n_test": -5}, {"workers": 0},
 ])
-def test_bad_arguments_raise_value_error(tmp_path, kwargs):
+def test_bad_arguments_raise_config_error(tmp_path, kwargs):
     args = {"task": "segmentation", "out": tmp_path / "x", "n_train": 1, "n_val": 0, "n_test": 0} | kwargs
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         write_phantom(**args)
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
@@ -216,13 +217,13 @@ def test_refuses_to_write_into_a_folder_with_other_data(tmp_path):
     real = tmp_path / "release"
     (real / "train_images").mkdir(parents=True)
     (real / "train_images" / "scan.png").write_bytes(b"not ours")
-    with pytest.raises(FileExistsError, match="refusing"):
+    with pytest.raises(DataError, match="refusing"):
         write_phantom("segmentation", real, n_train=1, n_val=0, n_test=0)
     assert (real / "train_images" / "scan.png").read_bytes() == b"not ours"
     # A phantom folder that someone added a foreign file to is refused as well.
     phantom = write_phantom("detection", tmp_path / "ph", n_train=1, n_val=0, n_test=0)
     (phantom / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(DataError):
         write_phantom("detection", phantom, n_train=1, n_val=0, n_test=0)
     assert (phantom / "notes.txt").exists()
 

@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import voc_xml, write_png
+from helpers.files import voc_xml, write_png
 
 from spinebench.classes import IGNORE_INDEX, SEGMENTATION_PALETTE
 from spinebench.data.detection import clip_box, parse_voc_xml, read_detection_split
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.images import read_gray
 from spinebench.data.layout import find_splits
 from spinebench.data.segmentation import decode_mask, encode_mask, read_mask, read_segmentation_split
@@ -57,7 +57,7 @@ def test_detection_reader_finds_the_xml_wherever_check_looks(detection_release, 
 def test_two_annotations_of_one_image_are_refused(detection_release):
     (detection_release / "train" / "annotations").mkdir()
     shutil.copy(detection_release / "train" / "train_post_0.xml", detection_release / "train" / "annotations")
-    with pytest.raises(DatasetError, match="train_post_0.png: more than one annotation"):
+    with pytest.raises(DataError, match="train_post_0.png: more than one annotation"):
         read_detection_split(detection_release, "train")
 
 
@@ -93,34 +93,34 @@ def test_boxes_are_clipped_and_degenerate_boxes_dropped_with_a_warning(detection
 def test_malformed_xml_names_the_file(tmp_path, content, message):
     path = tmp_path / "bad.xml"
     path.write_text(content)
-    with pytest.raises(DatasetError, match=message) as error:
+    with pytest.raises(DataError, match=message) as error:
         parse_voc_xml(path)
     assert "bad.xml" in str(error.value)
 
 
 def test_unknown_class_and_corrupt_png_name_the_file(detection_release):
     (detection_release / "test" / "test_post_0.xml").write_text(voc_xml("x.png", [(1, 1, 50, 50)], name="tumour"))
-    with pytest.raises(DatasetError, match="unknown class 'tumour'"):
+    with pytest.raises(DataError, match="unknown class 'tumour'"):
         read_detection_split(detection_release, "test")
     (detection_release / "train" / "train_pre_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(DatasetError, match="train_pre_1.png: unreadable"):
+    with pytest.raises(DataError, match="train_pre_1.png: unreadable"):
         read_detection_split(detection_release, "train")
 
 
 def test_a_16_bit_image_is_refused_not_clipped_to_white(tmp_path):
     path = tmp_path / "wide.png"
     Image.fromarray(np.full((4, 6), 3000, dtype=np.uint16)).save(path)  # 12-bit data in a 16-bit PNG
-    with pytest.raises(DatasetError, match="wide.png: I;16 image"):
+    with pytest.raises(DataError, match="wide.png: I;16 image"):
         read_gray(path)
 
 
 def test_missing_split_and_missing_folder(detection_release, tmp_path):
     shutil.rmtree(detection_release / "test")
-    with pytest.raises(DatasetError, match="split 'test' is missing"):
+    with pytest.raises(DataError, match="split 'test' is missing"):
         read_detection_split(detection_release, "test")
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         find_splits(tmp_path / "nowhere", "detection")
-    with pytest.raises(DatasetError, match="no segmentation release found"):
+    with pytest.raises(DataError, match="no segmentation release found"):
         find_splits(detection_release, "segmentation")
 
 
@@ -139,10 +139,10 @@ def test_segmentation_reader_pairs_by_name_and_names_the_orphan(segmentation_rel
     assert [(s.image.name, s.mask.name) for s in samples] == [("train_0.png", "train_0.png"), ("train_1.png", "train_1.png")]
     assert read_mask(samples[0].mask)[0, 0] == 0 and read_mask(samples[0].mask)[-1, 0] == 9
     (segmentation_release / "val_masks" / "val_1.png").unlink()
-    with pytest.raises(DatasetError, match="val_1.png: no mask"):
+    with pytest.raises(DataError, match="val_1.png: no mask"):
         read_segmentation_split(segmentation_release, "val")
     write_png(segmentation_release / "test_masks" / "extra.png", np.zeros((4, 4, 3)))
-    with pytest.raises(DatasetError, match="extra.png: mask without an image"):
+    with pytest.raises(DataError, match="extra.png: mask without an image"):
         read_segmentation_split(segmentation_release, "test")
 
 
@@ -155,5 +155,5 @@ def test_a_corrupt_png_is_a_dataset_error_after_ultralytics_is_imported(tmp_path
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"garbage")
     for read in (image_size, read_gray):
-        with pytest.raises(DatasetError, match="bad.png: unreadable"):
+        with pytest.raises(DataError, match="bad.png: unreadable"):
             read(bad)

@@ -1,4 +1,10 @@
-"""`spinebench report` on fixture run folders written in the documented format (docs/architecture.md)."""
+"""`spinebench report` on fixture run folders whose records follow the schema (spinebench.contract.RunRecord),
+written through RunFolder as the pipeline writes them; a few are rewritten as records from before the schema.
+
+The tests read the comparison table's cells; one golden file (tests/data/report_golden.md) holds the Markdown of
+a fixed set of runs. After a deliberate change to the report's text, rewrite it with
+`SPINEBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py -k golden` and review its diff.
+"""
 
 from __future__ import annotations
 
@@ -13,39 +19,80 @@ import pytest
 from PIL import Image
 
 from spinebench.classes import SEGMENTATION_CLASSES
+from spinebench.contract import RunRecord
 from spinebench.data.segmentation import encode_mask
-from spinebench.report import add_report_parser, run_report, score_runs
-from spinebench.report.bootstrap import bootstrap_detection, bootstrap_segmentation, case_table, resample_coco
+from spinebench.errors import DataError
+from spinebench.report import add_report_parser, compare, run_report, score_runs
+from spinebench.report.bootstrap import (
+    bootstrap_detection,
+    bootstrap_segmentation,
+    case_table,
+    resample_coco,
+)
 from spinebench.report.collect import collect_runs, pick
 from spinebench.report.manuscript import load_manuscript
+from spinebench.run_folder import RunFolder
 
 RESAMPLES = 60  # the default is 1,000; fewer keep this file fast on a 2-core machine
 H, W = 275, 690
+COMMIT = "0123456789abcdef"
+CPU, GPU = "cpu (x86_64, 2 threads)", "NVIDIA H200"
+GOLDEN = Path(__file__).parent / "data" / "report_golden.md"
 
 
 # ---------------------------------------------------------------- fixture writers
-def _data_block(kind: str, name: str, root: Path, domain: str = "porcine") -> dict:
+def _data_block(kind: str, name: str, root: Path, domain: str = "porcine", **changes) -> dict:
+    """A record's data block as DatasetSpec.describe() gives it."""
     if kind == "phantom":
         stamp = {"synthetic": True, "seed": 0, "domain": domain, "n_test": 6}
-        label = f"PHANTOM ({domain}, seed 0) - synthetic, not the Kumar et al. release"
-        return {"name": name, "task": "x", "label": label, "kind": "phantom", "root": str(root), "stamp": stamp}
-    return {"name": name, "task": "x", "label": f"real release ({root})", "kind": "real", "root": str(root),
-            "verified": True, "archive_sha256": "ab" * 32}
+        return {"name": name, "task": "x", "label": f"PHANTOM ({domain}, seed 0) - synthetic, not the Kumar et al. release",
+                "kind": "phantom", "domain": domain, "root": str(root), "stamp": stamp, **changes}
+    return {"name": name, "task": "x", "label": f"real release ({root.name})", "kind": "real", "domain": domain,
+            "root": str(root), "verified": True, "archive_sha256": "ab" * 32, **changes}
 
 
-def _metrics_data(data: dict) -> dict:
-    """metrics.json's data block as the pipeline writes it: name, kind, label, stamp (no root)."""
-    return {"name": data["name"], "kind": data["kind"], "label": data["label"], "stamp": data.get("stamp")}
-
-
-def _write_common(run: Path, config: str, device: str, data: dict | None = None, commit: str = "0123456789abcdef") -> None:
-    """config.yaml and env.json (whose data block, as collect_env writes it, carries the dataset root)."""
+def _finish(run: Path, record: RunRecord) -> None:
+    """What a finished run's folder holds: config.yaml, env.json, a checkpoint, status.json and its record."""
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(f"experiment: {config}\n")
-    (run / "env.json").write_text(json.dumps({"device": device, "git": {"commit": commit, "dirty": False},
-                                              "packages": {"torch": "2.14.1"}, "data": data or {}}))
+    (run / "config.yaml").write_text(f"experiment: {record.config}\n")
+    (run / "env.json").write_text(json.dumps({"packages": {"torch": "2.14.1"}, "device": record.device}))
     (run / "checkpoints").mkdir(exist_ok=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"stub")
+    RunFolder(run).finish(record)
+
+
+def _edit(run: Path, **changes) -> None:
+    """Change keys of a run's metrics.json (None removes one)."""
+    doc = json.loads((run / "metrics.json").read_text())
+    doc.update(changes)
+    (run / "metrics.json").write_text(json.dumps({k: v for k, v in doc.items() if v is not None}))
+
+
+def _as_legacy(run: Path) -> None:
+    """Rewrite a run's record as one written before schema 2: the provenance (root, verified, note) and the
+    commit in env.json, no domain and no test split size."""
+    doc = json.loads((run / "metrics.json").read_text())
+    data = doc.pop("data")
+    env = {"device": doc["device"], "git": doc.pop("git"), "packages": {"torch": "2.14.1"}, "data": data}
+    for key in ("schema", "test_split_images", "speed", "extra"):
+        doc.pop(key, None)
+    doc["data"] = {k: data[k] for k in ("name", "kind", "label", "stamp") if k in data}
+    (run / "metrics.json").write_text(json.dumps(doc))
+    (run / "env.json").write_text(json.dumps(env))
+    (run / "status.json").unlink()
+
+
+def _unfinished(run: Path, model: str, data: dict, task: str = "detection", error: BaseException | None = None,
+                updated: str = "2026-01-01T10:00:00+0000") -> None:
+    """A run that started (and failed with `error`, else was killed): status.json through RunFolder."""
+    folder = RunFolder(run)
+    folder.begin(f"model:\n  name: {model}\n  row: {model}\n", {"device": CPU},
+                 {"task": task, "model": model, "model_name": model,
+                  "data": {k: data.get(k) for k in ("name", "kind", "domain")}}, keep_finished=False)
+    if error is not None:
+        folder.fail(error)
+    status = json.loads(folder.file("status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "updated": updated}))
 
 
 def detection_pair(seed: int, n_pos: int = 10, n_neg: int = 4, jitter: float = 4.0, miss: int = 1):
@@ -70,22 +117,23 @@ def detection_pair(seed: int, n_pos: int = 10, n_neg: int = 4, jitter: float = 4
     return gt, dets
 
 
-def write_detection_run(run: Path, model: str, model_name: str, data: dict, seed: int, device: str = "cpu (x86_64, 2 threads)",
-                        fps: float = 10.0, load: float = 0.4) -> None:
+def write_detection_run(run: Path, model: str, model_name: str, data: dict, seed: int, device: str = CPU,
+                        fps: float = 10.0, load: float = 0.4, commit: str = COMMIT, **fields) -> None:
     from spinebench.detection.coco import score_coco
 
-    _write_common(run, f"experiment/paper/{model}.yaml", device, data)
     gt, dets = detection_pair(seed)
+    run.mkdir(parents=True, exist_ok=True)
     (run / "ground_truth.json").write_text(json.dumps(gt))
     (run / "predictions.json").write_text(json.dumps(dets))
-    metrics = score_coco(gt, dets)
-    payload = {"task": "detection", "model": model, "model_name": model_name, "split": "test", "data": _metrics_data(data),
-               "metrics": metrics, "params": 25_000_000 + seed, "fps_batch1": fps,
-               "load": {"cpu": load, "gpu": None}, "device": device, "test_precision": "float32", "epochs": 2,
-               "input_size": [256, 640],
-               "pretrained": False, "pretrained_source": None, "train_images_per_s": 5.0, "wall_time_s": 60.0,
-               "config": f"experiment/paper/{model}.yaml", "checkpoint_run": None}
-    (run / "metrics.json").write_text(json.dumps(payload))
+    record = RunRecord(
+        task="detection", model=model, model_name=model_name, data=data, metrics=score_coco(gt, dets),
+        params=25_000_000 + seed, fps_batch1=fps, load={"cpu": load, "gpu": None}, device=device,
+        test_precision="float32", test_images=len(gt["images"]), test_split_images=len(gt["images"]), epochs=2,
+        input_size=[256, 640], pretrained=False, train_images_per_s=5.0, wall_time_s=60.0,
+        config=f"experiment/paper/{model}.yaml", git={"commit": commit, "dirty": False})
+    for key, value in fields.items():
+        setattr(record, key, value)
+    _finish(run, record)
 
 
 def seg_masks(seed: int, n: int, noise: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -150,47 +198,46 @@ def write_seg_dataset(root: Path, seed: int, n: int = 6) -> tuple[list[str], lis
 
 def write_seg_run(run: Path, model: str, data: dict, seed: int, noise: float, names, refs, device: str,
                   fps: float, load: dict, checkpoint_run: str | None = None) -> None:
-    _write_common(run, f"experiment/paper/{model}.yaml", device, data)
     _, preds = seg_masks(seed, len(refs), noise)
     preds = [np.where(np.random.default_rng(seed + i).uniform(size=r.shape) < noise, p, r) for i, (r, p) in enumerate(zip(refs, preds))]
-    (run / "predictions").mkdir(exist_ok=True)
+    (run / "predictions").mkdir(parents=True, exist_ok=True)
     for name, pred in zip(names, preds):
         Image.fromarray(pred).save(run / "predictions" / name)
     summary = summary_from_masks(refs, preds, names)
     (run / "summary.json").write_text(json.dumps(summary))
-    payload = {"task": "segmentation", "model": model, "model_name": model, "split": "test", "data": _metrics_data(data),
-               "metrics": seg_metrics_from_summary(summary), "params": 31_000_000, "fps_batch1": fps, "load": load,
-               "device": device, "epochs": 1, "input_size": [275, 690], "pretrained": False, "pretrained_source": None,
-               "train_images_per_s": 3.0, "wall_time_s": 30.0, "config": f"experiment/paper/{model}.yaml",
-               "checkpoint_run": checkpoint_run}
-    (run / "metrics.json").write_text(json.dumps(payload))
+    record = RunRecord(
+        task="segmentation", model=model, model_name=model, data=data, metrics=seg_metrics_from_summary(summary),
+        params=31_000_000, fps_batch1=fps, load=load, device=device, test_images=len(names),
+        test_split_images=len(names), epochs=1, input_size=[275, 690], pretrained=False, train_images_per_s=3.0,
+        wall_time_s=30.0, config=f"experiment/paper/{model}.yaml", checkpoint_run=checkpoint_run,
+        trained_on={"name": "segmentation_phantom", "kind": "phantom"} if checkpoint_run else None,
+        git={"commit": COMMIT, "dirty": False})
+    _finish(run, record)
 
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     outputs = root / "outputs"
-    cpu, gpu = "cpu (x86_64, 2 threads)", "NVIDIA H200"
     det_ph = _data_block("phantom", "detection_phantom", root / "data/det_ph")
     det_real = _data_block("real", "detection_real", root / "data/det_real")
     write_detection_run(outputs / "detection_phantom/yolov8n", "yolov8m", "yolov8n", det_ph, seed=1, fps=20.0, load=0.3)
     write_detection_run(outputs / "detection_phantom/faster_rcnn", "faster_rcnn", "faster_rcnn", det_ph, seed=2, fps=2.0, load=0.5)
     write_detection_run(outputs / "detection_real/yolov8m", "yolov8m", "yolov8m", det_real, seed=3, fps=18.0, load=0.25)
-    # a half-finished run: config, env and a checkpoint, but no metrics.json
-    _write_common(outputs / "detection_phantom/retinanet", "experiment/paper/retinanet.yaml", cpu)
+    _unfinished(outputs / "detection_phantom/retinanet", "retinanet", det_ph)  # started, then killed
 
     seg_root = root / "data/seg_ph"
     names, refs = write_seg_dataset(seg_root, seed=5)
     seg_ph = _data_block("phantom", "segmentation_phantom", seg_root)
-    write_seg_run(outputs / "segmentation_phantom/deeplabv3", "deeplabv3", seg_ph, 11, 0.10, names, refs, gpu, 60.0,
+    write_seg_run(outputs / "segmentation_phantom/deeplabv3", "deeplabv3", seg_ph, 11, 0.10, names, refs, GPU, 60.0,
                   {"cpu": 0.9, "gpu": 0.35})
-    write_seg_run(outputs / "segmentation_phantom/unet", "unet", seg_ph, 12, 0.20, names, refs, gpu, 120.0,
+    write_seg_run(outputs / "segmentation_phantom/unet", "unet", seg_ph, 12, 0.20, names, refs, GPU, 120.0,
                   {"cpu": 0.9, "gpu": 0.5})
     human_root = root / "data/seg_human"
     hnames, hrefs = write_seg_dataset(human_root, seed=6)
     seg_human = _data_block("phantom", "segmentation_phantom_human", human_root, domain="human")
     write_seg_run(outputs / "segmentation_phantom_human/deeplabv3", "deeplabv3", seg_human, 13, 0.35, hnames, hrefs,
-                  gpu, 60.0, {"cpu": 0.9, "gpu": 0.35}, checkpoint_run=str(outputs / "segmentation_phantom/deeplabv3"))
+                  GPU, 60.0, {"cpu": 0.9, "gpu": 0.35}, checkpoint_run=str(outputs / "segmentation_phantom/deeplabv3"))
     return root
 
 
@@ -203,16 +250,52 @@ def report(runs_root) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def table(runs_root):
+    return compare([runs_root / "outputs"], load_manuscript(), n_resamples=RESAMPLES, seed=0).table
+
+
+def rows(table, **where):
+    """The table's rows matching every column=value given."""
+    selected = table
+    for key, value in where.items():
+        selected = selected[selected[key] == value]
+    return selected
+
+
+def cell(table, column: str, **where):
+    """The one cell of `column` in the row matching `where`."""
+    selected = rows(table, **where)
+    assert len(selected) == 1, selected[["task", "domain", "data_source", "model", "model_name", "status"]]
+    return selected.iloc[0][column]
+
+
 # ---------------------------------------------------------------- collect
 def test_only_finished_runs_are_collected(runs_root):
     collection = collect_runs([runs_root / "outputs"])
     assert len(collection.runs) == 6
     assert not any(r.path.name == "retinanet" for r in collection.runs)
     assert any("retinanet" in note and "unfinished" in note for note in collection.notes)
-    kinds = {(r.task, r.data_kind) for r in collection.runs}
+    kinds = {(r.task, r.source.described) for r in collection.runs}
     assert ("detection", "phantom") in kinds and ("detection", "real") in kinds
     human = [r for r in collection.runs if r.domain == "human"]
     assert len(human) == 1 and human[0].is_zero_shot
+
+
+def test_a_record_from_before_the_schema_reads_as_before(runs_root, tmp_path):
+    """Provenance and commit in env.json, no domain, no test split size: migrated, not a changed result."""
+    import shutil
+
+    for name in ("detection_real/yolov8m", "segmentation_phantom_human/deeplabv3"):
+        shutil.copytree(runs_root / "outputs" / name, tmp_path / name)
+        _as_legacy(tmp_path / name)
+    runs = {r.task: r for r in collect_runs([tmp_path]).runs}
+    det, seg = runs["detection"], runs["segmentation"]
+    assert det.source.kind == "real" and det.source.group == "detection_real (real)" and det.commit == "0123456789ab"
+    assert det.data_root == runs_root / "data/det_real" and det.hardware == CPU
+    assert seg.domain == "human" and seg.source.is_phantom  # the phantom stamp's domain
+    assert seg.test_images == 6 and seg.test_split_images is None  # n_images; the stamp has no counts
+    assert det.partial_test == seg.partial_test == ""
 
 
 def test_missing_path_and_broken_metrics_are_notes(tmp_path):
@@ -228,6 +311,7 @@ def test_missing_path_and_broken_metrics_are_notes(tmp_path):
 @pytest.mark.parametrize("change, says", [
     (lambda m: [m], "unreadable metrics.json (not a JSON object)"),
     (lambda m: {**m, "metrics": [m["metrics"]]}, "has a 'metrics' that is not an object"),
+    (lambda m: {k: v for k, v in m.items() if k != "task"}, "has no 'task'"),
     (lambda m: {**m, "load": {"cpu": 35.0, "gpu": None}}, "has a cpu load that is not a fraction in [0, 1] (35.0"),
     (lambda m: {**m, "fps_batch1": "fast"}, "has a cpu FPS that is not a non-negative number ('fast')"),
 ])
@@ -240,7 +324,8 @@ def test_a_malformed_metrics_file_is_a_note_naming_its_run_not_a_stopped_report(
     assert run_report([tmp_path / "outputs"], tmp_path / "results", n_resamples=5, plots=False) == 0
     notes = collect_runs([tmp_path / "outputs"]).notes
     assert [n for n in notes if n.startswith(f"{bad}: skipped") and says in n], notes
-    assert "| SSD300 |" in (tmp_path / "results" / "README.md").read_text()  # the good run is still reported
+    (row,) = _read_csv(tmp_path / "results" / "detection.csv")  # the good run is still reported
+    assert row["run_dir"] == str(good.resolve())
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -308,10 +393,10 @@ def test_our_implantability_uses_fps_best_per_hardware(runs_root):
     # both on the same GPU: FPS_best = U-Net's 120, GPU load taken (not the process's CPU load)
     assert unet.implantability == {"gpu": pytest.approx(unet.values["mean_dice"] / 2 + 1 / 4 + (1 - 0.5) / 4)}
     assert deeplab.implantability["gpu"] == pytest.approx(deeplab.values["mean_dice"] / 2 + 0.5 / 4 + (1 - 0.35) / 4)
-    human = [r for r in collection.runs if r.domain == "human"][0]
+    human = next(r for r in collection.runs if r.domain == "human")
     assert human.implantability == {}
     # CPU runs of another data source never share FPS_best with these
-    det = {r.model_name: r for r in collection.runs if r.task == "detection" and r.is_phantom}
+    det = {r.model_name: r for r in collection.runs if r.task == "detection" and r.source.is_phantom}
     assert det["faster_rcnn"].implantability["cpu"] == pytest.approx(
         det["faster_rcnn"].values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4)
 
@@ -354,33 +439,37 @@ def test_fps_best_ignores_a_run_the_table_does_not_show_on_other_hardware(tmp_pa
 
 
 def test_a_release_changed_since_its_fetch_is_flagged_with_the_reason(tmp_path):
-    """The run's env.json says why its real data is unverified (a file changed since the fetch, say); the report's
-    banner carries that reason, while a verified release gets none."""
+    """The run's data block says why its real data is unverified (a file changed since the fetch, say); the report
+    carries that reason, while a verified release gets none."""
+    reason = "1 files changed and 0 gone since spinebench-manifest.json was written, e.g. test/a.png"
     for verified in (True, False):
         data = _data_block("real", "detection_real", tmp_path / "data")
         if not verified:
-            data.update(verified=False, label=f"unverified folder ({tmp_path / 'data'})",
-                        note="1 files changed and 0 gone since spinebench-manifest.json was written, e.g. test/a.png")
+            data.update(verified=False, label=f"unverified folder ({tmp_path / 'data'})", note=reason)
         outputs = tmp_path / f"outputs-{verified}"
         write_detection_run(outputs / "detection_real" / "ssd300-run", "ssd300", "ssd300", data, seed=9)
+        result = compare([outputs], load_manuscript(), n_resamples=5)
+        assert cell(result.table, "data_unverified_reason", model="ssd300", status="finished") == ("" if verified else reason)
         assert run_report([outputs], tmp_path / f"results-{verified}", n_resamples=5, plots=False) == 0
         text = (tmp_path / f"results-{verified}" / "README.md").read_text()
-        assert ("not verified against the release manifest: 1 files changed and 0 gone since "
-                "spinebench-manifest.json was written, e.g. test/a.png" in text) is not verified
+        assert (f"not verified against the release manifest: {reason}" in text) is not verified
         assert "not verified" not in text or not verified
+
 
 def test_a_model_trained_on_a_phantom_is_phantom_wherever_it_is_scored(tmp_path):
     """spinebench-eval of a phantom-trained checkpoint on the real release: its row is the phantom's, in a group
     and under a banner of its own, never beside real-data rows as a reproduction."""
     outputs = tmp_path / "outputs"
     write_detection_run(outputs / "detection_real" / "eval-ssd300", "ssd300", "ssd300",
-                        _data_block("real", "detection_real", tmp_path / "data"), seed=9)
-    payload = json.loads((outputs / "detection_real" / "eval-ssd300" / "metrics.json").read_text())
-    payload.update(checkpoint_run=str(tmp_path / "trained"), trained_on={"name": "detection_phantom", "kind": "phantom"})
-    (outputs / "detection_real" / "eval-ssd300" / "metrics.json").write_text(json.dumps(payload))
+                        _data_block("real", "detection_real", tmp_path / "data"), seed=9,
+                        checkpoint_run=str(tmp_path / "trained"),
+                        trained_on={"name": "detection_phantom", "kind": "phantom"})
     (run,) = collect_runs([outputs]).runs
-    assert run.is_phantom and run.data_group == "detection_real (real, model trained on a phantom)"
-    assert run.data_label.endswith("; the model was trained on a PHANTOM")
+    assert run.source.is_phantom and run.source.group == "detection_real (real, model trained on a phantom)"
+    assert run.source.label.endswith("; the model was trained on a PHANTOM")
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    assert cell(table, "data_kind", model="ssd300") == "real, model trained on a phantom"
+    assert set(rows(table, task="detection")["data_source"]) == {"detection_real (real, model trained on a phantom)"}
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     assert "### Detection - detection_real (real, model trained on a phantom) - PHANTOM" in text
@@ -388,18 +477,19 @@ def test_a_model_trained_on_a_phantom_is_phantom_wherever_it_is_scored(tmp_path)
 
 def test_speed_block_with_both_processors(tmp_path):
     run_dir = tmp_path / "run"
-    write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "r", tmp_path), seed=9)
-    payload = json.loads((run_dir / "metrics.json").read_text())
-    payload["speed"] = {"cpu": {"fps": 5.0, "load": 0.5, "device": "cpu (x86_64, 16 threads)"},
-                        "gpu": {"fps": 100.0, "load": 0.2, "device": "NVIDIA H100"}}
-    (run_dir / "metrics.json").write_text(json.dumps(payload))
+    write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "r", tmp_path), seed=9,
+                        speed={"cpu": {"fps": 5.0, "load": 0.5, "device": "cpu (x86_64, 16 threads)"},
+                               "gpu": {"fps": 100.0, "load": 0.2, "device": "NVIDIA H100"}})
     (run,) = collect_runs([run_dir]).runs
     score_runs([run])
     assert set(run.implantability) == {"cpu", "gpu"}
     assert run.implantability["gpu"] == pytest.approx(run.values["mAP50"] / 2 + 0.25 + 0.2)
+    table = compare([run_dir], load_manuscript(), n_resamples=5).table
+    assert cell(table, "hardware_gpu", model="ssd300", status="finished") == "NVIDIA H100"
+    assert cell(table, "fps_cpu", model="ssd300", status="finished") == 5.0
 
 
-# ---------------------------------------------------------------- tables
+# ---------------------------------------------------------------- the comparison table
 def _read_csv(path: Path) -> list[dict]:
     with path.open() as f:
         return list(csv.DictReader(f))
@@ -411,26 +501,72 @@ def test_csv_rows_and_columns(report):
     required = {"model", "model_name", "mAP50", "mAP50_95", "AR100", "precision", "recall", "mAP50_ci_low",
                 "mAP50_ci_high", "paper_mAP50", "mAP50_diff", "params", "fps_batch1", "epochs", "input_size",
                 "pretrained", "data_source", "data_kind", "data_label", "data_stamp", "hardware", "commit", "config",
-                "test_images",
-                "config_file", "run_dir", "implantability_cpu", "implantability_gpu", "paper_implantability_cpu"}
+                "test_images", "shown", "config_file", "run_dir", "implantability_cpu", "implantability_gpu",
+                "paper_implantability_cpu"}
     assert required <= set(det[0])
     assert {r["data_kind"] for r in det} == {"phantom", "real"}
     for row in det:
         assert float(row["mAP50_diff"]) == pytest.approx(float(row["mAP50"]) - float(row["paper_mAP50"]))
         assert float(row["mAP50_ci_low"]) <= float(row["mAP50"]) <= float(row["mAP50_ci_high"])
         assert row["commit"] == "0123456789ab" and row["test_precision"] == "float32"
-    yolo = [r for r in det if r["model_name"] == "yolov8n"][0]
+        assert row["params"].isdigit()  # an integer stays one in the CSV
+    yolo = next(r for r in det if r["model_name"] == "yolov8n")
     assert float(yolo["paper_mAP50"]) == 0.979 and "PHANTOM" in yolo["data_label"]
 
     seg = _read_csv(report / "segmentation.csv")
     assert len(seg) == 3
     for name in SEGMENTATION_CLASSES:
         assert f"dice_{name.replace('/', '_').replace(' ', '_')}" in seg[0]
-    assert {r["test_precision"] for r in seg} == {""}  # these runs' metrics.json predate the field: not recorded
-    human = [r for r in seg if r["domain"] == "human"][0]
+    assert "mAP50" not in seg[0]  # one task's metrics per file
+    assert {r["test_precision"] for r in seg} == {""}  # these runs did not record it
+    human = next(r for r in seg if r["domain"] == "human")
     assert float(human["paper_mean_dice"]) == 0.289  # DeepLabv3's human-side figure
     assert human["checkpoint_run"].endswith("deeplabv3")
     assert human["paper_implantability_gpu"] == human["implantability_gpu"] == ""  # a zero-shot run is not scored
+
+
+def test_the_table_has_every_manuscript_row_per_data_source(table):
+    paper = load_manuscript()
+    real, phantom = "detection_real (real)", "detection_phantom (phantom)"
+    for group in (real, phantom):
+        shown = rows(table, task="detection", data_source=group, shown=True)
+        assert list(shown["model"]) == list(paper.tasks["detection"].rows)  # the manuscript's order
+    assert cell(table, "status", data_source=real, model="ssd300") == "not run"
+    assert cell(table, "status", data_source=phantom, model="retinanet") == "unfinished (see skipped)"
+    # paper value, ours [CI], diff
+    frcnn = rows(table, data_source=phantom, model="faster_rcnn").iloc[0]
+    assert frcnn["paper_mAP50"] == 0.985 and frcnn["mAP50_diff"] == pytest.approx(frcnn["mAP50"] - 0.985)
+    assert frcnn["mAP50_ci_low"] <= frcnn["mAP50"] <= frcnn["mAP50_ci_high"]
+    assert frcnn["paper_implantability_cpu"] == 0.676 and frcnn["implantability_cpu"] is not None
+    # the YOLOv8m row shows the yolov8n variant filed under it
+    assert cell(table, "model_name", data_source=phantom, model="yolov8m") == "yolov8n"
+    assert cell(table, "data_kind", data_source=phantom, model="yolov8m") == "phantom"
+
+    seg = rows(table, task="segmentation", domain="porcine", data_source="segmentation_phantom (phantom)")
+    assert list(seg["model"]) == list(paper.tasks["segmentation"].rows)
+    assert cell(seg, "status", model="samed") == "not run"
+    assert all(seg.loc[seg["status"] == "finished", "dice_spinal_cord"].notna())
+    human = rows(table, task="segmentation", domain="human")
+    assert set(human["data_source"]) == {"segmentation_phantom_human (phantom)"}
+    deeplab = rows(human, model="deeplabv3").iloc[0]
+    assert deeplab["paper_mean_dice"] == 0.289 and deeplab["paper_mIoU"] == 0.200 and deeplab["zero_shot"]
+    assert cell(human, "status", model="unet") == "not run"
+    assert deeplab["commit"] == "0123456789ab" and deeplab["config"] == "experiment/paper/deeplabv3.yaml"
+
+
+def test_markdown_renders_the_table(report):
+    text = (report / "README.md").read_text()
+    real = _section(text, "### Detection - detection_real (real)")
+    phantom = _section(text, "### Detection - detection_phantom (phantom)")
+    assert "PHANTOM" in phantom.splitlines()[0] and "not a reproduction" in phantom.splitlines()[0]
+    assert "PHANTOM" not in real.splitlines()[0]
+    cells = _table_row(phantom, "Faster R-CNN")
+    assert cells[1] == "0.985" and cells[3] == f"{float(cells[2].split()[0]) - 0.985:+.3f}" and cells[2].count("[") == 1
+    # every table of the section (metrics, speed, traceability) says the row shows the yolov8n variant
+    assert phantom.count("| YOLOv8 (m) (ours: `yolov8n`)") == 3, phantom
+    human = _section(text, "zero-shot on human - segmentation_phantom_human")
+    assert "Traceability (the run behind each row):" in human
+    assert "retinanet" in text.split("## Skipped and notes")[1]
 
 
 def _section(text: str, heading_part: str) -> str:
@@ -448,49 +584,16 @@ def _table_row(section: str, name: str) -> list[str]:
     raise AssertionError(f"no row {name!r} in\n{section}")
 
 
-def test_markdown_has_every_manuscript_row(report):
-    text = (report / "README.md").read_text()
-    paper = load_manuscript()
-    real = _section(text, "### Detection - detection_real (real)")
-    phantom = _section(text, "### Detection - detection_phantom (phantom)")
-    assert "PHANTOM" in phantom.splitlines()[0] and "not a reproduction" in phantom.splitlines()[0]
-    assert "PHANTOM" not in real.splitlines()[0]
-    for key, row in paper.tasks["detection"].rows.items():
-        for section in (real, phantom):
-            assert f"| {row.name}" in section
-    assert _table_row(real, "SSD300")[2] == "not run"
-    assert _table_row(phantom, "RetinaNet")[2] == "not run"  # the half-finished run is not reported
-    # paper value, ours [CI], diff
-    cells = _table_row(phantom, "Faster R-CNN")
-    assert cells[1] == "0.985"
-    ours = float(cells[2].split()[0])
-    assert cells[3] == f"{ours - 0.985:+.3f}"
-    assert cells[2].count("[") == 1
-    yolo = _table_row(phantom, "YOLOv8 (m)")
-    assert "yolov8n" in yolo[0]
-    # every table of the section (metrics, speed, traceability) says the row shows the yolov8n variant
-    assert phantom.count("| YOLOv8 (m) (ours: `yolov8n`)") == 3, phantom
+def test_grid_finds_the_reference_of_a_record_from_before_the_schema(runs_root, tmp_path):
+    """The dataset root of an old record is in its env.json: the grid still finds the reference mask."""
+    import shutil
 
-    seg = _section(text, "### Segmentation - segmentation_phantom (phantom)")
-    for row in paper.tasks["segmentation"].rows.values():
-        assert f"| {row.name}" in seg
-    assert _table_row(seg, "SAMed")[2] == "not run"
-    for name in SEGMENTATION_CLASSES:
-        assert name in seg  # the per-class Dice table
-    human = _section(text, "zero-shot on human - segmentation_phantom_human")
-    cells = _table_row(human, "DeepLabv3")
-    assert cells[1] == "0.200" and cells[2] != "not run"
-    assert _table_row(human, "U-Net")[2] == "not run"
-    assert "Traceability (the run behind each row):" in human
-    assert "Traceability" in text and "0123456789ab" in text and "experiment/paper/deeplabv3.yaml" in text
-    assert "retinanet" in text.split("## Skipped and notes")[1]
-
-
-def test_grid_finds_the_reference_through_env_json(runs_root):
     from spinebench.report.plots import _reference
 
-    run = next(r for r in collect_runs([runs_root / "outputs"]).runs if r.model == "unet")
-    assert "root" not in run.metrics["data"]
+    shutil.copytree(runs_root / "outputs" / "segmentation_phantom" / "unet", tmp_path / "unet")
+    _as_legacy(tmp_path / "unet")
+    (run,) = collect_runs([tmp_path / "unet"]).runs
+    assert "root" not in json.loads((tmp_path / "unet" / "metrics.json").read_text())["data"]
     gray, ref = _reference(run, "case_002.png")
     assert gray.shape == (H, W) and ref.shape == (H, W) and ref.max() == 9
 
@@ -507,6 +610,8 @@ def test_plots_written(report):
 
 
 def test_report_without_runs_keeps_every_row(tmp_path):
+    table = compare([tmp_path], load_manuscript(), n_resamples=10).table
+    assert list(table["status"]) == ["not run"] * (7 + 6 + 6) and set(table["data_source"]) == {""}
     assert run_report([tmp_path], tmp_path / "results", n_resamples=10, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     assert text.count("not run") >= 7 + 6 + 6
@@ -528,12 +633,15 @@ def test_cli_parser(tmp_path, runs_root):
 def test_runs_without_a_manuscript_row_are_listed_not_dropped(tmp_path):
     data = _data_block("phantom", "detection_phantom", tmp_path / "data")
     write_detection_run(tmp_path / "outputs" / "yolov8n-run", "yolov8n", "yolov8n", data, seed=4)
+    table = compare([tmp_path / "outputs"], load_manuscript(), n_resamples=10).table
+    row = rows(table, model="yolov8n").iloc[0]
+    assert row["shown"] and row["paper_name"] == "" and row["paper_mAP50"] is None
+    assert row["mAP50_ci_low"] <= row["mAP50"] <= row["mAP50_ci_high"] and row["run_dir"].endswith("yolov8n-run")
     assert run_report([tmp_path / "outputs"], tmp_path / "results", n_resamples=10, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     section = text.split("Runs of models without a manuscript row:", 1)[1]
-    row = next(line for line in section.splitlines() if line.startswith("| `yolov8n`"))
-    mAP50 = json.loads((tmp_path / "outputs" / "yolov8n-run" / "metrics.json").read_text())["metrics"]["mAP50"]
-    assert f"{mAP50:.3f} [" in row and "yolov8n-run" in row
+    line = next(line for line in section.splitlines() if line.startswith("| `yolov8n`"))
+    assert f"{row['mAP50']:.3f} [" in line and "yolov8n-run" in line
 
 
 # ---------------------------------------------------------------- audit: what a report must never hide
@@ -560,99 +668,112 @@ def test_a_zero_fps_is_shown_as_not_measured_and_named_never_a_stopped_report(tm
     data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1, fps=10.0, load=0.5)
     write_detection_run(outputs / "faster_rcnn", "faster_rcnn", "faster_rcnn", data, seed=2, fps=0.0)
+    result = compare([outputs], load_manuscript(), n_resamples=5)
+    frcnn = rows(result.table, model="faster_rcnn").iloc[0]
+    assert frcnn["fps_cpu"] is None and frcnn["implantability_cpu"] is None and frcnn["fps_batch1"] == 0.0
+    assert frcnn["notes"].startswith(f"{outputs / 'faster_rcnn'}: its cpu FPS is 0")
+    assert any(n.startswith(f"{outputs / 'faster_rcnn'}: its cpu FPS is 0") for n in result.notes)
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
-    text = (tmp_path / "results" / "README.md").read_text()
-    assert f"{outputs / 'faster_rcnn'}: its cpu FPS is 0" in text
-    speed = _section(text, "Speed and implantability:")
+    speed = _section((tmp_path / "results" / "README.md").read_text(), "Speed and implantability:")
     assert _table_row(speed, "Faster R-CNN")[4] == "not measured"
-    ssd = next(r for r in collect_runs([outputs]).runs if r.model == "ssd300")
-    score_runs([ssd, *[r for r in collect_runs([outputs]).runs if r.model == "faster_rcnn"]], load_manuscript())
-    assert ssd.implantability["cpu"] == pytest.approx(ssd.values["mAP50"] / 2 + 1 / 4 + 0.5 / 4)
+    ssd = cell(result.table, "implantability_cpu", model="ssd300")
+    assert ssd == pytest.approx(cell(result.table, "mAP50", model="ssd300") / 2 + 1 / 4 + 0.5 / 4)
     assert scores({"a": {"accuracy": 0.5, "fps": 0, "load": 0.5}}) == {"a": None}
     # alone in its table it would be FPS_best: 0 (that stopped the whole report without naming the run)
     assert run_report([outputs / "faster_rcnn"], tmp_path / "alone", n_resamples=5, plots=False) == 0
 
 
-def _hydra_folder(run: Path, model: str, data_name: str, task: str, log: list[str]) -> None:
-    """What Hydra leaves before the pipeline writes anything: .hydra/config.yaml (unresolved) and the job's log."""
+def _hydra_folder(run: Path, model: str, data_name: str, task: str) -> None:
+    """What Hydra leaves before the run writes anything: .hydra/config.yaml (unresolved) and the job's log."""
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text(
         f"model:\n  name: {model}\n  row: {model}\ndata:\n  name: {data_name}\n  task: {task}\n  root: ${{oc.env:X}}\n")
-    (run / "train.log").write_text("\n".join(log) + "\n")
+    (run / "train.log").write_text("[2026-01-01 10:00:00,000][spinebench][INFO] - started\n")
 
 
 def test_unfinished_and_failed_runs_are_named_in_their_rows(tmp_path):
-    """A row whose run was tried but did not finish says so (failed: the error its log ends with), never "not
-    run"; a folder holding only Hydra's files is found too."""
+    """A row whose run was tried but did not finish says so (failed: the error its status.json holds), never
+    "not run"; a folder from before status files (a config, or only Hydra's files) is found too."""
     data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs" / "detection_real"
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
-    _hydra_folder(outputs / "retinanet", "retinanet", "detection_real", "detection",
-                  ["[2026-01-01 10:00:00,000][spinebench][INFO] - run started",
-                   "[2026-01-01 10:05:00,000][spinebench][ERROR] - job failed (spinebench-train), the sweep continues: "
-                   "CUDA out of memory | tried to allocate 2 GiB"])
+    _unfinished(outputs / "retinanet", "retinanet", data, error=RuntimeError("CUDA out of memory | tried to allocate 2 GiB"))
     killed = outputs / "ssd512"
-    _write_common(killed, "experiment/paper/ssd512.yaml", "cpu", data)
-    (killed / "config.yaml").write_text("model:\n  name: ssd512\n  row: ssd512\ndata:\n  name: detection_real\n"
-                                        "  task: detection\ntrainer:\n  epochs: 30\n")
-    (killed / "train.log").write_text(  # an earlier attempt failed; the last one started again and was killed
-        "[2026-01-01 10:00:00,000][spinebench][INFO] - run x: ssd512 on detection_real\n"
-        "[2026-01-01 10:00:01,000][spinebench][ERROR] - traceback:\nTypeError: an earlier attempt's error\n"
-        "[2026-01-01 11:00:00,000][spinebench][INFO] - run x: ssd512 on detection_real\n"
-        "[2026-01-01 11:00:00,000][spinebench.engine.loop][INFO] - epoch 3/30 loss 2.1\n")
+    _unfinished(killed, "ssd512", data)
+    older = outputs / "detr"  # before status.json: its config says what it was
+    older.mkdir()
+    (older / "config.yaml").write_text("model:\n  name: detr\n  row: detr\ndata:\n  name: detection_real\n"
+                                       "  task: detection\n")
+    (older / "checkpoints").mkdir()
+    _hydra_folder(outputs / "yolov7", "yolov7", "detection_real", "detection")
     collection = collect_runs([tmp_path / "outputs"])
-    assert {(u.path.name, u.task, u.model, u.data_name) for u in collection.unfinished} == {
-        ("retinanet", "detection", "retinanet", "detection_real"), ("ssd512", "detection", "ssd512", "detection_real")}
-    assert any(n.startswith(f"{killed}: skipped, unfinished") and "epoch 3/30" in n for n in collection.notes)
+    assert {(u.path.name, u.task, u.model, u.data_name, u.state) for u in collection.unfinished} == {
+        ("retinanet", "detection", "retinanet", "detection_real", "failed"),
+        ("ssd512", "detection", "ssd512", "detection_real", "started"),
+        ("detr", "detection", "detr", "detection_real", ""), ("yolov7", "detection", "yolov7", "detection_real", "")}
+    assert any(n.startswith(f"{killed}: skipped, unfinished") and "started at 2026-01-01T10:00:00" in n
+               for n in collection.notes)
+    table = compare([tmp_path / "outputs"], load_manuscript(), n_resamples=5).table
+    group = rows(table, data_source="detection_real (real)")
+    assert cell(group, "status", model="retinanet") == "failed: RuntimeError: CUDA out of memory | tried to allocate 2 GiB"
+    assert cell(group, "status", model="ssd512") == cell(group, "status", model="detr") == "unfinished (see skipped)"
+    assert cell(group, "status", model="yolov7") == "unfinished (see skipped)"
+    assert cell(group, "status", model="yolov8m") == "not run"
+    assert cell(group, "run_dir", model="retinanet") == str((outputs / "retinanet").resolve())
     assert run_report([tmp_path / "outputs"], tmp_path / "results", n_resamples=5, plots=False) == 0
     section = _section((tmp_path / "results" / "README.md").read_text(), "### Detection - detection_real (real)")
     retinanet = next(line for line in section.splitlines() if line.startswith("| RetinaNet |"))
-    assert "| failed: CUDA out of memory \\| tried to allocate 2 GiB |" in retinanet  # its | escaped
-    assert _table_row(section, "SSD512")[2] == "unfinished (see skipped)"
-    assert _table_row(section, "YOLOv8")[2] == "not run"
+    assert "| failed: RuntimeError: CUDA out of memory \\| tried to allocate 2 GiB |" in retinanet  # its | escaped
     # with no finished run of the dataset at all, its unfinished ones still get a table
+    table = compare([killed], load_manuscript(), n_resamples=5).table
+    assert cell(table, "status", task="detection", data_source="detection_real", model="ssd512") == \
+        "unfinished (see skipped)"
     assert run_report([killed], tmp_path / "only", n_resamples=5, plots=False) == 0
-    section = _section((tmp_path / "only" / "README.md").read_text(), "### Detection - detection_real - no finished")
-    assert _table_row(section, "SSD512")[2] == "unfinished (see skipped)"
+    assert "### Detection - detection_real - no finished runs yet" in (tmp_path / "only" / "README.md").read_text()
 
 
 def test_an_unverified_run_never_sits_under_a_verified_banner(tmp_path):
     """Groups are keyed by verification too: a verified and an unverified run of one dataset get separate tables,
-    and the unverified one's heading and banner say UNVERIFIED with the reason (also when env.json says nothing)."""
-    from spinebench.report.plots import _group_label
-
+    and the unverified one's heading and banner say UNVERIFIED with the reason (also when the record says
+    nothing of verification)."""
     outputs = tmp_path / "outputs"
     verified = _data_block("real", "detection_real", tmp_path / "data")
     unverified = {**verified, "verified": False, "label": "unverified folder (x)", "note": "2 files changed since fetch"}
     write_detection_run(outputs / "a-yolov8m", "yolov8m", "yolov8m", verified, seed=1)
     write_detection_run(outputs / "b-ssd300", "ssd300", "ssd300", unverified, seed=2)
-    write_detection_run(outputs / "c-retinanet", "retinanet", "retinanet", verified, seed=3)
-    (outputs / "c-retinanet" / "env.json").unlink()  # metrics.json says "real" but nothing verified it
+    silent = {k: v for k, v in verified.items() if k != "verified"}  # "real", and nothing verified it
+    write_detection_run(outputs / "c-retinanet", "retinanet", "retinanet", silent, seed=3)
     runs = {r.model: r for r in collect_runs([outputs]).runs}
-    assert runs["yolov8m"].data_group == "detection_real (real)"
-    assert runs["ssd300"].data_group == runs["retinanet"].data_group == "detection_real (real, UNVERIFIED)"
-    assert _group_label([runs["ssd300"]]).startswith("ours, UNVERIFIED")
+    assert runs["yolov8m"].source.group == "detection_real (real)"
+    assert runs["ssd300"].source.group == runs["retinanet"].source.group == "detection_real (real, UNVERIFIED)"
+    assert runs["ssd300"].source.legend.startswith("ours, UNVERIFIED")
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    good, bad = rows(table, data_source="detection_real (real)"), rows(table, data_source="detection_real (real, UNVERIFIED)")
+    assert list(dict.fromkeys(table["data_source"]))[:2] == ["detection_real (real)", "detection_real (real, UNVERIFIED)"]
+    assert cell(good, "status", model="ssd300") == "not run" and cell(bad, "status", model="yolov8m") == "not run"
+    assert cell(bad, "data_unverified_reason", model="retinanet").startswith("no verification recorded")
+    assert cell(bad, "data_verified", model="ssd300") is False
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     good = _section(text, "### Detection - detection_real (real) - real data\n")
     bad = _section(text, "### Detection - detection_real (real, UNVERIFIED) - real data, UNVERIFIED")
-    assert "UNVERIFIED" not in good and _table_row(good, "SSD300")[2] == "not run"
+    assert "UNVERIFIED" not in good
     assert "**UNVERIFIED**: not verified against the release manifest: 2 files changed since fetch" in bad
-    assert "no verification recorded" in bad and _table_row(bad, "YOLOv8")[2] == "not run"
+    assert "no verification recorded" in bad
 
 
 def test_a_run_without_a_data_block_is_of_unknown_source_not_real(tmp_path):
-    from spinebench.report.plots import _group_label
-
+    """Only a record from before the schema can lack a data block (its env.json without one too)."""
     run_dir = tmp_path / "outputs" / "ssd300"
     write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "detection_real", tmp_path / "data"), seed=1)
-    payload = json.loads((run_dir / "metrics.json").read_text())
-    del payload["data"]
-    (run_dir / "metrics.json").write_text(json.dumps(payload))
+    _as_legacy(run_dir)
+    _edit(run_dir, data={})
     env = json.loads((run_dir / "env.json").read_text())
     del env["data"]
     (run_dir / "env.json").write_text(json.dumps(env))
     (run,) = collect_runs([run_dir]).runs
-    assert run.unknown_source and _group_label([run]) == "ours, unknown data source: ? (unknown data source)"
+    assert run.source.kind == "unknown" and run.source.legend == "ours, unknown data source: ? (unknown data source)"
+    table = compare([run_dir], load_manuscript(), n_resamples=5).table
+    assert cell(table, "data_source", model="ssd300", status="finished") == "? (unknown data source)"
     assert run_report([run_dir], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     heading = next(line for line in text.splitlines() if line.startswith("### Detection - "))
@@ -661,10 +782,9 @@ def test_a_run_without_a_data_block_is_of_unknown_source_not_real(tmp_path):
     # beside verified real data, the verified table comes first ("?" sorted before "detection_real")
     write_detection_run(tmp_path / "outputs" / "yolov8m", "yolov8m", "yolov8m",
                         _data_block("real", "detection_real", tmp_path / "data"), seed=2)
-    assert run_report([tmp_path / "outputs"], tmp_path / "both", n_resamples=5, plots=False) == 0
-    headings = [line for line in (tmp_path / "both" / "README.md").read_text().splitlines()
-                if line.startswith("### Detection - ")]
-    assert headings[0].startswith("### Detection - detection_real (real)") and "unknown" in headings[1]
+    table = compare([tmp_path / "outputs"], load_manuscript(), n_resamples=5).table
+    assert list(dict.fromkeys(rows(table, task="detection")["data_source"])) == [
+        "detection_real (real)", "? (unknown data source)"]
 
 
 def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path, capsys):
@@ -679,12 +799,12 @@ def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path, ca
     assert low.low == 0.0 and 0 < low.high < 0.2
     run_dir = tmp_path / "outputs" / "ssd300"
     write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "detection_real", tmp_path / "data"), seed=1)
-    payload = json.loads((run_dir / "metrics.json").read_text())
-    payload["metrics"]["mAP50"] = 0.999
-    (run_dir / "metrics.json").write_text(json.dumps(payload))
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    _edit(run_dir, metrics={**doc["metrics"], "mAP50": 0.999})
     assert run_report([run_dir], tmp_path / "results", n_resamples=20, plots=False) == 0
     (row,) = _read_csv(tmp_path / "results" / "detection.csv")
     assert 0 <= float(row["mAP50_ci_low"]) <= float(row["mAP50_ci_high"]) <= 1.0
+    assert "1 metric(s) in metrics.json differ" in row["notes"]
     notes = (tmp_path / "results" / "README.md").read_text().split("## Skipped and notes")[1]
     assert f"{run_dir.resolve()}: 1 metric(s) in metrics.json differ from those recomputed" in notes
     assert "mAP50 0.9990 reported" in notes
@@ -692,22 +812,19 @@ def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path, ca
 
 
 def test_runs_of_several_commits_are_flagged(tmp_path):
-    from spinebench.report.tables import commit_line
+    from spinebench.report.markdown import commit_line, run_commits
 
     data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
     write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=2)
-    env = json.loads((outputs / "yolov8m" / "env.json").read_text())
-    env["git"] = {"commit": "fedcba9876543210", "dirty": True}
-    (outputs / "yolov8m" / "env.json").write_text(json.dumps(env))
-    runs = collect_runs([outputs]).runs
-    assert commit_line(runs[:1], "0123456789ab") == ""  # one commit, this checkout's: nothing to say
-    assert commit_line(runs[:1], "0123456789ab-dirty") == ""  # a report written into a tracked folder dirties it
-    assert commit_line(runs[:1], "0123456") == ""  # SPINEBENCH_GIT_COMMIT in short
-    short = collect_runs([runs[0].path]).runs[0]
-    short.env = {**short.env, "git": {"commit": "0123456", "dirty": None}}  # the same commit, named in short
-    assert commit_line([runs[0], short], "0123456789ab") == ""
-    assert commit_line(runs[:1], "aaaaaaaaaaaa").endswith("this checkout is `aaaaaaaaaaaa`")
+    _edit(outputs / "yolov8m", git={"commit": "fedcba9876543210", "dirty": True})
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    assert sorted(run_commits(table)) == ["0123456789ab", "fedcba987654-dirty"]
+    assert commit_line(["0123456789ab"], "0123456789ab") == ""  # one commit, this checkout's: nothing to say
+    assert commit_line(["0123456789ab"], "0123456789ab-dirty") == ""  # a report in a tracked folder dirties it
+    assert commit_line(["0123456789ab"], "0123456") == ""  # SPINEBENCH_GIT_COMMIT in short
+    assert commit_line(["0123456789ab", "0123456"], "0123456789ab") == ""  # the same commit, named in short
+    assert commit_line(["0123456789ab"], "aaaaaaaaaaaa").endswith("this checkout is `aaaaaaaaaaaa`")
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     assert ("runs from 2 commits: `0123456789ab` (1 run), `fedcba987654-dirty` (1 run) "
@@ -715,31 +832,38 @@ def test_runs_of_several_commits_are_flagged(tmp_path):
 
 
 def test_a_run_scored_on_part_of_the_test_split_is_flagged(tmp_path):
-    """A smoke run (trainer.limit_test_images) scores a few test images: its row says how many of how many."""
+    """A smoke run (trainer.limit_test_images) scores a few test images: its row says how many of how many, from
+    its record; an old record without the split's size takes it from the phantom's stamp, else says it is
+    unknown."""
     outputs = tmp_path / "outputs"
-    counted = _data_block("phantom", "detection_phantom", tmp_path / "data")
-    counted["stamp"] = {**counted["stamp"], "counts": {"train": 8, "val": 4, "test": 4}}
-    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", counted, seed=1)
-    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", counted, seed=2)
-    for name, scored in (("ssd300", 2), ("yolov8m", 4)):
-        payload = json.loads((outputs / name / "metrics.json").read_text())
-        payload["test_images"] = scored
-        (outputs / name / "metrics.json").write_text(json.dumps(payload))
-    uncounted = _data_block("phantom", "other_phantom", tmp_path / "missing")  # no counts, no folder to count
+    data = _data_block("phantom", "detection_phantom", tmp_path / "data")
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1, test_images=2, test_split_images=4)
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=2, test_images=4, test_split_images=4)
+    counted = {**data, "name": "old_phantom", "stamp": {**data["stamp"], "counts": {"train": 8, "val": 4, "test": 4}}}
+    write_detection_run(outputs / "old-ssd300", "ssd300", "ssd300", counted, seed=1, test_images=2)
+    _as_legacy(outputs / "old-ssd300")
+    uncounted = {**data, "name": "other_phantom"}  # an old record: no counts in its stamp, no split size
     write_detection_run(outputs / "retinanet", "retinanet", "retinanet", uncounted, seed=3)
+    _as_legacy(outputs / "retinanet")
+    _edit(outputs / "retinanet", test_images=None)
     (outputs / "retinanet" / "config.yaml").write_text("trainer:\n  limit_test_images: 2\n")
-    runs = {r.model: r for r in collect_runs([outputs]).runs}
+    runs = {r.path.name: r for r in collect_runs([outputs]).runs}
     assert runs["ssd300"].partial_test == "scored on 2 of 4 test images" and runs["yolov8m"].partial_test == ""
+    assert runs["old-ssd300"].partial_test == "scored on 2 of 4 test images"
     assert runs["retinanet"].partial_test == ("scored on at most 2 test images (trainer.limit_test_images=2; "
                                               "the split's size is unknown)")
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    assert cell(table, "partial_test", data_source="detection_phantom (phantom)", model="ssd300") == \
+        "scored on 2 of 4 test images"
+    assert cell(table, "partial_test", data_source="detection_phantom (phantom)", model="yolov8m") == ""
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     section = _section(text, "### Detection - detection_phantom")
     assert _table_row(section, "SSD300")[0] == "SSD300 **(scored on 2 of 4 test images)**"
     assert _table_row(section, "YOLOv8")[0] == "YOLOv8 (m)"
     assert "trainer.limit_test_images=2" in _table_row(_section(text, "### Detection - other_phantom"), "RetinaNet")[0]
-    assert {r["model"]: r["partial_test"] for r in _read_csv(tmp_path / "results" / "detection.csv")}["ssd300"] == \
-        "scored on 2 of 4 test images"
+    assert {r["run_dir"]: r["partial_test"] for r in _read_csv(tmp_path / "results" / "detection.csv")}[
+        str((outputs / "ssd300").resolve())] == "scored on 2 of 4 test images"
 
 
 def test_a_hidden_newer_run_is_not_called_older(tmp_path):
@@ -747,16 +871,21 @@ def test_a_hidden_newer_run_is_not_called_older(tmp_path):
     data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
     write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=1)
     write_detection_run(outputs / "yolov8n", "yolov8m", "yolov8n", data, seed=2)  # newer, not shown
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    assert cell(table, "others", model="yolov8m", shown=True) == 1
+    assert cell(table, "model_name", model="yolov8m", shown=True) == "yolov8m"
+    assert cell(table, "model_name", model="yolov8m", shown=False) == "yolov8n"
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     assert "| YOLOv8 (m) (+1 other run in the CSV) |" in text and "older run" not in text
+    assert {r["model_name"]: r["shown"] for r in _read_csv(tmp_path / "results" / "detection.csv")} == {
+        "yolov8m": "True", "yolov8n": "False"}
 
 
 def test_the_csv_names_run_folders_relative_to_the_working_directory(tmp_path, monkeypatch):
     """results/demo's CSVs named /tmp/fresh/...: a committed table should not hold one machine's folders."""
     write_detection_run(tmp_path / "outputs" / "ssd300", "ssd300", "ssd300",
                         _data_block("real", "detection_real", tmp_path / "data"), seed=1)
-    (tmp_path / "outputs" / "ssd300" / "config.yaml").write_text("seed: 1\n")
     monkeypatch.chdir(tmp_path)
     assert run_report(["outputs"], "results", n_resamples=5, plots=False) == 0
     (row,) = _read_csv(tmp_path / "results" / "detection.csv")
@@ -767,11 +896,8 @@ def test_a_later_evaluation_on_the_training_data_does_not_replace_the_training_r
     """`spinebench-eval ckpt=<run> data=<its own data>` finished last, and its row replaced the training run's."""
     data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
-    write_detection_run(outputs / "eval-ssd300", "ssd300", "ssd300", data, seed=2)
+    write_detection_run(outputs / "eval-ssd300", "ssd300", "ssd300", data, seed=2, checkpoint_run=str(outputs / "ssd300"))
     evaluation = outputs / "eval-ssd300" / "metrics.json"
-    payload = json.loads(evaluation.read_text())
-    payload["checkpoint_run"] = str(outputs / "ssd300")
-    evaluation.write_text(json.dumps(payload))
     later = time.time() + 10
     os.utime(evaluation, (later, later))
     runs = collect_runs([outputs]).runs
@@ -781,21 +907,69 @@ def test_a_later_evaluation_on_the_training_data_does_not_replace_the_training_r
 def test_an_unfinished_run_is_named_once_and_its_long_error_keeps_its_reason(tmp_path):
     """It sat in both the verified and the unverified table of its dataset, and a cell cut at 100 characters kept
     a long image path and lost the reason after it."""
-    from spinebench.report.collect import Unfinished
-    from spinebench.report.tables import _absent, _groups, _with_unfinished
+    from spinebench.report.markdown import render_table, status_cell
 
     outputs = tmp_path / "outputs"
     verified = _data_block("real", "detection_real", tmp_path / "data")
     write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", verified, seed=1)
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", {**verified, "verified": False, "note": "x"}, seed=2)
-    runs = collect_runs([outputs]).runs
-    error = f"{tmp_path}/data/train/" + "pig03_post_" * 12 + ".png: unreadable image (cannot identify image file)"
-    pending = [Unfinished(path=tmp_path / "retinanet", task="detection", model="retinanet", data_name="detection_real",
-                          error=error)]
-    placed = [(group, [u.model for u in mine]) for group, _, mine in _with_unfinished(_groups(runs), pending)]
-    assert placed == [("detection_real (real)", ["retinanet"]), ("detection_real (real, UNVERIFIED)", [])]
-    cell = _absent(pending, "retinanet")
-    assert cell.startswith("failed: ") and cell.endswith("unreadable image (cannot identify image file)")
-    assert len(cell) <= 120
-    pending[0].error = "TypeError: x" + "x" * 150 + "|" + "y" * 60  # a | in the part kept after the cut
-    assert "\\|" in _absent(pending, "retinanet") and "|" not in _absent(pending, "retinanet").replace("\\|", "")
+    error = DataError(f"{tmp_path}/data/train/" + "pig03_post_" * 12 + ".png: unreadable image (cannot identify image file)")
+    _unfinished(outputs / "retinanet", "retinanet", verified, error=error)
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    retinanet = rows(table, model="retinanet")
+    assert list(zip(retinanet["data_source"], retinanet["status"])) == [
+        ("detection_real (real)", f"failed: {error}"), ("detection_real (real, UNVERIFIED)", "not run")]
+    cut = status_cell(f"failed: {error}")
+    assert cut.startswith("failed: ") and cut.endswith("unreadable image (cannot identify image file)")
+    assert len(cut) <= 120
+    long = "failed: TypeError: x" + "x" * 150 + "|" + "y" * 60  # a | in the part kept after the cut
+    (line,) = render_table([{"status": long}], [("status", lambda r: status_cell(r["status"]))])[2:]
+    assert "\\|" in line and "|" not in line.strip("|").replace("\\|", "")
+
+
+# ---------------------------------------------------------------- the Markdown, whole
+def _golden_runs(outputs: Path) -> None:
+    """A small fixed set of runs covering what the Markdown says: verified, unverified and phantom data, a variant
+    under its row and a hidden run, a model without a row, a partial test split, failed, killed and older
+    unfinished runs, a run of another commit, both processors timed, and a zero-shot evaluation."""
+    real = _data_block("real", "detection_real", Path("/data/detection_real"))
+    unverified = {**real, "verified": False, "label": "unverified folder (/data/x)", "note": "2 files changed since fetch"}
+    phantom = _data_block("phantom", "detection_phantom", Path("/data/detection_phantom"))
+    det = outputs / "detection_real"
+    write_detection_run(det / "yolov8m", "yolov8m", "yolov8m", real, seed=3, fps=18.0, load=0.25)
+    write_detection_run(det / "yolov8n", "yolov8m", "yolov8n", real, seed=4, fps=30.0, load=0.3)
+    write_detection_run(det / "faster_rcnn", "faster_rcnn", "faster_rcnn", real, seed=2, fps=2.0, load=0.5,
+                        speed={"cpu": {"fps": 2.0, "load": 0.5, "device": CPU},
+                               "gpu": {"fps": 15.0, "load": 0.6, "device": GPU}})
+    write_detection_run(det / "custom", "custom_detector", "custom_detector", real, seed=5, fps=40.0, load=0.2,
+                        commit="fedcba9876543210")
+    write_detection_run(det / "ssd300-unverified", "ssd300", "ssd300", unverified, seed=6)
+    _unfinished(det / "retinanet", "retinanet", real, error=RuntimeError("CUDA out of memory | tried to allocate 2 GiB"))
+    _unfinished(det / "ssd512", "ssd512", real)
+    (det / "detr").mkdir()
+    (det / "detr" / "config.yaml").write_text("model:\n  name: detr\ndata:\n  name: detection_real\n  task: detection\n")
+    write_detection_run(outputs / "detection_phantom" / "ssd300", "ssd300", "ssd300", phantom, seed=7, fps=0.0,
+                        test_images=2, test_split_images=4)
+
+    refs, _ = seg_masks(5, 4, 0.0)
+    names = [f"case_{i:03d}.png" for i in range(4)]
+    seg = _data_block("phantom", "segmentation_phantom", Path("/data/seg"))
+    human = _data_block("phantom", "segmentation_phantom_human", Path("/data/seg_human"), domain="human")
+    write_seg_run(outputs / "segmentation_phantom/unet", "unet", seg, 12, 0.2, names, refs, GPU, 120.0,
+                  {"cpu": 0.9, "gpu": 0.5})
+    write_seg_run(outputs / "segmentation_phantom_human/unet", "unet", human, 13, 0.35, names, refs, GPU, 60.0,
+                  {"cpu": 0.9, "gpu": 0.35}, checkpoint_run="outputs/segmentation_phantom/unet")
+
+
+def test_the_markdown_matches_the_golden_file(tmp_path, monkeypatch):
+    """The whole README.md of `_golden_runs`: headings, banners, every table and the notes, byte for byte."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00 UTC
+    monkeypatch.setenv("SPINEBENCH_GIT_COMMIT", COMMIT)
+    _golden_runs(Path("outputs"))
+    assert run_report(["outputs", "outputs/nosuchrun"], "results", n_resamples=20, seed=0, plots=False) == 0
+    text = Path("results/README.md").read_text()
+    if os.environ.get("SPINEBENCH_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "README.md differs from tests/data/report_golden.md (see the module's docstring)"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import write_png
+from helpers.files import write_png
 
 from spinebench.data.cache import decoded_cache
 from spinebench.data.detection import read_detection_split

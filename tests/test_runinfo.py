@@ -43,7 +43,7 @@ def test_copy_without_git_names_its_commit(tmp_path, monkeypatch):
 
 
 def test_config_label_is_the_recipe_not_the_file_locations():
-    from spinebench.pipeline import config_label
+    from spinebench.hydra_run import config_label
 
     overrides = ["model=faster_rcnn", "trainer=gpu", "trainer.epochs=24", "trainer.optimizer.lr=0.01", "data=detection_phantom",
                  "run_name=x", "paths.log_dir=/tmp/o", "data.phantom.n_train=64", "data.name=my_copy"]

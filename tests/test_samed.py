@@ -1,14 +1,21 @@
-"""SAMed adapter: frozen encoder, LoRA zero start, small checkpoint, SAM-checkpoint loading at other sizes.
+"""SAMed: frozen encoder, LoRA zero start, small checkpoint, SAM-checkpoint loading at other sizes; and its
+benchmark's rules (square input, 16-pixel size cap, the frozen encoder's file on resume and when scoring).
 
 SAM ViT-B is built untrained on the CPU (92M parameters); forward passes only at 128 x 128.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
+from spinebench.errors import ConfigError, WeightsError
 from spinebench.segmentation.samed import SAMed, build_samed
 
 torch.set_grad_enabled(True)
@@ -104,7 +111,7 @@ def test_sam_checkpoint_pos_embed_interpolated(samed, tmp_path, size):
 
 
 def test_missing_sam_checkpoint_fails_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="sam_vit_b_01ec64.pth"):
+    with pytest.raises(WeightsError, match="sam_vit_b_01ec64.pth"):
         build_samed(num_classes=10, image_size=128, sam_checkpoint=str(tmp_path / "nope.pth"))
 
 
@@ -113,8 +120,8 @@ def test_an_unreadable_sam_checkpoint_is_refused_naming_it(content, tmp_path):
     """A SAM file cut short (an interrupted download) or a text file (an HTML error page saved as .pth): one line
     naming the setting and the file, a WeightsError as the detectors' (the CLI's user errors: exit 2), not torch's
     RuntimeError or UnpicklingError."""
-    from spinebench import pipeline
-    from spinebench.weights import WeightsError
+    from spinebench.entry import one_line
+    from spinebench.errors import SpinebenchError
 
     path = tmp_path / "sam_vit_b_01ec64.pth"
     if content == "truncated":
@@ -124,18 +131,22 @@ def test_an_unreadable_sam_checkpoint_is_refused_naming_it(content, tmp_path):
         path.write_text("<html><body>404 Not Found</body></html>\n")
     with pytest.raises(WeightsError, match=rf"^model.sam_checkpoint={path}: cannot read it as SAM weights \(") as info:
         build_samed(num_classes=10, image_size=128, sam_checkpoint=str(path))
-    assert "\n" not in pipeline.one_line(info.value) and isinstance(info.value, pipeline.USER_ERRORS)
+    assert "\n" not in one_line(info.value) and isinstance(info.value, SpinebenchError)
+
+
+def _may_differ(rules, saved: dict, current: dict) -> set[str]:
+    """The keys a resume may change under `rules` (each raises when the two must not be resumed into each other)."""
+    return {key for rule in rules for key in rule(saved, current)}
 
 
 def test_a_resume_that_would_change_the_frozen_encoder_is_refused(tmp_path):
     """SAMed's checkpoints lack the frozen encoder: a resume rebuilds it from the SAM file found now. A file where
     the run had none (or none where it had one, or another file) would swap the encoder under the trained LoRA and
-    decoder, so check_same_settings refuses it; the same file found in another folder resumes (weights_source, its
-    path, stays neutral for the models whose checkpoints hold every weight)."""
-    from spinebench.engine import ConfigError, check_same_settings
-    from spinebench.engine.loop import FROZEN_WEIGHTS
-    from spinebench.segmentation.benchmark import frozen_weights
+    decoder, so SAMed's resume rule refuses it; the same file found in another folder resumes (weights_source, its
+    path, stays neutral). A checkpoint that does not record the file is not compared."""
+    from spinebench.segmentation.samed_benchmark import FROZEN_WEIGHTS, SamedBenchmark, frozen_weights
 
+    rules = SamedBenchmark("samed", partial(build_samed), sam_checkpoint=None).resume_rules()
     sam = tmp_path / "a" / "sam_vit_b_01ec64.pth"
     sam.parent.mkdir()
     sam.write_bytes(b"x" * 100)
@@ -143,14 +154,72 @@ def test_a_resume_that_would_change_the_frozen_encoder_is_refused(tmp_path):
     moved.parent.mkdir()
     moved.write_bytes(b"x" * 100)
     assert frozen_weights(str(sam)) == frozen_weights(str(moved)) == "sam_vit_b_01ec64.pth, 100 bytes"
-    random = {"model": {"arch": "samed"}, "weights_source": None, FROZEN_WEIGHTS: None}
-    found = {"model": {"arch": "samed"}, "weights_source": str(sam), FROZEN_WEIGHTS: frozen_weights(str(sam))}
-    where = tmp_path / "last.pt"
-    with pytest.raises(ConfigError, match=r"came from none \(its seeded random initialisation\); this start found "
-                                          r"sam_vit_b_01ec64.pth, 100 bytes, and resuming would change the frozen"):
-        check_same_settings(where, random, found)
+    random = {"model.network.rank": 4, "weights_source": None, FROZEN_WEIGHTS: None}
+    found = {"model.network.rank": 4, "weights_source": str(sam), FROZEN_WEIGHTS: frozen_weights(str(sam))}
+    with pytest.raises(ConfigError, match=r"^this run's frozen weights \(not in its checkpoints\) came from none \(its "
+                                          r"seeded random initialisation\); this start found sam_vit_b_01ec64.pth, 100 "
+                                          r"bytes, and resuming would change the frozen"):
+        _may_differ(rules, random, found)
     with pytest.raises(ConfigError, match="this start found none"):
-        check_same_settings(where, found, random)
-    check_same_settings(where, found, {**found, "weights_source": str(moved)})  # the same file elsewhere
-    old = {k: v for k, v in random.items() if k != FROZEN_WEIGHTS}  # a checkpoint from before it was recorded
-    check_same_settings(where, old, found)
+        _may_differ(rules, found, random)
+    assert _may_differ(rules, found, {**found, "weights_source": str(moved)}) == {"weights_source"}  # elsewhere
+    old = {k: v for k, v in random.items() if k != FROZEN_WEIGHTS}  # a checkpoint that does not record it
+    assert _may_differ(rules, old, found) == {"weights_source", FROZEN_WEIGHTS}
+
+
+def _run_context(cap: int | None):
+    return SimpleNamespace(trainer=SimpleNamespace(max_input_size=cap), cache_dir=None)
+
+
+def test_samed_takes_square_inputs_capped_to_its_patch_multiple():
+    """model.image_size sets the square input; model.input_size may only repeat it; a smoke run's size cap keeps
+    a multiple of SAM's 16-pixel patch, where another segmenter's is the cap itself."""
+    from spinebench.segmentation.benchmark import SegmentationBenchmark
+    from spinebench.segmentation.models import build_plain_unet
+    from spinebench.segmentation.samed_benchmark import SamedBenchmark
+
+    samed = SamedBenchmark("samed", partial(build_samed, rank=4), image_size=128, input_size=[128, 128])
+    assert samed.input_size == [128, 128] and samed.effective_size(_run_context(None)) == [128, 128]
+    assert samed.effective_size(_run_context(70)) == [64, 64]
+    assert SegmentationBenchmark("unet", partial(build_plain_unet)).effective_size(_run_context(70)) == [70, 70]
+    with pytest.raises(ConfigError, match=r"SAMed takes square 128x128 inputs \(model.image_size\); "
+                                          r"model.input_size=\[128, 256\] disagrees"):
+        SamedBenchmark("samed", partial(build_samed), image_size=128, input_size=[128, 256])
+    with pytest.raises(ConfigError, match=r"model.image_size=120: must be a multiple of 16"):
+        SamedBenchmark("samed", partial(build_samed), image_size=120)
+    with pytest.raises(ConfigError, match=r"model.network.sam_checkpoint: SAMed's is model.sam_checkpoint"):
+        SamedBenchmark("samed", partial(build_samed, sam_checkpoint="x.pth"))
+
+
+def test_samed_checkpoints_record_the_frozen_encoder_and_its_model_config_builds_samed(tmp_path):
+    from spinebench.segmentation.samed_benchmark import FROZEN_WEIGHTS, SamedBenchmark
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "model" / "samed.yaml").read_text())
+    assert config["_target_"] == "spinebench.segmentation.samed_benchmark.SamedBenchmark"
+    sam = tmp_path / "sam_vit_b_01ec64.pth"
+    sam.write_bytes(b"x" * 7)
+    keys = SamedBenchmark("samed", partial(build_samed)).checkpoint_keys(str(sam))
+    assert keys == {"weights_source": str(sam), FROZEN_WEIGHTS: "sam_vit_b_01ec64.pth, 7 bytes"}
+
+
+def test_a_finished_run_is_rebuilt_from_its_recorded_sam_file_found_again_by_name_and_size(tmp_path, monkeypatch):
+    """Scoring a finished run needs the SAM file it trained on (its checkpoints lack the frozen encoder): the path
+    recorded, or the same file (name and size) found now in the weights folders; gone, a WeightsError names it."""
+    from spinebench.segmentation.samed_benchmark import FROZEN_WEIGHTS, SamedBenchmark, frozen_weights
+
+    recorded = tmp_path / "old" / "sam_vit_b_01ec64.pth"
+    recorded.parent.mkdir()
+    recorded.write_bytes(b"x" * 9)
+    trained = {"weights_source": str(recorded), FROZEN_WEIGHTS: frozen_weights(str(recorded))}
+    bench = SamedBenchmark("samed", partial(build_samed))
+    assert bench._trained_weights(trained, "auto") == str(recorded)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(folder))
+    monkeypatch.chdir(tmp_path)
+    recorded.rename(folder / recorded.name)
+    assert bench._trained_weights(trained, "auto") == str(folder / recorded.name)
+    (folder / recorded.name).write_bytes(b"x" * 8)  # another file of that name
+    with pytest.raises(WeightsError, match=rf"^{recorded}: the SAM checkpoint this SAMed run was trained from is not"):
+        bench._trained_weights(trained, "auto")
+    assert bench._trained_weights({"weights_source": None, FROZEN_WEIGHTS: None}, "auto") is None  # random init

@@ -18,6 +18,7 @@ import torch
 
 from spinebench.engine import fit
 
+pytestmark = pytest.mark.slow  # the benchmark-script checks: make test-all
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -254,6 +255,9 @@ def test_decode_precision_scores_a_finished_run_three_ways(tmp_path, cache_dir):
     with pytest.raises(SystemExit, match="no config.yaml and checkpoints/best.pt"):
         decode_precision.main([str(tmp_path)])
     config = tmp_path / "run" / "config.yaml"
-    config.write_text(config.read_text().replace("arch: faster_rcnn", "arch: yolov8"))
-    with pytest.raises(SystemExit, match="model.arch=yolov8 is not a torchvision detector"):
+    torchvision = "spinebench.detection.torchvision_benchmark.TorchvisionDetector"
+    yolo = "spinebench.detection.yolo.YoloV8"
+    assert f"_target_: {torchvision}" in config.read_text()
+    config.write_text(config.read_text().replace(torchvision, yolo))
+    with pytest.raises(SystemExit, match=f"model._target_={yolo} is not a torchvision detector"):
         decode_precision.main([str(tmp_path / "run")])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.source import MANIFEST, PHANTOM_STAMP, describe_source, prepare_dataset
 
 
@@ -29,14 +29,14 @@ def test_a_real_folder_takes_its_domain_from_the_config(segmentation_release):
     """The report put a real set on the zero-shot side only when its data.name held "human"."""
     assert prepare_dataset("seg", "segmentation", segmentation_release).source["domain"] == "porcine"
     assert prepare_dataset("mine", "segmentation", segmentation_release, domain="human").source["domain"] == "human"
-    with pytest.raises(DatasetError, match="data.domain must be porcine or human, got 'pig'"):
+    with pytest.raises(DataError, match="data.domain must be porcine or human, got 'pig'"):
         prepare_dataset("seg", "segmentation", segmentation_release, domain="pig")
 
 
 
 def test_a_human_detection_set_is_refused(detection_release):
     """The report draws human-side tables for segmentation only: such a run showed up in no table."""
-    with pytest.raises(DatasetError, match="a human detection set has no place in the paper's tables"):
+    with pytest.raises(DataError, match="a human detection set has no place in the paper's tables"):
         prepare_dataset("det", "detection", detection_release, domain="human")
 
 
@@ -45,7 +45,7 @@ def test_every_data_config_takes_a_domain_override(data):
     """The README's `data.domain=human` met Hydra's "Key 'domain' is not in struct" on every config but one."""
     from hydra import compose, initialize_config_dir
 
-    from spinebench.pipeline import CONFIG_DIR
+    from spinebench.hydra_run import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"data={data}", "data.domain=human", "data.root=/r"])
@@ -54,9 +54,9 @@ def test_every_data_config_takes_a_domain_override(data):
 
 @pytest.mark.parametrize("task, message", [("segmentation", "no segmentation release"), ("tracking", "unknown task")])
 def test_wrong_task_or_missing_folder_is_a_clear_error(detection_release, tmp_path, task, message):
-    with pytest.raises(DatasetError, match=message):
+    with pytest.raises(DataError, match=message):
         prepare_dataset("x", task, detection_release)
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         prepare_dataset("x", "detection", tmp_path / "missing")
 
 
@@ -65,7 +65,7 @@ def test_an_unreadable_provenance_file_is_a_clear_error_naming_it(stamp, detecti
     """A provenance file cut short (a copy or a fetch stopped part-way) decides what every result is labelled:
     it is refused naming the file, not read as a JSON error from nowhere, nor skipped (the label would change)."""
     (detection_release / stamp).write_text('{"synthetic": tr')
-    with pytest.raises(DatasetError, match=f"{stamp}: unreadable"):
+    with pytest.raises(DataError, match=f"{stamp}: unreadable"):
         prepare_dataset("detection_real", "detection", detection_release)
 
 
@@ -137,9 +137,9 @@ def test_a_segmentation_phantom_without_its_stamp_is_phantom_and_a_plain_folder_
 def test_a_phantom_domain_is_set_by_the_phantom_s_own_key(tmp_path):
     """data.domain=human on a porcine phantom was accepted and ignored (the stamp won, the config said human)."""
     phantom = {"n_train": 1, "n_val": 1, "n_test": 1, "seed": 0, "domain": "porcine"}
-    with pytest.raises(DatasetError, match="data.domain=human but the phantom asked for is porcine: set "
+    with pytest.raises(DataError, match="data.domain=human but the phantom asked for is porcine: set "
                                            "data.phantom.domain"):
         prepare_dataset("p", "segmentation", tmp_path / "p", phantom=phantom, domain="human")
-    with pytest.raises(DatasetError, match="use data.domain=porcine and data.phantom.domain=porcine"):
+    with pytest.raises(DataError, match="use data.domain=porcine and data.phantom.domain=porcine"):
         prepare_dataset("p", "detection", tmp_path / "p", phantom={**phantom, "domain": "human"}, domain="human")
     assert not (tmp_path / "p").exists()  # refused before any phantom is written

@@ -1,5 +1,5 @@
-"""One smoke run per detection experiment config (lightning-hydra-template style: compose the real configs,
-force tiny limits), every file of the run folder checked; bad input gives one clear line."""
+"""Detection runs on the tiny phantom (the real configs composed in-process): resume, evaluation on another
+dataset, precision, and bad input in one clear line. The paper rows' smoke runs are tests/test_experiments.py."""
 
 from __future__ import annotations
 
@@ -16,19 +16,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from conftest import check_metrics_keys_documented
-
 from spinebench.evaluate import run_id  # (importing it registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
-from spinebench.engine import ConfigError
-from spinebench.pipeline import (CONFIG_DIR, UserError, check_overrides, drop_untouched_run_dir, evaluate,
-                                 run_guarded, train)
+from spinebench.entry import Entry, check_overrides
+from spinebench.errors import ConfigError, RunStateError
+from spinebench.hydra_run import CONFIG_DIR
+from spinebench.pipeline import evaluate, train
+from spinebench.run_folder import RunFolder
 from spinebench.report import collect_runs
-
-EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml")
-                     if p.stem in ("faster_rcnn", "retinanet", "ssd300", "ssd512", "yolov8m"))
-RUN_FILES = ("config.yaml", "env.json", "metrics.json", "ground_truth.json", "predictions.json", "pr_curve.png",
-             "checkpoints/best.pt", "checkpoints/last.pt")
 
 
 def compose_cfg(config_name: str, overrides: list[str], out: Path, cache_dir: Path):
@@ -41,44 +36,6 @@ def compose_cfg(config_name: str, overrides: list[str], out: Path, cache_dir: Pa
         cfg.paths.output_dir = str(out / "run")
         del cfg["hydra"]
     return cfg
-
-
-def smoke_cfg(experiment: str, out: Path, cache_dir: Path):
-    # the experiment sets the paper's epochs, batch size and trainer name: the smoke ones are given back
-    return compose_cfg("train", [f"experiment=paper/{experiment}", "trainer=smoke", "data=detection_phantom_tiny",
-                                 "trainer.name=smoke", "trainer.epochs=1", "trainer.batch_size=2"], out, cache_dir)
-
-
-def test_every_paper_detection_experiment_exists():
-    assert EXPERIMENTS == ["faster_rcnn", "retinanet", "ssd300", "ssd512", "yolov8m"]
-
-
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_paper_experiment_smoke(experiment, tmp_path, cache_dir):
-    cfg = smoke_cfg(experiment, tmp_path, cache_dir)
-    doc = train(cfg)
-    run = tmp_path / "run"
-    for name in RUN_FILES:
-        assert (run / name).is_file(), name
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics == json.loads(json.dumps(doc, default=str))
-    assert metrics["task"] == "detection" and metrics["model"] == experiment
-    check_metrics_keys_documented(metrics)
-    assert metrics["config"] == (f"experiment/paper/{experiment}.yaml + trainer/smoke.yaml trainer.name=smoke "
-                                 "trainer.epochs=1 trainer.batch_size=2")
-    assert metrics["data"]["kind"] == "phantom" and metrics["pretrained"] is False
-    assert metrics["data"]["domain"] == "porcine"  # from the phantom's stamp: the side of the table it goes to
-    assert metrics["test_precision"] == "float32"  # whatever trainer.amp (TEST_SPLIT_AMP); YOLO: ultralytics' half
-    for key in ("mAP50", "mAP50_95", "AR100", "precision", "recall"):
-        assert 0.0 <= metrics["metrics"][key] <= 1.0, key
-    assert metrics["params"] > 1e6 and metrics["fps_batch1"] > 0
-    # a CPU run times the CPU only: the speed block is the run's own figures (a GPU run adds the CPU's, below)
-    assert metrics["speed"] == {"cpu": {"fps": metrics["fps_batch1"], "load": metrics["load"]["cpu"],
-                                        "device": metrics["device"]}}
-    ground_truth = json.loads((run / "ground_truth.json").read_text())
-    assert len(ground_truth["images"]) == 2  # trainer=smoke scores 2 test images, negatives included
-    if experiment != "yolov8m":
-        assert (run / "env.json").is_file() and json.loads((run / "env.json").read_text())["data"]["kind"] == "phantom"
 
 
 @pytest.mark.gpu
@@ -96,6 +53,7 @@ def test_a_gpu_run_fills_both_implantability_columns(tmp_path, cache_dir):
     assert set(run.speeds) == {"cpu", "gpu"}
 
 
+@pytest.mark.slow
 def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     """A finished run started again trains nothing; spinebench-eval scores its best checkpoint elsewhere. A
     metrics.json cut short costs neither a retraining (the run is tested again) nor the evaluation."""
@@ -134,7 +92,7 @@ def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     whole = evaluate(compose_cfg("eval", [f"ckpt={best}", "data=detection_phantom_tiny"], tmp_path / "e3", cache_dir))
     assert whole["test_images"] == 4 and whole["checkpoint_run"] == str((tmp_path / "run").resolve())
     assert run_id(str(best)) == run_id(str(tmp_path / "run")) == f"run@{tmp_path.name}"  # its folder: eval-run@...
-    with pytest.raises(UserError, match="scores a run's checkpoints/best.pt"):
+    with pytest.raises(ConfigError, match="scores a run's checkpoints/best.pt"):
         evaluate(compose_cfg("eval", [f"ckpt={best.with_name('last.pt')}", *limited], tmp_path / "e4", cache_dir))
     finished.write_text("{")  # the training run's facts are lost; its checkpoint still scores
     eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", *limited], tmp_path / "e2", cache_dir)
@@ -146,6 +104,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, cache_dir, monkeypatch):
     """RetinaNet on the tiny phantom, killed in its second epoch and started again with the same command: it
     continues from last.pt and ends with the weights and test metrics of a run that was never interrupted.
@@ -177,6 +136,7 @@ def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, ca
     assert all(torch.equal(finished["model"][k], uninterrupted["model"][k]) for k in finished["model"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test_split_amp", [False, True])
 def test_validation_runs_under_trainer_amp_and_the_test_split_as_test_split_amp_says(test_split_amp, tmp_path,
                                                                                      cache_dir, monkeypatch,
@@ -210,50 +170,12 @@ def test_validation_runs_under_trainer_amp_and_the_test_split_as_test_split_amp_
 
 def _guarded_error(cfg, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        run_guarded(train, cfg, "spinebench-train")
+        Entry("spinebench-train").run(train, cfg)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     return err
 
-
-def test_wrong_type_override_is_one_line(tmp_path, cache_dir, capsys):
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer.epochs=abc"], tmp_path, cache_dir)
-    assert "trainer.epochs must be an integer, got 'abc'" in _guarded_error(cfg, capsys)
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # the folder of a trained run: still the type's error,
-    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"0")  # not "trained with other settings"
-    (tmp_path / "run" / "config.yaml").write_text("trainer:\n  epochs: 1\n")
-    assert "trainer.epochs must be an integer, got 'abc'" in _guarded_error(cfg, capsys)
-
-
-def test_bad_data_on_device_is_one_line(tmp_path, cache_dir, capsys):
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer=smoke",
-                                "trainer.data_on_device=gpu"], tmp_path, cache_dir)
-    assert "trainer.data_on_device must be auto, true or false, got 'gpu'" in _guarded_error(cfg, capsys)
-
-
-def test_missing_weights_path_is_one_line(tmp_path, cache_dir, capsys):
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer=smoke",
-                                f"model.weights={tmp_path / 'nope.pth'}"], tmp_path, cache_dir)
-    assert "nope.pth: file not found" in _guarded_error(cfg, capsys)
-
-
-@pytest.mark.parametrize("model, resize, message", [
-    ("faster_rcnn", "crop", "model.resize must be short_side or stretch, got 'crop'"),
-    ("ssd300", "short_side", "model.resize must be stretch"),
-])
-def test_bad_resize_is_one_line(tmp_path, cache_dir, capsys, model, resize, message):
-    cfg = compose_cfg("train", [f"model={model}", "data=detection_phantom_tiny", "trainer=smoke",
-                                f"model.resize={resize}"], tmp_path, cache_dir)
-    assert message in _guarded_error(cfg, capsys)
-
-
-def test_dataset_without_test_split_is_one_line(tmp_path, cache_dir, capsys):
-    root = tmp_path / "no_test"
-    for split in ("train", "val"):
-        (root / split).mkdir(parents=True)
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", f"data.root={root}"], tmp_path, cache_dir)
-    assert "split 'test' is missing" in _guarded_error(cfg, capsys)
 
 
 @pytest.mark.parametrize("module, override, says", [
@@ -264,7 +186,8 @@ def test_dataset_without_test_split_is_one_line(tmp_path, cache_dir, capsys):
     ("spinebench.evaluate", "data=human", "spinebench-eval: error: data=human: no such config (configs/data/ has "),
     ("spinebench.train", "trainer.epoch=3", "spinebench-train: error: unknown key trainer.epoch (known: amp, augment, "),
     ("spinebench.train", "trainer.optimizer.learning_rate=1", "spinebench-train: error: unknown key "
-                                                              "trainer.optimizer.learning_rate (known: betas, lr, "),
+                                                              "trainer.optimizer.learning_rate: no torch optimizer "
+                                                              "takes it (e.g. lr, "),
 ])
 def test_a_config_name_that_does_not_exist_is_one_line(tmp_path, module, override, says):
     """Hydra's own message is twenty lines with its search path; the entry points check the names first."""
@@ -278,8 +201,8 @@ def test_a_config_name_that_does_not_exist_is_one_line(tmp_path, module, overrid
 def test_config_names_that_exist_or_are_hydras_to_resolve_pass_the_check():
     check_overrides(["-m", "model=faster_rcnn,retinanet", "experiment=paper/yolov8m", "data=null",
                      "model.weights=/w.pt", "trainer.epochs=3", "trainer.optimizer.lr=0.1", "trainer=gpu",
-                     "+trainer=gpu", "model=glob(ssd*)", "~paths"], "spinebench-train")  # returns: nothing to refuse
-    check_overrides(["--config-dir=/mine", "model=my_detector"], "spinebench-train")  # a folder of its own
+                     "+trainer=gpu", "model=glob(ssd*)", "~paths"])  # returns: nothing to refuse
+    check_overrides(["--config-dir=/mine", "model=my_detector"])  # a folder of its own
 
 
 def test_a_command_stopped_by_a_user_error_leaves_no_empty_run_folder(tmp_path):
@@ -303,9 +226,9 @@ def test_only_an_untouched_run_folder_is_dropped(tmp_path):
     (resumable / "checkpoints").mkdir()
     (resumable / "checkpoints/last.pt").write_bytes(b"0")
     (scored / "predictions.json").write_text("[]\n")
-    assert drop_untouched_run_dir(untouched) and not untouched.exists()
-    assert not drop_untouched_run_dir(resumable) and (resumable / "checkpoints/last.pt").is_file()
-    assert not drop_untouched_run_dir(scored) and (scored / "predictions.json").is_file()
+    assert RunFolder(untouched).drop_if_untouched() and not untouched.exists()
+    assert not RunFolder(resumable).drop_if_untouched() and (resumable / "checkpoints/last.pt").is_file()
+    assert not RunFolder(scored).drop_if_untouched() and (scored / "predictions.json").is_file()
     assert (tmp_path / "outputs/data").is_dir()  # still holds the resumable run
 
 
@@ -365,6 +288,7 @@ def test_weights_that_cannot_be_loaded_are_one_line_and_leave_no_run_folder(mode
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_yolo_run_resumes_through_ultralytics_and_says_so(tmp_path, cache_dir, monkeypatch):
     """ultralytics' resume continues from its last.pt; it does not restore its data order and augmentation
     randomness, so the run records where it resumed (metrics.json `resumed_from`)."""
@@ -393,37 +317,8 @@ def test_a_killed_yolo_run_resumes_through_ultralytics_and_says_so(tmp_path, cac
     assert len((tmp_path / "run" / "yolo" / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
 
-def test_an_experiment_under_trainer_smoke_needs_its_own_run_name(tmp_path, cache_dir, capsys):
-    """The experiment's trainer keys win over the preset's: it trained the paper's 20 epochs in ssd512-paper-s0,
-    the folder of the real row, which then refused the real row's settings."""
-    cfg = compose_cfg("train", ["experiment=paper/ssd512", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path,
-                      cache_dir)
-    assert ("experiment=paper/ssd512 sets its own trainer (epochs, batch size, and the name of its run folder), which "
-            "wins over trainer=smoke") in _guarded_error(cfg, capsys)
-    assert not (tmp_path / "run" / "checkpoints").exists()
 
-
-def test_a_seed_that_is_not_an_integer_is_one_line(tmp_path, cache_dir, capsys):
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_phantom_tiny", "trainer=smoke", "seed=abc"],
-                      tmp_path, cache_dir)
-    assert _guarded_error(cfg, capsys).endswith("error: seed must be an integer, got 'abc'")  # was int()'s message
-
-
-def test_real_data_without_a_root_says_how_to_give_one(tmp_path, cache_dir, capsys, monkeypatch):
-    monkeypatch.delenv("SPINEBENCH_DETECTION_DATA", raising=False)
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", "trainer=smoke"], tmp_path, cache_dir)
-    assert "error: data.root is not set: add data.root=<value> to the command (the folder of the release" in (
-        _guarded_error(cfg, capsys))  # was OmegaConf's "Missing mandatory value: data.root full_key: ..."
-
-
-@pytest.mark.parametrize("model, data", [("retinanet", "detection_phantom_tiny"), ("unet_light", "segmentation_phantom_tiny")])
-@pytest.mark.parametrize("size", ["abc", "[256]", "[256,0]"])
-def test_an_input_size_that_is_not_height_and_width_is_one_line(model, data, size, tmp_path, cache_dir, capsys):
-    cfg = compose_cfg("train", [f"model={model}", f"data={data}", "trainer=smoke", f"model.input_size={size}"],
-                      tmp_path, cache_dir)
-    assert "error: model.input_size must be [height, width] in pixels, got " in _guarded_error(cfg, capsys)
-
-
+@pytest.mark.slow
 def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken(detection_release, tmp_path,
                                                                                  cache_dir, capsys):
     """The finished run's metrics.json was removed before fit() met the corrupt training PNG: its result was lost
@@ -456,7 +351,7 @@ def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken
     # spinebench-eval refuses a run without metrics.json (killed or still training): its best.pt is not final
     eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e",
                            cache_dir)
-    with pytest.raises(UserError, match=r"the run is unfinished \(no metrics.json\); run its training command again"):
+    with pytest.raises(RunStateError, match=r"the run is unfinished \(no metrics.json\); run its training command again"):
         evaluate(eval_cfg)
 
 
@@ -472,7 +367,7 @@ def test_spinebench_eval_without_ckpt_is_one_line(tmp_path):
 @pytest.mark.parametrize("model, data, override, says", [
     ("retinanet", "detection_phantom_tiny", "model.input_size=abc", "model.input_size must be [height, width] in "
                                                                     "pixels, got 'abc'"),
-    ("unet_light", "segmentation_phantom_tiny", "model.pad_multiple=abc", "model.pad_multiple=abc: must be a positive "
+    ("unet_light", "segmentation_phantom_tiny", "model.network.pad_multiple=abc", "model.network.pad_multiple=abc: must be a positive "
                                                                           "integer"),  # its network is built in fit()
 ])
 def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(model, data, override, says, tmp_path,
@@ -485,10 +380,3 @@ def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(model, 
     assert says in _guarded_error(cfg, capsys)
 
 
-@pytest.mark.parametrize("model, data", [("faster_rcnn", "detection_phantom_tiny"),
-                                         ("unet_light", "segmentation_phantom_tiny")])
-def test_a_model_key_the_model_does_not_take_is_one_line(model, data, tmp_path, cache_dir, capsys):
-    """`+model.foo=1` reached the builder as a keyword: a TypeError with its traceback and exit 1."""
-    cfg = compose_cfg("train", [f"model={model}", f"data={data}", "trainer=smoke", "+model.foo=1"], tmp_path, cache_dir)
-    assert ("got an unexpected keyword argument 'foo': a setting the model does not take"
-            in _guarded_error(cfg, capsys))

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError, SpinebenchError
 from spinebench.data.fetch import FetchError
 from spinebench.data.layout import SPLITS, TASKS
 
@@ -40,7 +40,7 @@ def _data_check(args: argparse.Namespace) -> int:
 
     try:
         report = check_dataset(args.root, args.task, workers=args.workers, splits=args.splits)
-    except DatasetError as error:
+    except DataError as error:
         console.print(f"[red]error:[/] {error}")
         return 2
     if args.json:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as error:  # the input was fine; the download was not possible here
         console.print(f"[red]error:[/] {error}")
         return 1
-    except (DatasetError, ValueError, FileNotFoundError, FileExistsError) as error:
+    except SpinebenchError as error:
         console.print(f"[red]error:[/] {error}")
         return 2
 

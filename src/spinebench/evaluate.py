@@ -9,21 +9,24 @@ Writes the same files as a training run (no checkpoints) into outputs/<data.name
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from spinebench.pipeline import (CONFIG_DIR, UserError, check_overrides, checkpoint_run_folder, evaluate,
-                                 exit_if_a_job_failed, run_guarded)
+from spinebench.entry import Entry, check_overrides
+from spinebench.errors import ConfigError
+from spinebench.hydra_run import CONFIG_DIR
+from spinebench.pipeline import checkpoint_run_folder, evaluate
+
+INFO_FLAGS = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion", "--version")
 
 
 def run_id(ckpt: str) -> str:
     """"<run name>@<its data name>" of the run a ckpt= names: the name of an evaluation's own folder."""
     try:
         run = checkpoint_run_folder(ckpt).resolve()
-    except UserError:  # evaluate() refuses it with this message; the folder name must still resolve
+    except ConfigError:  # evaluate() refuses it with this message; the folder name must still resolve
         run = Path(str(ckpt)).expanduser().resolve()
     return f"{run.name}@{run.parent.name}"
 
@@ -32,31 +35,27 @@ if not OmegaConf.has_resolver("spinebench.run_id"):
     OmegaConf.register_new_resolver("spinebench.run_id", run_id)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def app(cfg: DictConfig) -> float | None:
-    doc = run_guarded(evaluate, cfg, "spinebench-eval")
-    return None if doc is None else next(iter(doc["metrics"].values()), None)
-
-
-INFO_FLAGS = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion", "--version")
-
-
-def refuse_without_ckpt(argv: list[str], program: str) -> None:
-    """`ckpt=` is mandatory, and Hydra resolves the run folder's name from it before the task starts: without it
-    the user got OmegaConf's 185-line InterpolationToMissingValueError instead of this line."""
+def require_ckpt(argv: list[str]) -> None:
+    """Hydra resolves the run folder's name from `ckpt=` before the task starts: without it the user got
+    OmegaConf's 185-line InterpolationToMissingValueError instead of this line."""
     if any(arg.split("=")[0] in INFO_FLAGS for arg in argv):
         return
     if not any(arg.partition("=")[0].lstrip("+") == "ckpt" for arg in argv):
-        print(f"{program}: error: ckpt= is not set: add ckpt=<training run folder> (e.g. "
-              f"ckpt=outputs/detection_phantom/faster_rcnn-default-s0)", file=sys.stderr)
-        sys.exit(2)
+        raise ConfigError("ckpt= is not set: add ckpt=<training run folder> (e.g. "
+                          "ckpt=outputs/detection_phantom/faster_rcnn-default-s0)")
+
+
+ENTRY = Entry("spinebench-eval", argv_checks=(check_overrides, require_ckpt))
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def app(cfg: DictConfig) -> float | None:
+    doc = ENTRY.run(evaluate, cfg)
+    return None if doc is None else next(iter(doc["metrics"].values()), None)
 
 
 def main() -> None:
-    check_overrides(sys.argv[1:], "spinebench-eval")
-    refuse_without_ckpt(sys.argv[1:], "spinebench-eval")
-    app()
-    exit_if_a_job_failed("spinebench-eval")
+    ENTRY.main(app)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,7 @@
-"""What every run writes beside its numbers: resolved config, environment, data provenance.
-
-`metrics.json` is written last by the runners: a run counts as finished only when it exists
-(mmdetection's gather_models rule), which `spinebench report` and `make reproduce` rely on.
-"""
+"""What every run writes beside its numbers: the environment (packages, hardware, commit)."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -18,11 +13,11 @@ from typing import Any
 import torch
 
 from spinebench import __version__
+from spinebench.atomic import write_json  # noqa: F401 - the adapters write their files with it
 from spinebench.data.source import DatasetSpec
 
 PACKAGES = ("torch", "torchvision", "ultralytics-opencv-headless", "ultralytics", "segmentation-models-pytorch",
             "timm", "monai", "hydra-core", "faster-coco-eval", "pycocotools", "segment-anything", "numpy")
-METRICS_FILE = "metrics.json"
 
 
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
@@ -62,11 +57,6 @@ def device_name(device: torch.device | str) -> str:
     return f"cpu ({cpu_model()}, {platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def data_label(spec: DatasetSpec) -> dict[str, Any]:
-    """The data block every result file carries."""
-    return {"name": spec.name, "task": spec.task, "label": spec.label, **spec.source}
-
-
 def collect_env(spec: DatasetSpec | None, device: torch.device | str) -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -85,18 +75,8 @@ def collect_env(spec: DatasetSpec | None, device: torch.device | str) -> dict[st
         "command": sys.argv,
     }
     if spec is not None:
-        env["data"] = data_label(spec)
+        env["data"] = spec.describe()
     return env
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    """Write atomically (temp file + rename) so a killed run never leaves half a metrics.json behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -1,6 +1,6 @@
 """Pretrained starting points: a real local file when there is one, never a silent fallback.
 
-A model config's weights key (`model.weights` of the detectors; `model.backbone_weights` of DeepLabv3 and
+A model config's weights key (`model.weights` of the detectors; `model.network.backbone_weights` of DeepLabv3 and
 `model.sam_checkpoint` of SAMed take `auto` the same way, spinebench.segmentation.benchmark):
 - `auto` (default): the first known file found locally (`<cache>/weights/`, `$SPINEBENCH_WEIGHTS` (`make
   reproduce WEIGHTS=...`), the torch hub cache, the working dir);
@@ -19,13 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spinebench.errors import WeightsError  # noqa: F401 - re-exported
+
 log = logging.getLogger(__name__)
 
 SCRATCH = {"none", "null", "scratch", "false", ""}
 
-
-class WeightsError(FileNotFoundError):
-    """model.weights names a file that is not there, or one that cannot be read as weights (one line, naming it)."""
 
 
 @dataclass(frozen=True)

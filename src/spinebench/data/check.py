@@ -19,7 +19,7 @@ import numpy as np
 
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SEGMENTATION_CLASSES, SEGMENTATION_CLASSES
 from spinebench.data.detection import class_index, clip_box, image_folder, parse_voc_xml, split_annotations
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.images import list_images, read_gray, read_rgb
 from spinebench.data.layout import SPLITS, find_splits, split_folder
 from spinebench.data.segmentation import decode_mask, mask_folder
@@ -94,7 +94,7 @@ def _check_image(split: str, path: Path) -> tuple[FileResult, np.ndarray | None]
     result = FileResult(split=split, path=str(path))
     try:
         pixels = read_gray(path)
-    except DatasetError as error:
+    except DataError as error:
         result.problems.append(("unreadable_image", str(path), str(error).split(": ", 1)[-1]))
         return result, None
     if pixels.shape != (IMAGE_HEIGHT, IMAGE_WIDTH):
@@ -109,7 +109,7 @@ def check_detection_file(split: str, path: Path, xml: Path | None) -> FileResult
         return result  # a negative (pre-injury) image
     try:
         voc = parse_voc_xml(xml)
-    except DatasetError as error:
+    except DataError as error:
         result.problems.append(("malformed_xml", str(xml), str(error).split(": ", 1)[-1]))
         return result
     height, width = pixels.shape if pixels is not None else (IMAGE_HEIGHT, IMAGE_WIDTH)
@@ -119,7 +119,7 @@ def check_detection_file(split: str, path: Path, xml: Path | None) -> FileResult
     for obj in voc.objects:
         try:
             class_index(obj.name, xml)
-        except DatasetError:
+        except DataError:
             result.problems.append(("unknown_class", str(xml), repr(obj.name)))
         _, outside, degenerate = clip_box(obj.box, width, height)
         if degenerate:
@@ -134,7 +134,7 @@ def check_segmentation_file(split: str, path: Path, mask: Path) -> FileResult:
     result, pixels = _check_image(split, path)
     try:
         labels, unknown = decode_mask(read_rgb(mask))
-    except DatasetError as error:
+    except DataError as error:
         result.problems.append(("unreadable_mask", str(mask), str(error).split(": ", 1)[-1]))
         return result
     if pixels is not None and labels.shape != pixels.shape:
@@ -180,7 +180,7 @@ def _run(job: tuple) -> FileResult:
 def check_dataset(root: Path, task: str, workers: int = 1, splits: Sequence[str] = SPLITS,
                   provenance: bool = True) -> CheckReport:
     """Validate every file of a release (of the `splits` it should hold: a zero-shot set has only a test split);
-    raises DatasetError only when the input is unusable as a whole. `provenance`: also compare a fetched release
+    raises DataError only when the input is unusable as a whole. `provenance`: also compare a fetched release
     with its manifest (hashes every file of the release)."""
     found = find_splits(Path(root), task)
     report = CheckReport(task=task, root=str(root))
@@ -209,7 +209,7 @@ def check_dataset(root: Path, task: str, workers: int = 1, splits: Sequence[str]
 
 
 def refuse_unreadable(root: Path, task: str, splits: Sequence[str]) -> None:
-    """Raise DatasetError naming the first file of `splits` that a run could not read (what the readers refuse).
+    """Raise DataError naming the first file of `splits` that a run could not read (what the readers refuse).
     Called before training, so a broken test split is found before the training, not after it."""
     for split in splits:  # the layout's own message for a missing split: what it found instead
         split_folder(Path(root), task, split)
@@ -219,7 +219,7 @@ def refuse_unreadable(root: Path, task: str, splits: Sequence[str]) -> None:
         kind, entry = next(iter(refused.items()))
         more = sum(e["count"] for e in refused.values()) - 1
         listing = f"; {more} more such problem(s): `spinebench data check {root} --task {task}` lists them"
-        raise DatasetError(f"{entry['examples'][0]} ({entry['description']})" + (listing if more else ""))
+        raise DataError(f"{entry['examples'][0]} ({entry['description']})" + (listing if more else ""))
 
 
 def _summarise(report: CheckReport, results: list[FileResult]) -> None:

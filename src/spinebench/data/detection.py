@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spinebench.classes import DETECTION_CLASSES
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.images import image_size, list_images
 from spinebench.data.layout import split_folder
 
@@ -57,25 +57,25 @@ class DetectionSample:
 
 
 def parse_voc_xml(path: Path) -> VocFile:
-    """Objects and size of a Pascal-VOC file; DatasetError naming the file when it is not valid VOC."""
+    """Objects and size of a Pascal-VOC file; DataError naming the file when it is not valid VOC."""
     try:
         root = ElementTree.parse(path).getroot()
     except (ElementTree.ParseError, OSError, LookupError, ValueError) as error:  # LookupError: unknown encoding
-        raise DatasetError(f"{path}: malformed XML ({error})") from error
+        raise DataError(f"{path}: malformed XML ({error})") from error
     if root.tag != "annotation":  # e.g. a COCO or CVAT export: its boxes would be read as none at all
-        raise DatasetError(f"{path}: not a Pascal-VOC file (root element <{root.tag}>, expected <annotation>)")
+        raise DataError(f"{path}: not a Pascal-VOC file (root element <{root.tag}>, expected <annotation>)")
     objects = []
     for number, node in enumerate(root.iter("object"), start=1):
         name = (node.findtext("name") or "").strip()
         box = node.find("bndbox")
         if box is None:
-            raise DatasetError(f"{path}: object {number} has no <bndbox>")
+            raise DataError(f"{path}: object {number} has no <bndbox>")
         try:
             coords = tuple(float(box.findtext(key)) for key in ("xmin", "ymin", "xmax", "ymax"))
         except (TypeError, ValueError) as error:
-            raise DatasetError(f"{path}: object {number} has a missing or non-numeric box coordinate") from error
+            raise DataError(f"{path}: object {number} has a missing or non-numeric box coordinate") from error
         if any(math.isnan(c) for c in coords):  # NaN passes every clip and size test unchanged
-            raise DatasetError(f"{path}: object {number} has a missing or non-numeric box coordinate (nan)")
+            raise DataError(f"{path}: object {number} has a missing or non-numeric box coordinate (nan)")
         objects.append(VocObject(name=name, box=coords))
     return VocFile(objects=objects, size=_voc_size(root))
 
@@ -92,7 +92,7 @@ def class_index(name: str, path: Path) -> int:
     """Index of a VOC object name in DETECTION_CLASSES (case-insensitive)."""
     lowered = [c.lower() for c in DETECTION_CLASSES]
     if name.lower() not in lowered:
-        raise DatasetError(f"{path}: unknown class {name!r} (expected one of {', '.join(DETECTION_CLASSES)})")
+        raise DataError(f"{path}: unknown class {name!r} (expected one of {', '.join(DETECTION_CLASSES)})")
     return lowered.index(name.lower())
 
 
@@ -134,7 +134,7 @@ def annotation_of(image: Path, annotations: dict[str, list[Path]]) -> Path | Non
     """The one XML of `image` in its split's `split_annotations`; None for a negative."""
     xmls = annotations.get(image.stem, [])
     if len(xmls) > 1:
-        raise DatasetError(f"{image}: more than one annotation ({', '.join(map(str, xmls))}); keep one")
+        raise DataError(f"{image}: more than one annotation ({', '.join(map(str, xmls))}); keep one")
     return xmls[0] if xmls else None
 
 
@@ -168,7 +168,7 @@ def read_detection_split(root: Path, split: str) -> list[DetectionSample]:
     folder = image_folder(split_folder(root, "detection", split))
     images = list_images(folder)
     if not images:
-        raise DatasetError(f"{folder}: split {split!r} holds no images")
+        raise DataError(f"{folder}: split {split!r} holds no images")
     annotations = split_annotations(folder)
     samples = [read_sample(image, annotation_of(image, annotations)) for image in images]
     other_size = [s for s in samples if s.annotation_size not in (None, (s.width, s.height))]

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.layout import find_splits
 from spinebench.data.source import MANIFEST, sha256
 
@@ -28,7 +28,7 @@ DRIVE_FILE_IDS = {
 DRIVE_HOST = ("drive.google.com", 443)
 
 
-class FetchError(DatasetError):
+class FetchError(DataError):
     """The download could not be done here; the message says how to do it by hand."""
 
 
@@ -59,15 +59,15 @@ def extract(archive: Path, out: Path) -> None:
             with zipfile.ZipFile(archive) as handle:
                 for name in handle.namelist():
                     if not (target / name).resolve().is_relative_to(target):
-                        raise DatasetError(f"{archive}: member {name!r} would be written outside {out}")
+                        raise DataError(f"{archive}: member {name!r} would be written outside {out}")
                 handle.extractall(out)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as handle:
                 handle.extractall(out, filter="data")  # the data filter rejects absolute paths and '..'
         else:
-            raise DatasetError(f"{archive}: not a zip or tar archive")
+            raise DataError(f"{archive}: not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
-        raise DatasetError(f"{archive}: damaged archive ({error})") from error
+        raise DataError(f"{archive}: damaged archive ({error})") from error
 
 
 def write_manifest(task: str, out: Path, archive: Path | None) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def write_manifest(task: str, out: Path, archive: Path | None) -> dict[str, Any]
 def fetch(task: str, out: Path, archive: Path | None = None, host: tuple[str, int] | None = None) -> dict[str, Any]:
     """Download (unless `archive` is given), extract, discover the layout and write the manifest."""
     if task not in DRIVE_FILE_IDS:
-        raise DatasetError(f"unknown task {task!r}: expected one of {', '.join(DRIVE_FILE_IDS)}")
+        raise DataError(f"unknown task {task!r}: expected one of {', '.join(DRIVE_FILE_IDS)}")
     out = Path(out)
     if archive is None:
         try:
@@ -109,7 +109,7 @@ def fetch(task: str, out: Path, archive: Path | None = None, host: tuple[str, in
             raise FetchError(f"gdown could not download {drive_url(task)}.\n{manual_instructions(task, out)}")
     archive = Path(archive)
     if not archive.is_file():
-        raise DatasetError(f"{archive}: archive not found")
+        raise DataError(f"{archive}: archive not found")
     extract(archive, out)
     return write_manifest(task, out, archive)
 

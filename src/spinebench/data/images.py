@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 WIDE_MODES = ("I", "F")  # Pillow's 16/32-bit modes ("I;16", "I;16B", ...): its convert clips them to 8-bit white
@@ -35,12 +35,12 @@ def _decode(path: Path, mode: str) -> np.ndarray:
     try:
         with pil_open(path) as image:
             image.load()  # forces a full decode: a truncated PNG fails here, not later in a worker
-            if image.mode.startswith(WIDE_MODES):  # a DatasetError: not one of the errors caught below
-                raise DatasetError(f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and "
+            if image.mode.startswith(WIDE_MODES):  # a DataError: not one of the errors caught below
+                raise DataError(f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and "
                                    "its scale (12 or 16 bits used?) is not known here: save it as 8-bit")
             return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable or truncated image ({error}); `spinebench data check <release folder>` "
+        raise DataError(f"{path}: unreadable or truncated image ({error}); `spinebench data check <release folder>` "
                            "lists every such file") from error
 
 
@@ -60,5 +60,5 @@ def image_size(path: Path) -> tuple[int, int]:
         with pil_open(path) as image:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable image ({error}); `spinebench data check <release folder>` lists every "
+        raise DataError(f"{path}: unreadable image ({error}); `spinebench data check <release folder>` lists every "
                            "such file") from error

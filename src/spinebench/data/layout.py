@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -35,13 +35,13 @@ def _splits_here(folder: Path, task: str) -> dict[str, Path]:
 def find_splits(root: Path, task: str) -> dict[str, Path]:
     """Map canonical split name -> its folder (detection: the split folder; segmentation: `<split>_images`).
 
-    Raises DatasetError when the root is missing or holds no split of this task at any depth.
+    Raises DataError when the root is missing or holds no split of this task at any depth.
     """
     if task not in TASKS:
-        raise DatasetError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+        raise DataError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder does not exist")
+        raise DataError(f"{root}: dataset folder does not exist")
     frontier = [root]
     for _ in range(_MAX_DEPTH + 1):
         for folder in frontier:
@@ -50,7 +50,7 @@ def find_splits(root: Path, task: str) -> dict[str, Path]:
                 return found
         frontier = sorted(child for folder in frontier for child in _children(folder).values())
     expected = "train/ val/ test/ folders" if task == "detection" else "train_images/ val_images/ test_images/ folders"
-    raise DatasetError(f"{root}: no {task} release found (expected {expected}, up to {_MAX_DEPTH} levels down)")
+    raise DataError(f"{root}: no {task} release found (expected {expected}, up to {_MAX_DEPTH} levels down)")
 
 
 def split_folder(root: Path, task: str, split: str) -> Path:
@@ -58,5 +58,5 @@ def split_folder(root: Path, task: str, split: str) -> Path:
     splits = find_splits(root, task)
     if split not in splits:
         have = ", ".join(sorted(splits)) or "none"
-        raise DatasetError(f"{root}: {task} split {split!r} is missing (found: {have})")
+        raise DataError(f"{root}: {task} split {split!r} is missing (found: {have})")
     return splits[split]

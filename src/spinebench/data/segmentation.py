@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from spinebench.classes import IGNORE_INDEX, SEGMENTATION_PALETTE
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.images import list_images, read_rgb
 from spinebench.data.layout import split_folder
 
@@ -66,17 +66,17 @@ def mask_folder(image_folder: Path) -> Path:
 
 
 def read_segmentation_split(root: Path, split: str) -> list[SegmentationSample]:
-    """Image/mask pairs of one split; DatasetError naming the first image without mask (or vice versa)."""
+    """Image/mask pairs of one split; DataError naming the first image without mask (or vice versa)."""
     images_dir = split_folder(root, "segmentation", split)
     masks_dir = mask_folder(images_dir)
     if not masks_dir.is_dir():
-        raise DatasetError(f"{masks_dir}: mask folder for split {split!r} is missing")
+        raise DataError(f"{masks_dir}: mask folder for split {split!r} is missing")
     images = {p.name: p for p in list_images(images_dir)}
     masks = {p.name: p for p in list_images(masks_dir)}
     if not images:
-        raise DatasetError(f"{images_dir}: split {split!r} holds no images")
+        raise DataError(f"{images_dir}: split {split!r} holds no images")
     if missing := sorted(images.keys() - masks.keys()):
-        raise DatasetError(f"{images_dir / missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} images lack one)")
+        raise DataError(f"{images_dir / missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} images lack one)")
     if orphans := sorted(masks.keys() - images.keys()):
-        raise DatasetError(f"{masks_dir / orphans[0]}: mask without an image in {images_dir} ({len(orphans)} such masks)")
+        raise DataError(f"{masks_dir / orphans[0]}: mask without an image in {images_dir} ({len(orphans)} such masks)")
     return [SegmentationSample(image=images[name], mask=masks[name]) for name in sorted(images)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spinebench.data.errors import DatasetError
+from spinebench.errors import DataError
 from spinebench.data.images import IMAGE_SUFFIXES, pil_open
 from spinebench.data.layout import find_splits
 
@@ -50,13 +50,36 @@ class DatasetSpec:
             return f"PHANTOM ({what}) - synthetic, not the Kumar et al. release"
         return f"real release ({self.root})" if self.source.get("verified") else f"unverified folder ({self.root})"
 
+    def describe(self) -> dict[str, Any]:
+        """The data block every record carries: name, task, label and the provenance (kind, domain, stamp, ...)."""
+        return {"name": self.name, "task": self.task, "label": self.label, **self.source}
+
+    def split_size(self, split: str) -> int:
+        """Images in one split (the record's test_split_images: a score of fewer is partial)."""
+        from spinebench.data.images import list_images
+        from spinebench.data.layout import split_folder
+
+        folder = split_folder(self.root, self.task, split)
+        if self.task == "detection":
+            from spinebench.data.detection import image_folder
+
+            folder = image_folder(folder)
+        return len(list_images(folder))
+
+    @staticmethod
+    def resume_rule(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+        """Data keys a resume may change: the domain label, and a phantom's folder (a phantom is named by
+        data.phantom.*; its folder follows the cache's)."""
+        phantom = all(any(key.startswith("data.phantom.") for key in flat) for flat in (saved, current))
+        return ["data.domain", *(["data.root"] if phantom else [])]
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A provenance file decides every result's label: one cut short is refused, naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable ({error}); it labels every result, so write it again: `spinebench "
+        raise DataError(f"{path}: unreadable ({error}); it labels every result, so write it again: `spinebench "
                            "data fetch` for the release, `spinebench data phantom` for a phantom") from error
 
 
@@ -81,7 +104,7 @@ def changed_since_fetch(manifest_path: Path, manifest: dict[str, Any] | None = N
     (hashlib releases the GIL on large blocks)."""
     listed = (manifest if manifest is not None else _read_json(manifest_path)).get("files")
     if not isinstance(listed, dict) or not listed:
-        raise DatasetError(f"{manifest_path}: lists no files to verify; write it again with `spinebench data fetch`")
+        raise DataError(f"{manifest_path}: lists no files to verify; write it again with `spinebench data fetch`")
 
     def state(name: str) -> str | None:
         path = manifest_path.parent / name
@@ -160,12 +183,12 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     `domain` ("porcine" or "human") decides which side of the segmentation table its scores go to (human: the
     zero-shot columns); a phantom's own stamp says it instead."""
     if domain not in ("porcine", "human"):
-        raise DatasetError(f"data.domain must be porcine or human, got {domain!r}")
+        raise DataError(f"data.domain must be porcine or human, got {domain!r}")
     if phantom is not None and phantom.get("domain", "porcine") != domain:  # the stamp would win, unsaid
-        raise DatasetError(f"data.domain={domain} but the phantom asked for is {phantom.get('domain', 'porcine')}: "
+        raise DataError(f"data.domain={domain} but the phantom asked for is {phantom.get('domain', 'porcine')}: "
                            "set data.phantom.domain (the phantom's own), which data.domain follows")
     if task == "detection" and domain == "human":
-        raise DatasetError(f"{HUMAN_DETECTION}: use data.domain=porcine"
+        raise DataError(f"{HUMAN_DETECTION}: use data.domain=porcine"
                            + (" and data.phantom.domain=porcine" if phantom is not None else ""))
     root = Path(root).expanduser()
     if phantom is not None:
@@ -185,7 +208,7 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     source = describe_source(root)
     source["domain"] = (source.get("stamp") or {}).get("domain") or domain
     if task == "detection" and source["domain"] == "human":  # a folder whose phantom stamp says so
-        raise DatasetError(f"{root}: its PHANTOM.json says human, and {HUMAN_DETECTION}")
+        raise DataError(f"{root}: its PHANTOM.json says human, and {HUMAN_DETECTION}")
     spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=source)
     if phantom is None and spec.is_phantom:
         log.warning("%s is a phantom: results will be labelled as synthetic", root)

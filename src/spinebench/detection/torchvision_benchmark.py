@@ -1,7 +1,15 @@
 """Faster R-CNN / RetinaNet / SSD through the spinebench engine: the `_target_` of their model configs.
 
-Implements the pipeline's Benchmark protocol (see spinebench.pipeline): fit() trains with the engine (resume
-from checkpoints/last.pt), test() scores checkpoints/best.pt on the test split with the one COCO evaluator.
+A Benchmark (spinebench.contract): fit() trains with the engine (resume from checkpoints/last.pt), test() scores
+a checkpoint on the test split with the one COCO evaluator. The model config gives the input geometry and the
+pretrained file (`model.weights`); its nested `network` node names the detector's builder:
+
+    _target_: spinebench.detection.torchvision_benchmark.TorchvisionDetector
+    name: retinanet
+    input_size: [256, 642]
+    resize: short_side
+    weights: auto
+    network: {_target_: spinebench.detection.models.build_retinanet, _partial_: true}
 """
 
 from __future__ import annotations
@@ -10,18 +18,24 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from spinebench.data.detection import DetectionSample, read_detection_split
+from spinebench.contract import Benchmark, RunContext
+from spinebench.data.detection import read_detection_split
 from spinebench.detection.coco import COCO_METRICS, coco_ground_truth, detections_to_coco, score_coco
 from spinebench.detection.data import LABEL_OFFSET, build_dataset, detection_loader, to_device
-from spinebench.detection.models import (TORCHVISION_URLS, TORCHVISION_WEIGHTS, build_detector, built_pretrained,
-                                         resolve_resize, load_pretrained)
+from spinebench.detection.models import (
+    TORCHVISION_URL,
+    built_pretrained,
+    detector_facts,
+    load_pretrained,
+    resolve_resize,
+)
 from spinebench.detection.outputs import score_and_write
 from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
 from spinebench.engine.config import input_size as checked_input_size
@@ -31,12 +45,10 @@ from spinebench.weights import resolve_weights
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
-    from spinebench.pipeline import RunContext
 
 log = logging.getLogger(__name__)
 
 MONITOR = "mAP50_95"
-SSD_MIN_SIZE = 300
 
 
 class DetectorModule:
@@ -122,38 +134,39 @@ class _Limited:
         return min(len(self.loader), self.limit_batches or len(self.loader))
 
 
-class TorchvisionDetector:
+class TorchvisionDetector(Benchmark):
     task = "detection"
 
-    def __init__(self, name: str, arch: str, row: str | None = None, input_size: Sequence[int] = (256, 642),
-                 num_classes: int = 2, weights: str | None = "auto", download: bool = False, resize: str | None = None):
-        self.name, self.arch, self.row = name, arch, row
+    def __init__(self, name: str, network: Callable[..., nn.Module], row: str | None = None,
+                 input_size: Sequence[int] = (256, 642), num_classes: int = 2, weights: str | None = "auto",
+                 download: bool = False, resize: str | None = None):
+        self.name, self.row, self.network = name, row, network
+        self.facts = detector_facts(network)
         self.input_size = checked_input_size(input_size)
         self.num_classes, self.weights, self.download = int(num_classes), weights, bool(download)
-        if arch not in TORCHVISION_WEIGHTS:
-            raise ValueError(f"model.arch={arch!r} is not one of {', '.join(TORCHVISION_WEIGHTS)}")
-        self.resize = resolve_resize(arch, resize)
+        self.resize = resolve_resize(self.facts, resize)
 
     # -- building ---------------------------------------------------------------------------------------------
-    def effective_size(self, ctx: "RunContext") -> list[int]:
+    def effective_size(self, ctx: RunContext) -> list[int]:
         cap = getattr(ctx.trainer, "max_input_size", None)
         size = list(self.input_size)
-        if cap and self.arch == "ssd_multiscale":  # its extra blocks need >= 300 px: shrink no further
-            cap = max(cap, SSD_MIN_SIZE)
+        if cap:  # a detector's layers may need a least size: shrink no further
+            cap = max(cap, self.facts.min_size)
         if cap and max(size) > cap:  # smoke runs: shrink, keep the aspect ratio
             scale = cap / max(size)
             size = [max(32, int(round(s * scale))) for s in size]
         return size
 
-    def _build(self, ctx: "RunContext", load_weights: bool,
+    def _build(self, ctx: RunContext, load_weights: bool,
                pretrained: bool = False) -> tuple[nn.Module, dict[str, Any]]:
         """The model and its weights facts. `load_weights=False` loads no file and builds the `pretrained` layout
         (frozen batch norm or not: test() passes its checkpoint's, so the parameters counted are those trained)."""
-        choice = resolve_weights(self.weights, TORCHVISION_WEIGHTS[self.arch], ctx.cache_dir, self.name,
-                                 download=self.download, urls=TORCHVISION_URLS) if load_weights else None
+        files = self.facts.files
+        choice = resolve_weights(self.weights, files, ctx.cache_dir, self.name, download=self.download,
+                                 urls={name: TORCHVISION_URL + name for name in files}) if load_weights else None
         pretrained = choice.pretrained if choice else pretrained
-        model = build_detector(self.arch, self.num_classes, self.effective_size(ctx), pretrained=pretrained,
-                               resize=self.resize)
+        model = self.network(num_classes=self.num_classes, input_size=self.effective_size(ctx), pretrained=pretrained,
+                             resize=self.resize)
         if choice and choice.path is not None:
             load_pretrained(model, choice.path)
         elif choice and choice.download_url:
@@ -164,7 +177,7 @@ class TorchvisionDetector:
         return model, info
 
     # -- protocol ---------------------------------------------------------------------------------------------
-    def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+    def fit(self, ctx: RunContext, spec: DatasetSpec) -> dict[str, Any]:
         trainer = ctx.trainer
         model, info = self._build(ctx, load_weights=True)
         train_samples = read_detection_split(spec.root, "train")
@@ -176,12 +189,13 @@ class TorchvisionDetector:
                                                trainer.num_workers, device, on_device=trainer.data_on_device),
                               trainer.limit_val_batches)
         module = DetectorModule(model, coco_ground_truth(val_samples), augment=trainer.augment)
-        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR)
+        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR,
+                     resume_rules=ctx.resume_rules)
         return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
                 "monitor": MONITOR, "train_images_per_s": result.train_images_per_s,
                 "input_size": self.effective_size(ctx), "history": result.history}
 
-    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+    def test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict[str, Any]:
         trainer, device = ctx.trainer, ctx.device
         state = load_checkpoint(checkpoint)
         model, _ = self._build(ctx, load_weights=False, pretrained=built_pretrained(state["model"]))

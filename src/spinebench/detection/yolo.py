@@ -1,5 +1,5 @@
 """YOLOv8 through the ultralytics engine itself, offline and contained in the run folder (the model configs'
-`_target_`; implements the pipeline's Benchmark protocol).
+`_target_`; a Benchmark of spinebench.contract).
 
 Containment (environment.md): YOLO_OFFLINE=1, YOLO_CONFIG_DIR=<cache>/ultralytics with local Arial fonts copied
 from matplotlib's DejaVuSans, the split exported into `<run>/yolo_data` by symlinks (labels as YOLO txt) with
@@ -8,7 +8,8 @@ cache folders. `model.args.*` go to `YOLO.train` unchanged and win over the trai
 
 Trainer mapping: epochs, batch_size, optimizer (name/lr/momentum/weight_decay), warmup_epochs, cosine ->
 cos_lr, min_lr_ratio -> lrf, amp, num_workers, seed, deterministic, device; limit_train_batches -> fraction.
-Resume: `<run>/yolo/weights/last.pt` of an unfinished run -> `YOLO(last).train(resume=True)`.
+Resume: `<run>/yolo/weights/last.pt` of an unfinished run -> `YOLO(last).train(resume=True)`; that file is
+what `resume_files` names to the runner (ultralytics' layout is this module's alone).
 Checkpoints: ultralytics' weights/{last,best}.pt are copied to `<run>/checkpoints/` (ultralytics' format).
 Scoring: predictions on the test split (conf 0.001, NMS IoU 0.7, max 100 boxes) go through
 spinebench.detection.coco like every detector; ultralytics' own test mAP is kept as `ultralytics_mAP50` /
@@ -30,28 +31,52 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from spinebench.classes import DETECTION_CLASSES
+from spinebench.contract import CHECKPOINT_DIR, Benchmark, RunContext
 from spinebench.data.check import refuse_unreadable
 from spinebench.data.detection import DetectionSample, read_detection_split
 from spinebench.data.layout import find_splits
 from spinebench.detection.coco import coco_ground_truth, detections_to_coco
 from spinebench.detection.outputs import score_and_write
-from spinebench.engine import CHECKPOINT_DIR, ConfigError
+from spinebench.errors import ConfigError, RunStateError, WeightsError
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
-from spinebench.weights import WeightsError, resolve_weights
+from spinebench.weights import resolve_weights
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
-    from spinebench.pipeline import RunContext
 
 log = logging.getLogger(__name__)
 
 SIZES = ("n", "s", "m", "l", "x")
 YOLO_DIR, DATA_DIR, TEST_DATA_DIR, STATE_FILE = "yolo", "yolo_data", "yolo_test_data", "spinebench_yolo.json"
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "auto": "auto"}
+# ultralytics builds its own optimizer by name: the trainer's torch class (its `_target_`) as ultralytics names it
+OPTIMIZERS = {"SGD": "SGD", "Adam": "Adam", "Adamax": "Adamax", "AdamW": "AdamW", "NAdam": "NAdam", "RAdam": "RAdam",
+              "RMSprop": "RMSProp"}
+
+
+def ultralytics_optimizer(optimizer: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
+    """ultralytics' optimizer, lr0, momentum, weight_decay, warmup_epochs, cos_lr and lrf for the trainer's
+    optimizer and schedule (`_partial_` targets). A keyword the config leaves out takes the torch class's default;
+    ultralytics' Adam family takes `momentum` as beta1."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    target = str(optimizer.get("_target_", ""))
+    if target.rsplit(".", 1)[-1] not in OPTIMIZERS:
+        raise ConfigError(f"trainer.optimizer._target_={target or None}: ultralytics builds only "
+                          f"{', '.join(OPTIMIZERS)} (torch.optim classes)")
+    defaults = {k: p.default for k, p in inspect.signature(get_class(target)).parameters.items()}
+
+    def value(key: str) -> Any:
+        return optimizer.get(key, defaults.get(key))
+
+    return {"optimizer": OPTIMIZERS[target.rsplit(".", 1)[-1]], "lr0": value("lr"),
+            "momentum": value("momentum") if "momentum" in defaults else list(value("betas"))[0],
+            "weight_decay": value("weight_decay"), "warmup_epochs": scheduler.get("warmup_epochs", 0.0),
+            "cos_lr": str(scheduler.get("_target_", "")).rsplit(".", 1)[-1].lower() == "cosine",
+            "lrf": scheduler.get("min_lr_ratio") or 0.01}
 PREDICT = {"conf": 0.001, "iou": 0.7, "max_det": 100}
 
 
@@ -148,7 +173,7 @@ def _finished(checkpoint: Path) -> bool:
     return ckpt.get("epoch", -1) == -1 or ckpt.get("optimizer") is None
 
 
-class YoloV8:
+class YoloV8(Benchmark):
     task = "detection"
 
     def __init__(self, name: str, size: str = "m", row: str | None = None, imgsz: int = 320, weights: str | None = "auto",
@@ -175,10 +200,7 @@ class YoloV8:
             "data": str(data_yaml), "epochs": t.epochs, "batch": t.batch_size, "imgsz": self.effective_imgsz(ctx),
             "device": self._device(ctx), "workers": t.num_workers, "seed": ctx.seed, "deterministic": t.deterministic,
             "project": str(Path(ctx.run_dir).resolve()), "name": YOLO_DIR, "exist_ok": True,
-            "optimizer": OPTIMIZERS.get(t.optimizer.name.lower(), t.optimizer.name), "lr0": t.optimizer.lr,
-            "momentum": t.optimizer.momentum, "weight_decay": t.optimizer.weight_decay,
-            "warmup_epochs": t.scheduler.warmup_epochs, "cos_lr": t.scheduler.name.lower() == "cosine",
-            "lrf": t.scheduler.min_lr_ratio or 0.01, "amp": t.amp, "verbose": False, "plots": False,
+            **ultralytics_optimizer(t.optimizer, t.scheduler), "amp": t.amp, "verbose": False, "plots": False,
         }
         if t.limit_train_batches:
             args["fraction"] = min(1.0, t.limit_train_batches * t.batch_size / max(n_train, 1))
@@ -190,6 +212,12 @@ class YoloV8:
         return args
 
     # -- protocol ---------------------------------------------------------------------------------------------
+    def resume_files(self, run_dir: Path) -> list[Path]:
+        """ultralytics' own last.pt (written each epoch, what a restart resumes from), and the copy in checkpoints/
+        of a run that finished training."""
+        candidates = [Path(run_dir) / YOLO_DIR / "weights" / "last.pt", *super().resume_files(Path(run_dir))]
+        return [path for path in candidates if path.is_file()]
+
     def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
         with keep_torch_threads():
             return self._fit(ctx, spec)
@@ -279,7 +307,7 @@ class YoloV8:
         YOLO = _yolo()
         run_dir = Path(ctx.run_dir).resolve()
         if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+            raise RunStateError(f"{checkpoint}: checkpoint not found")
         samples = read_detection_split(spec.root, "test")
         if ctx.trainer.limit_test_images:
             samples = samples[: ctx.trainer.limit_test_images]

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
 import pickle
 import random
+import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from torch import nn
 
+from spinebench.contract import CHECKPOINT_DIR, ResumeRule
 from spinebench.engine.config import ConfigError, TrainerConfig, resolve_device
+from spinebench.errors import RunStateError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
 SYNC_EVERY = 20  # steps between host syncs (loss check, progress): in between the CPU queues work ahead of the GPU
 # trainer.amp (bf16 autocast on CUDA) covers training and validation. The test split is scored in float32, as the
 # batch-1 FPS is timed, so that the reported numbers do not depend on a speed setting: scoring one detector
@@ -108,47 +113,43 @@ def precision_label(device: torch.device, amp: bool) -> str:
     return "float32"
 
 
+def _partial(node: Mapping[str, Any], key: str) -> Any:
+    """trainer.<key>'s `_target_` as a callable waiting for its first arguments (the parameters, the optimizer)."""
+    if not isinstance(node, Mapping) or not node.get("_target_"):
+        raise ConfigError(f"trainer.{key} has no _target_ (a config of an older shape, or none given): name a torch "
+                          f"class, e.g. trainer/{key}=<file of configs/trainer/{key}/>")
+    try:  # _convert_: plain lists and dicts, not OmegaConf's, go into the optimizer's state (and checkpoints)
+        return instantiate(dict(node), _partial_=True, _convert_="all")
+    except InstantiationException as error:
+        raise ConfigError(f"trainer.{key}._target_={node['_target_']}: {str(error).splitlines()[0]}") from error
+
+
+def _construct(factory: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+    """Call what _partial gave; a keyword the class does not take, or a value it refuses, names the setting."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"trainer.{key} ({getattr(factory.func, '__qualname__', factory.func)}): {error}") from error
+
+
 def build_optimizer(params: Iterable, cfg: TrainerConfig) -> torch.optim.Optimizer:
-    opt = cfg.optimizer
+    """trainer.optimizer over the trainable parameters (or the module's parameter groups, as given)."""
     params = [p for p in params if getattr(p, "requires_grad", True)] if not _is_groups(params) else params
-    name = opt.name.lower()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.nesterov)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
-    raise ConfigError(f"trainer.optimizer.name must be sgd, adam or adamw, got {opt.name!r}")
+    return _construct(_partial(cfg.optimizer, "optimizer"), "optimizer", params)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainerConfig, steps_per_epoch: int) -> Any:
+    """trainer.scheduler, stepped per iteration, given the step counts its signature asks for."""
+    factory = _partial(cfg.scheduler, "scheduler")
+    counts = {"epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "total_steps": cfg.epochs * steps_per_epoch}
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        counts = {k: v for k, v in counts.items() if k in parameters and k not in factory.keywords}
+    return _construct(factory, "scheduler", optimizer, **counts)
 
 
 def _is_groups(params: Any) -> bool:
     return isinstance(params, list) and bool(params) and isinstance(params[0], dict)
-
-
-def lr_lambda(cfg: TrainerConfig, steps_per_epoch: int):
-    """Multiplier of the base lr at a global iteration: linear warmup, then the decay of `scheduler.name`."""
-    sch = cfg.scheduler
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = sch.warmup_iters if sch.warmup_iters is not None else int(round(sch.warmup_epochs * steps_per_epoch))
-    warmup = min(max(0, warmup), total - 1) if total > 1 else 0
-    name = sch.name.lower()
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            alpha = step / warmup
-            return sch.warmup_factor * (1 - alpha) + alpha
-        if name == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if name == "cosine":
-            return sch.min_lr_ratio + (1 - sch.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        if name == "poly":
-            return (1 - progress) ** sch.power
-        if name == "step":
-            return sch.gamma ** int(step // max(1, round(sch.step_size * steps_per_epoch)))
-        raise ConfigError(f"trainer.scheduler.name {sch.name!r} is not one of cosine, poly, step, constant")
-
-    return factor
 
 
 def _publish(written: Path, path: Path) -> None:
@@ -176,29 +177,29 @@ def save_checkpoints(state: dict, last_path: Path, best_path: Path | None = None
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint of this suite: tensors and plain values only (torch's weights_only), so a file from elsewhere
+    runs no code when it is read."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise RunStateError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # cut short or not a checkpoint: torch's
-        # own messages do not name the file (and run on for lines: its first sentence says what happened)
-        what = " ".join(str(error).split()).split(". ")[0] or type(error).__name__
-        raise ValueError(f"{path}: unreadable checkpoint ({what}); restore it, or move it away to start that run "
-                         "over") from error
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # cut short, not a checkpoint, or an object
+        # weights_only refuses: torch's own messages do not name the file and run on for lines
+        text = " ".join(str(error).split())
+        refused = re.search(r"GLOBAL ([\w.]+)", text)
+        what = (f"it holds a Python object, {refused.group(1)}, that a checkpoint of this suite does not" if refused
+                else text.split(". ")[0] or type(error).__name__)
+        raise RunStateError(f"{path}: unreadable checkpoint ({what}); restore it, or move it away to start that run "
+                            "over") from error
 
 
-# Settings a killed run may resume under other values of: where things are (paths, the pretrained file found),
-# what runs it (device, loader, cuDNN determinism, memory layout) and how it is scored, not what it learns.
-RESUME_NEUTRAL = ("paths", "skip_finished", "weights_source", "data.domain", "trainer.device", "trainer.num_workers",
-                  "trainer.data_on_device", "trainer.deterministic", "trainer.channels_last", "trainer.progress",
-                  "trainer.eval_batch_size", "trainer.limit_test_images", "trainer.fps_images", "trainer.fps_warmup",
-                  "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
-# A checkpoint config's record of the pretrained file of weights its checkpoints do NOT hold (SAMed's frozen SAM
-# encoder: only LoRA and the decoder are saved), as "<file name>, <bytes> bytes" or None (seeded random init).
-# Unlike weights_source it is not neutral: a resume rebuilds those weights from the file found now, and another
-# file (or none where there was one) would change the frozen layers under the trained ones.
-FROZEN_WEIGHTS = "frozen_weights"
+# Settings a killed run may resume under other values of: what runs it (device, loader, cuDNN determinism, memory
+# layout, progress bars) and how it is scored afterwards, not what it learns. The runner, the data and the model add
+# their own (ResumeRule: where files are, which pretrained file was found, ...).
+RESUME_NEUTRAL = ("trainer.device", "trainer.num_workers", "trainer.data_on_device", "trainer.deterministic",
+                  "trainer.channels_last", "trainer.progress", "trainer.eval_batch_size", "trainer.limit_test_images",
+                  "trainer.fps_images", "trainer.fps_warmup", "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -208,37 +209,41 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def check_same_settings(where: Path, saved: dict | None, current: dict | None) -> None:
+def _under(key: str, prefixes: Iterable[str]) -> bool:
+    """`key` is one of `prefixes` or inside one (a.b.c is under a.b, a.bc is not)."""
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def check_same_settings(where: Path, saved: dict | None, current: dict | None,
+                        rules: Sequence[ResumeRule] = ()) -> None:
     """Refuse to resume a run trained under config `saved` (read from `where`) under a `current` config that
-    differs in a setting outside RESUME_NEUTRAL: the run folder is named after model, trainer and seed only, so
-    the same command with another lr lands in the same folder, and resuming would finish one run under the other's
-    label."""
+    differs in a setting outside RESUME_NEUTRAL and the keys `rules` let differ: the run folder is named after model,
+    trainer and seed only, so the same command with another lr lands in the same folder, and resuming would finish
+    one run under the other's label. A rule may refuse the resume itself (a ConfigError of its own)."""
     if not isinstance(saved, dict) or not isinstance(current, dict):
         return  # written before configs were stored: nothing to compare
     before, now = _flatten(saved), _flatten(current)
-    neutral = RESUME_NEUTRAL
+    neutral = list(RESUME_NEUTRAL)
     if before.get("trainer.limit_val_batches") or now.get("trainer.limit_val_batches"):
         # a capped validation scores its first N batches: their size decides which images choose `best`
-        neutral = tuple(key for key in neutral if key != "trainer.eval_batch_size")
-    if FROZEN_WEIGHTS not in before:  # written before it was recorded: nothing to compare
-        neutral += (FROZEN_WEIGHTS,)
-    elif before[FROZEN_WEIGHTS] != now.get(FROZEN_WEIGHTS):
-        def said(value: Any) -> str:
-            return value or "none (its seeded random initialisation)"
-
-        raise ConfigError(f"{where}: this run's frozen weights (not in its checkpoints) came from "
-                          f"{said(before[FROZEN_WEIGHTS])}; this start found {said(now.get(FROZEN_WEIGHTS))}, and "
-                          "resuming would change the frozen encoder under the trained layers. Give it the same file, give "
-                          "this run its own folder (run_name=...), or move checkpoints/ away to start over")
-    if any(key.startswith("data.phantom.") for key in before) and any(key.startswith("data.phantom.") for key in now):
-        neutral += ("data.root",)  # a phantom is named by data.phantom.*; its folder follows the cache's
+        neutral.remove("trainer.eval_batch_size")
+    for rule in rules:
+        try:
+            neutral.extend(rule(before, now))
+        except ConfigError as error:  # the rule sees configs, not the run: say which run it refused
+            raise ConfigError(f"{where}: {error}") from None
     changed = sorted(key for key in before.keys() | now.keys()
-                     if before.get(key) != now.get(key) and not key.startswith(neutral))
+                     if before.get(key) != now.get(key) and not _under(key, neutral))
     if changed:
         shown = ", ".join(f"{key} (was {before.get(key, '-')!r})" for key in changed[:4])
-        raise ConfigError(f"{where}: this run was trained with other settings: {shown}{' and more' if len(changed) > 4 else ''}"
-                          ". Run the original command to resume it, give this run its own folder (run_name=...), or "
-                          "move checkpoints/ away to start over")
+        if any(key.endswith("._target_") and key not in before for key in changed):  # optimizer.name, scheduler.name
+            advice = ("; its trainer.optimizer and trainer.scheduler are of an older shape (no _target_) that this "
+                      "version cannot resume. Give this run its own folder (run_name=...)")
+        else:
+            advice = ". Run the original command to resume it, give this run its own folder (run_name=...)"
+        more = " and more" if len(changed) > 4 else ""
+        raise ConfigError(f"{where}: this run was trained with other settings: {shown}{more}{advice}, or move "
+                          "checkpoints/ away to start over")
 
 
 def _module_state(module: Any) -> dict:
@@ -343,8 +348,10 @@ class _EpochMeter:
 
 
 def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None, cfg: TrainerConfig,
-        run_dir: Path | str, config: dict | None = None, monitor: str | None = None) -> FitResult:
-    """Train `module` for cfg.epochs, validating each epoch; resume from run_dir/checkpoints/last.pt if present."""
+        run_dir: Path | str, config: dict | None = None, monitor: str | None = None,
+        resume_rules: Sequence[ResumeRule] = ()) -> FitResult:
+    """Train `module` for cfg.epochs, validating each epoch; resume from run_dir/checkpoints/last.pt if present
+    and trained under `config` (check_same_settings, with `resume_rules`)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -370,13 +377,13 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
     steps_per_epoch = min(n_batches, cfg.limit_train_batches or n_batches)
     if steps_per_epoch == 0:
         raise ConfigError("the training split yields no batch (fewer images than trainer.batch_size with drop_last?)")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
 
     start_epoch, global_step, history = 0, 0, []
     best_metric, best_epoch, resumed_from = None, None, None
     if last_path.is_file():
         state = load_checkpoint(last_path, map_location=device)
-        check_same_settings(last_path, state.get("config"), config)
+        check_same_settings(last_path, state.get("config"), config, resume_rules)
         _load_module_state(module, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -438,11 +445,12 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                 if monitor not in metrics:
                     raise KeyError(f"validation returned no {monitor!r} (got {sorted(metrics)}): set trainer.monitor")
             record = {"epoch": epoch + 1, "train_loss": meter.mean_loss, "lr": epoch_lr,
-                      "images_per_s": epoch_images / max(epoch_time, 1e-9), **{f"val_{k}": v for k, v in metrics.items()}}
+                      "images_per_s": epoch_images / max(epoch_time, 1e-9),
+                      **{f"val_{k}": v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}}
             history.append(record)
             improved = val_loader is None or _better(metrics.get(monitor), best_metric, cfg.mode)
             if improved:
-                best_metric = metrics.get(monitor) if val_loader is not None else None
+                best_metric = record.get(f"val_{monitor}") if val_loader is not None else None
                 best_epoch = epoch + 1
             state = {"model": _module_state(module), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "global_step": global_step,

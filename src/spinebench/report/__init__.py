@@ -1,52 +1,87 @@
-"""`spinebench report RUNS... --out results/`: finished runs -> tables and plots against the manuscript.
+"""`spinebench report RUNS... --out results/`: finished runs -> one comparison table against the manuscript ->
+CSV, Markdown and plots.
 
-collect (finished runs only) -> bootstrap (95% CIs over test images) -> implantability (ours, per hardware)
--> tables (CSV per task + results/README.md) -> plots (PNG). Each step lives in its own module.
+collect (records and status files) -> bootstrap (95% CIs over test images) -> implantability (ours, per
+hardware) -> tables (the comparison DataFrame; `<task>.csv`) -> markdown (README.md) and plots (PNG). Each step
+lives in its own module; this one runs them and holds the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spinebench.report.bootstrap import N_RESAMPLES, SEED, bootstrap_run
-from spinebench.report.collect import Collection, Run, collect_runs, pick
-from spinebench.report.implantability import ACCURACY_METRIC, implantability, scores
-from spinebench.report.manuscript import Manuscript, load_manuscript
+from spinebench.report.collect import Collection, Run, collect_runs, commit_label, pick
+from spinebench.report.datasource import DataSource
+from spinebench.report.implantability import implantability, score_runs
+from spinebench.report.manuscript import Manuscript, ManuscriptError, load_manuscript
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_report", "add_report_parser", "collect_runs", "load_manuscript", "implantability",
-           "score_runs", "Collection", "Run", "Manuscript"]
+__all__ = [
+    "Collection",
+    "Comparison",
+    "DataSource",
+    "Manuscript",
+    "Run",
+    "add_report_parser",
+    "collect_runs",
+    "compare",
+    "implantability",
+    "load_manuscript",
+    "pick",
+    "run_report",
+    "score_runs",
+]
+
+TASKS = ("detection", "segmentation")  # one CSV each, written even when empty
 
 
-def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> None:
-    """Set `run.implantability[processor]`. The compared models, whose fastest sets FPS_best, are the runs a table
-    shows: per manuscript row the run `pick` chooses, among the runs of the same task and data source measured on
-    the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared). Any
-    other run (an older one, a model without a row) is scored as if it had joined them."""
-    groups: dict[tuple, list[tuple[Run, dict]]] = {}
-    tables: dict[tuple, list[Run]] = {}
-    for run in runs:
-        if run.domain == "human" or run.task not in ACCURACY_METRIC:
-            continue
-        tables.setdefault((run.task, run.data_group), []).append(run)
-        for processor, speed in run.speeds.items():
-            groups.setdefault((run.task, run.data_group, processor, speed["hardware"]), []).append((run, speed))
-    shown = set()  # the runs the tables show, picked among all of a table's runs (any hardware)
-    for (task, _), table_runs in tables.items():
-        table = manuscript.tasks.get(task) if manuscript else None
-        shown |= {id(pick(table_runs, key)[0]) for key in (table.rows if table else {r.model for r in table_runs})}
-    for (task, _, processor, _), group in groups.items():
-        rows = {i: {"accuracy": run.values.get(ACCURACY_METRIC[task]), "fps": speed["fps"], "load": speed["load"]}
-                for i, (run, speed) in enumerate(group)}
-        compared = {i: row for i, row in rows.items() if id(group[i][0]) in shown}
-        table_scores = scores(compared)
-        for i, (run, _) in enumerate(group):
-            run.implantability[processor] = table_scores[i] if i in compared else scores({**compared, i: rows[i]})[i]
+@dataclass
+class Comparison:
+    """What a report shows: the comparison table, the runs behind it, and every note (skipped folders,
+    unfinished runs, runs without an interval, plots that failed)."""
+
+    table: pd.DataFrame
+    collection: Collection
+    notes: list[str]
+
+
+def compare(runs: Sequence[str | Path], manuscript: Manuscript, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+            workers: int | None = None) -> Comparison:
+    """Collect the runs under `runs`, bootstrap their intervals, score their implantability, and tabulate them."""
+    from spinebench.report.tables import (
+        comparison_table,  # pandas: loaded by a report, not by `spinebench data`
+    )
+
+    collection = collect_runs(list(runs))
+    notes = list(collection.notes)
+    for run in collection.runs:
+        run.intervals, note = bootstrap_run(run, n_resamples=n_resamples, seed=seed, workers=workers)
+        if note:
+            run.notes.append(note)
+            notes.append(note)
+    score_runs(collection.runs, manuscript)
+    return Comparison(table=comparison_table(collection, manuscript), collection=collection, notes=notes)
+
+
+def generated_at() -> str:
+    """When the report was made: SOURCE_DATE_EPOCH's time when set (a reproducible build's), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(int(epoch)))
+    return time.strftime("%Y-%m-%d %H:%M %Z")
 
 
 def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscript: str | Path | None = None,
@@ -54,12 +89,13 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
     """Write `out/detection.csv`, `out/segmentation.csv`, `out/README.md` and `out/plots/*.png`.
 
     `workers`: processes for the detection bootstrap (default: automatic, 1 for small test sets); the intervals
-    do not depend on it. Returns a process exit code: 0 when written (even with no finished run: the tables then read "not run"),
-    2 when the manuscript file is unusable or none of `runs` exists (a mistyped path must not overwrite `out`
-    with an empty report; some missing among others are notes, as `make reproduce` names runs that never started).
+    do not depend on it. Returns a process exit code: 0 when written (even with no finished run: the tables then
+    read "not run"), 2 when the manuscript file is unusable or none of `runs` exists (a mistyped path must not
+    overwrite `out` with an empty report; some missing among others are notes, as `make reproduce` names runs
+    that never started).
     """
-    from spinebench.report.manuscript import ManuscriptError
-    from spinebench.report.tables import commit_line, write_tables
+    from spinebench.report.markdown import commit_line, render_markdown, run_commits
+    from spinebench.report.tables import write_csv
 
     out = Path(out)
     missing = [str(p) for p in runs if not Path(p).exists()]
@@ -72,27 +108,26 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
         log.error("%s", exc)
         print(f"error: {exc}")
         return 2
-    collection = collect_runs(list(runs))
-    ci_notes = []
-    for run in collection.runs:
-        run.intervals, note = bootstrap_run(run, n_resamples=n_resamples, seed=seed, workers=workers)
-        if note:
-            ci_notes.append(note)
-    score_runs(collection.runs, paper)
+    result = compare(runs, paper, n_resamples=n_resamples, seed=seed, workers=workers)
     written_plots: list[Path] = []
     if plots:
         from spinebench.report.plots import make_plots
 
-        written_plots, plot_notes = make_plots(collection, paper, out / "plots")
-        ci_notes += plot_notes
-    checkout = _checkout_commit()
-    files = write_tables(collection, paper, out, written_plots, n_resamples=n_resamples, seed=seed, ci_notes=ci_notes,
-                         checkout=checkout)
-    print(f"{len(collection.runs)} finished run(s), {len(collection.unfinished)} unfinished, "
-          f"{len(collection.notes) + len(ci_notes)} note(s)")
-    for note in [*collection.notes, *ci_notes]:  # the README's "Skipped and notes", on the console too
+        written_plots, plot_notes = make_plots(result.table, result.collection, paper, out / "plots")
+        result.notes += plot_notes
+    checkout = commit_label(_checkout_git())
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_csv(result.table, task, paper, out / f"{task}.csv") for task in TASKS]
+    readme = out / "README.md"
+    readme.write_text(render_markdown(result.table, paper, generated=generated_at(), notes=result.notes,
+                                      plots=written_plots, out=readme, n_resamples=n_resamples, seed=seed,
+                                      checkout=checkout))
+    files.append(readme)
+    print(f"{len(result.collection.runs)} finished run(s), {len(result.collection.unfinished)} unfinished, "
+          f"{len(result.notes)} note(s)")
+    for note in result.notes:  # the README's "Skipped and notes", on the console too
         print(f"  note: {note}")
-    commits = commit_line(collection.runs, checkout)
+    commits = commit_line(run_commits(result.table), checkout)
     if commits:
         print(f"  warning: {commits}")
     for path in [*files, *written_plots]:
@@ -100,12 +135,11 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
     return 0
 
 
-def _checkout_commit() -> str | None:
-    """This checkout's commit as Run.commit writes it (12 digits, '-dirty'), None when git cannot tell."""
-    from spinebench.report.collect import commit_label
+def _checkout_git() -> dict:
+    """This checkout's commit ({"commit", "dirty"}), as a run records it."""
     from spinebench.runinfo import git_commit
 
-    return commit_label(git_commit())
+    return git_commit()
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

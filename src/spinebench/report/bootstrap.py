@@ -272,19 +272,23 @@ def bootstrap_segmentation_run(run_dir: Path, **kwargs: Any) -> dict[str, Interv
 
 def bootstrap_run(run: Any, n_resamples: int = N_RESAMPLES, seed: int = SEED,
                   workers: int | None = None) -> tuple[dict[str, Interval], str | None]:
-    """Intervals of a collected run (spinebench.report.collect.Run), or ({}, reason) when its files are missing."""
+    """Intervals of a collected run (spinebench.report.collect.Run), and a note naming the run when it has none
+    (its files are missing or unusable) or when they were moved to its reported values."""
+    from spinebench.report.collect import display_path
+
+    where = Path(display_path(run.path))
     try:
         if run.task == "detection":
             if not (run.path / "ground_truth.json").is_file() or not (run.path / "predictions.json").is_file():
-                return {}, f"{run.path}: no ground_truth.json/predictions.json, no confidence interval"
+                return {}, f"{where}: no ground_truth.json/predictions.json, no confidence interval"
             intervals = bootstrap_detection_run(run.path, n_resamples=n_resamples, seed=seed, reported=run.values,
                                                 workers=workers)
-            return intervals, shift_note(run.path, intervals)
+            return intervals, shift_note(where, intervals)
         if run.task == "segmentation":
             if not (run.path / "summary.json").is_file():
-                return {}, f"{run.path}: no summary.json, no confidence interval"
+                return {}, f"{where}: no summary.json, no confidence interval"
             intervals = bootstrap_segmentation_run(run.path, n_resamples=n_resamples, seed=seed, reported=run.values)
-            return intervals, shift_note(run.path, intervals)
+            return intervals, shift_note(where, intervals)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return {}, f"{run.path}: bootstrap failed ({type(exc).__name__}: {exc})"
-    return {}, f"{run.path}: unknown task {run.task!r}"
+        return {}, f"{where}: bootstrap failed ({type(exc).__name__}: {exc})"
+    return {}, f"{where}: unknown task {run.task!r}"

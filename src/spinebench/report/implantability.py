@@ -21,7 +21,12 @@ only defined where FPS and load were both measured; otherwise it is None.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spinebench.report.collect import Run
+    from spinebench.report.manuscript import Manuscript
 
 ACCURACY_METRIC = {"detection": "mAP50", "segmentation": "mean_dice"}
 
@@ -53,3 +58,31 @@ def scores(rows: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | 
 def fps_best(values: Iterable[float | None]) -> float | None:
     present = [float(v) for v in values if v is not None]
     return max(present) if present else None
+
+
+def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> None:
+    """Set `run.implantability[processor]`. The compared models, whose fastest sets FPS_best, are the runs a table
+    shows: per manuscript row the run `pick` chooses, among the runs of the same task and data source measured on
+    the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared). Any
+    other run (an older one, a model without a row) is scored as if it had joined them."""
+    from spinebench.report.collect import pick
+
+    groups: dict[tuple, list[tuple[Run, dict]]] = {}
+    tables: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.domain == "human" or run.task not in ACCURACY_METRIC:
+            continue
+        tables.setdefault((run.task, run.source.group), []).append(run)
+        for processor, speed in run.speeds.items():
+            groups.setdefault((run.task, run.source.group, processor, speed["hardware"]), []).append((run, speed))
+    shown = set()  # the runs the tables show, picked among all of a table's runs (any hardware)
+    for (task, _), table_runs in tables.items():
+        table = manuscript.tasks.get(task) if manuscript else None
+        shown |= {id(pick(table_runs, key)[0]) for key in (table.rows if table else {r.model for r in table_runs})}
+    for (task, _, processor, _), group in groups.items():
+        rows = {i: {"accuracy": run.values.get(ACCURACY_METRIC[task]), "fps": speed["fps"], "load": speed["load"]}
+                for i, (run, speed) in enumerate(group)}
+        compared = {i: row for i, row in rows.items() if id(group[i][0]) in shown}
+        table_scores = scores(compared)
+        for i, (run, _) in enumerate(group):
+            run.implantability[processor] = table_scores[i] if i in compared else scores({**compared, i: rows[i]})[i]

@@ -1,13 +1,15 @@
 """The report's pictures (matplotlib, PNG): what a person would rather look at than read.
 
-* `<task>_bars.png`: per reported metric, grouped bars of the paper vs ours per manuscript model (95% CI as
-  error bars; phantom runs hatched and labelled PHANTOM).
+* `<task>_bars.png`: per reported metric, grouped bars of the paper vs ours per manuscript row (95% CI as error
+  bars; phantom groups hatched and labelled PHANTOM), from the comparison table.
 * `<task>_accuracy_vs_fps.png`: accuracy (mAP50 / mean Dice) against batch-1 FPS, the implantability view,
-  the paper's CPU and GPU points beside ours.
+  the paper's CPU and GPU points beside ours, from the comparison table.
 * `detection_pr_<source>.png`: precision-recall curves at IoU 0.5 of every detection run of one data source,
   from the run's `pr_curve.json` when it saved one, else from its `ground_truth.json` + `predictions.json`.
 * `segmentation_grid_<source>.png`: a few test images with the reference and each model's prediction overlaid,
-  from the runs' `predictions/*.png` (class-index PNGs) and the dataset recorded in their metrics.json.
+  from the runs' `predictions/*.png` (class-index PNGs) and the dataset folder their record names.
+
+Legends and titles say what the data is through the group's `DataSource`.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from spinebench.data.segmentation import overlay
+from spinebench.report.collect import Collection, Run, pick
+from spinebench.report.implantability import ACCURACY_METRIC
+from spinebench.report.manuscript import Manuscript
+from spinebench.report.tables import FINISHED, HUMAN, column, number
 
-from spinebench.data.segmentation import overlay  # noqa: E402
-from spinebench.report.collect import Collection, Run, source_kind  # noqa: E402
-from spinebench.report.implantability import ACCURACY_METRIC  # noqa: E402
-from spinebench.report.manuscript import Manuscript  # noqa: E402
-from spinebench.report.collect import pick  # noqa: E402
-
+matplotlib.use("Agg")  # files only: a report needs no display, and a machine without one must draw them too
 log = logging.getLogger(__name__)
 DPI = 110
 
@@ -39,10 +41,17 @@ def _slug(text: str) -> str:
 
 
 def _groups(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs by data source, in the tables' order."""
     groups: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: (r.is_phantom, r.data_group)):
-        groups.setdefault(run.data_group, []).append(run)
+    for run in sorted(runs, key=lambda r: r.source.order):
+        groups.setdefault(run.source.group, []).append(run)
     return groups
+
+
+def _finished_groups(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A side's finished rows of the comparison table by data source, in the table's order."""
+    done = rows[rows["status"] == FINISHED]
+    return {group: done[done["data_source"] == group] for group in dict.fromkeys(done["data_source"])}
 
 
 def _save(fig, path: Path) -> Path:
@@ -52,51 +61,46 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _group_label(runs: Sequence[Run]) -> str:
-    """The legend entry of a data source, from all its runs: phantom, unknown source and unverified say so."""
-    prefix = {"phantom": "ours, PHANTOM", "unknown": "ours, unknown data source", "unverified": "ours, UNVERIFIED",
-              "real": "ours"}[source_kind(runs)]
-    return f"{prefix}: {runs[0].data_group}"
-
-
 # ---------------------------------------------------------------- bars
-def bar_plot(collection: Collection, manuscript: Manuscript, task: str, out: Path) -> Path | None:
-    table = manuscript.tasks[task]
-    runs = collection.by_task(task)
-    panels = [(m, False) for m in table.reported]
-    if any(r.domain == "human" for r in runs):
-        panels += [(m, True) for m in table.reported_human]
-    keys = list(table.rows)
+def bar_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Path) -> Path | None:
+    paper = manuscript.tasks[task]
+    rows = table[table["task"] == task]
+    panels = [(m, False) for m in paper.reported]
+    if ((rows["domain"] == HUMAN) & (rows["status"] == FINISHED)).any():
+        panels += [(m, True) for m in paper.reported_human]
+    keys = list(paper.rows)
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 1.3 * len(keys)), 2.6 * len(panels) + 0.8), squeeze=False,
                              layout="constrained")
     for ax, (metric, human) in zip(axes[:, 0], panels):
-        groups = _groups([r for r in runs if (r.domain == "human") == human])
-        n_bars = 1 + len(groups)
-        width = 0.8 / n_bars
+        groups = _finished_groups(rows[(rows["domain"] == HUMAN) == human])
+        width = 0.8 / (1 + len(groups))
         x = np.arange(len(keys))
-        paper = [(table.rows[k].human if human else table.rows[k].metrics).get(metric, np.nan) for k in keys]
-        ax.bar(x - 0.4 + width / 2, paper, width, label="paper", color="0.6")
-        for g, (group, group_runs) in enumerate(groups.items()):
+        values_paper = [(paper.rows[k].human if human else paper.rows[k].metrics).get(metric, np.nan) for k in keys]
+        ax.bar(x - 0.4 + width / 2, values_paper, width, label="paper", color="0.6")
+        col = column(metric)
+        for g, group_rows in enumerate(groups.values()):
+            shown = {r["model"]: r for r in group_rows[group_rows["shown"].astype(bool)].to_dict("records")}
             values, low, high = [], [], []
             for k in keys:
-                run, _ = pick(group_runs, k)
-                v = run.values.get(metric) if run else None
-                v = np.nan if v is None else float(v)
-                ci = run.intervals.get(metric) if run else None
+                row = shown.get(k)
+                v = number(row[col]) if row else None
+                v = np.nan if v is None else v
+                lo, hi = (number(row[f"{col}_ci_low"]), number(row[f"{col}_ci_high"])) if row else (None, None)
                 values.append(v)
-                low.append(v - ci.low if ci else 0.0)
-                high.append(ci.high - v if ci else 0.0)
-            errors = np.clip(np.array([low, high]), 0, None)
-            phantom = group_runs[0].is_phantom
-            ax.bar(x - 0.4 + width * (g + 1.5), values, width, yerr=errors, capsize=2, label=_group_label(group_runs),
-                   color=f"C{g}", hatch="//" if phantom else None, edgecolor="white" if phantom else None)
+                low.append(v - lo if lo is not None else 0.0)
+                high.append(hi - v if hi is not None else 0.0)
+            errors = np.clip(np.nan_to_num(np.array([low, high])), 0, None)
+            source = group_rows.iloc[0]["source"]
+            ax.bar(x - 0.4 + width * (g + 1.5), values, width, yerr=errors, capsize=2, label=source.legend,
+                   color=f"C{g}", hatch="//" if source.is_phantom else None,
+                   edgecolor="white" if source.is_phantom else None)
             for xi, v in zip(x, values):
                 if np.isnan(v):
                     ax.text(xi - 0.4 + width * (g + 1.5), 0.02, "not run", rotation=90, fontsize=6, ha="center",
                             va="bottom", color="0.3")
-        ax.set_xticks(x, [table.rows[k].name for k in keys], fontsize=8)
+        ax.set_xticks(x, [paper.rows[k].name for k in keys], fontsize=8)
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel(("human " if human else "") + table.label(metric))
+        ax.set_ylabel(("human " if human else "") + paper.label(metric))
         ax.grid(axis="y", alpha=0.3)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=7, loc="outside upper center", ncol=3)
     axes[0, 0].set_title(f"{task}: paper vs ours (95% bootstrap CI); hatched = PHANTOM, not a reproduction", fontsize=9)
@@ -104,30 +108,32 @@ def bar_plot(collection: Collection, manuscript: Manuscript, task: str, out: Pat
 
 
 # ---------------------------------------------------------------- accuracy vs FPS
-def scatter_plot(collection: Collection, manuscript: Manuscript, task: str, out: Path) -> Path | None:
-    table = manuscript.tasks[task]
+def scatter_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Path) -> Path | None:
+    paper = manuscript.tasks[task]
     metric = ACCURACY_METRIC[task]
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for proc, marker in (("cpu", "o"), ("gpu", "s")):
-        pts = [(r.speed[proc].fps, r.accuracy, r.name) for r in table.rows.values() if proc in r.speed]
+        pts = [(r.speed[proc].fps, r.accuracy, r.name) for r in paper.rows.values() if proc in r.speed]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, facecolors="none", edgecolors="0.4",
                        label=f"paper {proc.upper()}")
             for fps, acc, name in pts:
                 ax.annotate(name, (fps, acc), fontsize=6, color="0.4", xytext=(3, 2), textcoords="offset points")
-    runs = [r for r in collection.by_task(task) if r.domain != "human"]
-    for g, (group, group_runs) in enumerate(_groups(runs).items()):
-        pts = [(speed["fps"], r.values.get(metric), r.model_name, proc) for r in group_runs
-               for proc, speed in r.speeds.items() if speed["fps"] is not None and r.values.get(metric) is not None]
+    rows = table[(table["task"] == task) & (table["domain"] != HUMAN)]
+    for g, group_rows in enumerate(_finished_groups(rows).values()):
+        records = group_rows.to_dict("records")
+        pts = [(number(r[f"fps_{proc}"]), number(r[column(metric)]), r["model_name"], proc) for r in records
+               for proc in ("cpu", "gpu")]
+        pts = [p for p in pts if p[0] is not None and p[1] is not None]
         if not pts:
             continue
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=90, color=f"C{g}",
-                   label=f"{_group_label(group_runs)} ({group_runs[0].hardware})")
+                   label=f"{records[0]['source'].legend} ({records[0]['hardware']})")
         for fps, acc, name, proc in pts:
             ax.annotate(f"{name} ({proc})", (fps, acc), fontsize=6, color=f"C{g}", xytext=(3, -8), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("batch-1 inference FPS (log)")
-    ax.set_ylabel(f"{table.label(metric)} (porcine test)")
+    ax.set_ylabel(f"{paper.label(metric)} (porcine test)")
     ax.set_title(f"{task}: accuracy vs speed (implantability view)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
@@ -173,7 +179,7 @@ def pr_plots(collection: Collection, out: Path) -> list[Path]:
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         title = f"PR curves at IoU 0.5 - {group}"
-        if group_runs[0].is_phantom:
+        if group_runs[0].source.is_phantom:
             title += "\nPHANTOM (synthetic), not a reproduction"
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
@@ -185,19 +191,19 @@ def pr_plots(collection: Collection, out: Path) -> list[Path]:
 # ---------------------------------------------------------------- segmentation grid
 def _reference(run: Run, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(gray image, reference mask) of a test image of the run's dataset, (None, None) when not found."""
-    from spinebench.data.errors import DatasetError
     from spinebench.data.images import read_gray
     from spinebench.data.layout import split_folder
     from spinebench.data.segmentation import mask_folder, read_mask
+    from spinebench.errors import DataError
 
     root = run.data_root
     if root is None:
         return None, None
     stem = Path(name).stem
-    for split in dict.fromkeys((run.metrics.get("split") or "test", "test")):
+    for split in dict.fromkeys((run.record.split or "test", "test")):
         try:
             images_dir = split_folder(root, "segmentation", split)
-        except (DatasetError, OSError):
+        except (DataError, OSError):
             continue
         masks_dir = mask_folder(images_dir)
         image = images_dir / name if (images_dir / name).is_file() else next(iter(sorted(images_dir.glob(f"{stem}.*"))), None)
@@ -258,26 +264,27 @@ def segmentation_grids(collection: Collection, out: Path, n_images: int = 4) -> 
                     ax.set_title(title, fontsize=8)
             axes[i, 0].set_ylabel(name, fontsize=6)
         suptitle = f"test images, reference and predictions\n{group}"
-        if chosen[0].is_phantom:
+        if chosen[0].source.is_phantom:
             suptitle += "\nPHANTOM (synthetic), not a reproduction"
         fig.suptitle(suptitle, fontsize=9)
         written.append(_save(fig, out / f"segmentation_grid_{_slug(group)}.png"))
     return written
 
 
-def make_plots(collection: Collection, manuscript: Manuscript, out: Path) -> tuple[list[Path], list[str]]:
+def make_plots(table: pd.DataFrame, collection: Collection, manuscript: Manuscript,
+               out: Path) -> tuple[list[Path], list[str]]:
     """Every plot into `out` (a folder); returns the files and notes on plots that could not be drawn."""
     out = Path(out)
     written, notes = [], []
-    steps = [(f"{task} bars", lambda t=task: [bar_plot(collection, manuscript, t, out)]) for task in manuscript.tasks]
-    steps += [(f"{task} accuracy vs FPS", lambda t=task: [scatter_plot(collection, manuscript, t, out)])
+    steps = [(f"{task} bars", lambda t=task: [bar_plot(table, manuscript, t, out)]) for task in manuscript.tasks]
+    steps += [(f"{task} accuracy vs FPS", lambda t=task: [scatter_plot(table, manuscript, t, out)])
               for task in manuscript.tasks]
     steps += [("detection PR curves", lambda: pr_plots(collection, out)),
               ("segmentation grid", lambda: segmentation_grids(collection, out))]
     for name, step in steps:
         try:
             written += [p for p in step() if p is not None]
-        except Exception as exc:  # a plot must never cost the tables: report it and go on
+        except Exception as exc:  # noqa: BLE001 - a plot must never cost the tables: report it and go on
             log.warning("plot %s failed: %s", name, exc)
             notes.append(f"plot '{name}' failed ({type(exc).__name__}: {exc})")
     return written, notes

@@ -1,34 +1,56 @@
-"""The report's tables: `results/detection.csv`, `results/segmentation.csv` (one row per run) and
-`results/README.md` (per task, one row per manuscript model: paper, ours [95% CI], difference).
+"""The comparison table: every number the report shows, as one pandas DataFrame, and its CSV files.
 
-Conventions: difference = ours - paper; a manuscript row with no finished run stays in the table as "not run"
-("unfinished" or "failed: <error>" when a run folder of it exists without metrics.json); runs on the phantom get
-their own tables whose header says so, and are never shown as a reproduction; real data not verified against the
-release manifest, and data of unknown source, are grouped and labelled apart from verified real data. When a
-data source holds several finished runs of one manuscript row, the table shows the one `pick` chooses; the CSVs
-list them all.
+One row per manuscript row x task side (porcine, or zero-shot on human) x data-source group: the run `pick`
+shows there (`shown`, with how many `others` it hides), or, with no finished run, the row's `status` ("not run",
+"unfinished (see skipped)", "failed: <error>"); each hidden run and each run of a model without a manuscript row
+has a row of its own too, so every finished run is in the table once. Beside our metrics sit their bootstrap
+intervals (`<metric>_ci_low/_high`), the paper's value (`paper_<metric>`, the human side's for a zero-shot row)
+and the difference (`<metric>_diff` = ours - paper), then speed, implantability and what traces the run.
+
+The Markdown (`spinebench.report.markdown`) and the plots render this table; `<task>.csv` is its finished runs.
+Groups come in the order a reader trusts them (verified real data, unverified, unknown source, phantom); rows in
+benchmarks/manuscript.yaml's order.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from spinebench.report.bootstrap import DETECTION_METRICS, flat_segmentation_metrics
-from spinebench.report.collect import Collection, Run, Unfinished, pick, same_commit, source_kind
-from spinebench.report.manuscript import Manuscript, TaskTable
+from spinebench.report.collect import Collection, Run, Unfinished, display_path, pick
+from spinebench.report.manuscript import Manuscript, Row, TaskTable
 
-SEGMENTATION_EXTRA = ("foreground_mIoU", "foreground_mean_dice")
+SEGMENTATION_METRICS = ("mIoU", "mean_dice", "cord_iou", "cord_dice", "foreground_mIoU", "foreground_mean_dice")
 NOT_RUN = "not run"
+FINISHED = "finished"
+PORCINE, HUMAN = "porcine", "human"
+
+HEAD = ["task", "domain", "data_source", "model", "model_name", "paper_name", "status", "shown", "others",
+        "split", "test_images", "test_split_images", "partial_test", "zero_shot", "checkpoint_run", "data_kind",
+        "data_label", "data_verified", "data_unverified_reason", "data_stamp"]
+# per processor timed: FPS, load and hardware as measured (None: not measured), our score, the paper's
+SPEED = [f"{prefix}_{proc}{suffix}" for proc in ("cpu", "gpu") for prefix, suffix in
+         (("fps", ""), ("load", "_measured"), ("hardware", ""), ("implantability", ""), ("paper_fps", ""),
+          ("paper_load", ""), ("paper_implantability", ""))]
+TAIL = ["params", "paper_params", "fps_batch1", "processor", "load_cpu", "load_gpu", *SPEED, "epochs", "paper_epochs",
+        "input_size", "paper_input_size", "pretrained", "pretrained_source", "train_images_per_s", "wall_time_s", "hardware",
+        "test_precision", "commit", "config", "config_file", "run_dir", "notes"]
+NOT_IN_CSV = {"task", "status", "source"}  # a CSV is one task's finished runs; `source` is the DataSource itself
 
 
-# ---------------------------------------------------------------- helpers
-def _num(value: Any) -> float | None:
+def column(metric: str) -> str:
+    """A metric key as a column name ('dice/spinal cord' -> 'dice_spinal_cord')."""
+    return metric.replace("/", "_").replace(" ", "_")
+
+
+def number(value: Any) -> float | None:
+    """A cell as a float, None when it holds no number."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -38,47 +60,12 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    v = _num(value)
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def fmt_diff(ours: Any, paper: Any, digits: int = 3) -> str:
-    o, p = _num(ours), _num(paper)
-    return "" if o is None or p is None else f"{o - p:+.{digits}f}"
-
-
-def fmt_ci(value: Any, interval: Any, digits: int = 3) -> str:
-    if _num(value) is None:
-        return "-"
-    if interval is None:
-        return fmt(value, digits)
-    return f"{fmt(value, digits)} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
-
-
-def _slug(name: str) -> str:
-    return name.replace("/", "_").replace(" ", "_")
-
-
-def run_metric_values(run: Run) -> dict[str, Any]:
-    """Flat metric dict of a run: detection keys as is, segmentation per-class as 'dice/<class>'."""
+def flat_metrics(run: Run) -> dict[str, Any]:
+    """A run's metrics, per-class values of a segmentation run as 'dice/<class>' and 'iou/<class>'."""
     return flat_segmentation_metrics(run.values) if run.task == "segmentation" else dict(run.values)
 
 
-def metric_keys(task: str, runs: Sequence[Run], class_names: Sequence[str]) -> list[str]:
-    if task == "detection":
-        keys = list(DETECTION_METRICS)
-    else:
-        keys = ["mIoU", "mean_dice", "cord_iou", "cord_dice", *SEGMENTATION_EXTRA]
-        keys += [f"dice/{c}" for c in class_names] + [f"iou/{c}" for c in class_names]
-    for run in runs:  # anything else a run reported numerically, after the known ones
-        for k, v in run_metric_values(run).items():
-            if k not in keys and _num(v) is not None and k != "n_images":
-                keys.append(k)
-    return keys
-
-
-def class_names_of(runs: Sequence[Run]) -> list[str]:
+def class_names(runs: Sequence[Run]) -> list[str]:
     for run in runs:
         names = list((run.values.get("dice_per_class") or {}).keys())
         if names:
@@ -88,398 +75,173 @@ def class_names_of(runs: Sequence[Run]) -> list[str]:
     return list(SEGMENTATION_CLASSES)
 
 
-def paper_values(manuscript: Manuscript | None, run: Run) -> dict[str, float]:
-    """The manuscript numbers this run is compared with (the human side for a human-domain run)."""
-    if manuscript is None or run.task not in manuscript.tasks:
-        return {}
-    row = manuscript.row(run.task, run.model)
-    if row is None:
-        return {}
-    return dict(row.human if run.domain == "human" else row.metrics)
-
-
-# ---------------------------------------------------------------- CSV
-def csv_rows(runs: Sequence[Run], task: str, manuscript: Manuscript | None) -> list[dict[str, Any]]:
-    names = class_names_of(runs)
-    keys = metric_keys(task, runs, names)
-    table = manuscript.tasks.get(task) if manuscript else None
-    rows = []
+def metric_keys(task: str, runs: Sequence[Run]) -> list[str]:
+    """The task's metrics, then anything else a run reported as a number."""
+    if task == "detection":
+        keys = list(DETECTION_METRICS)
+    else:
+        names = class_names(runs)
+        keys = [*SEGMENTATION_METRICS, *[f"dice/{c}" for c in names], *[f"iou/{c}" for c in names]]
     for run in runs:
-        values = run_metric_values(run)
-        paper = paper_values(manuscript, run)
-        mrow = manuscript.row(task, run.model) if manuscript and table else None
-        row: dict[str, Any] = {
-            "model": run.model, "model_name": run.model_name, "paper_name": mrow.name if mrow else "",
-            "split": run.metrics.get("split", ""), "test_images": run.metrics.get("test_images"),
-            "test_split_images": run.test_split_size, "partial_test": run.partial_test,
-            "domain": run.domain, "zero_shot": run.is_zero_shot,
-            "checkpoint_run": run.metrics.get("checkpoint_run") or "",
-            "data_source": run.data_group, "data_kind": run.data_kind, "data_label": run.data_label,
-            "data_verified": run.data.get("verified") if run.data.get("kind") == "real" else None,
-            "data_unverified_reason": run.unverified_reason,
-            "data_stamp": json.dumps(run.data.get("stamp") or {k: v for k, v in run.data.items() if k != "label"},
-                                     sort_keys=True),
-        }
-        for key in keys:
-            col = _slug(key)
-            row[col] = values.get(key)
-            interval = run.intervals.get(key)
-            row[f"{col}_ci_low"] = interval.low if interval else None
-            row[f"{col}_ci_high"] = interval.high if interval else None
-            if key in paper:  # timm-style: the baseline and the difference beside our number
-                row[f"paper_{col}"] = paper[key]
-                ours = _num(values.get(key))
-                row[f"{col}_diff"] = None if ours is None else ours - paper[key]
-        raw_load = run.metrics.get("load") if isinstance(run.metrics.get("load"), dict) else {}
-        row.update({
-            "params": run.metrics.get("params"), "paper_params": mrow.params if mrow else None,
-            "fps_batch1": run.metrics.get("fps_batch1"), "processor": run.processor,
-            "load_cpu": raw_load.get("cpu"), "load_gpu": raw_load.get("gpu"),
-        })
-        for proc in ("cpu", "gpu"):  # implantability where measured, beside the paper's
-            measured = run.speeds.get(proc) or {}
-            paper_speed = mrow.speed.get(proc) if mrow else None
-            row.update({
-                f"fps_{proc}": measured.get("fps"), f"load_{proc}_measured": measured.get("load"),
-                f"implantability_{proc}": run.implantability.get(proc),
-                f"paper_fps_{proc}": paper_speed.fps if paper_speed else None,
-                f"paper_load_{proc}": paper_speed.load if paper_speed else None,
-                # the paper's score rests on porcine accuracy, and a zero-shot run is not scored: both empty there
-                f"paper_implantability_{proc}": paper_speed.implantability if paper_speed and run.domain != "human"
-                else None,
-            })
-        row.update({
-            "epochs": run.metrics.get("epochs"), "paper_epochs": (mrow.training.get("epochs") if mrow else None),
-            "input_size": json.dumps(run.metrics.get("input_size")), "paper_input_size": mrow.input_size if mrow else None,
-            "pretrained": run.metrics.get("pretrained"), "pretrained_source": run.metrics.get("pretrained_source") or "",
-            "train_images_per_s": run.metrics.get("train_images_per_s"), "wall_time_s": run.metrics.get("wall_time_s"),
-            "hardware": run.hardware, "test_precision": run.metrics.get("test_precision") or "",  # "": not recorded
-            "commit": run.commit, "config": run.config,
-            # relative to the working directory when below it: a committed CSV names no machine's folders
-            "config_file": display_path(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else "",
-            "run_dir": display_path(run.path),
-        })
-        rows.append(row)
-    return rows
+        keys += [k for k, v in flat_metrics(run).items() if k not in keys and number(v) is not None and k != "n_images"]
+    return keys
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    if not columns:
-        columns = ["model", "data_source", "run_dir"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return path
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
-# ---------------------------------------------------------------- Markdown
-def _groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
-    """Runs by data source: verified real data first, then unverified, then of unknown source, then phantoms."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.data_group, []).append(run)
-    return sorted(groups.items(), key=lambda kv: (kv[1][0].is_phantom, kv[1][0].unknown_source, kv[1][0].unverified,
-                                                  kv[0]))
+def _paper_keys(table: TaskTable) -> set[str]:
+    return {k for row in table.rows.values() for k in (*row.metrics, *row.human)}
 
 
-def _group_kind(runs: Sequence[Run], human: bool = False) -> str:
-    """A table heading's data kind, from every run of the group (not the first): any phantom, unknown or
-    unverified run names the group so."""
-    if not runs:
-        return "no finished runs yet"
-    kind = source_kind(runs)
-    if kind == "phantom":
-        return "PHANTOM (synthetic human-like) - not a reproduction" if human else "PHANTOM (synthetic) - not a reproduction"
-    if kind == "unknown":
-        return "unknown data source"
-    return ("human data" if human else "real data") + (", UNVERIFIED" if kind == "unverified" else "")
+def _metric_cells(keys: Sequence[str], paper_keys: set[str], values: dict[str, Any], intervals: dict[str, Any],
+                  paper: dict[str, float]) -> dict[str, Any]:
+    cells: dict[str, Any] = {}
+    for key in keys:
+        col, interval = column(key), intervals.get(key)
+        cells[col] = values.get(key)
+        cells[f"{col}_ci_low"] = interval.low if interval else None
+        cells[f"{col}_ci_high"] = interval.high if interval else None
+        if key in paper_keys:
+            ours = number(values.get(key))
+            cells[f"paper_{col}"] = paper.get(key)
+            cells[f"{col}_diff"] = None if ours is None or key not in paper else ours - paper[key]
+    return cells
 
 
-def _banner(runs: Sequence[Run]) -> list[str]:
-    """One line per distinct data label of the group's runs, with why it is unverified where it is."""
-    if any(r.is_phantom for r in runs):
-        labels = dict.fromkeys(r.data_label for r in runs if r.is_phantom)
-        return [f"> **PHANTOM DATA** - {'; '.join(labels)}.",
-                "> These rows exercise the pipeline on synthetic images; they are **not a reproduction of the paper's "
-                "figures**, and the differences are shown only to orient the reader.", ""]
-    lines = []
-    for (label, reason), run in {(r.data_label, r.unverified_reason): r for r in runs}.items():
-        if run.unknown_source:
-            lines.append(f"> Data: {label}: **not known to be the Kumar et al. release**.")
-        elif run.unverified:
-            lines.append(f"> Data: {label} (real data, **UNVERIFIED**: not verified against the release manifest: "
-                         f"{reason}).")
-        else:
-            lines.append(f"> Data: {label}.")
-    return [*lines, ""]
+def _paper_cells(mrow: Row | None, human: bool) -> dict[str, Any]:
+    cells: dict[str, Any] = {"paper_name": mrow.name if mrow else "", "paper_params": mrow.params if mrow else None,
+                             "paper_epochs": mrow.training.get("epochs") if mrow else None,
+                             "paper_input_size": mrow.input_size if mrow else None}
+    for proc in ("cpu", "gpu"):
+        speed = mrow.speed.get(proc) if mrow else None
+        cells.update({f"paper_fps_{proc}": speed.fps if speed else None,
+                      f"paper_load_{proc}": speed.load if speed else None,
+                      # the paper's score rests on porcine accuracy, and a zero-shot run is not scored
+                      f"paper_implantability_{proc}": speed.implantability if speed and not human else None})
+    return cells
 
 
-def _row_name(mrow: Any, run: Run | None, others: int) -> str:
-    name = mrow.name
-    if run is not None and run.model_name and run.model_name != run.model:
-        name += f" (ours: `{run.model_name}`)"
-    if others:  # the hidden one may be newer (pick prefers the row's own model config): not "older"
-        name += f" (+{others} other run{'s' if others > 1 else ''} in the CSV)"
-    return name
+def _run_row(run: Run, mrow: Row | None, human: bool, keys: Sequence[str], paper_keys: set[str], shown: bool,
+             others: int = 0) -> dict[str, Any]:
+    source, record = run.source, run.record
+    paper = (mrow.human if human else mrow.metrics) if mrow else {}
+    row: dict[str, Any] = {
+        "task": run.task, "domain": HUMAN if human else PORCINE, "data_source": source.group, "model": run.model,
+        "model_name": run.model_name, "status": FINISHED, "shown": shown, "others": others, "split": record.split,
+        "test_images": run.test_images, "test_split_images": run.test_split_images, "partial_test": run.partial_test,
+        "zero_shot": run.is_zero_shot, "checkpoint_run": record.checkpoint_run or "", "data_kind": source.described,
+        "data_label": source.label, "data_verified": run.data.get("verified") if source.recorded == "real" else None,
+        "data_unverified_reason": source.unverified_reason,
+        "data_stamp": json.dumps(run.data.get("stamp") or {k: v for k, v in run.data.items() if k != "label"},
+                                 sort_keys=True, default=str),
+        **_metric_cells(keys, paper_keys, flat_metrics(run), run.intervals, paper), **_paper_cells(mrow, human),
+        "params": record.params, "fps_batch1": record.fps_batch1, "processor": run.processor,
+        # the record's load block as written: the other processor's load while this one was timed
+        "load_cpu": _mapping(record.load).get("cpu"), "load_gpu": _mapping(record.load).get("gpu"),
+    }
+    for proc in ("cpu", "gpu"):
+        measured = run.speeds.get(proc) or {}
+        row.update({f"fps_{proc}": measured.get("fps"), f"load_{proc}_measured": measured.get("load"),
+                    f"hardware_{proc}": measured.get("hardware") if measured.get("fps") is not None else None,
+                    f"implantability_{proc}": run.implantability.get(proc)})
+    row.update({
+        "epochs": record.epochs, "input_size": json.dumps(record.input_size), "pretrained": record.pretrained,
+        "pretrained_source": record.pretrained_source or "", "train_images_per_s": record.train_images_per_s,
+        "wall_time_s": record.wall_time_s, "hardware": run.hardware,
+        "test_precision": record.test_precision or "",  # "": a record from before the field
+        "commit": run.commit, "config": record.config or "",
+        "config_file": display_path(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else "",
+        "run_dir": display_path(run.path), "notes": "; ".join(run.notes), "source": source,
+    })
+    return row
 
 
-def _absent(unfinished: Sequence[Unfinished], key: str) -> str:
-    """What a row with no finished run reads: "not run", or what became of the latest run folder of it."""
+def _status_row(task: str, human: bool, group: str, key: str, mrow: Row, unfinished: Sequence[Unfinished],
+                keys: Sequence[str], paper_keys: set[str]) -> dict[str, Any]:
+    """A manuscript row without a finished run in its group: what became of the latest folder of it, if any."""
     tried = [u for u in unfinished if u.model == key]
-    if not tried:
-        return NOT_RUN
-    latest = max(tried, key=lambda u: _mtime(u.path))
-    status = latest.status
-    # an error's reason is at its end and a file's path at its start: the middle goes (the notes hold it whole)
-    status = status if len(status) <= 120 else status[:50] + " ... " + status[-65:]
-    return status.replace("|", "\\|")  # after the cut, which could keep a | of its own
+    latest = max(tried, key=lambda u: u.changed_at) if tried else None
+    return {"task": task, "domain": HUMAN if human else PORCINE, "data_source": group, "model": key,
+            "status": latest.status if latest else NOT_RUN, "shown": True, "others": 0,
+            **_metric_cells(keys, paper_keys, {}, {}, mrow.human if human else mrow.metrics),
+            **_paper_cells(mrow, human), "run_dir": display_path(latest.path) if latest else "",
+            "notes": latest.note if latest else ""}
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _metric_table(table: TaskTable, runs: Sequence[Run], metrics: Sequence[str], human: bool,
-                  label_ours: str, unfinished: Sequence[Unfinished] = ()) -> list[str]:
-    header = ["model"]
-    for m in metrics:
-        header += [f"{table.label(m)} paper", f"{table.label(m)} {label_ours} [95% CI]", "diff"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, mrow in table.rows.items():
-        run, others = pick(runs, key)
-        paper = mrow.human if human else mrow.metrics
-        cells = [_row_name(mrow, run, others) + (f" **({run.partial_test})**" if run and run.partial_test else "")]
-        for m in metrics:
-            if run is None:
-                cells += [fmt(paper.get(m)), _absent(unfinished, key), ""]
-            else:
-                ours = run.values.get(m)
-                cells += [fmt(paper.get(m)), fmt_ci(ours, run.intervals.get(m)), fmt_diff(ours, paper.get(m))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _other_runs(table: TaskTable, runs: Sequence[Run], metrics: Sequence[str]) -> list[str]:
-    """Finished runs of a model that has no manuscript row (e.g. yolov8n): listed, never dropped."""
-    others = [r for r in runs if r.model not in table.rows]
-    if not others:
-        return []
-    header = ["model (no manuscript row)", *[f"{table.label(m)} [95% CI]" for m in metrics], "run folder"]
-    lines = ["Runs of models without a manuscript row:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in sorted(others, key=lambda r: r.model_name or r.model):
-        cells = [f"`{run.model_name or run.model}`", *[fmt_ci(run.values.get(m), run.intervals.get(m)) for m in metrics],
-                 f"`{display_path(run.path)}`"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def _speed_table(table: TaskTable, runs: Sequence[Run], unfinished: Sequence[Unfinished] = ()) -> list[str]:
-    lines = ["| model | params paper | params ours | CPU paper: FPS / load / impl. | CPU ours | GPU paper: FPS / load / impl. "
-             "| GPU ours | our hardware |", "|" + "---|" * 8]
-    for key, mrow in table.rows.items():
-        run, _ = pick(runs, key)
-        cells = [_row_name(mrow, run, 0), f"{mrow.params:,}",
-                 "-" if run is None or run.metrics.get("params") is None else f"{int(run.metrics['params']):,}"]
-        hardware = []
-        for proc in ("cpu", "gpu"):
-            s = mrow.speed.get(proc)
-            cells.append("-" if s is None else f"{s.fps:.2f} / {s.load * 100:.0f}% / {s.implantability:.3f}")
-            measured = run.speeds.get(proc) if run is not None else None
-            if run is None:
-                cells.append(_absent(unfinished, key))
-            elif measured is None or _num(measured.get("fps")) is None:
-                cells.append("not measured")
-            else:
-                load = _num(measured.get("load"))
-                cells.append(f"{fmt(measured['fps'], 2)} / {'-' if load is None else f'{load * 100:.0f}%'} / "
-                             f"{fmt(run.implantability.get(proc))}")
-                hardware.append(str(measured.get("hardware")))
-        cells.append(", ".join(dict.fromkeys(hardware)) or ("" if run is None else run.hardware))
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def display_path(path: Path) -> str:
-    """A run folder relative to the working directory when it lies below it (how a reader finds it), else absolute."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _trace_table(table: TaskTable, runs: Sequence[Run]) -> list[str]:
-    lines = ["| model | run folder | config | hardware | commit | epochs (paper) | input size (paper) | pretrained |",
-             "|" + "---|" * 8]
-    for key, mrow in table.rows.items():
-        run, _ = pick(runs, key)
-        if run is None:
-            continue
-        folder = display_path(run.path)
-        pretrained = "no" if not run.metrics.get("pretrained") else f"yes ({run.metrics.get('pretrained_source') or '?'})"
-        lines.append("| " + " | ".join([
-            _row_name(mrow, run, 0), f"`{folder}`", f"`{run.config or '-'}`", run.hardware, f"`{run.commit}`",
-            f"{run.metrics.get('epochs', '-')} ({mrow.training.get('epochs', '-')})",
-            f"{json.dumps(run.metrics.get('input_size'))} ({mrow.input_size})", pretrained]) + " |")
-    return lines
-
-
-def _per_class_table(table: TaskTable, runs: Sequence[Run], names: Sequence[str],
-                     unfinished: Sequence[Unfinished] = ()) -> list[str]:
-    lines = ["| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-    for key, mrow in table.rows.items():
-        run, _ = pick(runs, key)
-        if run is None:
-            lines.append("| " + " | ".join([mrow.name, _absent(unfinished, key)] + [""] * (len(names) - 1)) + " |")
-            continue
-        dice = run.values.get("dice_per_class") or {}
-        lines.append("| " + " | ".join([_row_name(mrow, run, 0)] + [fmt_ci(dice.get(n), run.intervals.get(f"dice/{n}"))
-                                                      for n in names]) + " |")
-    return lines
-
-
-def _discrepancy_note(manuscript: Manuscript) -> str:
-    known = manuscript.implantability.get("known_discrepancies") or []
-    if not known:
-        return ""
-    items = ", ".join(f"{d['row']} {d['processor'].upper()} (printed {d['printed']}, formula {d['recomputed']})" for d in known)
-    return (f" The formula re-derives the paper's printed scores within {manuscript.implantability.get('tolerance')} "
-            f"except {items}.")
-
-
-def _with_unfinished(groups: list[tuple[str, list[Run]]],
-                     pending: Sequence[Unfinished]) -> list[tuple[str, list[Run], list[Unfinished]]]:
-    """Each group with the unfinished runs of its dataset; a dataset with unfinished runs only gets a group of its
-    own, and with nothing at all one empty group stands for the task."""
+def _groups(runs: Sequence[Run], pending: Sequence[Unfinished]) -> list[tuple[str, list[Run], list[Unfinished]]]:
+    """Runs by data source in the order of `DataSource.order`, each with the unfinished runs of its dataset (named
+    in the first such group only); a dataset with unfinished runs only gets a group of its own, and with nothing
+    at all one empty group stands for the side."""
+    groups: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: r.source.order):
+        groups.setdefault(run.source.group, []).append(run)
     out, claimed = [], set()
-    for group, runs in groups:
-        names = {r.data.get("name") for r in runs}
-        mine = [u for u in pending if u.data_name in names and id(u) not in claimed]  # one table each
+    for group, members in groups.items():
+        names = {r.source.name for r in members}
+        mine = [u for u in pending if u.data_name in names and id(u) not in claimed]
         claimed |= {id(u) for u in mine}
-        out.append((group, runs, mine))
+        out.append((group, members, mine))
     rest = [u for u in pending if id(u) not in claimed]
     for name in dict.fromkeys(u.data_name for u in rest):
         out.append((name or "data not recorded", [], [u for u in rest if u.data_name == name]))
     return out or [("", [], [])]
 
 
-def commit_line(runs: Sequence[Run], checkout: str | None = None) -> str:
-    """A warning when the runs come from several commits, or from another one than this checkout's ('' if not)."""
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.commit] = counts.get(run.commit, 0) + 1
-    for short in sorted(counts, key=len):  # a hash given in short and in full: one commit, not two
-        longer = [c for c in counts if c != short and len(c) > len(short) and same_commit(c, short)
-                  and c.endswith("-dirty") == short.endswith("-dirty")]
-        if longer:
-            counts[longer[0]] += counts.pop(short)
-    if not counts:
-        return ""
-    listed = ", ".join(f"`{c}` ({n} run{'s' if n > 1 else ''})" for c, n in sorted(counts.items()))
-    dirty = " (-dirty: made with uncommitted changes)" if any(c.endswith("-dirty") for c in counts) else ""
-    # the checkout's own uncommitted changes do not count (writing this report into a tracked results/ folder
-    # makes it dirty): only another commit does
-    other = checkout is not None and any(not same_commit(c, checkout) for c in counts)
-    if len(counts) == 1 and not other and not dirty:
-        return ""
-    line = f"runs from {len(counts)} commit{'s' if len(counts) > 1 else ''}: {listed}{dirty}"
-    return line + (f"; this checkout is `{checkout}`" if other else "")
-
-
-def render_markdown(collection: Collection, manuscript: Manuscript, plots: Sequence[Path] = (),
-                    out: Path | None = None, n_resamples: int = 1000, seed: int = 0,
-                    ci_notes: Sequence[str] = (), checkout: str | None = None) -> str:
-    lines = ["# Results: spinebench vs the manuscript", "",
-             f"Generated by `spinebench report` on {time.strftime('%Y-%m-%d %H:%M %Z')} from "
-             f"{len(collection.runs)} finished run(s); never edited by hand. Manuscript numbers: "
-             f"`benchmarks/manuscript.yaml` ({manuscript.short_citation}).", "",
-             f"*ours [95% CI]*: bootstrap over the test images ({n_resamples} resamples, seed {seed}); "
-             "*diff* = ours - paper. A row without a finished run (no `metrics.json`) reads **not run**, or "
-             "**unfinished** / **failed: <error>** when a run folder of it exists (see the notes). "
-             "Implantability = A/2 + (FPS/FPS_best)/4 + (1 - load)/4 with FPS_best taken among the runs of the same "
-             "table on the same hardware (see `spinebench.report.implantability`)." + _discrepancy_note(manuscript), ""]
-    commits = commit_line(collection.runs, checkout)
-    if commits:
-        lines += [f"> **Code versions differ**: {commits}.", ""]
+def comparison_table(collection: Collection, manuscript: Manuscript) -> pd.DataFrame:
+    """The table (see the module's docstring). `attrs` holds, per task, the metric keys of its columns in order
+    (`metrics`) and the segmentation class names (`classes`)."""
+    rows: list[dict[str, Any]] = []
+    attrs: dict[str, dict[str, list[str]]] = {"metrics": {}, "classes": {}}
     for task, table in manuscript.tasks.items():
         runs = collection.by_task(task)
-        porcine = [r for r in runs if r.domain != "human"]
-        human = [r for r in runs if r.domain == "human"]
-        title = task.capitalize()
-        lines += [f"## {title}", "", f"Paper: {table.source}.", ""]
-        groups = _with_unfinished(_groups(porcine), collection.unfinished_of(task, human=False))
-        for group, group_runs, pending in groups:
-            lines += [f"### {title} - {group or 'no runs'} - {_group_kind(group_runs)}", ""]
-            if group_runs:
-                lines += _banner(group_runs)
-            label_ours = "ours (PHANTOM)" if any(r.is_phantom for r in group_runs) else "ours"
-            lines += _metric_table(table, group_runs, table.reported, False, label_ours, pending) + [""]
-            if task == "segmentation":
-                names = class_names_of(group_runs)
-                lines += [f"Per-class Dice, {label_ours} [95% CI] (the paper reports the spinal cord only, "
-                          "as cord Dice above):", ""]
-                lines += _per_class_table(table, group_runs, names, pending) + [""]
-            lines += ["Speed and implantability:", ""] + _speed_table(table, group_runs, pending) + [""]
-            if group_runs:
-                lines += ["Traceability (the run behind each row):", ""]
-                lines += _trace_table(table, group_runs) + [""]
-            lines += _other_runs(table, group_runs, table.reported)
-        if table.reported_human:
-            for group, group_runs, pending in _with_unfinished(_groups(human), collection.unfinished_of(task, human=True)):
-                kind = _group_kind(group_runs, human=True) if group_runs else "no zero-shot run yet"
-                lines += [f"### {title} - zero-shot on human - {group or 'no runs'} - {kind}", ""]
-                if group_runs:
-                    lines += _banner(group_runs)
-                label_ours = "ours (PHANTOM)" if any(r.is_phantom for r in group_runs) else "ours"
-                lines += _metric_table(table, group_runs, table.reported_human, True, label_ours, pending) + [""]
-                if group_runs:
-                    lines += ["Traceability (the run behind each row):", ""]
-                    lines += _trace_table(table, group_runs) + [""]
-                lines += _other_runs(table, group_runs, table.reported_human)
-    if plots:
-        lines += ["## Plots", ""]
-        for plot in plots:
-            rel = plot.name if out is None else str(plot.resolve().relative_to(out.parent.resolve()))
-            lines += [f"![{plot.stem}]({rel})", ""]
-    skipped = list(collection.notes) + list(ci_notes)
-    if skipped:
-        lines += ["## Skipped and notes", ""] + [f"- {note}" for note in skipped] + [""]
-    c = manuscript.citation
-    if c.get("bibtex"):
-        lines += ["## Citation", "", "```bibtex", c["bibtex"].rstrip(), "```", ""]
-    return "\n".join(lines)
+        keys = attrs["metrics"][task] = metric_keys(task, runs)
+        attrs["classes"][task] = class_names(runs)
+        paper_keys = _paper_keys(table)
+        for human in (False, True):
+            side = [r for r in runs if (r.domain == HUMAN) == human]
+            if human and not table.reported_human:  # no paper column to compare with: listed, not shown
+                rows += [_run_row(r, table.rows.get(r.model), human, keys, paper_keys, shown=False) for r in side]
+                continue
+            for group, members, pending in _groups(side, collection.unfinished_of(task, human)):
+                for key, mrow in table.rows.items():
+                    chosen, others = pick(members, key)
+                    if chosen is None:
+                        rows.append(_status_row(task, human, group, key, mrow, pending, keys, paper_keys))
+                        continue
+                    rows.append(_run_row(chosen, mrow, human, keys, paper_keys, shown=True, others=others))
+                    rows += [_run_row(r, mrow, human, keys, paper_keys, shown=False)
+                             for r in members if r.model == key and r is not chosen]
+                rows += [_run_row(r, None, human, keys, paper_keys, shown=True)
+                         for r in sorted(members, key=lambda r: r.model_name) if r.model not in table.rows]
+    metric_columns = [c for task, keys in attrs["metrics"].items() for c in _metric_columns(keys, manuscript, task)]
+    columns = [*HEAD, *dict.fromkeys(metric_columns), *TAIL, "source"]
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)  # object: an int stays an int
+    frame = frame.where(frame.notna(), None)  # and a missing cell is None, not NaN
+    frame.attrs = attrs
+    return frame
 
 
-def write_tables(collection: Collection, manuscript: Manuscript, out: Path, plots: Sequence[Path] = (),
-                 n_resamples: int = 1000, seed: int = 0, ci_notes: Sequence[str] = (),
-                 checkout: str | None = None) -> list[Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for task in ("detection", "segmentation"):
-        written.append(write_csv(csv_rows(collection.by_task(task), task, manuscript), out / f"{task}.csv"))
-    readme = out / "README.md"
-    readme.write_text(render_markdown(collection, manuscript, plots, readme, n_resamples, seed, ci_notes, checkout))
-    written.append(readme)
-    return written
+def _metric_columns(keys: Sequence[str], manuscript: Manuscript, task: str) -> list[str]:
+    paper_keys = _paper_keys(manuscript.tasks[task]) if task in manuscript.tasks else set()
+    out = []
+    for key in keys:
+        col = column(key)
+        out += [col, f"{col}_ci_low", f"{col}_ci_high"] + ([f"paper_{col}", f"{col}_diff"] if key in paper_keys else [])
+    return out
 
 
-def status_markdown(collection: Collection, manuscript: Manuscript) -> str:
-    """A short table for the top-level README: every manuscript row and which data sources have a finished run."""
-    lines = ["| task | model | paper key | status |", "|---|---|---|---|"]
-    for task, table in manuscript.tasks.items():
-        runs = collection.by_task(task)
-        for key, mrow in table.rows.items():
-            sources = sorted({(r.data_group + (" zero-shot" if r.domain == "human" else "")) for r in runs if r.model == key})
-            tried = [u for u in collection.unfinished if u.task == task]
-            lines.append(f"| {task} | {mrow.name} | `{key}` | "
-                         f"{'finished: ' + ', '.join(sources) if sources else _absent(tried, key)} |")
-    return "\n".join(lines) + "\n"
+def csv_columns(table: pd.DataFrame, task: str, manuscript: Manuscript) -> list[str]:
+    """A task's CSV columns: the table's, with only that task's metrics."""
+    metric_columns = _metric_columns(table.attrs["metrics"].get(task, []), manuscript, task)
+    return [c for c in [*HEAD, *metric_columns, *TAIL] if c not in NOT_IN_CSV]
+
+
+def write_csv(table: pd.DataFrame, task: str, manuscript: Manuscript, path: Path) -> Path:
+    """`<task>.csv`: one row per finished run of the task, in the table's order (a hidden run after the one its
+    manuscript row shows)."""
+    runs = table[(table["task"] == task) & (table["status"] == FINISHED)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.reindex(columns=csv_columns(table, task, manuscript)).to_csv(path, index=False, na_rep="")
+    return path

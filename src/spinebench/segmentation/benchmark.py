@@ -1,39 +1,47 @@
-"""`SegmentationBenchmark`: the Benchmark protocol of spinebench.pipeline for every segmenter.
+"""`SegmentationBenchmark`: the Benchmark (spinebench.contract) of every segmenter; SAMed's subclass adds its
+frozen-encoder rules (spinebench.segmentation.samed_benchmark).
 
-A model config (`configs/model/{deeplabv3,unet,segformer,samed}.yaml`) is
-`_target_: spinebench.segmentation.benchmark.SegmentationBenchmark` with `name`, `row`, `arch`, `input_size`,
-`loss` and the network's own keys (passed to its builder), e.g. `model.sam_checkpoint=PATH` for SAMed.
+A model config is the benchmark's settings and, nested, its network's builder:
 
-    arch       builder                                  network keys
-    deeplabv3  models.build_deeplabv3 (torchvision)     pad_multiple, backbone_weights (path | auto | null), aux
-    plain_unet models.build_plain_unet (ours)           pad_multiple, widths, weights
-    segformer  models.build_segformer (smp)             encoder_name, decoder_channels, pad_multiple, encoder_weights (path | auto | null)
-    smp        models.build_smp (any smp arch)          smp_arch, encoder_name, pad_multiple, encoder_weights, ...
-    samed      samed.build_samed                        image_size, rank, sam_checkpoint (path | auto | null), init_seed
+    _target_: spinebench.segmentation.benchmark.SegmentationBenchmark
+    name: deeplabv3
+    row: deeplabv3
+    input_size: [256, 256]
+    loss: {ce: 1.0, dice: 0.0, aux: 0.5}
+    network:
+      _target_: spinebench.segmentation.models.build_deeplabv3
+      _partial_: true
+      pad_multiple: 8
+      backbone_weights: auto
 
-`input_size: [H, W]` resizes inputs (the paper: 256 x 256; SAMed square = image_size); `null` feeds the native
-275 x 690 padded to the network's multiple. `trainer.max_input_size` (smoke runs) caps the size, SAMed's
-image_size included. Evaluation always scores at the native size. A finished run is rebuilt from its checkpoint
-without its pretrained file, except SAMed's (its checkpoints lack the frozen encoder).
+The benchmark calls the network node with the run's `num_classes` and, where the builder marks an argument as its
+pretrained file (models.takes_pretrained), resolves that argument's `auto`: the builder's files found locally,
+else from scratch, said loudly. `input_size: [H, W]` resizes inputs (the paper: 256 x 256); `null` feeds the
+native 275 x 690 padded to the network's multiple. `trainer.max_input_size` (smoke runs) caps the size.
+Evaluation always scores at the native size. A finished run is rebuilt from its checkpoint without its
+pretrained file: the checkpoint holds every weight.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from spinebench.classes import SEGMENTATION_CLASSES
+from spinebench.contract import Benchmark, ResumeRule, RunContext
 from spinebench.data.resident import ResidentBatches, upload, wants_resident
 from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, fit, load_checkpoint, precision_label
-from spinebench.engine.config import ConfigError, non_negative_number, positive_int
 from spinebench.engine.config import input_size as checked_input_size
-from spinebench.engine.loop import FROZEN_WEIGHTS
+from spinebench.engine.config import non_negative_number, positive_int
+from spinebench.errors import ConfigError
 from spinebench.runinfo import count_parameters, write_json
+from spinebench.segmentation import models
 from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.task import SegmentationModule, evaluate_split, load_model_state
@@ -42,52 +50,42 @@ from spinebench.weights import resolve_weights
 
 if TYPE_CHECKING:
     from spinebench.data.source import DatasetSpec
-    from spinebench.pipeline import RunContext
 
 log = logging.getLogger(__name__)
 MONITOR = "mean_dice"
-ARCHS = ("deeplabv3", "plain_unet", "segformer", "smp", "samed")
-# arch -> (its weights key, the files `auto` looks for in the weights folders): torchvision's ImageNet ResNet-50
-# (V1, V2) for DeepLabv3's backbone, the SAM ViT-B checkpoint the SAMed paper starts from, and for SegFormer smp's
-# own ImageNet encoder (None: models.smp_imagenet_weights names it, and finds it in the Hugging Face cache too)
-PRETRAINED_FILES = {"deeplabv3": ("backbone_weights", ["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"]),
-                    "samed": ("sam_checkpoint", ["sam_vit_b_01ec64.pth"]),
-                    "segformer": ("encoder_weights", None)}
-WEIGHTS_KEYS = {"plain_unet": "weights", "smp": "encoder_weights",  # arch -> its pretrained-file key
-                **{arch: key for arch, (key, _) in PRETRAINED_FILES.items()}}
+NATIVE_SIZE = [275, 690]
 WEIGHTS_SOURCE = "weights_source"  # a checkpoint config's record of the pretrained file its run started from
 
 
-def frozen_weights(source: str | None) -> str | None:
-    """How a checkpoint config records the file of its frozen weights (engine.loop.FROZEN_WEIGHTS): its name and
-    size, so the same file found in another folder (another machine's weights folder) still resumes."""
-    if source is None:
-        return None
-    path = Path(source)
-    return f"{path.name}, {path.stat().st_size} bytes"
+def is_auto(value: Any) -> bool:
+    return str(value).lower() == "auto"
 
 
-class SegmentationBenchmark:
+def pretrained_file_may_move(saved: dict[str, Any], current: dict[str, Any]) -> tuple[str, ...]:
+    """A resume rule: where the pretrained file was found is no setting (another machine's weights folder); the
+    checkpoints hold every weight it gave."""
+    return (WEIGHTS_SOURCE,)
+
+
+class SegmentationBenchmark(Benchmark):
     task = "segmentation"
+    size_multiple = 1  # what an input size capped by trainer.max_input_size is rounded to
 
-    def __init__(self, name: str, arch: str, row: str | None = None, input_size: Sequence[int] | None = (256, 256),
-                 loss: dict | None = None, num_classes: int = len(SEGMENTATION_CLASSES), n_overlays: int = 8, **net: Any):
-        if arch not in ARCHS:
-            raise ValueError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
+    def __init__(self, name: str, network: Callable[..., models.Segmenter], row: str | None = None,
+                 input_size: Sequence[int] | None = (256, 256), loss: dict | None = None,
+                 num_classes: int = len(SEGMENTATION_CLASSES), n_overlays: int = 8):
+        if not callable(network):
+            raise ConfigError(f"model.network={network!r}: must be a network builder node (_target_: "
+                              "spinebench.segmentation.models.build_..., _partial_: true, and its settings)")
         if num_classes != len(SEGMENTATION_CLASSES):
-            raise ValueError(f"model.num_classes={num_classes}, but the segmentation data has "
-                             f"{len(SEGMENTATION_CLASSES)} classes ({', '.join(SEGMENTATION_CLASSES)})")
-        self.name, self.arch, self.row = name, arch, row
+            raise ConfigError(f"model.num_classes={num_classes}, but the segmentation data has "
+                              f"{len(SEGMENTATION_CLASSES)} classes ({', '.join(SEGMENTATION_CLASSES)})")
+        self.name, self.row, self.network = name, row, network
         self.input_size = checked_input_size(input_size) if input_size is not None else None  # null: native
         self.loss_cfg = self._loss_weights(loss)
-        self.num_classes, self.net = int(num_classes), dict(net)
+        self.num_classes = int(num_classes)
         self.n_overlays = positive_int(n_overlays, "model.n_overlays", allow_zero=True)
-        if arch == "samed":
-            size = positive_int(self.net.get("image_size", 512), "model.image_size")
-            if self.input_size is not None and self.input_size != [size, size]:
-                raise ValueError(f"SAMed takes square {size}x{size} inputs (model.image_size); "
-                                 f"model.input_size={self.input_size} disagrees")
-            self.input_size = [size, size]
+        self.pretrained_argument = models.pretrained_argument(network)
 
     @staticmethod
     def _loss_weights(loss: Any) -> dict[str, float]:
@@ -102,101 +100,68 @@ class SegmentationBenchmark:
             if key not in weights:
                 raise ConfigError(f"unknown key model.loss.{key} (known: {', '.join(weights)})")
             weights[key] = non_negative_number(value, f"model.loss.{key}")
+        if not weights["ce"] and not weights["dice"]:
+            raise ConfigError("model.loss: ce and dice are both 0, nothing to train on")
         return weights
 
     # -- building ---------------------------------------------------------------------------------------------
-    def effective_size(self, ctx: "RunContext | None") -> list[int] | None:
+    def effective_size(self, ctx: RunContext | None) -> list[int] | None:
         cap = getattr(ctx.trainer, "max_input_size", None) if ctx is not None else None
         size = self.input_size
         if cap:
-            base = size or [275, 690]
+            base = size or NATIVE_SIZE
             if max(base) > cap:
-                scale = cap / max(base)
-                multiple = 16 if self.arch == "samed" else 1
+                scale, multiple = cap / max(base), self.size_multiple
                 size = [max(multiple, int(round(s * scale / multiple)) * multiple) for s in base]
         return size
 
-    def build_model(self, ctx: "RunContext | None" = None, trained: dict | None = None) -> torch.nn.Module:
-        """The network, its `auto` weights key resolved by `_auto_weights`. Re-building a finished run (`trained`:
-        the config stored in its checkpoint) reads no pretrained file, whatever the key says (a path that has moved
-        since is no matter), since the checkpoint holds every weight: except SAMed's frozen encoder, see
-        `_trained_weights`."""
-        from spinebench.segmentation import models
+    def build_model(self, ctx: RunContext | None = None, trained: dict | None = None) -> torch.nn.Module:
+        """The network for training (`trained` None: its `auto` pretrained file looked for), or for scoring a
+        finished run (`trained`: the config stored in its checkpoint)."""
+        return self.network(num_classes=self.num_classes, **self._network_arguments(ctx, trained))
 
-        kwargs = dict(self.net)
-        key = WEIGHTS_KEYS[self.arch]
+    def _network_arguments(self, ctx: RunContext | None, trained: dict | None, search: bool = True) -> dict:
+        """What the benchmark decides of the network's arguments: its pretrained file. Rebuilding a finished run
+        reads none, whatever the config says (a path that has moved since is no matter): the checkpoint holds
+        every weight. `search=False`: `auto` stays unresolved (a settings check looks for nothing)."""
+        argument = self.pretrained_argument
+        if argument is None:
+            return {}
         if trained is not None:
-            kwargs[key] = self._trained_weights(trained, kwargs.get(key), ctx)
-        elif str(kwargs.get(key)).lower() == "auto":
-            kwargs[key] = self._auto_weights(ctx)
-        if self.arch == "deeplabv3":
-            return models.build_deeplabv3(self.num_classes, **kwargs)
-        if self.arch == "plain_unet":
-            return models.build_plain_unet(self.num_classes, **kwargs)
-        if self.arch == "segformer":
-            return models.build_segformer(self.num_classes, **kwargs)
-        if self.arch == "smp":
-            return models.build_smp(kwargs.pop("smp_arch", "Unet"), num_classes=self.num_classes, **kwargs)
-        from spinebench.segmentation.samed import build_samed
-
-        kwargs["image_size"] = self.effective_size(ctx)[0]
-        return build_samed(self.num_classes, **kwargs)
-
-    def _trained_weights(self, trained: dict, given: Any, ctx: "RunContext | None" = None) -> str | None:
-        """The pretrained file a finished run is rebuilt from: None, its checkpoint holding every weight; for SAMed
-        the SAM file its training recorded (else the one its config names), since its checkpoint lacks the frozen
-        encoder only that file holds. Moved since (another weights folder), the file found now is used when its
-        name and size are the recorded ones: the resume check accepts it on the same grounds."""
-        if self.arch != "samed":
-            return None
-        if WEIGHTS_SOURCE in trained:
-            source = trained[WEIGHTS_SOURCE]
-        else:  # a checkpoint written before the source was recorded
-            source = None if str(given).lower() == "auto" else given
-        if source is None or Path(str(source)).expanduser().is_file():
-            return source
-        found = self._auto_weights(ctx) if str(given).lower() == "auto" else given
-        if (trained.get(FROZEN_WEIGHTS) and found and Path(str(found)).expanduser().is_file()
-                and frozen_weights(found) == trained[FROZEN_WEIGHTS]):
-            log.info("%s: the SAM file it was trained from, %s, is now at %s", self.name, source, found)
-            return str(found)
-        raise FileNotFoundError(f"{source}: the SAM checkpoint this SAMed run was trained from is not there any "
-                                    "more; the run's checkpoints hold only LoRA and the decoder, so scoring it needs "
-                                    "that file (its frozen encoder) back at this path")
+            return {argument.key: None}
+        if is_auto(models.network_settings(self.network).get(argument.key)):
+            return {argument.key: self._auto_weights(ctx) if search else None}
+        return {}
 
     def check_settings(self) -> None:
-        """Build the network once, for its settings' own errors (the pipeline calls it where a mistyped setting
-        would otherwise read as one changed since a trained run: the network is built only in fit())."""
-        net, key = self.net, WEIGHTS_KEYS[self.arch]
-        if str(net.get(key)).lower() == "auto":  # no search (and no from-scratch banner) for a check
-            self.net = {**net, key: None}
-        try:
-            self.build_model()
-        finally:
-            self.net = net
+        """Build the network once, for its settings' own errors (they are otherwise met only in fit())."""
+        self.network(num_classes=self.num_classes, **self._network_arguments(None, None, search=False))
 
-    def _auto_weights(self, ctx: "RunContext | None") -> str | None:
-        """The file an `auto` weights key stands for while training: the row's file found locally (SegFormer's
-        also in the Hugging Face cache), else None: from scratch, with resolve_weights' banner."""
-        from spinebench.segmentation import models
-
-        if self.arch not in PRETRAINED_FILES:
-            raise ConfigError(f"model.{WEIGHTS_KEYS[self.arch]}=auto: {self.arch} has no pretrained file of the paper "
-                              "to look for; give a local file, or null to train from scratch")
-        files, also_looked_in = PRETRAINED_FILES[self.arch][1], []
-        if files is None:
-            cached, files = models.smp_imagenet_weights(self.net.get("encoder_name", "mit_b5"))
+    def _auto_weights(self, ctx: RunContext | None) -> str | None:
+        """The file an `auto` pretrained argument stands for: the builder's file found locally (smp's ImageNet
+        encoder also in the Hugging Face cache), else None: from scratch, with resolve_weights' banner."""
+        argument = self.pretrained_argument
+        if not argument.files and not argument.smp_encoder:
+            raise ConfigError(f"{models.NETWORK}.{argument.key}=auto: {self.name} has no pretrained file of the "
+                              "paper to look for; give a local file, or null to train from scratch")
+        files, also_looked_in = list(argument.files), []
+        if argument.smp_encoder:
+            cached, files = models.smp_imagenet_weights(models.network_settings(self.network)["encoder_name"])
             if cached:
-                log.info("%s: starting from smp's ImageNet encoder weights in the Hugging Face cache, %s", self.name, cached)
+                log.info("%s: starting from smp's ImageNet encoder weights in the Hugging Face cache, %s", self.name,
+                         cached)
                 return cached
             from huggingface_hub import constants
 
             also_looked_in = [f"the Hugging Face cache {constants.HF_HUB_CACHE}"]
+        return self._find_weights(files, ctx, also_looked_in)
+
+    def _find_weights(self, files: list[str], ctx: RunContext | None, also_looked_in: Sequence[str] = ()) -> str | None:
         choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name,
                                  also_looked_in=also_looked_in)
         return str(choice.path) if choice.path else None
 
-    def module(self, ctx: "RunContext | None" = None, augment: bool = True,
+    def module(self, ctx: RunContext | None = None, augment: bool = True,
                trained: dict | None = None) -> SegmentationModule:
         loss = SegmentationLoss(self.num_classes, ce_weight=self.loss_cfg["ce"], dice_weight=self.loss_cfg["dice"],
                                 aux_weight=self.loss_cfg["aux"])
@@ -219,15 +184,23 @@ class SegmentationBenchmark:
         source = getattr(model, "pretrained_source", None)
         return {"pretrained": source is not None, "pretrained_source": source}
 
+    def _starting_point(self, model: torch.nn.Module) -> dict[str, Any]:
+        """What a training run starts from (the record's `pretrained`, `pretrained_source`)."""
+        return self._pretrained(model)
+
+    def checkpoint_keys(self, pretrained_source: str | None) -> dict[str, Any]:
+        """What every checkpoint's config records beside the run's config: where its pretrained file was found
+        (a network whose checkpoints lack weights is rebuilt from it, see SamedBenchmark)."""
+        return {WEIGHTS_SOURCE: pretrained_source}
+
     # -- protocol ---------------------------------------------------------------------------------------------
-    def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+    def resume_rules(self) -> tuple[ResumeRule, ...]:
+        return (pretrained_file_may_move,)
+
+    def fit(self, ctx: RunContext, spec: DatasetSpec) -> dict[str, Any]:
         trainer, device = ctx.trainer, ctx.device
         module = self.module(ctx, augment=trainer.augment)
-        info = self._pretrained(module.model)
-        if self.arch == "samed" and not info["pretrained"]:
-            log.warning("SAMed WITHOUT the SAM checkpoint: random frozen encoder; put sam_vit_b_01ec64.pth in "
-                        "$SPINEBENCH_WEIGHTS or <cache>/weights, or set model.sam_checkpoint=PATH. This run records "
-                        "pretrained: false.")
+        info = self._starting_point(module.model)
         train_set = SegmentationSplit(spec.root, "train", ctx.cache_dir)
         val_limit = trainer.limit_val_batches * trainer.val_batch_size if trainer.limit_val_batches else None
         val_set = SegmentationSplit(spec.root, "val", ctx.cache_dir, limit=val_limit)
@@ -235,16 +208,15 @@ class SegmentationBenchmark:
                                    on_device=trainer.data_on_device)
         val_loader = self.loader(val_set, trainer.val_batch_size, False, trainer.num_workers, device,
                                  on_device=trainer.data_on_device)
-        config = {**ctx.config, WEIGHTS_SOURCE: info["pretrained_source"]}  # in every checkpoint, for test()
-        if self.arch == "samed":  # its checkpoints lack the frozen encoder: a resume must rebuild the same one
-            config[FROZEN_WEIGHTS] = frozen_weights(info["pretrained_source"])
-        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=config, monitor=MONITOR)
+        config = {**ctx.config, **self.checkpoint_keys(info["pretrained_source"])}
+        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=config, monitor=MONITOR,
+                     resume_rules=ctx.resume_rules)
         return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
                 "monitor": trainer.monitor or MONITOR, "train_images_per_s": result.train_images_per_s,
                 "input_size": self.effective_size(ctx), "trainable_params": count_parameters(module.model, True),
                 "fit_wall_time_s": result.wall_time_s, "history": result.history}
 
-    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+    def test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict[str, Any]:
         trainer, device = ctx.trainer, ctx.device
         state = load_checkpoint(checkpoint)
         module = self.module(ctx, augment=False, trained=state.get("config") or {})
@@ -268,5 +240,4 @@ class SegmentationBenchmark:
         speed = batch1_speed(predict_on, images, device, trainer)
         return {"metrics": metrics, "params": count_parameters(module.model), **speed, "input_size": self.effective_size(ctx),
                 "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch"),
-                "test_images": len(dataset),
-                "test_wall_time_s": time.perf_counter() - start, **self._pretrained(module.model)}
+                "test_images": len(dataset), "test_wall_time_s": time.perf_counter() - start}

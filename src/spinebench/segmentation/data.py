@@ -11,9 +11,9 @@ from torch.utils.data import Dataset
 
 from spinebench.classes import IGNORE_INDEX
 from spinebench.data.cache import decoded_cache
-from spinebench.data.errors import DatasetError
 from spinebench.data.images import read_rgb
 from spinebench.data.segmentation import decode_mask, read_mask, read_segmentation_split
+from spinebench.errors import DataError
 
 MASK_TAG = "segmentation-mask-v1"  # bump when read_mask's decoding changes
 # Above this share of a split's labelled (non-background) mask pixels off the palette, its masks are not in the
@@ -26,7 +26,7 @@ class SegmentationSplit(Dataset):
     """Item i = (grey image H x W uint8 tensor, class-index mask H x W uint8 tensor, i).
 
     Every image must have the size of its mask, and all images of a split one size (the release's 690 x 275):
-    a mismatch raises DatasetError naming the file.
+    a mismatch raises DataError naming the file.
     """
 
     def __init__(self, root: Path | str, split: str, cache_dir: Path | str, limit: int | None = None):
@@ -42,11 +42,11 @@ class SegmentationSplit(Dataset):
         first = self.images.shapes[0]
         for i, (image_shape, mask_shape) in enumerate(zip(self.images.shapes, self.masks.shapes)):
             if image_shape != mask_shape:
-                raise DatasetError(f"{self.mask_paths[i]}: mask is {mask_shape[1]}x{mask_shape[0]} but its image "
-                                   f"{self.image_paths[i].name} is {image_shape[1]}x{image_shape[0]} (W x H)")
+                raise DataError(f"{self.mask_paths[i]}: mask is {mask_shape[1]}x{mask_shape[0]} but its image "
+                                f"{self.image_paths[i].name} is {image_shape[1]}x{image_shape[0]} (W x H)")
             if image_shape != first:
-                raise DatasetError(f"{self.image_paths[i]}: {image_shape[1]}x{image_shape[0]} (W x H), but the split's "
-                                   f"first image is {first[1]}x{first[0]}: all images of a split must have one size")
+                raise DataError(f"{self.image_paths[i]}: {image_shape[1]}x{image_shape[0]} (W x H), but the split's "
+                                f"first image is {first[1]}x{first[0]}: all images of a split must have one size")
         self.size = tuple(first)  # (H, W)
         self._check_palette()
 
@@ -65,10 +65,10 @@ class SegmentationSplit(Dataset):
             rgb = read_rgb(self.mask_paths[worst])
             colours, counts = np.unique(rgb[decode_mask(rgb)[0] == IGNORE_INDEX], axis=0, return_counts=True)
             common = ", ".join(str(tuple(int(v) for v in colours[k])) for k in np.argsort(-counts)[:3])
-            raise DatasetError(f"{self.mask_paths[worst]}: {stray[worst] / max(labelled[worst], 1):.0%} of its labelled "
-                               f"pixels are not colours of the VOC palette (most common: {common}); masks must be RGB in "
-                               "the release's palette, palette index = class (class-index masks: colour class k with "
-                               "spinebench.classes.SEGMENTATION_PALETTE[k])")
+            raise DataError(f"{self.mask_paths[worst]}: {stray[worst] / max(labelled[worst], 1):.0%} of its labelled "
+                            f"pixels are not colours of the VOC palette (most common: {common}); masks must be RGB in "
+                            "the release's palette, palette index = class (class-index masks: colour class k with "
+                            "spinebench.classes.SEGMENTATION_PALETTE[k])")
         log.warning("%s split: %d mask pixels in %d masks (%.3f%% of labelled pixels) are outside the VOC palette; they "
                     "are ignored in loss and metrics (`spinebench data check` lists the masks)", self.split,
                     int(stray.sum()), int(np.count_nonzero(stray)), 100 * stray.sum() / max(labelled.sum(), 1))

@@ -13,11 +13,16 @@ Which library builds what, and why (parameter counts are for 10 classes, 3 input
   exactly the manuscript's count (HuggingFace's B5 decoder width; smp's default 256 gives 81.97M).
 - SAMed: `spinebench.segmentation.samed`.
 
+A model config names its builder as a nested node, `network: {_target_: <builder>, _partial_: true, <its
+settings>}`; the benchmark calls it with the run's `num_classes` (hence the messages' `model.network.<key>`). A
+builder whose argument names a pretrained file says so with `@takes_pretrained`: the benchmark resolves that
+argument's `auto` (the files to look for are the builder's to know, not a list kept elsewhere).
+
 Inputs are grey B-mode images; the wrapper scales them with ImageNet's mean/std and repeats them to 3 channels
 (what ImageNet- or SAM-pretrained weights expect; SAM's pixel mean/std are ImageNet's x 255). SAMed's own
 training feeds raw [0, 1] images (pixel mean 0, std 1): here its frozen SAM encoder sees what SAM was trained on.
 No weights are ever downloaded: `weights=PATH` loads a local state dict (the whole net or its backbone; a .pth or
-a .safetensors file).
+a .safetensors file); one that is missing, unreadable or fits nothing of the network is a WeightsError naming it.
 """
 
 from __future__ import annotations
@@ -25,19 +30,56 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinebench.engine.config import ConfigError, positive_int, positive_ints
+from spinebench.engine.config import positive_int, positive_ints
+from spinebench.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
+NETWORK = "model.network"  # where a model config holds its builder's settings (the override path)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PretrainedArgument:
+    """The argument of a network builder that names a local pretrained file, and what its `auto` looks for:
+    `files` (the paper's, in the weights folders) or, with `smp_encoder`, smp's ImageNet file of the builder's
+    `encoder_name` (also in the Hugging Face cache). Neither: the network has no file of the paper to look for."""
+
+    key: str
+    files: tuple[str, ...] = ()
+    smp_encoder: bool = False
+
+
+def takes_pretrained(key: str, files: Sequence[str] = (), smp_encoder: bool = False) -> Callable:
+    """Mark a builder's pretrained-file argument (see PretrainedArgument)."""
+    def mark(builder: Callable) -> Callable:
+        builder.pretrained_argument = PretrainedArgument(key, tuple(files), smp_encoder)
+        return builder
+
+    return mark
+
+
+def pretrained_argument(network: Callable) -> PretrainedArgument | None:
+    """The pretrained-file argument of a builder or of a functools.partial of one (a config's `_partial_` node)."""
+    return getattr(getattr(network, "func", network), "pretrained_argument", None)
+
+
+def network_settings(network: Callable) -> dict[str, Any]:
+    """The arguments a builder will be called with as configured: its defaults, then the config's values."""
+    builder = getattr(network, "func", network)
+    defaults = {name: parameter.default for name, parameter in inspect.signature(builder).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    return {**defaults, **dict(getattr(network, "keywords", None) or {})}
 
 
 class Segmenter(nn.Module):
@@ -114,9 +156,9 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     """Load a local state dict (non-strict; reports what did not match). Returns the source path or None."""
     if not path:
         return None
-    path = Path(str(path)).expanduser()  # model.weights=123 from the command line is an int
+    path = Path(str(path)).expanduser()  # a name of digits on the command line arrives as an int
     if not path.is_file():
-        raise FileNotFoundError(f"{what} weights {path} do not exist (give a local file; nothing is downloaded)")
+        raise WeightsError(f"{what} weights {path} do not exist (give a local file; nothing is downloaded)")
     try:
         if path.suffix == ".safetensors":  # smp's own pretrained encoders come as safetensors
             from safetensors.torch import load_file
@@ -126,9 +168,9 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     except Exception as error:  # the readers' own errors do not name the file (a truncated download, say)
-        raise ValueError(f"{path}: cannot read {what} weights from it ({type(error).__name__}: {error})") from error
+        raise WeightsError(f"{path}: cannot read {what} weights from it ({type(error).__name__}: {error})") from error
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of {what}")
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of {what}")
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     # counted by hand: BatchNorm's loader fills in a missing `num_batches_tracked`, so load_state_dict never reports
     # it missing and an unrelated file (another net's state dict, {'foo': tensor}) would pass as a partial match
@@ -136,11 +178,11 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     matched = [k for k in own if k in state]
     wrong_shape = [k for k in matched if state[k].shape != own[k].shape]
     if not matched:
-        raise ValueError(f"{path}: no tensor matches {what} (none of its {len(own)} tensors is in the file, whose "
+        raise WeightsError(f"{path}: no tensor matches {what} (none of its {len(own)} tensors is in the file, whose "
                          f"{len(state)} have other names): is this the right file?")
     if wrong_shape:  # load_state_dict's own error runs on for a line per tensor
         key = wrong_shape[0]
-        raise ValueError(f"{path}: {len(wrong_shape)} of its tensors do not fit {what} (e.g. {key}: "
+        raise WeightsError(f"{path}: {len(wrong_shape)} of its tensors do not fit {what} (e.g. {key}: "
                          f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model): is this the "
                          "right file, for this model's settings?")
     # nn.Module's own, non-strict: smp's MiT encoder overrides load_state_dict without `strict` (a TypeError)
@@ -150,53 +192,60 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     return str(path)
 
 
+@takes_pretrained("backbone_weights", files=["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"])  # torchvision's
 def build_deeplabv3(num_classes: int = 10, pad_multiple: int = 8, backbone_weights: str | None = None,
                     aux: bool = True) -> Segmenter:
-    """torchvision DeepLabv3-ResNet50 (+ FCN aux head: the paper's 41,998,420 params)."""
+    """torchvision DeepLabv3-ResNet50 (+ FCN aux head: the paper's 41,998,420 params); `backbone_weights`: an
+    ImageNet ResNet-50 (torchvision's V1 or V2 file)."""
     from torchvision.models.segmentation import deeplabv3_resnet50
 
-    pad_multiple = positive_int(pad_multiple, "model.pad_multiple")
+    pad_multiple = positive_int(pad_multiple, f"{NETWORK}.pad_multiple")
     if not isinstance(aux, bool):
-        raise ConfigError(f"model.aux={aux}: must be true or false")
+        raise ConfigError(f"{NETWORK}.aux={aux}: must be true or false")
     net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux)
     model = Segmenter(net, num_classes, pad_multiple, has_aux=aux)
     model.pretrained_source = _load_weights(net.backbone, backbone_weights, "DeepLabv3 backbone (ResNet-50)")
     return model
 
 
+@takes_pretrained("weights")  # a state dict of the whole net; the paper's trains from scratch
 def build_plain_unet(num_classes: int = 10, pad_multiple: int = 16, weights: str | None = None,
                      widths: Sequence[int] = (64, 128, 256, 512, 1024)) -> Segmenter:
     """The paper's plain U-Net; smaller `widths` (e.g. [16, 32, 64, 128, 256]) give the same design, lighter."""
-    net = PlainUNet(3, num_classes, tuple(positive_ints(widths, "model.widths")))
-    model = Segmenter(net, num_classes, max(positive_int(pad_multiple, "model.pad_multiple"), net.multiple))
+    net = PlainUNet(3, num_classes, tuple(positive_ints(widths, f"{NETWORK}.widths")))
+    model = Segmenter(net, num_classes, max(positive_int(pad_multiple, f"{NETWORK}.pad_multiple"), net.multiple))
     model.pretrained_source = _load_weights(net, weights, "plain U-Net")
     return model
 
 
-def build_smp(arch: str = "Unet", encoder_name: str = "resnet34", num_classes: int = 10, pad_multiple: int = 32,
+@takes_pretrained("encoder_weights")
+def build_smp(smp_arch: str = "Unet", encoder_name: str = "resnet34", num_classes: int = 10, pad_multiple: int = 32,
               encoder_weights: str | None = None, **kwargs) -> Segmenter:
-    """Any segmentation-models-pytorch architecture; `encoder_weights` is a local file (never 'imagenet')."""
+    """Any segmentation-models-pytorch architecture; `encoder_weights` is a local file (never 'imagenet').
+    `kwargs` are the architecture's own settings (decoder_channels, encoder_output_stride, ...): checked here
+    against its constructor, since smp drops a key it does not know."""
     import segmentation_models_pytorch as smp
 
     architectures = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}  # smp's own list
-    if arch not in architectures:
-        raise ValueError(f"model.smp_arch={arch} is not an smp architecture (one of {', '.join(architectures)})")
+    if smp_arch not in architectures:
+        raise ConfigError(f"{NETWORK}.smp_arch={smp_arch} is not an smp architecture (one of "
+                          f"{', '.join(architectures)})")
     check_smp_encoder(encoder_name)
-    pad_multiple = positive_int(pad_multiple, "model.pad_multiple")
+    pad_multiple = positive_int(pad_multiple, f"{NETWORK}.pad_multiple")
 
-    init = architectures[arch].__init__
+    init = architectures[smp_arch].__init__
     # its named parameters, and the deprecated ones it still reads out of **kwargs (decoder_use_batchnorm, ...)
     takes = ((set(inspect.signature(init).parameters) - {"self", "kwargs"})
              | set(re.findall(r"kwargs\.(?:pop|get)\(\s*[\"'](\w+)[\"']", inspect.getsource(init))))
     unknown = sorted(set(kwargs) - takes)
     if unknown and not str(encoder_name).startswith("tu-"):  # smp passes **kwargs to timm encoders only: the
         # others drop them silently
-        raise ConfigError(f"unknown key model.{unknown[0]}: smp's {arch} does not take it (it takes "
+        raise ConfigError(f"unknown key {NETWORK}.{unknown[0]}: smp's {smp_arch} does not take it (it takes "
                           f"{', '.join(sorted(takes - {'encoder_name', 'encoder_weights', 'in_channels', 'classes'}))})")
-    net = architectures[arch](encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=num_classes,
-                              **kwargs)
+    net = architectures[smp_arch](encoder_name=encoder_name, encoder_weights=None, in_channels=3,
+                                  classes=num_classes, **kwargs)
     model = Segmenter(net, num_classes, pad_multiple)
-    model.pretrained_source = _load_weights(net.encoder, encoder_weights, f"smp {arch} encoder {encoder_name}")
+    model.pretrained_source = _load_weights(net.encoder, encoder_weights, f"smp {smp_arch} encoder {encoder_name}")
     return model
 
 
@@ -211,8 +260,8 @@ def check_smp_encoder(name: object) -> None:
 
         if timm.is_model(name[3:]):
             return
-        raise ConfigError(f"model.encoder_name={name}: timm has no model {name[3:]!r} (see timm.list_models())")
-    raise ConfigError(f"model.encoder_name={name}: not an smp encoder (e.g. resnet18, resnet34, resnet50, mit_b0 to "
+        raise ConfigError(f"{NETWORK}.encoder_name={name}: timm has no model {name[3:]!r} (see timm.list_models())")
+    raise ConfigError(f"{NETWORK}.encoder_name={name}: not an smp encoder (e.g. resnet18, resnet34, resnet50, mit_b0 to "
                       "mit_b5, efficientnet-b0; tu-<name> for a timm model; all of smp's in "
                       "segmentation_models_pytorch.encoders.encoders)")
 
@@ -232,7 +281,8 @@ def smp_imagenet_weights(encoder_name: str) -> tuple[str | None, list[str]]:
     return (cached if isinstance(cached, str) else None), [f"{settings['repo_id']}/model.safetensors"]
 
 
+@takes_pretrained("encoder_weights", smp_encoder=True)
 def build_segformer(num_classes: int = 10, encoder_name: str = "mit_b5", decoder_channels: int = 768,
                     pad_multiple: int = 32, encoder_weights: str | None = None) -> Segmenter:
     return build_smp("Segformer", encoder_name, num_classes, pad_multiple, encoder_weights,
-                     decoder_segmentation_channels=positive_int(decoder_channels, "model.decoder_channels"))
+                     decoder_segmentation_channels=positive_int(decoder_channels, f"{NETWORK}.decoder_channels"))

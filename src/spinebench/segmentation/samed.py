@@ -13,6 +13,10 @@
   as in SAMed (only its no-mask embedding receives gradients).
 - Checkpoint: `state_dict()` holds only LoRA + prompt encoder + mask decoder (~16 MB); the frozen encoder comes
   back from the SAM checkpoint (or, without one, from the same seeded random initialisation).
+
+The network only: which SAM file a run uses, and what that means for resuming and scoring it, is
+spinebench.segmentation.samed_benchmark's. `image_size` and `sam_checkpoint` are that benchmark's settings
+(model.image_size, model.sam_checkpoint), the others the model config's `network` node (model.network.rank).
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinebench.engine.config import positive_int
-from spinebench.weights import WeightsError
+from spinebench.errors import ConfigError, WeightsError
+from spinebench.segmentation.models import NETWORK
 
 log = logging.getLogger(__name__)
+PATCH_SIZE = 16  # SAM's: the input side must be a multiple of it
 SAM_VIT_B = dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11))
 
 
@@ -75,7 +81,8 @@ def _resize_sam_state(state: dict[str, torch.Tensor], target: dict[str, torch.Te
             log.info("SAM checkpoint: %s %s does not fit %s (one mask token per class): trained from scratch",
                      key, tuple(value.shape), tuple(want))
         else:
-            raise ValueError(f"SAM checkpoint tensor {key} has shape {tuple(value.shape)}, model needs {tuple(want)}")
+            raise WeightsError(f"SAM checkpoint tensor {key} has shape {tuple(value.shape)}, model needs "
+                               f"{tuple(want)}")
     return out
 
 
@@ -101,20 +108,20 @@ class SAMed(nn.Module):
         super().__init__()
         from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
-        image_size, rank = positive_int(image_size, "model.image_size"), positive_int(rank, "model.rank")
-        init_seed = positive_int(init_seed, "model.init_seed", allow_zero=True)
-        if image_size % 16:
-            raise ValueError(f"model.image_size={image_size}: must be a multiple of 16 (SAM's patch size)")
+        image_size, rank = positive_int(image_size, "model.image_size"), positive_int(rank, f"{NETWORK}.rank")
+        init_seed = positive_int(init_seed, f"{NETWORK}.init_seed", allow_zero=True)
+        if image_size % PATCH_SIZE:
+            raise ConfigError(f"model.image_size={image_size}: must be a multiple of {PATCH_SIZE} (SAM's patch size)")
         sam_checkpoint = str(sam_checkpoint) if sam_checkpoint is not None else None  # =123 on the command line
         if sam_checkpoint is not None and not Path(sam_checkpoint).expanduser().is_file():
-            raise FileNotFoundError(f"model.sam_checkpoint={sam_checkpoint} does not exist: give the local path of "
-                                    "sam_vit_b_01ec64.pth, or leave it unset to train from random initialisation")
+            raise WeightsError(f"model.sam_checkpoint={sam_checkpoint} does not exist: give the local path of "
+                               "sam_vit_b_01ec64.pth, or leave it unset to train from random initialisation")
         self.num_classes, self.image_size, self.rank = num_classes, image_size, rank
-        grid = image_size // 16
+        grid = image_size // PATCH_SIZE
         with torch.random.fork_rng(devices=[]):  # random init is reproducible from the config (it is not saved)
             torch.manual_seed(init_seed)
             self.image_encoder = ImageEncoderViT(
-                img_size=image_size, patch_size=16, embed_dim=SAM_VIT_B["embed_dim"], depth=SAM_VIT_B["depth"],
+                img_size=image_size, patch_size=PATCH_SIZE, embed_dim=SAM_VIT_B["embed_dim"], depth=SAM_VIT_B["depth"],
                 num_heads=SAM_VIT_B["num_heads"], mlp_ratio=4, out_chans=256, qkv_bias=True,
                 norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True,
                 global_attn_indexes=SAM_VIT_B["global_attn_indexes"], window_size=14)
@@ -132,7 +139,7 @@ class SAMed(nn.Module):
             result = nn.Module.load_state_dict(self, _resize_sam_state(state, own), strict=False)
             missing = [k for k in result.missing_keys if not k.startswith("mask_decoder.")]
             if missing:
-                raise ValueError(f"{sam_checkpoint}: not a SAM ViT-B checkpoint ({len(missing)} encoder/prompt tensors "
+                raise WeightsError(f"{sam_checkpoint}: not a SAM ViT-B checkpoint ({len(missing)} encoder/prompt tensors "
                                  f"missing, e.g. {missing[0]})")
         else:
             log.warning("!" * 100 + "\nSAMed: NO SAM CHECKPOINT (model.sam_checkpoint unset): the frozen ViT-B encoder "

@@ -25,6 +25,7 @@ from PIL import Image
 
 from spinebench.classes import IGNORE_INDEX, SEGMENTATION_CLASSES
 from spinebench.data.segmentation import overlay
+from spinebench.errors import WeightsError
 from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.metrics import SegmentationScorer
 
@@ -111,19 +112,20 @@ class SegmentationModule:
 
 
 def load_model_state(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """load_state_dict with a message that says what does not fit (e.g. a checkpoint trained for other classes)."""
+    """load_state_dict with a message that says what does not fit (e.g. a checkpoint trained for other classes):
+    a WeightsError, as the checkpoint named (spinebench-eval's ckpt=) is the user's choice."""
     own = model.state_dict()
     for key, value in state.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             if value.ndim >= 1 and own[key].ndim == value.ndim and own[key].shape[1:] == value.shape[1:]:
-                raise ValueError(f"{source} does not fit this model: {key} has {value.shape[0]} outputs, the model "
+                raise WeightsError(f"{source} does not fit this model: {key} has {value.shape[0]} outputs, the model "
                                  f"{own[key].shape[0]} (a checkpoint trained for {value.shape[0]} classes cannot "
                                  f"score {own[key].shape[0]}-class data; check num_classes / the checkpoint)")
-            raise ValueError(f"{source} does not fit this model: {key} is {tuple(value.shape)}, model needs "
+            raise WeightsError(f"{source} does not fit this model: {key} is {tuple(value.shape)}, model needs "
                              f"{tuple(own[key].shape)} (another architecture or input size?)")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{source} does not fit this model: {len(result.missing_keys)} missing tensors "
+        raise WeightsError(f"{source} does not fit this model: {len(result.missing_keys)} missing tensors "
                          f"(e.g. {result.missing_keys[:1]}), {len(result.unexpected_keys)} unexpected "
                          f"(e.g. {result.unexpected_keys[:1]}): another architecture?")
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH
+from spinebench.errors import ConfigError, DataError
 from spinebench.data.phantom.anatomy import DOMAINS, RANGES, Anatomy, animal_knobs, build_anatomy, sample_knobs
 from spinebench.data.phantom.speckle import render_bmode
 from spinebench.data.segmentation import encode_mask
@@ -79,7 +80,7 @@ def render_sample(seed: int | np.random.SeedSequence = 0, domain: str = "porcine
 
 def _check_domain(domain: str) -> None:
     if domain not in DOMAINS:
-        raise ValueError(f"unknown phantom domain {domain!r}: expected one of {', '.join(DOMAINS)}")
+        raise ConfigError(f"unknown phantom domain {domain!r}: expected one of {', '.join(DOMAINS)}")
 
 
 def plan_split(task: str, domain: str, seed: int, split: str, n: int) -> list[dict]:
@@ -179,7 +180,7 @@ def _prepare(out: Path) -> None:
         out.mkdir(parents=True)
         return
     if not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder; refusing to write a phantom there")
+        raise DataError(f"{out}: exists and is not a folder; refusing to write a phantom there")
     entries = list(out.iterdir())
     if not entries:
         return
@@ -189,18 +190,18 @@ def _prepare(out: Path) -> None:
     except (OSError, ValueError):
         meta = None
     if not (isinstance(meta, dict) and meta.get("synthetic") is True and meta.get("generator") == GENERATOR):
-        raise FileExistsError(
+        raise DataError(
             f"{out}: folder is not empty and holds no {MARKER} of a phantom; refusing to write into it "
             "(it may hold real data). Pick an empty or new folder.")
     ours = {name for task in TASKS for split in SPLITS for name in _folders(task, split)} | {MARKER}
     for entry in entries:
         if entry.name not in ours:
-            raise FileExistsError(f"{out}: holds {entry.name!r}, which no phantom writes; refusing to overwrite the folder")
+            raise DataError(f"{out}: holds {entry.name!r}, which no phantom writes; refusing to overwrite the folder")
     for entry in entries:
         if entry.is_dir():
             stray = [p for p in entry.iterdir() if p.suffix.lower() not in (".png", ".xml")]
             if stray:
-                raise FileExistsError(f"{stray[0]}: not a phantom file; refusing to overwrite {out}")
+                raise DataError(f"{stray[0]}: not a phantom file; refusing to overwrite {out}")
             shutil.rmtree(entry)
         else:
             entry.unlink()
@@ -214,16 +215,16 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
     with PNG and Pascal-VOC XML side by side (pre-injury images: no XML or an XML without objects).
     """
     if task not in TASKS:
-        raise ValueError(f"unknown phantom task {task!r}: expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown phantom task {task!r}: expected one of {', '.join(TASKS)}")
     _check_domain(domain)
     counts = {"train": n_train, "val": n_val, "test": n_test}
     for split, n in counts.items():
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n_{split} must be a non-negative integer, got {n!r}")
+            raise ConfigError(f"n_{split} must be a non-negative integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out)
     _prepare(out)
     meta = {

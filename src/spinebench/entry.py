@@ -1,0 +1,110 @@
+"""How the command-line programs end: a user's mistake (spinebench.errors) in one line and exit 2, any other
+error with its traceback and exit 1; a sweep's failed jobs named at its end. Only the entry points call
+sys.exit, through `Entry`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from spinebench.errors import ConfigError, SpinebenchError
+from spinebench.hydra_run import CONFIG_DIR, is_multirun, output_dir
+from spinebench.run_folder import RunFolder
+
+log = logging.getLogger("spinebench")
+
+CONFIG_GROUPS = ("data", "model", "trainer", "trainer/optimizer", "trainer/scheduler", "experiment", "debug", "paths")  # the groups a command line names
+OTHER_SEARCH_PATHS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
+
+
+def user_error(error: BaseException) -> SpinebenchError | None:
+    """The SpinebenchError behind `error` (Hydra wraps what a task raises inside a config's _target_), or None."""
+    while error is not None:
+        if isinstance(error, SpinebenchError):
+            return error
+        error = error.__cause__ if isinstance(error, HydraException) else None
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Refuse, before Hydra composes anything, a `group=name` override naming no configs/<group>/<name>.yaml and a
+    `trainer.<key>=` naming no setting: Hydra's own messages run to twenty lines. Sweep lists (`a,b`) are checked
+    name by name; sweep functions, deletions and extra config folders are left to Hydra."""
+    from spinebench.engine.config import check_trainer_key
+
+    if any(arg.startswith(OTHER_SEARCH_PATHS) for arg in argv):
+        return
+    for arg in argv:
+        key, is_override, value = arg.partition("=")
+        if is_override and key.startswith("trainer."):
+            check_trainer_key(key.split(".")[1:], value)
+        group = key.removeprefix("+")
+        if not is_override or group not in CONFIG_GROUPS or any(c in value for c in "()[]'\""):
+            continue
+        folder = Path(CONFIG_DIR) / group
+        for name in value.split(","):
+            if name != "null" and not (folder / f"{name}.yaml").is_file():
+                known = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+                raise ConfigError(f"{group}={name}: no such config (configs/{group}/ has {', '.join(known)})")
+
+
+class Entry:
+    """One command-line program: checks its arguments, runs its task under Hydra, and ends it."""
+
+    def __init__(self, program: str, argv_checks: tuple[Callable[[list[str]], None], ...] = (check_overrides,)):
+        self.program, self.argv_checks = program, argv_checks
+        self.failed_jobs: list[str] = []  # a sweep's jobs that failed ("run folder: error")
+
+    def refuse(self, message: str) -> None:
+        print(f"{self.program}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    def check_argv(self, argv: list[str]) -> None:
+        try:
+            for check in self.argv_checks:
+                check(argv)
+        except SpinebenchError as error:
+            self.refuse(one_line(error))
+
+    def run(self, task: Callable[[DictConfig], dict], cfg: DictConfig) -> dict | None:
+        """Run one job. In a sweep a failed job is logged and named at the end, and the sweep goes on."""
+        try:
+            return task(cfg)
+        except Exception as error:
+            cause = user_error(error)
+            if not is_multirun():
+                if cause is None:
+                    raise  # a bug: Hydra prints its traceback and exits 1 (status.json keeps it too)
+                folder = output_dir()
+                if folder is not None:
+                    RunFolder(folder).drop_if_untouched()
+                self.refuse(one_line(cause))
+            message = one_line(cause) if cause else f"{type(error).__name__}: {one_line(error)}"
+            log.error("job failed (%s), the sweep continues: %s", self.program, message)
+            if cause is None:
+                log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
+            self.failed_jobs.append(f"{output_dir()}: {message}")
+            return None
+
+    def finish(self) -> None:
+        """After a sweep: exit 2 when any job failed, each named, so that a script (`make reproduce`) knows."""
+        if self.failed_jobs:
+            for failed in self.failed_jobs:
+                print(f"{self.program}: error: {failed}", file=sys.stderr)
+            self.refuse(f"{len(self.failed_jobs)} job(s) of the sweep failed (the others ran)")
+
+    def main(self, app: Callable[[], Any]) -> None:
+        self.check_argv(sys.argv[1:])
+        app()
+        self.finish()

@@ -1,0 +1,1 @@
+"""What several test files share: hand-made releases, composing the real configs, the run record's contract."""
