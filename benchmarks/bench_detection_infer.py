@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 
 import torch
-
 from bench_detection_train import add_common_arguments, model_benchmark, run_models, write_profiles  # shared
+
 from spinebench.speed import pass_rate
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -49,8 +49,9 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     model, _ = family._build(ctx, load_weights=False)
     model.to(device).eval()  # as TorchvisionDetector.test
     samples = read_detection_split(spec.root, "test")
-    loader = detection_loader(build_dataset(samples, cache), args.batch, False, args.workers, device,
-                              on_device=args.data_on_device)  # as TorchvisionDetector.test
+    loader = detection_loader(
+        build_dataset(samples, cache), args.batch, False, args.workers, device, on_device=args.data_on_device
+    )  # as TorchvisionDetector.test
 
     def scoring():
         return predict(model, loader, device, amp=TEST_SPLIT_AMP)
@@ -70,10 +71,19 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     if name in args.profile:  # one pass of each, after the timed ones
         passes = {"scoring": scoring, "compute": compute_only}
         write_profiles(f"{name}_infer", args, f"{len(on_device)} batches", passes)
-    return {"model": name, "path": "spinebench predict", "images_per_s": spinebench, "reference": "compute-only",
-            "reference_images_per_s": reference, "ratio": spinebench / reference,
-            "images_per_s_before_reference": before, "images_per_s_after_reference": after,
-            "input_size": family.effective_size(ctx), "batch": args.batch, "device": str(device)}
+    return {
+        "model": name,
+        "path": "spinebench predict",
+        "images_per_s": spinebench,
+        "reference": "compute-only",
+        "reference_images_per_s": reference,
+        "ratio": spinebench / reference,
+        "images_per_s_before_reference": before,
+        "images_per_s_after_reference": after,
+        "input_size": family.effective_size(ctx),
+        "batch": args.batch,
+        "device": str(device),
+    }
 
 
 def bench_yolo(name: str, args, spec, cache: Path) -> dict:
@@ -91,18 +101,37 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
     yolo_device = "cpu" if device.type == "cpu" else (device.index or 0)
     with keep_torch_threads():  # ultralytics resets torch's thread count; the next benchmark needs it back
         model = YOLO(f"yolov8{name[-1]}.yaml")
-        spinebench = pass_rate(lambda: predict_coco(model, samples, args.yolo_imgsz, yolo_device, args.batch),
-                               len(samples), device, args.passes)
+        spinebench = pass_rate(
+            lambda: predict_coco(model, samples, args.yolo_imgsz, yolo_device, args.batch),
+            len(samples),
+            device,
+            args.passes,
+        )
 
         def plain():
-            for _ in model.predict(source=str(folder), stream=True, batch=args.batch, imgsz=args.yolo_imgsz,
-                                   device=yolo_device, verbose=False, **PREDICT):
+            for _ in model.predict(
+                source=str(folder),
+                stream=True,
+                batch=args.batch,
+                imgsz=args.yolo_imgsz,
+                device=yolo_device,
+                verbose=False,
+                **PREDICT,
+            ):
                 pass
 
         reference = pass_rate(plain, len(samples), device, args.passes)
-    return {"model": name, "path": "spinebench predict_coco", "images_per_s": spinebench,
-            "reference": "plain YOLO().predict", "reference_images_per_s": reference, "ratio": spinebench / reference,
-            "input_size": [args.yolo_imgsz] * 2, "batch": args.batch, "device": str(device)}
+    return {
+        "model": name,
+        "path": "spinebench predict_coco",
+        "images_per_s": spinebench,
+        "reference": "plain YOLO().predict",
+        "reference_images_per_s": reference,
+        "ratio": spinebench / reference,
+        "input_size": [args.yolo_imgsz] * 2,
+        "batch": args.batch,
+        "device": str(device),
+    }
 
 
 def main(argv=None) -> int:

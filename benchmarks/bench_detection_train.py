@@ -48,9 +48,13 @@ REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_TARGET = "spinebench.detection.torchvision_benchmark.TorchvisionDetector"
 PROFILED_STEPS = 10  # --profile: steps of each path recorded by torch.profiler (fewer if an epoch is shorter)
 # the summary table's columns beyond the rates (title, row key, width, decimals), shown when a row has the key
-OPTIONAL_COLUMNS = [("held", "engine_on_held_batches_images_per_s", 8, 2), ("data path", "data_path_images_per_s", 10, 1),
-                    ("(workers)", "data_path_workers_images_per_s", 10, 1), ("fetch ms", "batch_fetch_main_thread_ms", 8, 2),
-                    ("(workers)", "batch_fetch_main_thread_ms_workers", 9, 2)]
+OPTIONAL_COLUMNS = [
+    ("held", "engine_on_held_batches_images_per_s", 8, 2),
+    ("data path", "data_path_images_per_s", 10, 1),
+    ("(workers)", "data_path_workers_images_per_s", 10, 1),
+    ("fetch ms", "batch_fetch_main_thread_ms", 8, 2),
+    ("(workers)", "batch_fetch_main_thread_ms_workers", 9, 2),
+]
 PHANTOMS = ("detection_phantom_tiny", "detection_phantom", "detection_phantom_paper")  # configs/data/<name>.yaml
 
 
@@ -68,8 +72,11 @@ def config_target(name: str) -> str | None:
 
 def torchvision_configs() -> list[str]:
     """The model configs whose `_target_` is TorchvisionDetector (configs/model/*.yaml), sorted."""
-    return sorted(path.stem for path in (REPO / "configs" / "model").glob("*.yaml")
-                  if config_target(path.stem) == TORCHVISION_TARGET)
+    return sorted(
+        path.stem
+        for path in (REPO / "configs" / "model").glob("*.yaml")
+        if config_target(path.stem) == TORCHVISION_TARGET
+    )
 
 
 TORCHVISION = torchvision_configs()  # faster_rcnn, retinanet, ssd300, ssd512
@@ -110,11 +117,20 @@ def dataset(name: str, cache: Path):
 def trainer_cfg(args, epochs: int, **extra):
     from spinebench.engine import TrainerConfig
 
-    return TrainerConfig.from_config({"device": args.device, "epochs": epochs, "batch_size": args.batch,
-                                      "num_workers": args.workers, "progress": "false", "limit_train_batches": args.steps,
-                                      "max_input_size": args.max_input_size, "deterministic": args.device == "cpu",
-                                      "scheduler": {"_target_": "spinebench.engine.schedules.constant",
-                                                    "_partial_": True, "warmup_epochs": 0.0}, **extra})
+    return TrainerConfig.from_config(
+        {
+            "device": args.device,
+            "epochs": epochs,
+            "batch_size": args.batch,
+            "num_workers": args.workers,
+            "progress": "false",
+            "limit_train_batches": args.steps,
+            "max_input_size": args.max_input_size,
+            "deterministic": args.device == "cpu",
+            "scheduler": {"_target_": "spinebench.engine.schedules.constant", "_partial_": True, "warmup_epochs": 0.0},
+            **extra,
+        }
+    )
 
 
 def data_path_rate(loader, device: torch.device, steps: int) -> tuple[float, float]:
@@ -191,35 +207,68 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         timed_images = sum(len(held[i % len(held)][1]) for i in range(args.steps))
         compute = pass_rate(lambda: train_steps(args.steps), timed_images, device)  # after one untimed pass
         # the engine's loop on those held batches: a warm-up epoch and one timed epoch, in a folder of its own
-        on_held = fit(HeldBatchModule(model), held, None, trainer_cfg(args, epochs=2), Path(tmp) / "held",
-                      monitor="none").history[1]["images_per_s"]
+        on_held = fit(
+            HeldBatchModule(model), held, None, trainer_cfg(args, epochs=2), Path(tmp) / "held", monitor="none"
+        ).history[1]["images_per_s"]
         # the engine's timed epochs once more, resumed from its checkpoint: engine, compute-only, engine. A drift of
         # the device's speed during the run then shows as two engine rates apart, and their mean cancels it.
-        again = fit(DetectorModule(model, None, augment=True), loader, None,
-                    trainer_cfg(args, epochs=cfg.epochs + len(timed), data_on_device=args.data_on_device), tmp,
-                    monitor="none")
-        after = sum(h["images_per_s"] for h in again.history[cfg.epochs:]) / len(timed)
+        again = fit(
+            DetectorModule(model, None, augment=True),
+            loader,
+            None,
+            trainer_cfg(args, epochs=cfg.epochs + len(timed), data_on_device=args.data_on_device),
+            tmp,
+            monitor="none",
+        )
+        after = sum(h["images_per_s"] for h in again.history[cfg.epochs :]) / len(timed)
         if name in args.profile:  # after the timed runs: the profiler slows what it records
             steps = min(len(loader), PROFILED_STEPS)  # one engine epoch
             profile_cfg = trainer_cfg(args, epochs=1, limit_train_batches=steps, data_on_device=args.data_on_device)
-            write_profiles(name, args, f"{steps} steps", {
-                "engine": without_checkpoints(lambda: fit(DetectorModule(model, None, augment=True), loader, None,
-                                                          profile_cfg, Path(tmp) / "profiled", monitor="none")),
-                "compute": lambda: train_steps(steps)})
+            write_profiles(
+                name,
+                args,
+                f"{steps} steps",
+                {
+                    "engine": without_checkpoints(
+                        lambda: fit(
+                            DetectorModule(model, None, augment=True),
+                            loader,
+                            None,
+                            profile_cfg,
+                            Path(tmp) / "profiled",
+                            monitor="none",
+                        )
+                    ),
+                    "compute": lambda: train_steps(steps),
+                },
+            )
     engine = (spinebench + after) / 2
-    return {"model": name, "path": "spinebench engine", "images_per_s": engine, "reference": "compute-only",
-            "reference_images_per_s": compute, "ratio": engine / compute, "images_per_s_before_reference": spinebench,
-            "engine_on_held_batches_images_per_s": on_held,
-            "images_per_s_after_reference": after, "data_path_images_per_s": data_only,
-            "data_on_device": isinstance(loader, ResidentBatches), "data_path_workers_images_per_s": workers_only,
-            "batch_fetch_main_thread_ms": fetch_ms, "batch_fetch_main_thread_ms_workers": workers_fetch_ms,
-            "input_size": family.effective_size(ctx), "batch": cfg.batch_size, "device": str(device)}
+    return {
+        "model": name,
+        "path": "spinebench engine",
+        "images_per_s": engine,
+        "reference": "compute-only",
+        "reference_images_per_s": compute,
+        "ratio": engine / compute,
+        "images_per_s_before_reference": spinebench,
+        "engine_on_held_batches_images_per_s": on_held,
+        "images_per_s_after_reference": after,
+        "data_path_images_per_s": data_only,
+        "data_on_device": isinstance(loader, ResidentBatches),
+        "data_path_workers_images_per_s": workers_only,
+        "batch_fetch_main_thread_ms": fetch_ms,
+        "batch_fetch_main_thread_ms_workers": workers_fetch_ms,
+        "input_size": family.effective_size(ctx),
+        "batch": cfg.batch_size,
+        "device": str(device),
+    }
 
 
 def without_checkpoints(run):
     """`run` with the engine's end-of-epoch checkpoint write left out. A profiled engine epoch would otherwise
     record the copy of every weight and optimizer buffer to the host, hundreds of synchronizing copies that the
     compute-only steps do not make, and bury the steps' own syncs under them in the op table."""
+
     def without():
         with mock.patch("spinebench.engine.loop.save_checkpoints"):
             return run()
@@ -253,9 +302,18 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
 
     family = model_benchmark(name, weights=None, imgsz=args.yolo_imgsz)  # configs/model/<name>.yaml, untrained
     size = family.size
-    cfg = trainer_cfg(args, epochs=args.yolo_epochs, limit_train_batches=None,
-                      optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.937,
-                                 "weight_decay": 0.0005})
+    cfg = trainer_cfg(
+        args,
+        epochs=args.yolo_epochs,
+        limit_train_batches=None,
+        optimizer={
+            "_target_": "torch.optim.SGD",
+            "_partial_": True,
+            "lr": 0.01,
+            "momentum": 0.937,
+            "weight_decay": 0.0005,
+        },
+    )
     device = resolve_device(cfg.device)
     ultralytics_env(cache)
     from ultralytics import YOLO
@@ -269,19 +327,38 @@ def bench_yolo(name: str, args, spec, cache: Path) -> dict:
         def plain(epochs: int, run: str) -> float:
             start = time.perf_counter()
             with keep_torch_threads():  # ultralytics resets torch's thread count; the next benchmark needs it back
-                YOLO(f"yolov8{size}.yaml").train(data=str(data_yaml), epochs=epochs, batch=cfg.batch_size, imgsz=imgsz,
-                                                 device="cpu" if device.type == "cpu" else 0, workers=args.workers,
-                                                 pretrained=False, project=str(tmp), name=run, exist_ok=True,
-                                                 plots=False, verbose=False, seed=0, deterministic=cfg.deterministic)
+                YOLO(f"yolov8{size}.yaml").train(
+                    data=str(data_yaml),
+                    epochs=epochs,
+                    batch=cfg.batch_size,
+                    imgsz=imgsz,
+                    device="cpu" if device.type == "cpu" else 0,
+                    workers=args.workers,
+                    pretrained=False,
+                    project=str(tmp),
+                    name=run,
+                    exist_ok=True,
+                    plots=False,
+                    verbose=False,
+                    seed=0,
+                    deterministic=cfg.deterministic,
+                )
             return n_train * epochs / (time.perf_counter() - start)
 
         plain(1, "warmup")  # untimed: the process's first ultralytics run pays imports, CUDA context, autotuning
         facts = family.fit(RunContext(tmp / "spinebench", cache, cfg, device, 0, {}), spec)
         reference = plain(cfg.epochs, "plain")
-    return {"model": name, "path": "spinebench YoloV8.fit", "images_per_s": facts["train_images_per_s"],
-            "reference": "plain YOLO().train", "reference_images_per_s": reference,
-            "ratio": facts["train_images_per_s"] / reference, "input_size": [imgsz, imgsz], "batch": cfg.batch_size,
-            "device": str(device)}
+    return {
+        "model": name,
+        "path": "spinebench YoloV8.fit",
+        "images_per_s": facts["train_images_per_s"],
+        "reference": "plain YOLO().train",
+        "reference_images_per_s": reference,
+        "ratio": facts["train_images_per_s"] / reference,
+        "input_size": [imgsz, imgsz],
+        "batch": cfg.batch_size,
+        "device": str(device),
+    }
 
 
 def torchvision_models(action: str):
@@ -309,10 +386,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument("--max-input-size", type=int, default=None, help="cap input sizes (CPU runs)")
     parser.add_argument("--yolo-imgsz", type=int, default=320)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
-                        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
-    parser.add_argument("--profile", type=torchvision_models("profile"), default=[], help="torchvision models whose spinebench "
-                        "and compute-only paths to record with torch.profiler after the timed runs (op tables beside --json)")
+    parser.add_argument(
+        "--data-on-device",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=torchvision_models("profile"),
+        default=[],
+        help="torchvision models whose spinebench "
+        "and compute-only paths to record with torch.profiler after the timed runs (op tables beside --json)",
+    )
 
 
 def run_models(args, torchvision_row, yolo_row) -> list[dict]:
@@ -324,26 +410,40 @@ def run_models(args, torchvision_row, yolo_row) -> list[dict]:
     from spinebench.runinfo import device_name, git_commit, write_json
 
     rows = []
-    meta = {"device": None, "torch": torch.__version__, "data": f"{spec.label}: data={args.data}", "git": git_commit(),
-            "args": {k: str(v) for k, v in vars(args).items()}}
+    meta = {
+        "device": None,
+        "torch": torch.__version__,
+        "data": f"{spec.label}: data={args.data}",
+        "git": git_commit(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         row = (yolo_row if name.startswith("yolov8") else torchvision_row)(name, args, spec, cache)
         rows.append(row)
         meta["device"] = device_name(row["device"])
-        print(f"{row['model']:<12} {row['path']:<24} {row['images_per_s']:>9.2f} img/s   {row['reference']:<20} "
-              f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}", flush=True)
+        print(
+            f"{row['model']:<12} {row['path']:<24} {row['images_per_s']:>9.2f} img/s   {row['reference']:<20} "
+            f"{row['reference_images_per_s']:>9.2f} img/s   ratio {row['ratio']:.2f}",
+            flush=True,
+        )
         if args.json:
             write_json(args.json, {"meta": meta, "rows": rows})
     # the columns of the rows' keys: the inference benchmark has no held, data-path or fetch rates to show
-    optional = [(title, key, width, digits) for title, key, width, digits in OPTIONAL_COLUMNS
-                if any(key in r for r in rows)]
-    print(f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}"
-          + "".join(f" {title:>{width}}" for title, _, width, _ in optional) + f"  ({meta['device']})")
+    optional = [
+        (title, key, width, digits) for title, key, width, digits in OPTIONAL_COLUMNS if any(key in r for r in rows)
+    ]
+    print(
+        f"\n{'model':<12} {'input':<11} {'batch':>5} {'spinebench':>11} {'reference':>11} {'ratio':>6}"
+        + "".join(f" {title:>{width}}" for title, _, width, _ in optional)
+        + f"  ({meta['device']})"
+    )
     for r in rows:
-        print(f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
-              f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}"
-              + "".join(f" {r.get(key, float('nan')):>{width}.{digits}f}" for _, key, width, digits in optional)
-              + f"  vs {r['reference']}")
+        print(
+            f"{r['model']:<12} {'x'.join(map(str, r['input_size'])):<11} {r['batch']:>5} {r['images_per_s']:>11.2f} "
+            f"{r['reference_images_per_s']:>11.2f} {r['ratio']:>6.2f}"
+            + "".join(f" {r.get(key, float('nan')):>{width}.{digits}f}" for _, key, width, digits in optional)
+            + f"  vs {r['reference']}"
+        )
     return rows
 
 

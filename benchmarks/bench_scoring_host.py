@@ -50,8 +50,13 @@ def synthetic_batches(images: int, detections: int, batch: int) -> list:
         for _ in indices:
             xy = torch.rand(detections, 2, generator=generator) * torch.tensor([600.0, 200.0])
             wh = torch.rand(detections, 2, generator=generator) * 80 + 5
-            outputs.append({"boxes": torch.cat([xy, xy + wh], 1), "scores": torch.rand(detections, generator=generator),
-                            "labels": torch.ones(detections, dtype=torch.long)})
+            outputs.append(
+                {
+                    "boxes": torch.cat([xy, xy + wh], 1),
+                    "scores": torch.rand(detections, generator=generator),
+                    "labels": torch.ones(detections, dtype=torch.long),
+                }
+            )
         batches.append((outputs, indices))
     return batches
 
@@ -75,10 +80,14 @@ def time_passes(batches: list, passes: int, paused: bool) -> dict:
         seconds = time.perf_counter() - start
     finally:
         gc.callbacks.remove(clock)
-    return {"collector": "paused" if paused else "running", "ms_per_pass": 1000 * seconds / passes,
-            "ms_per_batch": 1000 * seconds / passes / len(batches), "entries_per_pass": entries,
-            "collections_per_pass": [c / passes for c in clock.count],
-            "collector_ms_per_pass": [1000 * s / passes for s in clock.seconds]}
+    return {
+        "collector": "paused" if paused else "running",
+        "ms_per_pass": 1000 * seconds / passes,
+        "ms_per_batch": 1000 * seconds / passes / len(batches),
+        "entries_per_pass": entries,
+        "collections_per_pass": [c / passes for c in clock.count],
+        "collector_ms_per_pass": [1000 * s / passes for s in clock.seconds],
+    }
 
 
 def main(argv=None) -> int:
@@ -99,13 +108,26 @@ def main(argv=None) -> int:
     rows = [time_passes(batches, args.passes, paused) for paused in (False, True)]
     objects = len(gc.get_objects())
     for row in rows:
-        print(f"collector {row['collector']:<8} {row['ms_per_pass']:7.1f} ms a pass ({row['ms_per_batch']:.2f} ms a "
-              f"batch), of it the collector {sum(row['collector_ms_per_pass']):6.1f} ms; full collections a pass "
-              f"{row['collections_per_pass'][2]:.2f}   ({objects} objects tracked)", flush=True)
+        print(
+            f"collector {row['collector']:<8} {row['ms_per_pass']:7.1f} ms a pass ({row['ms_per_batch']:.2f} ms a "
+            f"batch), of it the collector {sum(row['collector_ms_per_pass']):6.1f} ms; full collections a pass "
+            f"{row['collections_per_pass'][2]:.2f}   ({objects} objects tracked)",
+            flush=True,
+        )
     if args.json:
-        write_json(args.json, {"meta": {"device": device_name("cpu"), "git": git_commit(), "python": sys.version.split()[0],
-                                        "objects_tracked": objects, "args": {k: str(v) for k, v in vars(args).items()}},
-                               "rows": rows})
+        write_json(
+            args.json,
+            {
+                "meta": {
+                    "device": device_name("cpu"),
+                    "git": git_commit(),
+                    "python": sys.version.split()[0],
+                    "objects_tracked": objects,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                },
+                "rows": rows,
+            },
+        )
     return 0
 
 

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_detection_train import compose_train, model_benchmark
 
 
@@ -47,12 +46,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet", help="configs/model/<name>.yaml")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="input size (default: config's)")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="input size (default: config's)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-on-device", default="auto", choices=("auto", "true", "false"),
-                        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)")
+    parser.add_argument(
+        "--data-on-device",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="trainer.data_on_device (auto: the split held on a CUDA device, as spinebench-train does)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,22 +77,37 @@ def main(argv=None) -> int:
 
     def phase(done: str) -> None:  # as it goes, so a run stopped at its time limit shows how far it got
         print(f"[{time.perf_counter() - started:6.1f} s] {args.model}: {done}", file=sys.stderr, flush=True)
+
     bench = segmentation_benchmark(args.model, args.size)
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if cuda else 0)
 
     def trainer_cfg(epochs: int) -> TrainerConfig:
-        return TrainerConfig.from_config({
-            "device": str(device), "epochs": epochs, "batch_size": args.batch, "num_workers": workers,
-            "progress": "false", "limit_train_batches": args.steps,
-            "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4},
-            "scheduler": {"_target_": "spinebench.engine.schedules.constant", "_partial_": True},
-            "deterministic": False, "amp": True, "channels_last": True, "data_on_device": args.data_on_device})
+        return TrainerConfig.from_config(
+            {
+                "device": str(device),
+                "epochs": epochs,
+                "batch_size": args.batch,
+                "num_workers": workers,
+                "progress": "false",
+                "limit_train_batches": args.steps,
+                "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4},
+                "scheduler": {"_target_": "spinebench.engine.schedules.constant", "_partial_": True},
+                "deterministic": False,
+                "amp": True,
+                "channels_last": True,
+                "data_on_device": args.data_on_device,
+            }
+        )
 
     trainer = trainer_cfg(epochs=2)  # a warm-up epoch and a timed one
     with tempfile.TemporaryDirectory() as tmp:
         n_train = args.batch * args.steps
-        spec = prepare_dataset("bench", "segmentation", Path(tmp) / "phantom",
-                               {"n_train": n_train, "n_val": 1, "n_test": 1, "seed": 0, "domain": "porcine", "workers": 2})
+        spec = prepare_dataset(
+            "bench",
+            "segmentation",
+            Path(tmp) / "phantom",
+            {"n_train": n_train, "n_val": 1, "n_test": 1, "seed": 0, "domain": "porcine", "workers": 2},
+        )
         dataset = SegmentationSplit(spec.root, "train", Path(tmp) / "cache")
         phase(f"phantom of {len(dataset)} images ready")
 
@@ -114,7 +134,8 @@ def main(argv=None) -> int:
                 optimizer.step()
 
         compute = pass_rate(train_steps, sum(len(x) for x, _ in held), device)  # after one untimed pass
-        del optimizer, held
+        held.clear()  # the held batches and the optimizer's state go before the engine runs again
+        optimizer.state.clear()
         phase(f"compute-only {compute:.1f} img/s")
         # the engine once more, resumed from its checkpoint: a drift of the device's speed cancels in the mean
         after = fit(module, loader, None, trainer_cfg(epochs=3), run, monitor="mean_dice").history[-1]["images_per_s"]
@@ -126,8 +147,9 @@ def main(argv=None) -> int:
         scoring_loader = bench.loader(dataset, args.batch, False, workers, device, on_device=trainer.data_on_device)
 
         def scoring() -> None:
-            evaluate_split(module, scoring_loader, dataset.names, device, Path(tmp) / "eval", n_overlays=0,
-                           amp=TEST_SPLIT_AMP)
+            evaluate_split(
+                module, scoring_loader, dataset.names, device, Path(tmp) / "eval", n_overlays=0, amp=TEST_SPLIT_AMP
+            )
 
         infer_before = pass_rate(scoring, len(dataset), device)
         on_device = [images.to(device) for images, _, _ in scoring_loader]
@@ -142,18 +164,31 @@ def main(argv=None) -> int:
         infer = (infer_before + infer_after) / 2
         phase(f"inference: evaluate_split {infer:.1f} img/s, predict only {infer_compute:.1f} img/s")
 
-    report = {"model": args.model, "data": f"{spec.label}, {len(dataset)} training images",
-              "device": device_name(device), "batch": args.batch,
-              "input_size": bench.effective_size(None), "steps": args.steps, "workers": workers,
-              "data_on_device": isinstance(loader, ResidentBatches),
-              "precision": precision_label(device, trainer.amp) + (" + channels_last" if cuda and trainer.channels_last else ""),
-              "infer_precision": precision_label(device, TEST_SPLIT_AMP),
-              "compute_only_images_per_s": compute, "spinebench_images_per_s": spine, "ratio": spine / compute,
-              "spinebench_images_per_s_before_reference": before, "spinebench_images_per_s_after_reference": after,
-              "infer_spinebench_images_per_s": infer, "infer_compute_only_images_per_s": infer_compute,
-              "infer_spinebench_images_per_s_before_reference": infer_before,
-              "infer_spinebench_images_per_s_after_reference": infer_after,
-              "infer_ratio": infer / infer_compute, "torch": torch.__version__, "git": git_commit()}
+    report = {
+        "model": args.model,
+        "data": f"{spec.label}, {len(dataset)} training images",
+        "device": device_name(device),
+        "batch": args.batch,
+        "input_size": bench.effective_size(None),
+        "steps": args.steps,
+        "workers": workers,
+        "data_on_device": isinstance(loader, ResidentBatches),
+        "precision": precision_label(device, trainer.amp)
+        + (" + channels_last" if cuda and trainer.channels_last else ""),
+        "infer_precision": precision_label(device, TEST_SPLIT_AMP),
+        "compute_only_images_per_s": compute,
+        "spinebench_images_per_s": spine,
+        "ratio": spine / compute,
+        "spinebench_images_per_s_before_reference": before,
+        "spinebench_images_per_s_after_reference": after,
+        "infer_spinebench_images_per_s": infer,
+        "infer_compute_only_images_per_s": infer_compute,
+        "infer_spinebench_images_per_s_before_reference": infer_before,
+        "infer_spinebench_images_per_s_after_reference": infer_after,
+        "infer_ratio": infer / infer_compute,
+        "torch": torch.__version__,
+        "git": git_commit(),
+    }
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

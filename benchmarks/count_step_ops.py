@@ -24,14 +24,20 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-
 from bench_detection_train import PHANTOMS, REPO, dataset, model_benchmark, torchvision_models
+from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 # operators whose output's size (or value) the host reads back from the device, whatever their arguments
-ALWAYS_SYNC = {aten.nonzero.default, aten._local_scalar_dense.default, aten.masked_select.default,
-               aten.equal.default, aten._unique2.default, aten.unique_consecutive.default, aten.unique_dim.default}
+ALWAYS_SYNC = {
+    aten.nonzero.default,
+    aten._local_scalar_dense.default,
+    aten.masked_select.default,
+    aten.equal.default,
+    aten._unique2.default,
+    aten.unique_consecutive.default,
+    aten.unique_dim.default,
+}
 # indexing with a boolean mask: CUDA turns the mask into indices with nonzero first
 MASK_INDEXED = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
 
@@ -64,8 +70,11 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **kwargs)
 
     def summary(self) -> dict:
-        return {"ops": sum(self.counts.values()), "host_syncs": sum(self.syncs.values()),
-                "host_syncs_by_op": dict(self.syncs.most_common())}
+        return {
+            "ops": sum(self.counts.values()),
+            "host_syncs": sum(self.syncs.values()),
+            "host_syncs_by_op": dict(self.syncs.most_common()),
+        }
 
 
 def count_model(name: str, args, spec, cache: Path) -> dict:
@@ -91,7 +100,7 @@ def count_model(name: str, args, spec, cache: Path) -> dict:
     optimizer = build_optimizer(list(model.parameters()), cfg)
     rows = []
     for k in range(args.batch + 1):
-        batch = collate([data[i] for i in positives[:k] + negatives[:args.batch - k]])
+        batch = collate([data[i] for i in positives[:k] + negatives[: args.batch - k]])
         with OpCounter() as data_path:
             images, targets, _ = to_device(batch, cpu, augment=True)
         with OpCounter() as step:
@@ -100,9 +109,12 @@ def count_model(name: str, args, spec, cache: Path) -> dict:
             loss.backward()
             optimizer.step()
         rows.append({"images_with_a_box": k, "step": step.summary(), "data_path": data_path.summary()})
-        print(f"{name:<12} {k:>2}/{args.batch} with a box   step {rows[-1]['step']['ops']:>6} ops "
-              f"{rows[-1]['step']['host_syncs']:>4} host syncs   data path {rows[-1]['data_path']['ops']:>4} ops "
-              f"{rows[-1]['data_path']['host_syncs']:>2} host syncs", flush=True)
+        print(
+            f"{name:<12} {k:>2}/{args.batch} with a box   step {rows[-1]['step']['ops']:>6} ops "
+            f"{rows[-1]['step']['host_syncs']:>4} host syncs   data path {rows[-1]['data_path']['ops']:>4} ops "
+            f"{rows[-1]['data_path']['host_syncs']:>2} host syncs",
+            flush=True,
+        )
     return {"model": name, "batch": args.batch, "input_size": family.effective_size(ctx), "rows": rows}
 
 
@@ -121,9 +133,19 @@ def main(argv=None) -> int:
     spec = dataset(args.data, cache)
     models = [count_model(name, args, spec, cache) for name in args.models]
     if args.json:
-        write_json(args.json, {"meta": {"data": spec.label, "torch": torch.__version__, "git": git_commit(),
-                                         "device": device_name("cpu"), "args": {k: str(v) for k, v in vars(args).items()}},
-                                "models": models})
+        write_json(
+            args.json,
+            {
+                "meta": {
+                    "data": spec.label,
+                    "torch": torch.__version__,
+                    "git": git_commit(),
+                    "device": device_name("cpu"),
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                },
+                "models": models,
+            },
+        )
     return 0
 
 

@@ -23,12 +23,14 @@ import sys
 from pathlib import Path
 
 import torch
+from bench_detection_train import TORCHVISION_TARGET, model_benchmark
 from torch import nn
 
-from bench_detection_train import TORCHVISION_TARGET, model_benchmark
-
-MODES = ("fp32", "bf16 autocast, bf16 anchors and decode (torchvision as is)",
-         "bf16 autocast, float32 anchors and decode (spinebench)")
+MODES = (
+    "fp32",
+    "bf16 autocast, bf16 anchors and decode (torchvision as is)",
+    "bf16 autocast, float32 anchors and decode (spinebench)",
+)
 
 
 def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -85,8 +87,12 @@ def anchor_difference() -> dict[str, dict[str, float]]:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 model([image])
         error = (anchors[0].float() - anchors[1]).abs()
-        result[arch] = {"anchors": len(error), "mean_px": float(error.mean()), "max_px": float(error.max()),
-                        "share_off_by_1px_or_more": float((error.max(1).values >= 1).float().mean())}
+        result[arch] = {
+            "anchors": len(error),
+            "mean_px": float(error.mean()),
+            "max_px": float(error.max()),
+            "share_off_by_1px_or_more": float((error.max(1).values >= 1).float().mean()),
+        }
     return result
 
 
@@ -101,8 +107,14 @@ def decode_difference(n: int, seed: int = 0) -> dict[str, float]:
     coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
     in_bf16, in_float32 = coder.decode_single(deltas, anchors).float(), coder.decode_single(deltas.float(), anchors)
     error, iou = (in_bf16 - in_float32).abs(), paired_iou(in_bf16, in_float32)
-    return {"boxes": n, "mean_px": float(error.mean()), "max_px": float(error.max()), "mean_iou": float(iou.mean()),
-            "min_iou": float(iou.min()), "share_iou_below_0.95": float((iou < 0.95).float().mean())}
+    return {
+        "boxes": n,
+        "mean_px": float(error.mean()),
+        "max_px": float(error.max()),
+        "mean_iou": float(iou.mean()),
+        "min_iou": float(iou.min()),
+        "share_iou_below_0.95": float((iou < 0.95).float().mean()),
+    }
 
 
 def score_three_ways(run: Path, batch: int) -> dict:
@@ -123,8 +135,9 @@ def score_three_ways(run: Path, batch: int) -> dict:
         raise SystemExit(f"{run}: model._target_={target} is not a torchvision detector ({TORCHVISION_TARGET})")
     # the run's own model and trainer configs: the network it trained, at the input size it was scored at
     ctx = context(config.paths.cache_dir, TrainerConfig.from_config({**config.trainer, "device": "cpu"}))
-    benchmarks = {float32: build(OmegaConf.merge(config.model, box_geometry(float32)), "model")
-                  for float32 in (True, False)}
+    benchmarks = {
+        float32: build(OmegaConf.merge(config.model, box_geometry(float32)), "model") for float32 in (True, False)
+    }
     network = getattr(benchmarks[True].network, "func", benchmarks[True].network)  # a config's _partial_ builder
     arch, size = network.__name__.removeprefix("build_"), benchmarks[True].effective_size(ctx)
     root = Path(config.data.root)
@@ -145,14 +158,22 @@ def score_three_ways(run: Path, batch: int) -> dict:
         tops[mode] = top_boxes(detections)
         shared = sorted(set(tops[mode]) & set(tops[MODES[0]]))  # images with a box in this mode and in fp32
         if mode != MODES[0] and shared:
-            ious = paired_iou(torch.stack([tops[mode][i] for i in shared]),
-                              torch.stack([tops[MODES[0]][i] for i in shared]))
+            ious = paired_iou(
+                torch.stack([tops[mode][i] for i in shared]), torch.stack([tops[MODES[0]][i] for i in shared])
+            )
             scores[mode]["top_box_iou_with_fp32"] = float(ious.mean())
         shown = "  ".join(f"{k} {v:.4f}" for k, v in scores[mode].items())
         print(f"{mode:<{max(map(len, MODES))}}  {shown}", flush=True)
     data = DatasetSpec(config.data.name, "detection", root, describe_source(root)).label
-    return {"run": str(run), "arch": arch, "input_size": size, "checkpoint_epoch": state.get("epoch"),
-            "data": f"{data}: {root}", "test_images": len(samples), "scores": scores}
+    return {
+        "run": str(run),
+        "arch": arch,
+        "input_size": size,
+        "checkpoint_epoch": state.get("epoch"),
+        "data": f"{data}: {root}",
+        "test_images": len(samples),
+        "scores": scores,
+    }
 
 
 def main(argv=None) -> int:
@@ -164,16 +185,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from spinebench.runinfo import device_name, git_commit, write_json
 
-    result = {"meta": {"torch": torch.__version__, "git": git_commit(), "device": device_name("cpu"),
-                       "args": {k: str(v) for k, v in vars(args).items()}},
-              "anchors": anchor_difference(), "decode": decode_difference(args.boxes)}
+    result = {
+        "meta": {
+            "torch": torch.__version__,
+            "git": git_commit(),
+            "device": device_name("cpu"),
+            "args": {k: str(v) for k, v in vars(args).items()},
+        },
+        "anchors": anchor_difference(),
+        "decode": decode_difference(args.boxes),
+    }
     for arch, anchors in result["anchors"].items():
         print(f"anchors {arch}: " + "  ".join(f"{k} {v:.4g}" for k, v in anchors.items()), flush=True)
     print("decode: " + "  ".join(f"{k} {v:.4g}" for k, v in result["decode"].items()), flush=True)
     if args.run:
         if not all((args.run / name).is_file() for name in ("config.yaml", "checkpoints/best.pt")):
-            raise SystemExit(f"{args.run}: no config.yaml and checkpoints/best.pt "
-                             "(a finished torchvision detector run?)")
+            raise SystemExit(
+                f"{args.run}: no config.yaml and checkpoints/best.pt (a finished torchvision detector run?)"
+            )
         result["scores"] = score_three_ways(args.run, args.batch)
     if args.json:
         write_json(args.json, result)

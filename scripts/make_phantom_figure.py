@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             ax.set_yticks([])
     handles = [Patch(color=SEGMENTATION_PALETTE[i] / 255.0, label=name) for i, name in enumerate(SEGMENTATION_CLASSES)]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.suptitle("SYNTHETIC PHANTOM (spinebench.data.phantom) - not real ultrasound, not the Kumar et al. release",
-                 fontsize=11, color="darkred")
+    fig.suptitle(
+        "SYNTHETIC PHANTOM (spinebench.data.phantom) - not real ultrasound, not the Kumar et al. release",
+        fontsize=11,
+        color="darkred",
+    )
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)

@@ -20,10 +20,10 @@ for variable in ("TORCH_HOME", "HF_HUB_CACHE"):
 os.environ.pop("SPINEBENCH_WEIGHTS", None)
 
 # spinebench is imported after the variables above are set: the hubs read them when first imported
-from helpers.files import voc_xml, write_png  # noqa: E402
-
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH  # noqa: E402
 from spinebench.data.segmentation import encode_mask  # noqa: E402
+
+from helpers.files import voc_xml, write_png  # noqa: E402
 
 # Measured 2026-11-27: one full session leaves 4.5 GB of smoke-run checkpoints in its tmp folder.
 SUITE_DISK_BYTES = 5 * 1024**3
@@ -36,8 +36,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         where = os.path.dirname(os.path.abspath(where))
     free = shutil.disk_usage(where).free
     if free < SUITE_DISK_BYTES:
-        pytest.exit(f"the test suite needs {SUITE_DISK_BYTES / 1024**3:.0f} GiB free under {where} "
-                    f"for its smoke runs' checkpoints; {free / 1024**3:.1f} GiB is free", returncode=4)
+        pytest.exit(
+            f"the test suite needs {SUITE_DISK_BYTES / 1024**3:.0f} GiB free under {where} "
+            f"for its smoke runs' checkpoints; {free / 1024**3:.1f} GiB is free",
+            returncode=4,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -98,7 +101,9 @@ def segmentation_release(tmp_path):
     """train/val/test with 2 image/mask pairs each; masks are horizontal bands of classes 0-9."""
     root = tmp_path / "seg"
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10, dtype=np.uint8), -(-IMAGE_HEIGHT // 10))[:IMAGE_HEIGHT, None].repeat(IMAGE_WIDTH, 1)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), -(-IMAGE_HEIGHT // 10))[:IMAGE_HEIGHT, None].repeat(
+        IMAGE_WIDTH, 1
+    )
     for split in ("train", "val", "test"):
         for index in range(2):
             name = f"{split}_{index}.png"

@@ -13,7 +13,10 @@ from spinebench.data.source import describe_source
 @pytest.mark.parametrize("task", ["detection", "segmentation"])
 def test_phantom_passes_data_check_and_is_stamped(task, tmp_path):
     out = tmp_path / task
-    assert main(["data", "phantom", "--task", task, "--out", str(out), "--n-train", "4", "--n-val", "2", "--n-test", "2"]) == 0
+    assert (
+        main(["data", "phantom", "--task", task, "--out", str(out), "--n-train", "4", "--n-val", "2", "--n-test", "2"])
+        == 0
+    )
     assert main(["data", "check", str(out), "--task", task, "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["split_counts"] == {"train": 4, "val": 2, "test": 2}

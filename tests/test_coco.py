@@ -17,15 +17,22 @@ from spinebench.detection.coco import COCO_METRICS, coco_ground_truth, detection
 
 
 def _sample(name: str, boxes: list[list[float]]) -> DetectionSample:
-    return DetectionSample(image=Path(name), width=690, height=275,
-                           boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                           labels=np.zeros(len(boxes), dtype=np.int64))
+    return DetectionSample(
+        image=Path(name),
+        width=690,
+        height=275,
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        labels=np.zeros(len(boxes), dtype=np.int64),
+    )
 
 
 @pytest.fixture
 def ground_truth() -> dict:
-    samples = [_sample("a.png", [[100, 50, 200, 120]]), _sample("b.png", [[300, 80, 420, 160]]),
-               _sample("neg.png", [])]  # a pre-injury image: no box
+    samples = [
+        _sample("a.png", [[100, 50, 200, 120]]),
+        _sample("b.png", [[300, 80, 420, 160]]),
+        _sample("neg.png", []),
+    ]  # a pre-injury image: no box
     return coco_ground_truth(samples)
 
 
@@ -37,7 +44,9 @@ def test_ground_truth_keeps_negatives_and_converts_to_xywh(ground_truth):
 
 
 def test_perfect_detections_score_one(ground_truth):
-    detections = detections_to_coco(1, [[100, 50, 200, 120]], [0.9], [0]) + detections_to_coco(2, [[300, 80, 420, 160]], [0.8], [0])
+    detections = detections_to_coco(1, [[100, 50, 200, 120]], [0.9], [0]) + detections_to_coco(
+        2, [[300, 80, 420, 160]], [0.8], [0]
+    )
     scores = score_coco(ground_truth, detections)
     assert scores["mAP50"] == pytest.approx(1.0)
     assert scores["mAP50_95"] == pytest.approx(1.0)
@@ -60,7 +69,9 @@ def test_scoring_leaves_the_files_to_write_as_they_were(ground_truth):
 
 
 def test_box_on_negative_image_is_a_false_positive(ground_truth):
-    good = detections_to_coco(1, [[100, 50, 200, 120]], [0.5], [0]) + detections_to_coco(2, [[300, 80, 420, 160]], [0.4], [0])
+    good = detections_to_coco(1, [[100, 50, 200, 120]], [0.5], [0]) + detections_to_coco(
+        2, [[300, 80, 420, 160]], [0.4], [0]
+    )
     with_fp = good + detections_to_coco(3, [[10, 10, 60, 60]], [0.95], [0])
     assert score_coco(ground_truth, with_fp)["mAP50"] < score_coco(ground_truth, good)["mAP50"]
     # ranked FP(0.95), TP(0.5), TP(0.4): the best F1 keeps all three: P = 2/3, R = 1, F1 = 0.8

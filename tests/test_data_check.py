@@ -7,11 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers.files import voc_xml, write_png
 
 from spinebench.cli import main
 from spinebench.data.check import check_dataset
 from spinebench.data.segmentation import encode_mask
+
+from helpers.files import voc_xml, write_png
 
 
 def _run(*argv, tmp_path):
@@ -31,14 +32,14 @@ def test_clean_releases_exit_zero(detection_release, segmentation_release, tmp_p
 
 
 def _corrupt_detection(root):
-    write_png(root / "train" / "small.png", np.zeros((100, 200)))                              # wrong size
+    write_png(root / "train" / "small.png", np.zeros((100, 200)))  # wrong size
     (root / "train" / "trunc.png").write_bytes((root / "train" / "train_pre_1.png").read_bytes()[:300])  # truncated
-    (root / "valid" / "valid_pre_2.xml").write_text("<annotation><object>")                   # malformed XML
+    (root / "valid" / "valid_pre_2.xml").write_text("<annotation><object>")  # malformed XML
     (root / "test" / "test_post_0.xml").write_text(voc_xml("t.png", [(600, 200, 720, 300), (700, 10, 800, 20)]))
-    (root / "test" / "orphan.xml").write_text(voc_xml("orphan.png", []))                      # XML without image
+    (root / "test" / "orphan.xml").write_text(voc_xml("orphan.png", []))  # XML without image
     (root / "valid" / "valid_pre_1.xml").write_text(voc_xml("x.png", [(1, 1, 9, 9)], name="tumour"))
-    shutil.copy(root / "train" / "train_post_0.png", root / "test" / "leak.png")               # duplicate across splits
-    (root / "train" / "annotations").mkdir()                                                   # a second XML
+    shutil.copy(root / "train" / "train_post_0.png", root / "test" / "leak.png")  # duplicate across splits
+    (root / "train" / "annotations").mkdir()  # a second XML
     shutil.copy(root / "train" / "train_post_0.xml", root / "train" / "annotations" / "train_post_0.XML")
     (root / "valid" / "valid_post_0.xml").write_text(voc_xml("v.png", [(50, 30, 110, 65)], width=345, height=137))
 
@@ -48,9 +49,18 @@ def test_every_detection_problem_kind_is_reported(detection_release, tmp_path):
     code, report = _run(detection_release, "--task", "detection", tmp_path=tmp_path)
     assert code == 1
     problems = report["problems"]
-    assert set(problems) == {"wrong_size", "unreadable_image", "malformed_xml", "box_outside_image", "degenerate_box",
-                             "annotation_without_image", "unknown_class", "duplicate_across_splits",
-                             "duplicate_annotation", "annotation_size_mismatch"}
+    assert set(problems) == {
+        "wrong_size",
+        "unreadable_image",
+        "malformed_xml",
+        "box_outside_image",
+        "degenerate_box",
+        "annotation_without_image",
+        "unknown_class",
+        "duplicate_across_splits",
+        "duplicate_annotation",
+        "annotation_size_mismatch",
+    }
     assert "small.png" in problems["wrong_size"]["examples"][0] and "200x100" in problems["wrong_size"]["examples"][0]
     assert "trunc.png" in problems["unreadable_image"]["examples"][0]
     assert "valid_pre_2.xml" in problems["malformed_xml"]["examples"][0]
@@ -58,17 +68,18 @@ def test_every_detection_problem_kind_is_reported(detection_release, tmp_path):
     assert "leak.png" in problems["duplicate_across_splits"]["examples"][0]
     assert "annotations/train_post_0.XML" in problems["duplicate_annotation"]["examples"][0]
     assert problems["annotation_size_mismatch"]["examples"] == [
-        f"{detection_release / 'valid' / 'valid_post_0.xml'}: <size> 345x137, image 690x275"]
+        f"{detection_release / 'valid' / 'valid_post_0.xml'}: <size> 345x137, image 690x275"
+    ]
 
 
 def test_every_segmentation_problem_kind_is_reported(segmentation_release, tmp_path):
     root = segmentation_release
-    (root / "train_masks" / "train_1.png").unlink()                                            # image without mask
-    write_png(root / "val_masks" / "lonely.png", np.zeros((275, 690, 3)))                     # mask without image
+    (root / "train_masks" / "train_1.png").unlink()  # image without mask
+    write_png(root / "val_masks" / "lonely.png", np.zeros((275, 690, 3)))  # mask without image
     mask = encode_mask(np.full((275, 690), 4, dtype=np.uint8))
-    mask[:2, :5] = (10, 20, 30)                                                                # unknown colour, 10 px
+    mask[:2, :5] = (10, 20, 30)  # unknown colour, 10 px
     write_png(root / "test_masks" / "test_0.png", mask)
-    write_png(root / "test_masks" / "test_1.png", np.zeros((100, 690, 3)))                    # size mismatch
+    write_png(root / "test_masks" / "test_1.png", np.zeros((100, 690, 3)))  # size mismatch
     code, report = _run(root, "--task", "segmentation", tmp_path=tmp_path)
     assert code == 1
     problems = report["problems"]

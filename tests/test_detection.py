@@ -18,18 +18,18 @@ import torch
 import yaml
 from PIL import Image
 
-from helpers.files import write_png
-
 from spinebench.data.cache import cache_key, decoded_cache
 from spinebench.data.detection import read_detection_split
-from spinebench.errors import DataError
 from spinebench.data.source import prepare_dataset
-from spinebench.detection.data import build_dataset, collate, detection_loader, to_device
 from spinebench.detection import models as detectors
+from spinebench.detection.data import build_dataset, collate, detection_loader, to_device
 from spinebench.detection.models import load_pretrained
-from spinebench.weights import WeightsError, resolve_weights
 from spinebench.detection.yolo import export_yolo_dataset
 from spinebench.engine import ConfigError
+from spinebench.errors import DataError
+from spinebench.weights import WeightsError, resolve_weights
+
+from helpers.files import write_png
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"n_train": 8, "n_val": 4, "n_test": 4, "seed": 0, "domain": "porcine"}
@@ -38,8 +38,9 @@ TINY = {"n_train": 8, "n_val": 4, "n_test": 4, "seed": 0, "domain": "porcine"}
 @pytest.fixture(scope="session")
 def tiny_detection(cache_dir):
     """The session's tiny detection phantom (same folder as `data=detection_phantom_tiny` with this cache)."""
-    return prepare_dataset("detection_phantom_tiny", "detection", cache_dir / "phantom" / "detection-porcine-s0-8-4-4",
-                           phantom=TINY)
+    return prepare_dataset(
+        "detection_phantom_tiny", "detection", cache_dir / "phantom" / "detection-porcine-s0-8-4-4", phantom=TINY
+    )
 
 
 def _build(arch: str, *args, **kwargs) -> torch.nn.Module:
@@ -54,12 +55,16 @@ def _anchor_generator(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _targets():
-    return [{"boxes": torch.tensor([[40.0, 20.0, 120.0, 60.0]]), "labels": torch.tensor([1])},
-            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    return [
+        {"boxes": torch.tensor([[40.0, 20.0, 120.0, 60.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
 
 
-@pytest.mark.parametrize("arch, size", [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (300, 300)),
-                                        ("ssd_multiscale", (300, 300))])
+@pytest.mark.parametrize(
+    "arch, size",
+    [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (300, 300)), ("ssd_multiscale", (300, 300))],
+)
 def test_detector_builds_and_trains_a_step(arch, size):
     torch.manual_seed(0)
     model = _build(arch, num_classes=2, input_size=size)
@@ -73,8 +78,10 @@ def test_detector_builds_and_trains_a_step(arch, size):
     assert out["boxes"].shape[1] == 4 and (out["boxes"][:, 2] <= 160 + 1e-3).all()  # back in image coordinates
 
 
-@pytest.mark.parametrize("arch, size", [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (128, 128)),
-                                        ("ssd_multiscale", (300, 300))])
+@pytest.mark.parametrize(
+    "arch, size",
+    [("faster_rcnn", (64, 160)), ("retinanet", (64, 160)), ("ssd", (128, 128)), ("ssd_multiscale", (300, 300))],
+)
 def test_anchors_and_boxes_stay_float32_under_bf16_autocast(arch, size):
     """On a GPU the engine trains and validates under bf16 autocast, where torchvision would build the anchors and
     decode the boxes in bf16 (coordinates on a 2-4 px grid). The CPU's bf16 autocast shows the same: the anchors
@@ -118,8 +125,10 @@ def test_paper_parameter_count_ssd(size, pretrained):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 24_641_780
 
 
-@pytest.mark.parametrize("arch, size, anchors", [("ssd", (300, 300), 10 * 10 * 4), ("ssd", (512, 512), 16 * 16 * 4),
-                                                 ("ssd_multiscale", (300, 300), 8732)])
+@pytest.mark.parametrize(
+    "arch, size, anchors",
+    [("ssd", (300, 300), 10 * 10 * 4), ("ssd", (512, 512), 16 * 16 * 4), ("ssd_multiscale", (300, 300), 8732)],
+)
 def test_ssd_layouts_predict_from_their_anchors(arch, size, anchors):
     """The authors' SSD predicts from one stride-32 map (4 anchors a cell); the multi-scale one from six maps."""
     model = _build(arch, 2, size).eval()
@@ -130,12 +139,15 @@ def test_ssd_layouts_predict_from_their_anchors(arch, size, anchors):
     assert len(features) == (1 if arch == "ssd" else 6)
 
 
-@pytest.mark.parametrize("arch, size, resize, expected", [
-    ("faster_rcnn", (48, 400), "short_side", (48, 120)),  # 64 x 160 scaled by 48/64, aspect kept
-    ("faster_rcnn", (96, 128), "stretch", (96, 128)),
-    ("retinanet", (96, 128), "stretch", (96, 128)),
-    ("ssd", (96, 160), None, (96, 160)),  # height first, as everywhere in spinebench (torchvision's is width first)
-])
+@pytest.mark.parametrize(
+    "arch, size, resize, expected",
+    [
+        ("faster_rcnn", (48, 400), "short_side", (48, 120)),  # 64 x 160 scaled by 48/64, aspect kept
+        ("faster_rcnn", (96, 128), "stretch", (96, 128)),
+        ("retinanet", (96, 128), "stretch", (96, 128)),
+        ("ssd", (96, 160), None, (96, 160)),  # height first, as everywhere in spinebench (torchvision's is width first)
+    ],
+)
 def test_detectors_resize_as_configured(arch, size, resize, expected):
     model = _build(arch, 2, size, resize=resize).eval()
     images, _ = model.transform([torch.rand(3, 64, 160)])
@@ -152,7 +164,9 @@ def test_resize_rejects_what_a_detector_cannot_do():
         _build("faster_rcnn", 2, (64, 160), resize="crop")
     with pytest.raises(ConfigError, match="SSD resizes every image"):
         _build("ssd", 2, (300, 300), resize="short_side")
-    with pytest.raises(ConfigError, match="^SSD resizes every image to model.input_size: model.resize must be stretch$"):
+    with pytest.raises(
+        ConfigError, match="^SSD resizes every image to model.input_size: model.resize must be stretch$"
+    ):
         TorchvisionDetector("ssd300", partial(detectors.build_ssd), input_size=(300, 300), resize="short_side")
     assert TorchvisionDetector("ssd300", partial(detectors.build_ssd), input_size=(300, 300)).resize == "stretch"
     assert TorchvisionDetector("retinanet", partial(detectors.build_retinanet)).resize == "short_side"
@@ -243,8 +257,11 @@ def test_a_truncated_png_stops_the_cache_build_naming_it_and_leaves_no_partial_f
     noise = [np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8) for i in range(3)]
     paths = _grey_pngs(tmp_path, noise)
     paths[1].write_bytes(paths[1].read_bytes()[:200])  # header intact, image data cut short
-    with pytest.raises(DataError, match=r"1\.png: unreadable or truncated image .*; `spinebench data check <release "
-                                           r"folder>` lists every such file"):
+    with pytest.raises(
+        DataError,
+        match=r"1\.png: unreadable or truncated image .*; `spinebench data check <release "
+        r"folder>` lists every such file",
+    ):
         decoded_cache(paths, tmp_path / "cache", workers=1)
     assert not list((tmp_path / "cache").rglob("*.*"))
 
@@ -259,9 +276,11 @@ def test_a_cache_build_clears_what_a_killed_build_of_the_same_files_left_and_not
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host, gone = socket.gethostname(), int(finished.stdout)
     dead = [folder / f"{key}.u8.{host}.{gone}.tmp", folder / f"{key}.json.{host}.{gone}.tmp"]
-    kept = [folder / f"{key}.u8.{host}.{os.getppid()}.tmp",  # a build still running
-            folder / f"{key}.u8.other-node.{gone}.tmp",  # another host's process: its pid means nothing here
-            folder / f"{'0' * 24}.u8.{host}.{gone}.tmp"]  # another file list's cache: not this build's to judge
+    kept = [
+        folder / f"{key}.u8.{host}.{os.getppid()}.tmp",  # a build still running
+        folder / f"{key}.u8.other-node.{gone}.tmp",  # another host's process: its pid means nothing here
+        folder / f"{'0' * 24}.u8.{host}.{gone}.tmp",
+    ]  # another file list's cache: not this build's to judge
     for path in dead + kept:
         path.write_bytes(b"partial")
     decoded_cache(paths, tmp_path / "cache")
@@ -308,10 +327,19 @@ def test_device_augmentation_flips_boxes_with_their_own_image(tiny_detection, ca
     n_flipped = 0
     for image, target, original, original_target in zip(augmented, targets, plain, plain_targets):
         a, b = image[0].flatten(), original[0]
-        mirrored = bool(torch.corrcoef(torch.stack([a, b.flip(-1).flatten()]))[0, 1] >
-                        torch.corrcoef(torch.stack([a, b.flatten()]))[0, 1])
-        mirror_boxes = torch.stack([690 - original_target["boxes"][:, 2], original_target["boxes"][:, 1],
-                                    690 - original_target["boxes"][:, 0], original_target["boxes"][:, 3]], 1)
+        mirrored = bool(
+            torch.corrcoef(torch.stack([a, b.flip(-1).flatten()]))[0, 1]
+            > torch.corrcoef(torch.stack([a, b.flatten()]))[0, 1]
+        )
+        mirror_boxes = torch.stack(
+            [
+                690 - original_target["boxes"][:, 2],
+                original_target["boxes"][:, 1],
+                690 - original_target["boxes"][:, 0],
+                original_target["boxes"][:, 3],
+            ],
+            1,
+        )
         assert torch.equal(target["boxes"], mirror_boxes if mirrored else original_target["boxes"])
         n_flipped += mirrored and len(target["boxes"]) > 0
     assert n_flipped, "expected at least one flipped image with a box"
@@ -345,10 +373,13 @@ def test_predict_gives_each_image_its_own_detections(tiny_detection, cache_dir):
         for batch in loader:
             images, _, indices = to_device(batch, torch.device("cpu"))
             for index, out in zip(indices, model(images)):
-                expected += detections_to_coco(index + 1, out["boxes"].numpy(), out["scores"].tolist(),
-                                               (out["labels"] - 1).tolist())
+                expected += detections_to_coco(
+                    index + 1, out["boxes"].numpy(), out["scores"].tolist(), (out["labels"] - 1).tolist()
+                )
     assert seen == list(range(1, len(samples) + 1)) and len(expected) > 0
-    assert [(d["image_id"], d["category_id"]) for d in detections] == [(d["image_id"], d["category_id"]) for d in expected]
+    assert [(d["image_id"], d["category_id"]) for d in detections] == [
+        (d["image_id"], d["category_id"]) for d in expected
+    ]
     assert np.allclose([d["bbox"] + [d["score"]] for d in detections], [d["bbox"] + [d["score"]] for d in expected])
 
 
@@ -401,10 +432,21 @@ def test_yolo_cli_run_is_offline_and_contained(tiny_detection, cache_dir, tmp_pa
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir(), work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("YOLO_CONFIG_DIR",)}
-    env.update(HOME=str(home), SPINEBENCH_ROOT=str(work), SPINEBENCH_CACHE=str(cache_dir), YOLO_OFFLINE="1",
-               MPLCONFIGDIR=str(tmp_path / "mpl"))
-    proc = subprocess.run([sys.executable, "-m", "spinebench.train", "model=yolov8n", "data=detection_phantom_tiny",
-                           "trainer=smoke"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    env.update(
+        HOME=str(home),
+        SPINEBENCH_ROOT=str(work),
+        SPINEBENCH_CACHE=str(cache_dir),
+        YOLO_OFFLINE="1",
+        MPLCONFIGDIR=str(tmp_path / "mpl"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinebench.train", "model=yolov8n", "data=detection_phantom_tiny", "trainer=smoke"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = work / "outputs" / "detection_phantom_tiny" / "yolov8n-smoke-s0"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -433,7 +475,9 @@ def test_yolo_predictions_reach_their_own_image(tiny_detection, cache_dir):
         batched = predict_coco(model, samples, 160, "cpu", 3)
         batch_size = model.predictor.dataset.bs  # honoured: a Python list of files would be read as one batch of 8
         backwards = predict_coco(model, samples[::-1], 160, "cpu", 3)  # ultralytics sorts its input files
-        alone = {index: predict_coco(model, samples[index:index + 1], 160, "cpu", 1) for index in (0, len(samples) - 1)}
+        alone = {
+            index: predict_coco(model, samples[index : index + 1], 160, "cpu", 1) for index in (0, len(samples) - 1)
+        }
     assert {d["image_id"] for d in batched} == set(range(1, len(samples) + 1))
     assert batch_size == 3
 
@@ -535,20 +579,30 @@ def test_a_pretrained_run_records_the_parameters_of_the_model_it_trained(tmp_pat
     """metrics.json said pretrained: true with the from-scratch build's 41,352,281 parameters: test() rebuilt the
     model without frozen batch norm. An ImageNet ResNet-50 state dict (random here: nothing is downloaded) makes
     the run pretrained; its evaluation elsewhere counts the same model."""
+    from test_train_detection import compose_cfg
     from torchvision.models import resnet50
 
-    from test_train_detection import compose_cfg
     from spinebench.pipeline import evaluate, train
 
     weights = tmp_path / "resnet50-local.pth"
     torch.save(resnet50().state_dict(), weights)
-    cfg = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny",
-                                f"model.weights={weights}"], tmp_path, cache_dir)
+    cfg = compose_cfg(
+        "train",
+        ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny", f"model.weights={weights}"],
+        tmp_path,
+        cache_dir,
+    )
     doc = train(cfg)
     assert doc["pretrained"] is True and doc["pretrained_source"] == str(weights.resolve())
     assert doc["params"] == 41_299_161  # the paper's count, frozen BN's
-    again = evaluate(compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny",
-                                          "trainer.limit_test_images=2"], tmp_path / "e", cache_dir))
+    again = evaluate(
+        compose_cfg(
+            "eval",
+            [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny", "trainer.limit_test_images=2"],
+            tmp_path / "e",
+            cache_dir,
+        )
+    )
     assert again["params"] == 41_299_161 and again["metrics"] == doc["metrics"]
 
 
@@ -566,8 +620,11 @@ def test_a_weights_file_that_cannot_be_read_is_named_with_its_setting(tmp_path, 
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         torch.save([1, 2, 3], path)
-    says = "holds a list, not a state dict" if content == "not_a_state_dict" else \
-        r"cannot read it as a PyTorch checkpoint \((ValueError|EOFError|RuntimeError): [^\n]+\)"
+    says = (
+        "holds a list, not a state dict"
+        if content == "not_a_state_dict"
+        else r"cannot read it as a PyTorch checkpoint \((ValueError|EOFError|RuntimeError): [^\n]+\)"
+    )
     model = _build("faster_rcnn", 2, (64, 160), pretrained=True)
     with pytest.raises(WeightsError, match=rf"^model\.weights={re.escape(str(path))}: {says}$"):
         load_pretrained(model, path)

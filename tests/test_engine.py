@@ -12,8 +12,15 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from spinebench.engine import (ConfigError, EpochSampler, TrainerConfig, check_same_settings, fit, load_checkpoint,
-                               seed_everything)
+from spinebench.engine import (
+    ConfigError,
+    EpochSampler,
+    TrainerConfig,
+    check_same_settings,
+    fit,
+    load_checkpoint,
+    seed_everything,
+)
 from spinebench.engine.config import check_trainer_key
 from spinebench.engine.loop import _publish, build_optimizer, build_scheduler, save_checkpoints
 from spinebench.errors import RunStateError
@@ -45,14 +52,24 @@ def _loaders(seed=0, workers=0):
     x = torch.randn(40, 4, generator=g)
     y = x.sum(1, keepdim=True)
     data = TensorDataset(x, y)
-    train = DataLoader(data, batch_size=8, sampler=EpochSampler(data, seed=seed), num_workers=workers,
-                       persistent_workers=workers > 0)  # as detection_loader and the segmentation loaders make them
+    train = DataLoader(
+        data, batch_size=8, sampler=EpochSampler(data, seed=seed), num_workers=workers, persistent_workers=workers > 0
+    )  # as detection_loader and the segmentation loaders make them
     return train, DataLoader(data, batch_size=20)
 
 
 def _cfg(epochs, **kw):
-    return TrainerConfig.from_config({"device": "cpu", "epochs": epochs, "progress": "false", "seed": 3,
-                                      "optimizer": SGD, "scheduler": _schedule("cosine", warmup_epochs=0.5), **kw})
+    return TrainerConfig.from_config(
+        {
+            "device": "cpu",
+            "epochs": epochs,
+            "progress": "false",
+            "seed": 3,
+            "optimizer": SGD,
+            "scheduler": _schedule("cosine", warmup_epochs=0.5),
+            **kw,
+        }
+    )
 
 
 def _schedule(name, **kw):
@@ -80,8 +97,16 @@ class KilledModule(ToyModule):
 def _run(run_dir, epochs, module=None, workers=0, config=None, rules=(), **kw):
     module = module or ToyModule()
     train, val = _loaders(workers=workers)
-    result = fit(module, train, val, _cfg(epochs, **kw), run_dir, config=config or {"note": "test"}, monitor="neg_mse",
-                 resume_rules=rules)
+    result = fit(
+        module,
+        train,
+        val,
+        _cfg(epochs, **kw),
+        run_dir,
+        config=config or {"note": "test"},
+        monitor="neg_mse",
+        resume_rules=rules,
+    )
     return module, result
 
 
@@ -101,7 +126,6 @@ def test_resume_equals_uninterrupted(tmp_path, workers):
     assert again_result.resumed_from == 3 and again_result.best_metric == full_result.best_metric
 
 
-
 def test_a_run_folder_is_not_resumed_under_other_settings(tmp_path):
     """The folder is named after model, trainer and seed only: the same command with another lr lands in it, and
     resuming there would finish one run's checkpoint under the other's config and label."""
@@ -113,8 +137,11 @@ def test_a_run_folder_is_not_resumed_under_other_settings(tmp_path):
         _run(tmp_path, 2, config=other_lr)
     # the trainer's runtime keys (loader workers, cuDNN determinism) may differ on their own; where the folders are
     # only when a rule says so (the runner's, here)
-    neutral = {**config, "trainer": {"optimizer": {"lr": 0.05}, "num_workers": 0, "deterministic": False},
-               "paths": {"output_dir": "b"}}
+    neutral = {
+        **config,
+        "trainer": {"optimizer": {"lr": 0.05}, "num_workers": 0, "deterministic": False},
+        "paths": {"output_dir": "b"},
+    }
     with pytest.raises(ConfigError, match=r"other settings: paths.output_dir \(was 'a'\)\. Run the original"):
         _run(tmp_path, 2, config=neutral)
     assert _run(tmp_path, 2, config=neutral, rules=[lambda before, now: ["paths"]])[1].resumed_from == 1
@@ -123,6 +150,7 @@ def test_a_run_folder_is_not_resumed_under_other_settings(tmp_path):
 def test_resume_rules_let_keys_differ_or_refuse_the_resume(tmp_path):
     """The engine knows no model or data source: their rules say which of their keys a resume may change (a
     phantom's folder follows the cache), or refuse it (a frozen encoder's file that is not the one trained on)."""
+
     def phantom_folder(before, now):  # as the data layer's rule: only a phantom's folder may move
         return ["data.root"] if "data.phantom.seed" in before and "data.phantom.seed" in now else []
 
@@ -301,37 +329,49 @@ def test_a_monitor_the_task_does_not_report_is_refused_before_training(tmp_path)
         fit(Declared(), train, val, _cfg(1), tmp_path, monitor="mse")
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"epochs": "abc"}, "trainer.epochs must be an integer, got 'abc'"),
-    ({"epochs": 1.5}, "trainer.epochs must be an integer, got 1.5"),
-    ({"grad_clip": "high"}, "trainer.grad_clip must be a number, got 'high'"),
-    ({"amp": "maybe"}, "trainer.amp must be true or false, got 'maybe'"),
-    ({"bogus": 1}, "unknown key trainer.bogus (known: amp, augment, "),
-    ({"batch_size": 0}, "trainer.batch_size must be > 0, got 0"),
-    ({"mode": "foo"}, "trainer.mode must be max or min, got 'foo'"),
-    ({"device": "gpu"}, "trainer.device must be auto, cpu or cuda[:N], got 'gpu'"),
-    ({"data_on_device": "gpu"}, "trainer.data_on_device must be auto, true or false, got 'gpu'"),
-    ({"cpu_fps_images": -1}, "trainer.cpu_fps_images must be >= 0, got -1"),
-    ({"cpu_fps_warmup": -1}, "trainer.cpu_fps_warmup must be >= 0, got -1"),
-    ({"optimizer": "adamw"}, "trainer.optimizer must be a mapping with a _target_ (trainer/optimizer=<file of "),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"epochs": "abc"}, "trainer.epochs must be an integer, got 'abc'"),
+        ({"epochs": 1.5}, "trainer.epochs must be an integer, got 1.5"),
+        ({"grad_clip": "high"}, "trainer.grad_clip must be a number, got 'high'"),
+        ({"amp": "maybe"}, "trainer.amp must be true or false, got 'maybe'"),
+        ({"bogus": 1}, "unknown key trainer.bogus (known: amp, augment, "),
+        ({"batch_size": 0}, "trainer.batch_size must be > 0, got 0"),
+        ({"mode": "foo"}, "trainer.mode must be max or min, got 'foo'"),
+        ({"device": "gpu"}, "trainer.device must be auto, cpu or cuda[:N], got 'gpu'"),
+        ({"data_on_device": "gpu"}, "trainer.data_on_device must be auto, true or false, got 'gpu'"),
+        ({"cpu_fps_images": -1}, "trainer.cpu_fps_images must be >= 0, got -1"),
+        ({"cpu_fps_warmup": -1}, "trainer.cpu_fps_warmup must be >= 0, got -1"),
+        ({"optimizer": "adamw"}, "trainer.optimizer must be a mapping with a _target_ (trainer/optimizer=<file of "),
+    ],
+)
 def test_bad_trainer_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError) as info:
         TrainerConfig.from_config(override)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("epoch", None, "unknown key trainer.epoch (known: amp, augment, "),
-    ("optimizer.learning_rate", None, "unknown key trainer.optimizer.learning_rate: no torch optimizer takes it "
-                                      "(e.g. lr"),
-    ("optimizer.weight_decy", None, "unknown key trainer.optimizer.weight_decy: no torch optimizer takes it (did you "
-                                    "mean weight_decay?)"),
-    ("scheduler.warmup", None, "unknown key trainer.scheduler.warmup: no torch scheduler takes it"),
-    ("epochs", "abc", "trainer.epochs must be an integer, got 'abc'"),
-    ("epochs", "2,abc", "trainer.epochs must be an integer, got 'abc'"),  # a sweep: each value
-    ("amp", "maybe", "trainer.amp must be true or false, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epoch", None, "unknown key trainer.epoch (known: amp, augment, "),
+        (
+            "optimizer.learning_rate",
+            None,
+            "unknown key trainer.optimizer.learning_rate: no torch optimizer takes it (e.g. lr",
+        ),
+        (
+            "optimizer.weight_decy",
+            None,
+            "unknown key trainer.optimizer.weight_decy: no torch optimizer takes it (did you mean weight_decay?)",
+        ),
+        ("scheduler.warmup", None, "unknown key trainer.scheduler.warmup: no torch scheduler takes it"),
+        ("epochs", "abc", "trainer.epochs must be an integer, got 'abc'"),
+        ("epochs", "2,abc", "trainer.epochs must be an integer, got 'abc'"),  # a sweep: each value
+        ("amp", "maybe", "trainer.amp must be true or false, got 'maybe'"),
+    ],
+)
 def test_a_bad_trainer_override_on_the_command_line_is_one_line(key, value, message):
     """Checked before Hydra composes: its own messages are seven lines (and suggest `+trainer.epoch=`)."""
     with pytest.raises(ConfigError) as info:
@@ -339,21 +379,36 @@ def test_a_bad_trainer_override_on_the_command_line_is_one_line(key, value, mess
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("key, value", [
-    ("epochs", "3"), ("epochs", "1,2"), ("progress", "false"), ("grad_clip", "null"), ("optimizer.lr", "0.1"),
-    ("optimizer._target_", "torch.optim.Adam"), ("scheduler.min_lr_ratio", "0"), ("scheduler.T_max", "10"),
-    ("optimizer", None),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("epochs", "3"),
+        ("epochs", "1,2"),
+        ("progress", "false"),
+        ("grad_clip", "null"),
+        ("optimizer.lr", "0.1"),
+        ("optimizer._target_", "torch.optim.Adam"),
+        ("scheduler.min_lr_ratio", "0"),
+        ("scheduler.T_max", "10"),
+        ("optimizer", None),
+    ],
+)
 def test_good_trainer_overrides_pass_the_check(key, value):
     check_trainer_key(key.split("."), value)
 
 
-@pytest.mark.parametrize("optimizer, message", [
-    ({"name": "sgd", "lr": 0.1}, "trainer.optimizer has no _target_ (a config of an older shape, or none given)"),
-    ({"_target_": "torch.optim.Lion", "lr": 0.1}, "trainer.optimizer._target_=torch.optim.Lion: Error locating target"),
-    ({"_target_": "torch.optim.AdamW", "momentum": 0.9}, "trainer.optimizer (AdamW): "),
-    ({"_target_": "torch.optim.SGD", "lr": -1}, "trainer.optimizer (SGD): Invalid learning rate: -1"),
-])
+@pytest.mark.parametrize(
+    "optimizer, message",
+    [
+        ({"name": "sgd", "lr": 0.1}, "trainer.optimizer has no _target_ (a config of an older shape, or none given)"),
+        (
+            {"_target_": "torch.optim.Lion", "lr": 0.1},
+            "trainer.optimizer._target_=torch.optim.Lion: Error locating target",
+        ),
+        ({"_target_": "torch.optim.AdamW", "momentum": 0.9}, "trainer.optimizer (AdamW): "),
+        ({"_target_": "torch.optim.SGD", "lr": -1}, "trainer.optimizer (SGD): Invalid learning rate: -1"),
+    ],
+)
 def test_an_optimizer_torch_cannot_build_is_a_config_error(optimizer, message):
     with pytest.raises(ConfigError) as info:
         build_optimizer(nn.Linear(2, 1).parameters(), TrainerConfig.from_config({"optimizer": optimizer}))
@@ -383,8 +438,9 @@ def test_any_torch_optimizer_is_one_config_file_away(tmp_path):
     assert {"square_avg", "step"} <= set(state["optimizer"]["state"][0])
     resumed = fit(ToyModule(), train, val, trainer, tmp_path / "run", monitor="neg_mse")
     full = fit(ToyModule(), train, val, trainer, tmp_path / "full", monitor="neg_mse")
-    assert resumed.resumed_from == 1 and resumed.history == [{**h, "images_per_s": r["images_per_s"]}
-                                                             for h, r in zip(full.history, resumed.history)]
+    assert resumed.resumed_from == 1 and resumed.history == [
+        {**h, "images_per_s": r["images_per_s"]} for h, r in zip(full.history, resumed.history)
+    ]
 
 
 @pytest.mark.parametrize("trainer", ["default", "gpu", "smoke"], ids=lambda name: f"trainer={name}")  # not "gpu":
@@ -401,8 +457,10 @@ def test_every_paper_recipe_builds_its_optimizer_and_schedule(experiment):
     cfg = TrainerConfig.from_config(_compose([f"experiment=paper/{experiment}"]).trainer)
     optimizer = build_optimizer(nn.Linear(2, 1).parameters(), cfg)
     assert type(optimizer).__name__ == cfg.optimizer["_target_"].rsplit(".", 1)[-1]
-    assert build_scheduler(optimizer, cfg, steps_per_epoch=10).get_last_lr() == [optimizer.defaults["lr"] * (
-        cfg.scheduler["warmup_factor"] if cfg.scheduler["warmup_epochs"] or cfg.scheduler["warmup_iters"] else 1)]
+    assert build_scheduler(optimizer, cfg, steps_per_epoch=10).get_last_lr() == [
+        optimizer.defaults["lr"]
+        * (cfg.scheduler["warmup_factor"] if cfg.scheduler["warmup_epochs"] or cfg.scheduler["warmup_iters"] else 1)
+    ]
 
 
 def test_a_hydra_override_of_the_wrong_type_fails_at_composition():
@@ -411,8 +469,19 @@ def test_a_hydra_override_of_the_wrong_type_fails_at_composition():
         _compose(["trainer.epochs=abc"])
 
 
-def _reference_multiplier(name, step, epochs, steps_per_epoch, warmup_epochs=0.0, warmup_iters=None,
-                          warmup_factor=0.001, min_lr_ratio=0.0, power=0.9, step_size=10.0, gamma=0.1):
+def _reference_multiplier(
+    name,
+    step,
+    epochs,
+    steps_per_epoch,
+    warmup_epochs=0.0,
+    warmup_iters=None,
+    warmup_factor=0.001,
+    min_lr_ratio=0.0,
+    power=0.9,
+    step_size=10.0,
+    gamma=0.1,
+):
     """The engine's schedule as it was written before it became a `_partial_` target: the new one must equal it."""
     total = max(1, epochs * steps_per_epoch)
     warmup = warmup_iters if warmup_iters is not None else int(round(warmup_epochs * steps_per_epoch))
@@ -430,12 +499,19 @@ def _reference_multiplier(name, step, epochs, steps_per_epoch, warmup_epochs=0.0
     return gamma ** int(step // max(1, round(step_size * steps_per_epoch)))
 
 
-@pytest.mark.parametrize("name, kw", [
-    ("cosine", {"warmup_epochs": 1.0, "min_lr_ratio": 0.01}), ("cosine", {"warmup_epochs": 0.5}),
-    ("poly", {"warmup_iters": 7, "power": 0.9}), ("step", {"step_size": 1.5, "gamma": 0.1}),
-    ("step", {"warmup_epochs": 1.0, "step_size": 2.0, "gamma": 0.5}), ("constant", {"warmup_epochs": 0.0}),
-    ("constant", {"warmup_epochs": 3.0, "warmup_factor": 0.01}), ("cosine", {"warmup_iters": 500}),
-])
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("cosine", {"warmup_epochs": 1.0, "min_lr_ratio": 0.01}),
+        ("cosine", {"warmup_epochs": 0.5}),
+        ("poly", {"warmup_iters": 7, "power": 0.9}),
+        ("step", {"step_size": 1.5, "gamma": 0.1}),
+        ("step", {"warmup_epochs": 1.0, "step_size": 2.0, "gamma": 0.5}),
+        ("constant", {"warmup_epochs": 0.0}),
+        ("constant", {"warmup_epochs": 3.0, "warmup_factor": 0.01}),
+        ("cosine", {"warmup_iters": 500}),
+    ],
+)
 def test_the_schedules_are_the_engines_per_iteration_schedule_exactly(name, kw):
     epochs, steps_per_epoch = 4, 6
     optimizer = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
@@ -447,8 +523,9 @@ def test_the_schedules_are_the_engines_per_iteration_schedule_exactly(name, kw):
 
 def test_a_torch_scheduler_gets_the_step_counts_its_signature_names():
     optimizer = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
-    cfg = TrainerConfig.from_config({"epochs": 3, "scheduler": {"_target_": "torch.optim.lr_scheduler.OneCycleLR",
-                                                                "max_lr": 0.1}})
+    cfg = TrainerConfig.from_config(
+        {"epochs": 3, "scheduler": {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.1}}
+    )
     assert build_scheduler(optimizer, cfg, steps_per_epoch=5).total_steps == 15
     cfg = TrainerConfig.from_config({"scheduler": {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 4}})
     assert build_scheduler(optimizer, cfg, steps_per_epoch=5).step_size == 4  # counted in iterations
@@ -482,7 +559,10 @@ def test_each_epoch_is_serialised_once_and_best_keeps_its_epoch(tmp_path):
     module.calls = 2  # resumed at epoch 3, whose score (2.0) is worse
     _, three = _run(tmp_path, 3, module=module)
     assert three.best_epoch == 2 and not (checkpoints / "best.pt").samefile(checkpoints / "last.pt")
-    assert load_checkpoint(checkpoints / "best.pt")["epoch"] == 2 and load_checkpoint(checkpoints / "last.pt")["epoch"] == 3
+    assert (
+        load_checkpoint(checkpoints / "best.pt")["epoch"] == 2
+        and load_checkpoint(checkpoints / "last.pt")["epoch"] == 3
+    )
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt"]  # no temporary file left
 
 
@@ -508,12 +588,24 @@ def test_ultralytics_gets_the_trainer_optimizer_by_its_own_names():
 
     paper = TrainerConfig.from_config(_compose(["experiment=paper/yolov8m"]).trainer)
     assert ultralytics_optimizer(paper.optimizer, paper.scheduler) == {
-        "optimizer": "AdamW", "lr0": 0.000422, "momentum": 0.937, "weight_decay": 0.0005, "warmup_epochs": 3.0,
-        "cos_lr": False, "lrf": 0.01}
+        "optimizer": "AdamW",
+        "lr0": 0.000422,
+        "momentum": 0.937,
+        "weight_decay": 0.0005,
+        "warmup_epochs": 3.0,
+        "cos_lr": False,
+        "lrf": 0.01,
+    }
     default = TrainerConfig.from_config(_compose(["model=yolov8m"]).trainer)
     assert ultralytics_optimizer(default.optimizer, default.scheduler) == {
-        "optimizer": "SGD", "lr0": 0.005, "momentum": 0.9, "weight_decay": 0.0001, "warmup_epochs": 1.0,
-        "cos_lr": True, "lrf": 0.01}
+        "optimizer": "SGD",
+        "lr0": 0.005,
+        "momentum": 0.9,
+        "weight_decay": 0.0001,
+        "warmup_epochs": 1.0,
+        "cos_lr": True,
+        "lrf": 0.01,
+    }
     assert ultralytics_optimizer({"_target_": "torch.optim.RMSprop"}, {})["optimizer"] == "RMSProp"
     with pytest.raises(ConfigError, match=r"^trainer.optimizer._target_=torch.optim.LBFGS: ultralytics builds only"):
         ultralytics_optimizer({"_target_": "torch.optim.LBFGS"}, {})

@@ -28,8 +28,14 @@ BOOM = textwrap.dedent("""
 
 def test_a_bug_inside_a_model_keeps_its_traceback_and_exits_1(tmp_path, cache_dir):
     env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path), SPINEBENCH_CACHE=str(cache_dir))
-    proc = subprocess.run([sys.executable, "-c", BOOM, "model=unet_light", "data=segmentation_phantom_tiny",
-                           "trainer=smoke"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOOM, "model=unet_light", "data=segmentation_phantom_tiny", "trainer=smoke"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback (most recent call last)" in proc.stderr and "in forward" in proc.stderr
     assert "ValueError: boom inside a model's forward" in proc.stderr
@@ -41,9 +47,21 @@ def test_a_bug_inside_a_model_keeps_its_traceback_and_exits_1(tmp_path, cache_di
 
 def test_a_user_error_is_one_line_exit_2_and_leaves_no_folder(tmp_path):
     env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "spinebench.train", "model=faster_rcnn", "data=detection_real",
-                           f"data.root={tmp_path / 'nowhere'}"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinebench.train",
+            "model=faster_rcnn",
+            "data=detection_real",
+            f"data.root={tmp_path / 'nowhere'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("spinebench-train: error: ") and "dataset folder does not exist" in proc.stderr
     assert not (tmp_path / "outputs").exists()
@@ -63,8 +81,15 @@ def test_each_kind_of_user_error_is_found_behind_hydras_wrapper(kind):
         assert one_line(user_error(wrapped)) == "the file x.png is unreadable"
 
 
-@pytest.mark.parametrize("error", [ValueError("a bug"), FileNotFoundError("a bug"), KeyError("a bug"),
-                                   TypeError("f() got an unexpected keyword argument 'x'")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("a bug"),
+        FileNotFoundError("a bug"),
+        KeyError("a bug"),
+        TypeError("f() got an unexpected keyword argument 'x'"),
+    ],
+)
 def test_builtin_errors_are_never_taken_for_user_errors(error):
     assert user_error(error) is None
 

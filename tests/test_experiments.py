@@ -18,10 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
-from helpers.records import check_metrics_keys_documented
-
 import spinebench.evaluate  # noqa: F401  (registers the spinebench.run_id resolver eval.yaml uses)
 from spinebench.pipeline import train
+
+from helpers.records import check_metrics_keys_documented
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -53,8 +53,13 @@ EXPERIMENTS = [path.stem for path in EXPERIMENT_FILES]
 def row_of(experiment: str) -> dict:
     """What an experiment file is, from its composed config: its task (its data default's), model and trainer."""
     cfg = compose_train([f"experiment=paper/{experiment}"])
-    return {"task": cfg.data.task, "model": cfg.model.name, "row": cfg.model.get("row") or cfg.model.name,
-            "trainer": OmegaConf.to_container(cfg.trainer), "run_name": cfg.run_name}
+    return {
+        "task": cfg.data.task,
+        "model": cfg.model.name,
+        "row": cfg.model.get("row") or cfg.model.name,
+        "trainer": OmegaConf.to_container(cfg.trainer),
+        "run_name": cfg.run_name,
+    }
 
 
 def rows_of(task: str) -> list[str]:
@@ -75,7 +80,9 @@ def test_the_experiment_files_are_the_manuscript_s_rows():
     for stem in EXPERIMENTS:
         row = row_of(stem)
         assert row["row"] == stem, f"experiment/paper/{stem}.yaml runs model.row={row['row']}"
-        assert stem in tables[row["task"]], f"experiment/paper/{stem}.yaml: no {row['task']} row {stem} in manuscript.yaml"
+        assert stem in tables[row["task"]], (
+            f"experiment/paper/{stem}.yaml: no {row['task']} row {stem} in manuscript.yaml"
+        )
     manuscript_rows = tables["detection"] | tables["segmentation"]
     assert NOT_YET_RUN <= manuscript_rows, sorted(NOT_YET_RUN - manuscript_rows)
     missing = manuscript_rows - set(EXPERIMENTS) - NOT_YET_RUN
@@ -98,8 +105,9 @@ def test_debug_smoke_wins_over_the_experiment_s_budget_and_keeps_the_rest_of_its
     cfg = compose_train([f"experiment=paper/{experiment}", "debug=smoke"])
     trainer, paper = OmegaConf.to_container(cfg.trainer), row_of(experiment)["trainer"]
     assert _budget(trainer) == _budget(compose_train(["model=faster_rcnn", "trainer=smoke"]).trainer)
-    assert {k: v for k, v in trainer.items() if k not in DEBUG_SMOKE["trainer"]} == \
-        {k: v for k, v in paper.items() if k not in DEBUG_SMOKE["trainer"]}
+    assert {k: v for k, v in trainer.items() if k not in DEBUG_SMOKE["trainer"]} == {
+        k: v for k, v in paper.items() if k not in DEBUG_SMOKE["trainer"]
+    }
     assert cfg.run_name == f"{experiment}-{paper['name']}-s0-smoke" != row_of(experiment)["run_name"]
     assert cfg.run_name != compose_train([f"model={cfg.model.name}", "trainer=smoke"]).run_name
 
@@ -110,8 +118,9 @@ def test_experiment_smoke(experiment, tmp_path, cache_dir):
     outputs/<data>/<row>-paper-s0-smoke, every file of its folder is there and metrics.json says what ran."""
     task, model = row_of(experiment)["task"], row_of(experiment)["model"]
     extras = [*TASK_EXTRAS.get(task, []), *MODEL_EXTRAS.get(model, [])]
-    cfg = compose_train([f"experiment=paper/{experiment}", "debug=smoke", f"data={task}_phantom_tiny", *extras],
-                        tmp_path, cache_dir)
+    cfg = compose_train(
+        [f"experiment=paper/{experiment}", "debug=smoke", f"data={task}_phantom_tiny", *extras], tmp_path, cache_dir
+    )
     HydraConfig.instance().set_config(cfg)
     run = Path(cfg.hydra.run.dir)
     assert run == tmp_path / "outputs" / f"{task}_phantom_tiny" / f"{experiment}-{cfg.trainer.name}-s0-smoke"
@@ -129,8 +138,9 @@ def test_experiment_smoke(experiment, tmp_path, cache_dir):
     assert metrics["test_precision"] == "float32"  # the test split, whatever trainer.amp
     assert metrics["params"] > 1e6 and metrics["fps_batch1"] > 0
     # a CPU run times the CPU only: the speed block is the run's own figures (a GPU run adds the CPU's)
-    assert metrics["speed"] == {"cpu": {"fps": metrics["fps_batch1"], "load": metrics["load"]["cpu"],
-                                        "device": metrics["device"]}}
+    assert metrics["speed"] == {
+        "cpu": {"fps": metrics["fps_batch1"], "load": metrics["load"]["cpu"], "device": metrics["device"]}
+    }
     for name in ("config.yaml", "env.json", "checkpoints/best.pt", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     assert json.loads((run / "env.json").read_text())["data"]["kind"] == "phantom"

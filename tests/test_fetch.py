@@ -11,9 +11,9 @@ import pytest
 
 from spinebench.cli import main
 from spinebench.data import fetch as fetch_module
-from spinebench.errors import DataError
 from spinebench.data.fetch import FetchError, fetch
 from spinebench.data.source import MANIFEST, describe_source, prepare_dataset
+from spinebench.errors import DataError
 
 
 def _zip_release(release, archive, wrapper="release_v1"):

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from test_experiments import EXPERIMENTS, rows_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +16,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 def dry_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-n", "--no-print-directory", "reproduce", *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", "reproduce", *args], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_subset_on_real_data_with_overrides(tmp_path):
@@ -26,12 +27,19 @@ def test_subset_on_real_data_with_overrides(tmp_path):
     result = dry_run("MODELS=yolov8m,deeplabv3", f"DATA={data}", "OVERRIDES=trainer.num_workers=16")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(f"spinebench-train -m experiment=paper/yolov8m data=detection_real data.root={data}/detection "
-               "trainer=gpu skip_finished=true seed=0 trainer.num_workers=16" in line for line in lines)
-    assert any(f"experiment=paper/deeplabv3 data=segmentation_real data.root={data}/segmentation" in line for line in lines)
+    assert any(
+        f"spinebench-train -m experiment=paper/yolov8m data=detection_real data.root={data}/detection "
+        "trainer=gpu skip_finished=true seed=0 trainer.num_workers=16" in line
+        for line in lines
+    )
+    assert any(
+        f"experiment=paper/deeplabv3 data=segmentation_real data.root={data}/segmentation" in line for line in lines
+    )
     assert not any("paper/unet" in line or "paper/faster_rcnn" in line for line in lines)
-    assert any("spinebench report outputs/detection_real/yolov8m-paper-s0 outputs/segmentation_real/deeplabv3-paper-s0" in line
-               for line in lines)
+    assert any(
+        "spinebench report outputs/detection_real/yolov8m-paper-s0 outputs/segmentation_real/deeplabv3-paper-s0" in line
+        for line in lines
+    )
 
 
 def experiments(task: str) -> str:
@@ -60,7 +68,9 @@ def test_a_new_experiment_file_is_a_row_and_one_without_a_task_is_refused(tmp_pa
     assert "-m experiment=paper/detr data=detection_phantom " in result.stdout
     assert "-m experiment=paper/unet data=segmentation_phantom " in result.stdout
     result = dry_run(f"EXPERIMENT_FILES={files} {untasked}")
-    assert result.returncode != 0 and f"{untasked}: no task" in result.stderr and "spinebench-train" not in result.stdout
+    assert (
+        result.returncode != 0 and f"{untasked}: no task" in result.stderr and "spinebench-train" not in result.stdout
+    )
 
 
 def test_a_seed_that_is_not_a_whole_number_is_refused():
@@ -94,10 +104,16 @@ def test_a_seed_names_the_runs_every_step_reads_and_a_failed_step_fails_make_aft
     result = dry_run("MODELS=unet", "SEED=2")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any("spinebench-train -m experiment=paper/unet data=segmentation_phantom trainer=gpu skip_finished=true "
-               "seed=2  || touch outputs/.reproduce-failed" in line for line in lines)
-    assert any("spinebench report outputs/segmentation_phantom/unet-paper-s2 "
-               "outputs/segmentation_human_phantom/eval-unet-paper-s2@segmentation_phantom" in line for line in lines)
+    assert any(
+        "spinebench-train -m experiment=paper/unet data=segmentation_phantom trainer=gpu skip_finished=true "
+        "seed=2  || touch outputs/.reproduce-failed" in line
+        for line in lines
+    )
+    assert any(
+        "spinebench report outputs/segmentation_phantom/unet-paper-s2 "
+        "outputs/segmentation_human_phantom/eval-unet-paper-s2@segmentation_phantom" in line
+        for line in lines
+    )
     assert lines[-2].startswith("if [ -f outputs/.reproduce-failed ]; then") and "exit 1" in lines[-1]
 
 
@@ -108,21 +124,29 @@ def test_a_failed_row_is_named_at_the_end_after_the_report(tmp_path):
     bin_dir.mkdir(parents=True)
     stand_ins = {
         "spinebench-train": 'case "$*" in *paper/yolov8m*) d="$SPINEBENCH_ROOT/outputs/detection_phantom/yolov8m-paper-s0"; '
-                            'mkdir -p "$d"; echo "{}" > "$d/metrics.json";; *) echo "spinebench-train: error: boom" >&2; '
-                            'exit 2;; esac',
+        'mkdir -p "$d"; echo "{}" > "$d/metrics.json";; *) echo "spinebench-train: error: boom" >&2; '
+        "exit 2;; esac",
         "spinebench-eval": "exit 0",
-        "spinebench": 'echo "report of: $*"'}
+        "spinebench": 'echo "report of: $*"',
+    }
     for name, body in stand_ins.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    result = subprocess.run(["make", "--no-print-directory", "reproduce", "MODELS=yolov8m,unet", f"VENV={tmp_path / 'venv'}"],
-                            cwd=ROOT, env={**os.environ, "SPINEBENCH_ROOT": str(tmp_path)}, capture_output=True, text=True)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "reproduce", "MODELS=yolov8m,unet", f"VENV={tmp_path / 'venv'}"],
+        cwd=ROOT,
+        env={**os.environ, "SPINEBENCH_ROOT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "report of: " in result.stdout and "spinebench-train: error: boom" in result.stderr
     outputs = tmp_path / "outputs"
-    unfinished = result.stdout[result.stdout.index("reproduce: these runs did not finish"):].splitlines()[1:]
-    assert unfinished == [f"  {outputs}/segmentation_phantom/unet-paper-s0",
-                          f"  {outputs}/segmentation_human_phantom/eval-unet-paper-s0@segmentation_phantom"]
+    unfinished = result.stdout[result.stdout.index("reproduce: these runs did not finish") :].splitlines()[1:]
+    assert unfinished == [
+        f"  {outputs}/segmentation_phantom/unet-paper-s0",
+        f"  {outputs}/segmentation_human_phantom/eval-unet-paper-s0@segmentation_phantom",
+    ]
     assert not (outputs / ".reproduce-failed").exists()
 
 
@@ -140,21 +164,29 @@ def test_the_demo_goes_on_past_a_failed_job_and_still_writes_its_report(tmp_path
     bin_dir.mkdir()
     stand_ins = {
         "spinebench-train": f'echo "train of: $*"; case "$*" in *paper/deeplabv3*) for m in unet deeplabv3; do '
-                            f'mkdir -p "{out}/segmentation_phantom_tiny/$m-paper-s0-smoke"; done; '
-                            f'echo "{{}}" > "{out}/segmentation_phantom_tiny/unet-paper-s0-smoke/metrics.json"; '
-                            f'echo "spinebench-train: error: boom" >&2; exit 2;; *) exit 0;; esac',
+        f'mkdir -p "{out}/segmentation_phantom_tiny/$m-paper-s0-smoke"; done; '
+        f'echo "{{}}" > "{out}/segmentation_phantom_tiny/unet-paper-s0-smoke/metrics.json"; '
+        f'echo "spinebench-train: error: boom" >&2; exit 2;; *) exit 0;; esac',
         "spinebench-eval": 'echo "eval of: $*"',
-        "spinebench": 'echo "report of: $*"'}
+        "spinebench": 'echo "report of: $*"',
+    }
     for name, body in stand_ins.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    result = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "BIN": str(bin_dir), "DEMO_OUT": str(out),
-                                 "DEMO_RESULTS": str(tmp_path / "results")})
+    result = subprocess.run(
+        ["bash", "scripts/demo.sh"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BIN": str(bin_dir), "DEMO_OUT": str(out), "DEMO_RESULTS": str(tmp_path / "results")},
+    )
     assert result.returncode == 2 and "spinebench-train: error: boom" in result.stderr
     evals = [line for line in result.stdout.splitlines() if line.startswith("eval of: ")]
     assert len(evals) == 1 and f"ckpt={out}/segmentation_phantom_tiny/unet-paper-s0-smoke " in evals[0]
     trains = [line for line in result.stdout.splitlines() if line.startswith("train of: ")]
-    assert trains == [f"train of: -m experiment={experiments(task)} data={task}_phantom_tiny debug=smoke "
-                      f"paths.log_dir={out} skip_finished=true" for task in ("detection", "segmentation")]
+    assert trains == [
+        f"train of: -m experiment={experiments(task)} data={task}_phantom_tiny debug=smoke "
+        f"paths.log_dir={out} skip_finished=true"
+        for task in ("detection", "segmentation")
+    ]
     assert "report of: " in result.stdout and "some jobs failed" in result.stderr

@@ -18,8 +18,14 @@ from spinebench.report.manuscript import (
 
 REPO = Path(__file__).resolve().parents[1]
 # the project's reference note (outside the repository; the transcription check is skipped where it is absent)
-REFERENCE = next((p for p in (REPO.parent / "shared/reference/manuscript.md", REPO / "shared/reference/manuscript.md")
-                  if p.is_file()), None)
+REFERENCE = next(
+    (
+        p
+        for p in (REPO.parent / "shared/reference/manuscript.md", REPO / "shared/reference/manuscript.md")
+        if p.is_file()
+    ),
+    None,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +89,13 @@ def test_implantability_reproduces_the_printed_scores(paper):
 
 def test_implantability_formula():
     assert implantability(0.8, 10.0, 20.0, 0.4) == pytest.approx(0.4 + 0.125 + 0.15)
-    assert scores({"a": {"accuracy": 1.0, "fps": 5, "load": 0.0}, "b": {"accuracy": 0.0, "fps": 10, "load": 1.0},
-                   "c": {"accuracy": 0.5, "fps": None, "load": 0.2}}) == {"a": 0.5 + 0.125 + 0.25, "b": 0.25, "c": None}
+    assert scores(
+        {
+            "a": {"accuracy": 1.0, "fps": 5, "load": 0.0},
+            "b": {"accuracy": 0.0, "fps": 10, "load": 1.0},
+            "c": {"accuracy": 0.5, "fps": None, "load": 0.2},
+        }
+    ) == {"a": 0.5 + 0.125 + 0.25, "b": 0.25, "c": None}
     with pytest.raises(ValueError):
         implantability(0.5, 1.0, 2.0, 33.0)  # load must be a fraction, not a percent
 
@@ -139,7 +150,11 @@ def test_every_number_of_the_reference_tables(paper):
         assert [row.metrics[m] for m in ("mAP50", "mAP50_95", "AR100")] == [_num(x) for x in c[3:6]]
         for proc, start in (("cpu", 6), ("gpu", 9)):
             s = row.speed[proc]
-            assert (s.fps, round(s.load * 100), s.implantability) == (_num(c[start]), _num(c[start + 1]), _num(c[start + 2]))
+            assert (s.fps, round(s.load * 100), s.implantability) == (
+                _num(c[start]),
+                _num(c[start + 1]),
+                _num(c[start + 2]),
+            )
     for row in seg.rows.values():
         c = seg_rows[row.name]
         assert (row.backbone, row.params) == (c[1], int(_num(c[2])))
@@ -148,17 +163,27 @@ def test_every_number_of_the_reference_tables(paper):
         assert [row.human[m] for m in keys] == [_num(x) for x in c[7:11]]
         for proc, start in (("cpu", 11), ("gpu", 14)):
             s = row.speed[proc]
-            assert (s.fps, round(s.load * 100), s.implantability) == (_num(c[start]), _num(c[start + 1]), _num(c[start + 2]))
+            assert (s.fps, round(s.load * 100), s.implantability) == (
+                _num(c[start]),
+                _num(c[start + 1]),
+                _num(c[start + 2]),
+            )
 
     # training settings: "Name lr / batch / epochs / optimizer [/ loss]"
-    settings = re.findall(r"([A-Za-z][\w\-]*(?: R-CNN)?) ([0-9.]+) / (\d+) / (\d+) / ([^/;\n]+?)(?: / ([^;\n(]+?))?\s*(?:\(|;|\n)",
-                          text)
+    settings = re.findall(
+        r"([A-Za-z][\w\-]*(?: R-CNN)?) ([0-9.]+) / (\d+) / (\d+) / ([^/;\n]+?)(?: / ([^;\n(]+?))?\s*(?:\(|;|\n)", text
+    )
     found = 0
     for name, lr, batch, epochs, optimizer, loss in settings:
         row = next((r for t in (det, seg) for r in t.rows.values() if r.name.split(" (")[0] == name), None)
         assert row is not None, name
         t = row.training
-        assert (t["lr"], t["batch"], t["epochs"], t["optimizer"]) == (float(lr), int(batch), int(epochs), optimizer.strip())
+        assert (t["lr"], t["batch"], t["epochs"], t["optimizer"]) == (
+            float(lr),
+            int(batch),
+            int(epochs),
+            optimizer.strip(),
+        )
         assert (t["loss"] or "") == loss.strip()
         found += 1
     assert found == 13
@@ -176,7 +201,12 @@ def test_every_number_of_the_reference_tables(paper):
     for task, col in (("detection", 1), ("segmentation", 2)):
         d = raw["dataset"][task]
         numbers = [int(_num(x)) for x in re.findall(r"[\d,]+", data["pre / post injury"][col])]
-        assert numbers == [d["pre_injury"]["images"], d["pre_injury"]["pigs"], d["post_injury"]["images"], d["post_injury"]["pigs"]]
+        assert numbers == [
+            d["pre_injury"]["images"],
+            d["pre_injury"]["pigs"],
+            d["post_injury"]["images"],
+            d["post_injury"]["pigs"],
+        ]
     assert [int(_num(x)) for x in data["split"][2].split("/")] == list(raw["dataset"]["segmentation"]["split"].values())
     assert raw["dataset"]["detection"]["google_drive_id"] in data["download"][1]
     assert raw["dataset"]["segmentation"]["google_drive_id"] in data["download"][2]

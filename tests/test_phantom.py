@@ -15,19 +15,27 @@ from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SEGMENTATION_CLASS
 from spinebench.data.detection import parse_voc_xml, read_detection_split
 from spinebench.data.images import read_gray, read_rgb
 from spinebench.data.phantom import (
-    envelope_snr, plan_split, psf_sigmas, render_planned, render_sample, write_phantom,
+    envelope_snr,
+    plan_split,
+    psf_sigmas,
+    render_planned,
+    render_sample,
+    write_phantom,
 )
 from spinebench.data.phantom.writer import phantom_differences
-from spinebench.errors import ConfigError, DataError
 from spinebench.data.segmentation import decode_mask, read_segmentation_split
+from spinebench.errors import ConfigError, DataError
 
 BG, DURA, PIA, CSF, CORD, DORSAL, HEM, VENTRAL, DURA_PIA, DURA_VENTRAL = range(10)
 TARGET_SHARES = np.array([0.010, 0.074, 0.074, 0.061, 0.42, 0.20, 0.036, 0.046, 0.029, 0.030])
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +46,13 @@ def samples() -> list:
 
 @pytest.fixture(scope="module")
 def seg_root(tmp_path_factory) -> Path:
-    return write_phantom("segmentation", tmp_path_factory.mktemp("seg") / "phantom", n_train=8, n_val=3, n_test=3, seed=0)
+    return write_phantom(
+        "segmentation", tmp_path_factory.mktemp("seg") / "phantom", n_train=8, n_val=3, n_test=3, seed=0
+    )
 
 
 # --- layout and format ------------------------------------------------------------------------------------
+
 
 def test_segmentation_layout_is_readable_by_the_project_reader(seg_root):
     meta = json.loads((seg_root / "PHANTOM.json").read_text())
@@ -87,12 +98,19 @@ def test_detection_layout_boxes_and_negatives(tmp_path):
         ys, xs = np.nonzero(rendered.labels == HEM)
         assert (xmin, ymin, xmax, ymax) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         text = sample.annotation.read_text()
-        for tag in ("<folder>train</folder>", f"<filename>{sample.image.name}</filename>", "<width>690</width>",
-                    "<height>275</height>", "<depth>", "<name>hematoma</name>"):
+        for tag in (
+            "<folder>train</folder>",
+            f"<filename>{sample.image.name}</filename>",
+            "<width>690</width>",
+            "<height>275</height>",
+            "<depth>",
+            "<name>hematoma</name>",
+        ):
             assert tag in text
 
 
 # --- realism ----------------------------------------------------------------------------------------------
+
 
 def test_envelope_is_rayleigh_in_uniform_cord(samples):
     snrs = [envelope_snr(s.envelope, s.labels, CORD, exclude=s.coherent) for s in samples[:12]]
@@ -106,8 +124,10 @@ def test_envelope_is_rayleigh_in_uniform_cord(samples):
 
 def test_grey_levels_are_ordered(samples):
     injured = [s for s in samples if s.injured]
-    mean = {c: np.mean([s.image[s.labels == c].mean() for s in injured if (s.labels == c).any()])
-            for c in (DURA, PIA, CSF, CORD, HEM)}
+    mean = {
+        c: np.mean([s.image[s.labels == c].mean() for s in injured if (s.labels == c).any()])
+        for c in (DURA, PIA, CSF, CORD, HEM)
+    }
     assert mean[CSF] < mean[CORD] < mean[HEM]
     assert min(mean[DURA], mean[PIA]) > mean[HEM]
     for s in injured[:8]:  # also per image, not only on average
@@ -185,11 +205,13 @@ def test_human_domain_differs_measurably(samples):
     csf = lambda group: np.mean([(s.labels == CSF).sum() / IMAGE_WIDTH for s in group])  # noqa: E731
     assert csf(human) > 2.5 * csf(pig)
     assert np.mean([_lateral_correlation_length(s) for s in human]) > 1.3 * np.mean(
-        [_lateral_correlation_length(s) for s in pig])
+        [_lateral_correlation_length(s) for s in pig]
+    )
     assert psf_sigmas(8.0, 1.0)[0] > psf_sigmas(12.0, 1.0)[0]
 
 
 # --- determinism and safety -------------------------------------------------------------------------------
+
 
 def test_same_seed_same_bytes_workers_agree_other_seed_differs(seg_root, tmp_path):
     again = write_phantom("segmentation", tmp_path / "again", n_train=8, n_val=3, n_test=3, seed=0, workers=2)
@@ -203,9 +225,16 @@ def test_same_seed_same_bytes_workers_agree_other_seed_differs(seg_root, tmp_pat
     assert tree_digest(again) == tree_digest(seg_root)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"task": "classification"}, {"domain": "feline"}, {"n_train": -1}, {"n_test": -5}, {"workers": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"task": "classification"},
+        {"domain": "feline"},
+        {"n_train": -1},
+        {"n_test": -5},
+        {"workers": 0},
+    ],
+)
 def test_bad_arguments_raise_config_error(tmp_path, kwargs):
     args = {"task": "segmentation", "out": tmp_path / "x", "n_train": 1, "n_val": 0, "n_test": 0} | kwargs
     with pytest.raises(ConfigError):
@@ -231,8 +260,10 @@ def test_refuses_to_write_into_a_folder_with_other_data(tmp_path):
 def test_parallel_writing_from_a_script_on_stdin_does_not_hang(tmp_path):
     """`python - <<EOF` scripts have __main__.__file__ == '<stdin>': pool workers could not start (and were
     respawned forever); the writer falls back to one process."""
-    script = (f"from spinebench.data.phantom import write_phantom\n"
-              f"write_phantom('detection', {str(tmp_path / 'ph')!r}, n_train=4, n_val=1, n_test=1, workers=2)\n")
+    script = (
+        f"from spinebench.data.phantom import write_phantom\n"
+        f"write_phantom('detection', {str(tmp_path / 'ph')!r}, n_train=4, n_val=1, n_test=1, workers=2)\n"
+    )
     proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-800:]
     assert "cannot be re-imported" in proc.stderr
@@ -243,8 +274,10 @@ def test_parallel_writing_from_a_script_without_a_main_guard_stops_with_the_fix(
     """Workers import the main script again; without `if __name__ == "__main__":` each one dies at start. A Pool
     respawned them forever (a hang); the writer now stops in seconds and says what to change."""
     script = tmp_path / "unguarded.py"
-    script.write_text(f"from spinebench.data.phantom import write_phantom\n"
-                      f"write_phantom('detection', {str(tmp_path / 'ph')!r}, n_train=4, n_val=1, n_test=1, workers=2)\n")
+    script.write_text(
+        f"from spinebench.data.phantom import write_phantom\n"
+        f"write_phantom('detection', {str(tmp_path / 'ph')!r}, n_train=4, n_val=1, n_test=1, workers=2)\n"
+    )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     # the error's line (multiprocessing's resource tracker may warn after it)

@@ -8,14 +8,15 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from helpers.files import voc_xml, write_png
 
 from spinebench.classes import IGNORE_INDEX, SEGMENTATION_PALETTE
 from spinebench.data.detection import clip_box, parse_voc_xml, read_detection_split
-from spinebench.errors import DataError
 from spinebench.data.images import read_gray
 from spinebench.data.layout import find_splits
 from spinebench.data.segmentation import decode_mask, encode_mask, read_mask, read_segmentation_split
+from spinebench.errors import DataError
+
+from helpers.files import voc_xml, write_png
 
 
 def test_detection_reader_keeps_negatives_and_accepts_valid_as_val(detection_release):
@@ -39,11 +40,14 @@ def test_detection_reader_accepts_images_and_annotations_subfolders(detection_re
     assert [len(s.boxes) for s in samples] == [1, 0, 0]
 
 
-@pytest.mark.parametrize("images_in, xml_in, suffix", [
-    ("", "annotations", ".xml"),  # images in the split folder, XML in its annotations/
-    ("images", "", ".xml"),  # images in <split>/images/, XML in the split folder
-    ("", "", ".XML"),  # beside the image, upper-case suffix
-])
+@pytest.mark.parametrize(
+    "images_in, xml_in, suffix",
+    [
+        ("", "annotations", ".xml"),  # images in the split folder, XML in its annotations/
+        ("images", "", ".xml"),  # images in <split>/images/, XML in the split folder
+        ("", "", ".XML"),  # beside the image, upper-case suffix
+    ],
+)
 def test_detection_reader_finds_the_xml_wherever_check_looks(detection_release, images_in, xml_in, suffix):
     split = detection_release / "test"
     for file in sorted(split.iterdir()):
@@ -63,7 +67,8 @@ def test_two_annotations_of_one_image_are_refused(detection_release):
 
 def test_an_annotation_sized_for_another_image_is_warned_about(detection_release, caplog):
     (detection_release / "valid" / "valid_post_0.xml").write_text(
-        voc_xml("valid_post_0.png", [(50, 30, 110, 65)], width=345, height=137))
+        voc_xml("valid_post_0.png", [(50, 30, 110, 65)], width=345, height=137)
+    )
     with caplog.at_level(logging.WARNING):
         samples = read_detection_split(detection_release, "val")
     assert samples[0].boxes.tolist() == [[50, 30, 110, 65]]  # used as they are, and said so
@@ -81,15 +86,24 @@ def test_boxes_are_clipped_and_degenerate_boxes_dropped_with_a_warning(detection
     assert clip_box((10, 10, 10.5, 50), 690, 275)[2] is True
 
 
-@pytest.mark.parametrize("content, message", [
-    ("<annotation><object>", "malformed XML"),
-    ("<annotation><object><name>hematoma</name></object></annotation>", "no <bndbox>"),
-    ("<annotation><object><name>hematoma</name><bndbox><xmin>a</xmin></bndbox></object></annotation>", "non-numeric"),
-    ("<annotation><object><name>hematoma</name><bndbox><xmin>nan</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
-     "</bndbox></object></annotation>", "non-numeric"),
-    ('<?xml version="1.0" encoding="bogus"?><annotation/>', "malformed XML"),
-    ("<dataset><object><name>hematoma</name></object></dataset>", "not a Pascal-VOC file"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("<annotation><object>", "malformed XML"),
+        ("<annotation><object><name>hematoma</name></object></annotation>", "no <bndbox>"),
+        (
+            "<annotation><object><name>hematoma</name><bndbox><xmin>a</xmin></bndbox></object></annotation>",
+            "non-numeric",
+        ),
+        (
+            "<annotation><object><name>hematoma</name><bndbox><xmin>nan</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+            "</bndbox></object></annotation>",
+            "non-numeric",
+        ),
+        ('<?xml version="1.0" encoding="bogus"?><annotation/>', "malformed XML"),
+        ("<dataset><object><name>hematoma</name></object></dataset>", "not a Pascal-VOC file"),
+    ],
+)
 def test_malformed_xml_names_the_file(tmp_path, content, message):
     path = tmp_path / "bad.xml"
     path.write_text(content)
@@ -136,7 +150,10 @@ def test_mask_decoding_round_trips_and_sends_unknown_colours_to_ignore():
 
 def test_segmentation_reader_pairs_by_name_and_names_the_orphan(segmentation_release):
     samples = read_segmentation_split(segmentation_release, "train")
-    assert [(s.image.name, s.mask.name) for s in samples] == [("train_0.png", "train_0.png"), ("train_1.png", "train_1.png")]
+    assert [(s.image.name, s.mask.name) for s in samples] == [
+        ("train_0.png", "train_0.png"),
+        ("train_1.png", "train_1.png"),
+    ]
     assert read_mask(samples[0].mask)[0, 0] == 0 and read_mask(samples[0].mask)[-1, 0] == 9
     (segmentation_release / "val_masks" / "val_1.png").unlink()
     with pytest.raises(DataError, match="val_1.png: no mask"):

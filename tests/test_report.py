@@ -45,10 +45,27 @@ def _data_block(kind: str, name: str, root: Path, domain: str = "porcine", **cha
     """A record's data block as DatasetSpec.describe() gives it."""
     if kind == "phantom":
         stamp = {"synthetic": True, "seed": 0, "domain": domain, "n_test": 6}
-        return {"name": name, "task": "x", "label": f"PHANTOM ({domain}, seed 0) - synthetic, not the Kumar et al. release",
-                "kind": "phantom", "domain": domain, "root": str(root), "stamp": stamp, **changes}
-    return {"name": name, "task": "x", "label": f"real release ({root.name})", "kind": "real", "domain": domain,
-            "root": str(root), "verified": True, "archive_sha256": "ab" * 32, **changes}
+        return {
+            "name": name,
+            "task": "x",
+            "label": f"PHANTOM ({domain}, seed 0) - synthetic, not the Kumar et al. release",
+            "kind": "phantom",
+            "domain": domain,
+            "root": str(root),
+            "stamp": stamp,
+            **changes,
+        }
+    return {
+        "name": name,
+        "task": "x",
+        "label": f"real release ({root.name})",
+        "kind": "real",
+        "domain": domain,
+        "root": str(root),
+        "verified": True,
+        "archive_sha256": "ab" * 32,
+        **changes,
+    }
 
 
 def _finish(run: Path, record: RunRecord) -> None:
@@ -82,13 +99,27 @@ def _as_legacy(run: Path) -> None:
     (run / "status.json").unlink()
 
 
-def _unfinished(run: Path, model: str, data: dict, task: str = "detection", error: BaseException | None = None,
-                updated: str = "2026-01-01T10:00:00+0000") -> None:
+def _unfinished(
+    run: Path,
+    model: str,
+    data: dict,
+    task: str = "detection",
+    error: BaseException | None = None,
+    updated: str = "2026-01-01T10:00:00+0000",
+) -> None:
     """A run that started (and failed with `error`, else was killed): status.json through RunFolder."""
     folder = RunFolder(run)
-    folder.begin(f"model:\n  name: {model}\n  row: {model}\n", {"device": CPU},
-                 {"task": task, "model": model, "model_name": model,
-                  "data": {k: data.get(k) for k in ("name", "kind", "domain")}}, keep_finished=False)
+    folder.begin(
+        f"model:\n  name: {model}\n  row: {model}\n",
+        {"device": CPU},
+        {
+            "task": task,
+            "model": model,
+            "model_name": model,
+            "data": {k: data.get(k) for k in ("name", "kind", "domain")},
+        },
+        keep_finished=False,
+    )
     if error is not None:
         folder.fail(error)
     status = json.loads(folder.file("status.json").read_text())
@@ -103,22 +134,57 @@ def detection_pair(seed: int, n_pos: int = 10, n_neg: int = 4, jitter: float = 4
         image_id = i + 1
         images.append({"id": image_id, "file_name": f"img_{i:03d}.png", "width": W, "height": H})
         if i < n_pos:
-            x, y, w, h = float(rng.uniform(50, 500)), float(rng.uniform(20, 150)), float(rng.uniform(60, 120)), float(rng.uniform(30, 80))
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "bbox": [x, y, w, h],
-                         "area": w * h, "iscrowd": 0})
+            x, y, w, h = (
+                float(rng.uniform(50, 500)),
+                float(rng.uniform(20, 150)),
+                float(rng.uniform(60, 120)),
+                float(rng.uniform(30, 80)),
+            )
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
             if i >= miss:
                 dx, dy = rng.normal(0, jitter, 2)
-                dets.append({"image_id": image_id, "category_id": 1, "bbox": [x + dx, y + dy, w, h],
-                             "score": float(rng.uniform(0.5, 1.0))})
+                dets.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "bbox": [x + dx, y + dy, w, h],
+                        "score": float(rng.uniform(0.5, 1.0)),
+                    }
+                )
         elif rng.uniform() < 0.5:
-            dets.append({"image_id": image_id, "category_id": 1, "bbox": [100.0, 100.0, 50.0, 40.0],
-                         "score": float(rng.uniform(0.1, 0.6))})
+            dets.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [100.0, 100.0, 50.0, 40.0],
+                    "score": float(rng.uniform(0.1, 0.6)),
+                }
+            )
     gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "hematoma"}]}
     return gt, dets
 
 
-def write_detection_run(run: Path, model: str, model_name: str, data: dict, seed: int, device: str = CPU,
-                        fps: float = 10.0, load: float = 0.4, commit: str = COMMIT, **fields) -> None:
+def write_detection_run(
+    run: Path,
+    model: str,
+    model_name: str,
+    data: dict,
+    seed: int,
+    device: str = CPU,
+    fps: float = 10.0,
+    load: float = 0.4,
+    commit: str = COMMIT,
+    **fields,
+) -> None:
     from spinebench.detection.coco import score_coco
 
     gt, dets = detection_pair(seed)
@@ -126,11 +192,26 @@ def write_detection_run(run: Path, model: str, model_name: str, data: dict, seed
     (run / "ground_truth.json").write_text(json.dumps(gt))
     (run / "predictions.json").write_text(json.dumps(dets))
     record = RunRecord(
-        task="detection", model=model, model_name=model_name, data=data, metrics=score_coco(gt, dets),
-        params=25_000_000 + seed, fps_batch1=fps, load={"cpu": load, "gpu": None}, device=device,
-        test_precision="float32", test_images=len(gt["images"]), test_split_images=len(gt["images"]), epochs=2,
-        input_size=[256, 640], pretrained=False, train_images_per_s=5.0, wall_time_s=60.0,
-        config=f"experiment/paper/{model}.yaml", git={"commit": commit, "dirty": False})
+        task="detection",
+        model=model,
+        model_name=model_name,
+        data=data,
+        metrics=score_coco(gt, dets),
+        params=25_000_000 + seed,
+        fps_batch1=fps,
+        load={"cpu": load, "gpu": None},
+        device=device,
+        test_precision="float32",
+        test_images=len(gt["images"]),
+        test_split_images=len(gt["images"]),
+        epochs=2,
+        input_size=[256, 640],
+        pretrained=False,
+        train_images_per_s=5.0,
+        wall_time_s=60.0,
+        config=f"experiment/paper/{model}.yaml",
+        git={"commit": commit, "dirty": False},
+    )
     for key, value in fields.items():
         setattr(record, key, value)
     _finish(run, record)
@@ -140,7 +221,7 @@ def seg_masks(seed: int, n: int, noise: float) -> tuple[list[np.ndarray], list[n
     """Layered reference masks (all ten classes present somewhere) and predictions that flip a share of rows."""
     rng = np.random.default_rng(seed)
     refs, preds = [], []
-    for i in range(n):
+    for _ in range(n):
         ref = np.zeros((H, W), dtype=np.uint8)
         bounds = np.sort(rng.choice(np.arange(10, H - 10), 9, replace=False))
         for c, top in enumerate(bounds, start=1):
@@ -165,23 +246,45 @@ def summary_from_masks(refs, preds, names) -> dict:
             fp = int(((ref != c) & (pred == c)).sum())
             fn = int(((ref == c) & (pred != c)).sum())
             union = tp + fp + fn
-            metrics[str(c)] = {"Dice": 2 * tp / (2 * tp + fp + fn) if union else None,
-                               "IoU": tp / union if union else None, "TP": tp, "FP": fp, "FN": fn,
-                               "n_pred": tp + fp, "n_ref": tp + fn}
-        per_case.append({"case": name, "metrics": metrics, "prediction_file": f"predictions/{name}",
-                         "reference_file": f"test_masks/{name}"})
-    return {"labels": {str(i): n for i, n in enumerate(SEGMENTATION_CLASSES)}, "ignore_index": 255,
-            "metric_per_case": per_case, "mean": {}, "foreground_mean": {}}
+            metrics[str(c)] = {
+                "Dice": 2 * tp / (2 * tp + fp + fn) if union else None,
+                "IoU": tp / union if union else None,
+                "TP": tp,
+                "FP": fp,
+                "FN": fn,
+                "n_pred": tp + fp,
+                "n_ref": tp + fn,
+            }
+        per_case.append(
+            {
+                "case": name,
+                "metrics": metrics,
+                "prediction_file": f"predictions/{name}",
+                "reference_file": f"test_masks/{name}",
+            }
+        )
+    return {
+        "labels": {str(i): n for i, n in enumerate(SEGMENTATION_CLASSES)},
+        "ignore_index": 255,
+        "metric_per_case": per_case,
+        "mean": {},
+        "foreground_mean": {},
+    }
 
 
 def seg_metrics_from_summary(summary: dict) -> dict:
     dice, iou, names = case_table(summary)
     dice_c, iou_c = np.nanmean(dice, axis=0), np.nanmean(iou, axis=0)
     cord = names.index("spinal cord")
-    return {"mIoU": float(np.nanmean(iou_c)), "mean_dice": float(np.nanmean(dice_c)),
-            "cord_iou": float(iou_c[cord]), "cord_dice": float(dice_c[cord]),
-            "dice_per_class": {n: float(v) for n, v in zip(names, dice_c)},
-            "iou_per_class": {n: float(v) for n, v in zip(names, iou_c)}, "n_images": len(dice)}
+    return {
+        "mIoU": float(np.nanmean(iou_c)),
+        "mean_dice": float(np.nanmean(dice_c)),
+        "cord_iou": float(iou_c[cord]),
+        "cord_dice": float(dice_c[cord]),
+        "dice_per_class": {n: float(v) for n, v in zip(names, dice_c)},
+        "iou_per_class": {n: float(v) for n, v in zip(names, iou_c)},
+        "n_images": len(dice),
+    }
 
 
 def write_seg_dataset(root: Path, seed: int, n: int = 6) -> tuple[list[str], list[np.ndarray]]:
@@ -196,22 +299,51 @@ def write_seg_dataset(root: Path, seed: int, n: int = 6) -> tuple[list[str], lis
     return names, refs
 
 
-def write_seg_run(run: Path, model: str, data: dict, seed: int, noise: float, names, refs, device: str,
-                  fps: float, load: dict, checkpoint_run: str | None = None) -> None:
+def write_seg_run(
+    run: Path,
+    model: str,
+    data: dict,
+    seed: int,
+    noise: float,
+    names,
+    refs,
+    device: str,
+    fps: float,
+    load: dict,
+    checkpoint_run: str | None = None,
+) -> None:
     _, preds = seg_masks(seed, len(refs), noise)
-    preds = [np.where(np.random.default_rng(seed + i).uniform(size=r.shape) < noise, p, r) for i, (r, p) in enumerate(zip(refs, preds))]
+    preds = [
+        np.where(np.random.default_rng(seed + i).uniform(size=r.shape) < noise, p, r)
+        for i, (r, p) in enumerate(zip(refs, preds))
+    ]
     (run / "predictions").mkdir(parents=True, exist_ok=True)
     for name, pred in zip(names, preds):
         Image.fromarray(pred).save(run / "predictions" / name)
     summary = summary_from_masks(refs, preds, names)
     (run / "summary.json").write_text(json.dumps(summary))
     record = RunRecord(
-        task="segmentation", model=model, model_name=model, data=data, metrics=seg_metrics_from_summary(summary),
-        params=31_000_000, fps_batch1=fps, load=load, device=device, test_images=len(names),
-        test_split_images=len(names), epochs=1, input_size=[275, 690], pretrained=False, train_images_per_s=3.0,
-        wall_time_s=30.0, config=f"experiment/paper/{model}.yaml", checkpoint_run=checkpoint_run,
+        task="segmentation",
+        model=model,
+        model_name=model,
+        data=data,
+        metrics=seg_metrics_from_summary(summary),
+        params=31_000_000,
+        fps_batch1=fps,
+        load=load,
+        device=device,
+        test_images=len(names),
+        test_split_images=len(names),
+        epochs=1,
+        input_size=[275, 690],
+        pretrained=False,
+        train_images_per_s=3.0,
+        wall_time_s=30.0,
+        config=f"experiment/paper/{model}.yaml",
+        checkpoint_run=checkpoint_run,
         trained_on={"name": "segmentation_phantom", "kind": "phantom"} if checkpoint_run else None,
-        git={"commit": COMMIT, "dirty": False})
+        git={"commit": COMMIT, "dirty": False},
+    )
     _finish(run, record)
 
 
@@ -222,22 +354,55 @@ def runs_root(tmp_path_factory) -> Path:
     det_ph = _data_block("phantom", "detection_phantom", root / "data/det_ph")
     det_real = _data_block("real", "detection_real", root / "data/det_real")
     write_detection_run(outputs / "detection_phantom/yolov8n", "yolov8m", "yolov8n", det_ph, seed=1, fps=20.0, load=0.3)
-    write_detection_run(outputs / "detection_phantom/faster_rcnn", "faster_rcnn", "faster_rcnn", det_ph, seed=2, fps=2.0, load=0.5)
+    write_detection_run(
+        outputs / "detection_phantom/faster_rcnn", "faster_rcnn", "faster_rcnn", det_ph, seed=2, fps=2.0, load=0.5
+    )
     write_detection_run(outputs / "detection_real/yolov8m", "yolov8m", "yolov8m", det_real, seed=3, fps=18.0, load=0.25)
     _unfinished(outputs / "detection_phantom/retinanet", "retinanet", det_ph)  # started, then killed
 
     seg_root = root / "data/seg_ph"
     names, refs = write_seg_dataset(seg_root, seed=5)
     seg_ph = _data_block("phantom", "segmentation_phantom", seg_root)
-    write_seg_run(outputs / "segmentation_phantom/deeplabv3", "deeplabv3", seg_ph, 11, 0.10, names, refs, GPU, 60.0,
-                  {"cpu": 0.9, "gpu": 0.35})
-    write_seg_run(outputs / "segmentation_phantom/unet", "unet", seg_ph, 12, 0.20, names, refs, GPU, 120.0,
-                  {"cpu": 0.9, "gpu": 0.5})
+    write_seg_run(
+        outputs / "segmentation_phantom/deeplabv3",
+        "deeplabv3",
+        seg_ph,
+        11,
+        0.10,
+        names,
+        refs,
+        GPU,
+        60.0,
+        {"cpu": 0.9, "gpu": 0.35},
+    )
+    write_seg_run(
+        outputs / "segmentation_phantom/unet",
+        "unet",
+        seg_ph,
+        12,
+        0.20,
+        names,
+        refs,
+        GPU,
+        120.0,
+        {"cpu": 0.9, "gpu": 0.5},
+    )
     human_root = root / "data/seg_human"
     hnames, hrefs = write_seg_dataset(human_root, seed=6)
     seg_human = _data_block("phantom", "segmentation_phantom_human", human_root, domain="human")
-    write_seg_run(outputs / "segmentation_phantom_human/deeplabv3", "deeplabv3", seg_human, 13, 0.35, hnames, hrefs,
-                  GPU, 60.0, {"cpu": 0.9, "gpu": 0.35}, checkpoint_run=str(outputs / "segmentation_phantom/deeplabv3"))
+    write_seg_run(
+        outputs / "segmentation_phantom_human/deeplabv3",
+        "deeplabv3",
+        seg_human,
+        13,
+        0.35,
+        hnames,
+        hrefs,
+        GPU,
+        60.0,
+        {"cpu": 0.9, "gpu": 0.35},
+        checkpoint_run=str(outputs / "segmentation_phantom/deeplabv3"),
+    )
     return root
 
 
@@ -308,13 +473,16 @@ def test_missing_path_and_broken_metrics_are_notes(tmp_path):
     assert any("unreadable" in n for n in collection.notes)
 
 
-@pytest.mark.parametrize("change, says", [
-    (lambda m: [m], "unreadable metrics.json (not a JSON object)"),
-    (lambda m: {**m, "metrics": [m["metrics"]]}, "has a 'metrics' that is not an object"),
-    (lambda m: {k: v for k, v in m.items() if k != "task"}, "has no 'task'"),
-    (lambda m: {**m, "load": {"cpu": 35.0, "gpu": None}}, "has a cpu load that is not a fraction in [0, 1] (35.0"),
-    (lambda m: {**m, "fps_batch1": "fast"}, "has a cpu FPS that is not a non-negative number ('fast')"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda m: [m], "unreadable metrics.json (not a JSON object)"),
+        (lambda m: {**m, "metrics": [m["metrics"]]}, "has a 'metrics' that is not an object"),
+        (lambda m: {k: v for k, v in m.items() if k != "task"}, "has no 'task'"),
+        (lambda m: {**m, "load": {"cpu": 35.0, "gpu": None}}, "has a cpu load that is not a fraction in [0, 1] (35.0"),
+        (lambda m: {**m, "fps_batch1": "fast"}, "has a cpu FPS that is not a non-negative number ('fast')"),
+    ],
+)
 def test_a_malformed_metrics_file_is_a_note_naming_its_run_not_a_stopped_report(change, says, tmp_path):
     data = _data_block("real", "detection_real", tmp_path / "data")
     good, bad = tmp_path / "outputs" / "good", tmp_path / "outputs" / "bad"
@@ -398,7 +566,8 @@ def test_our_implantability_uses_fps_best_per_hardware(runs_root):
     # CPU runs of another data source never share FPS_best with these
     det = {r.model_name: r for r in collection.runs if r.task == "detection" and r.source.is_phantom}
     assert det["faster_rcnn"].implantability["cpu"] == pytest.approx(
-        det["faster_rcnn"].values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4)
+        det["faster_rcnn"].values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4
+    )
 
 
 def test_fps_best_comes_from_the_runs_the_table_shows(tmp_path):
@@ -418,7 +587,8 @@ def test_fps_best_comes_from_the_runs_the_table_shows(tmp_path):
     assert frcnn.implantability["cpu"] == pytest.approx(frcnn.values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4)
     assert custom.implantability["cpu"] == pytest.approx(custom.values["mAP50"] / 2 + 1 / 4 + (1 - 0.2) / 4)
     assert by_name["yolov8n"].implantability["cpu"] == pytest.approx(
-        by_name["yolov8n"].values["mAP50"] / 2 + 1 / 4 + (1 - 0.3) / 4)  # faster than the shown yolov8m: FPS_best
+        by_name["yolov8n"].values["mAP50"] / 2 + 1 / 4 + (1 - 0.3) / 4
+    )  # faster than the shown yolov8m: FPS_best
 
 
 def test_fps_best_ignores_a_run_the_table_does_not_show_on_other_hardware(tmp_path):
@@ -428,8 +598,9 @@ def test_fps_best_ignores_a_run_the_table_does_not_show_on_other_hardware(tmp_pa
     cpu_a, cpu_b = "cpu (Model A, x86_64, 16 threads)", "cpu (Model B, x86_64, 16 threads)"
     write_detection_run(outputs / "yolov8m-old", "yolov8m", "yolov8m", data, seed=1, device=cpu_b, fps=50.0)
     write_detection_run(outputs / "yolov8m-new", "yolov8m", "yolov8m", data, seed=2, device=cpu_a, fps=20.0)
-    write_detection_run(outputs / "faster_rcnn", "faster_rcnn", "faster_rcnn", data, seed=3, device=cpu_b, fps=2.0,
-                        load=0.5)
+    write_detection_run(
+        outputs / "faster_rcnn", "faster_rcnn", "faster_rcnn", data, seed=3, device=cpu_b, fps=2.0, load=0.5
+    )
     old = outputs / "yolov8m-old" / "metrics.json"
     os.utime(old, (old.stat().st_atime - 60, old.stat().st_mtime - 60))
     runs = collect_runs([outputs]).runs
@@ -449,7 +620,9 @@ def test_a_release_changed_since_its_fetch_is_flagged_with_the_reason(tmp_path):
         outputs = tmp_path / f"outputs-{verified}"
         write_detection_run(outputs / "detection_real" / "ssd300-run", "ssd300", "ssd300", data, seed=9)
         result = compare([outputs], load_manuscript(), n_resamples=5)
-        assert cell(result.table, "data_unverified_reason", model="ssd300", status="finished") == ("" if verified else reason)
+        assert cell(result.table, "data_unverified_reason", model="ssd300", status="finished") == (
+            "" if verified else reason
+        )
         assert run_report([outputs], tmp_path / f"results-{verified}", n_resamples=5, plots=False) == 0
         text = (tmp_path / f"results-{verified}" / "README.md").read_text()
         assert (f"not verified against the release manifest: {reason}" in text) is not verified
@@ -460,10 +633,15 @@ def test_a_model_trained_on_a_phantom_is_phantom_wherever_it_is_scored(tmp_path)
     """spinebench-eval of a phantom-trained checkpoint on the real release: its row is the phantom's, in a group
     and under a banner of its own, never beside real-data rows as a reproduction."""
     outputs = tmp_path / "outputs"
-    write_detection_run(outputs / "detection_real" / "eval-ssd300", "ssd300", "ssd300",
-                        _data_block("real", "detection_real", tmp_path / "data"), seed=9,
-                        checkpoint_run=str(tmp_path / "trained"),
-                        trained_on={"name": "detection_phantom", "kind": "phantom"})
+    write_detection_run(
+        outputs / "detection_real" / "eval-ssd300",
+        "ssd300",
+        "ssd300",
+        _data_block("real", "detection_real", tmp_path / "data"),
+        seed=9,
+        checkpoint_run=str(tmp_path / "trained"),
+        trained_on={"name": "detection_phantom", "kind": "phantom"},
+    )
     (run,) = collect_runs([outputs]).runs
     assert run.source.is_phantom and run.source.group == "detection_real (real, model trained on a phantom)"
     assert run.source.label.endswith("; the model was trained on a PHANTOM")
@@ -477,9 +655,17 @@ def test_a_model_trained_on_a_phantom_is_phantom_wherever_it_is_scored(tmp_path)
 
 def test_speed_block_with_both_processors(tmp_path):
     run_dir = tmp_path / "run"
-    write_detection_run(run_dir, "ssd300", "ssd300", _data_block("real", "r", tmp_path), seed=9,
-                        speed={"cpu": {"fps": 5.0, "load": 0.5, "device": "cpu (x86_64, 16 threads)"},
-                               "gpu": {"fps": 100.0, "load": 0.2, "device": "NVIDIA H100"}})
+    write_detection_run(
+        run_dir,
+        "ssd300",
+        "ssd300",
+        _data_block("real", "r", tmp_path),
+        seed=9,
+        speed={
+            "cpu": {"fps": 5.0, "load": 0.5, "device": "cpu (x86_64, 16 threads)"},
+            "gpu": {"fps": 100.0, "load": 0.2, "device": "NVIDIA H100"},
+        },
+    )
     (run,) = collect_runs([run_dir]).runs
     score_runs([run])
     assert set(run.implantability) == {"cpu", "gpu"}
@@ -498,11 +684,38 @@ def _read_csv(path: Path) -> list[dict]:
 def test_csv_rows_and_columns(report):
     det = _read_csv(report / "detection.csv")
     assert len(det) == 3
-    required = {"model", "model_name", "mAP50", "mAP50_95", "AR100", "precision", "recall", "mAP50_ci_low",
-                "mAP50_ci_high", "paper_mAP50", "mAP50_diff", "params", "fps_batch1", "epochs", "input_size",
-                "pretrained", "data_source", "data_kind", "data_label", "data_stamp", "hardware", "commit", "config",
-                "test_images", "shown", "config_file", "run_dir", "implantability_cpu", "implantability_gpu",
-                "paper_implantability_cpu"}
+    required = {
+        "model",
+        "model_name",
+        "mAP50",
+        "mAP50_95",
+        "AR100",
+        "precision",
+        "recall",
+        "mAP50_ci_low",
+        "mAP50_ci_high",
+        "paper_mAP50",
+        "mAP50_diff",
+        "params",
+        "fps_batch1",
+        "epochs",
+        "input_size",
+        "pretrained",
+        "data_source",
+        "data_kind",
+        "data_label",
+        "data_stamp",
+        "hardware",
+        "commit",
+        "config",
+        "test_images",
+        "shown",
+        "config_file",
+        "run_dir",
+        "implantability_cpu",
+        "implantability_gpu",
+        "paper_implantability_cpu",
+    }
     assert required <= set(det[0])
     assert {r["data_kind"] for r in det} == {"phantom", "real"}
     for row in det:
@@ -574,7 +787,7 @@ def _section(text: str, heading_part: str) -> str:
     end = text.find("\n### ", start + 1)
     end2 = text.find("\n## ", start + 1)
     ends = [e for e in (end, end2) if e != -1]
-    return text[start:min(ends) if ends else len(text)]
+    return text[start : min(ends) if ends else len(text)]
 
 
 def _table_row(section: str, name: str) -> list[str]:
@@ -600,9 +813,15 @@ def test_grid_finds_the_reference_of_a_record_from_before_the_schema(runs_root, 
 
 def test_plots_written(report):
     plots = report / "plots"
-    expected = ["detection_bars.png", "segmentation_bars.png", "detection_accuracy_vs_fps.png",
-                "segmentation_accuracy_vs_fps.png", "detection_pr_detection_phantom_phantom.png",
-                "detection_pr_detection_real_real.png", "segmentation_grid_segmentation_phantom_phantom.png"]
+    expected = [
+        "detection_bars.png",
+        "segmentation_bars.png",
+        "detection_accuracy_vs_fps.png",
+        "segmentation_accuracy_vs_fps.png",
+        "detection_pr_detection_phantom_phantom.png",
+        "detection_pr_detection_real_real.png",
+        "segmentation_grid_segmentation_phantom_phantom.png",
+    ]
     for name in expected:
         assert (plots / name).is_file() and (plots / name).stat().st_size > 5000, name
     assert "plot '" not in (report / "README.md").read_text()  # no plot failed
@@ -623,8 +842,17 @@ def test_cli_parser(tmp_path, runs_root):
 
     parser = argparse.ArgumentParser(prog="spinebench")
     add_report_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", str(runs_root / "outputs" / "detection_real"), "--out", str(tmp_path / "r"),
-                              "--resamples", "5", "--no-plots"])
+    args = parser.parse_args(
+        [
+            "report",
+            str(runs_root / "outputs" / "detection_real"),
+            "--out",
+            str(tmp_path / "r"),
+            "--resamples",
+            "5",
+            "--no-plots",
+        ]
+    )
     assert args.func(args) == 0
     assert len(_read_csv(tmp_path / "r" / "detection.csv")) == 1
     assert run_report([tmp_path], tmp_path / "x", manuscript=tmp_path / "missing.yaml") == 2
@@ -647,8 +875,13 @@ def test_runs_without_a_manuscript_row_are_listed_not_dropped(tmp_path):
 # ---------------------------------------------------------------- audit: what a report must never hide
 def test_a_report_of_only_missing_paths_fails_and_leaves_the_old_report(tmp_path, capsys):
     """A mistyped run folder must not overwrite the results with an empty report that exits 0."""
-    write_detection_run(tmp_path / "outputs" / "ssd300", "ssd300", "ssd300",
-                        _data_block("real", "detection_real", tmp_path / "data"), seed=9)
+    write_detection_run(
+        tmp_path / "outputs" / "ssd300",
+        "ssd300",
+        "ssd300",
+        _data_block("real", "detection_real", tmp_path / "data"),
+        seed=9,
+    )
     out = tmp_path / "results"
     assert run_report([tmp_path / "outputs"], out, n_resamples=5, plots=False) == 0
     before = {p.name: p.read_text() for p in out.iterdir()}
@@ -687,7 +920,8 @@ def _hydra_folder(run: Path, model: str, data_name: str, task: str) -> None:
     """What Hydra leaves before the run writes anything: .hydra/config.yaml (unresolved) and the job's log."""
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text(
-        f"model:\n  name: {model}\n  row: {model}\ndata:\n  name: {data_name}\n  task: {task}\n  root: ${{oc.env:X}}\n")
+        f"model:\n  name: {model}\n  row: {model}\ndata:\n  name: {data_name}\n  task: {task}\n  root: ${{oc.env:X}}\n"
+    )
     (run / "train.log").write_text("[2026-01-01 10:00:00,000][spinebench][INFO] - started\n")
 
 
@@ -696,25 +930,34 @@ def test_unfinished_and_failed_runs_are_named_in_their_rows(tmp_path):
     "not run"; a folder from before status files (a config, or only Hydra's files) is found too."""
     data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs" / "detection_real"
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
-    _unfinished(outputs / "retinanet", "retinanet", data, error=RuntimeError("CUDA out of memory | tried to allocate 2 GiB"))
+    _unfinished(
+        outputs / "retinanet", "retinanet", data, error=RuntimeError("CUDA out of memory | tried to allocate 2 GiB")
+    )
     killed = outputs / "ssd512"
     _unfinished(killed, "ssd512", data)
     older = outputs / "detr"  # before status.json: its config says what it was
     older.mkdir()
-    (older / "config.yaml").write_text("model:\n  name: detr\n  row: detr\ndata:\n  name: detection_real\n"
-                                       "  task: detection\n")
+    (older / "config.yaml").write_text(
+        "model:\n  name: detr\n  row: detr\ndata:\n  name: detection_real\n  task: detection\n"
+    )
     (older / "checkpoints").mkdir()
     _hydra_folder(outputs / "yolov7", "yolov7", "detection_real", "detection")
     collection = collect_runs([tmp_path / "outputs"])
     assert {(u.path.name, u.task, u.model, u.data_name, u.state) for u in collection.unfinished} == {
         ("retinanet", "detection", "retinanet", "detection_real", "failed"),
         ("ssd512", "detection", "ssd512", "detection_real", "started"),
-        ("detr", "detection", "detr", "detection_real", ""), ("yolov7", "detection", "yolov7", "detection_real", "")}
-    assert any(n.startswith(f"{killed}: skipped, unfinished") and "started at 2026-01-01T10:00:00" in n
-               for n in collection.notes)
+        ("detr", "detection", "detr", "detection_real", ""),
+        ("yolov7", "detection", "yolov7", "detection_real", ""),
+    }
+    assert any(
+        n.startswith(f"{killed}: skipped, unfinished") and "started at 2026-01-01T10:00:00" in n
+        for n in collection.notes
+    )
     table = compare([tmp_path / "outputs"], load_manuscript(), n_resamples=5).table
     group = rows(table, data_source="detection_real (real)")
-    assert cell(group, "status", model="retinanet") == "failed: RuntimeError: CUDA out of memory | tried to allocate 2 GiB"
+    assert (
+        cell(group, "status", model="retinanet") == "failed: RuntimeError: CUDA out of memory | tried to allocate 2 GiB"
+    )
     assert cell(group, "status", model="ssd512") == cell(group, "status", model="detr") == "unfinished (see skipped)"
     assert cell(group, "status", model="yolov7") == "unfinished (see skipped)"
     assert cell(group, "status", model="yolov8m") == "not run"
@@ -725,8 +968,10 @@ def test_unfinished_and_failed_runs_are_named_in_their_rows(tmp_path):
     assert "| failed: RuntimeError: CUDA out of memory \\| tried to allocate 2 GiB |" in retinanet  # its | escaped
     # with no finished run of the dataset at all, its unfinished ones still get a table
     table = compare([killed], load_manuscript(), n_resamples=5).table
-    assert cell(table, "status", task="detection", data_source="detection_real", model="ssd512") == \
-        "unfinished (see skipped)"
+    assert (
+        cell(table, "status", task="detection", data_source="detection_real", model="ssd512")
+        == "unfinished (see skipped)"
+    )
     assert run_report([killed], tmp_path / "only", n_resamples=5, plots=False) == 0
     assert "### Detection - detection_real - no finished runs yet" in (tmp_path / "only" / "README.md").read_text()
 
@@ -737,7 +982,12 @@ def test_an_unverified_run_never_sits_under_a_verified_banner(tmp_path):
     nothing of verification)."""
     outputs = tmp_path / "outputs"
     verified = _data_block("real", "detection_real", tmp_path / "data")
-    unverified = {**verified, "verified": False, "label": "unverified folder (x)", "note": "2 files changed since fetch"}
+    unverified = {
+        **verified,
+        "verified": False,
+        "label": "unverified folder (x)",
+        "note": "2 files changed since fetch",
+    }
     write_detection_run(outputs / "a-yolov8m", "yolov8m", "yolov8m", verified, seed=1)
     write_detection_run(outputs / "b-ssd300", "ssd300", "ssd300", unverified, seed=2)
     silent = {k: v for k, v in verified.items() if k != "verified"}  # "real", and nothing verified it
@@ -747,8 +997,14 @@ def test_an_unverified_run_never_sits_under_a_verified_banner(tmp_path):
     assert runs["ssd300"].source.group == runs["retinanet"].source.group == "detection_real (real, UNVERIFIED)"
     assert runs["ssd300"].source.legend.startswith("ours, UNVERIFIED")
     table = compare([outputs], load_manuscript(), n_resamples=5).table
-    good, bad = rows(table, data_source="detection_real (real)"), rows(table, data_source="detection_real (real, UNVERIFIED)")
-    assert list(dict.fromkeys(table["data_source"]))[:2] == ["detection_real (real)", "detection_real (real, UNVERIFIED)"]
+    good, bad = (
+        rows(table, data_source="detection_real (real)"),
+        rows(table, data_source="detection_real (real, UNVERIFIED)"),
+    )
+    assert list(dict.fromkeys(table["data_source"]))[:2] == [
+        "detection_real (real)",
+        "detection_real (real, UNVERIFIED)",
+    ]
     assert cell(good, "status", model="ssd300") == "not run" and cell(bad, "status", model="yolov8m") == "not run"
     assert cell(bad, "data_unverified_reason", model="retinanet").startswith("no verification recorded")
     assert cell(bad, "data_verified", model="ssd300") is False
@@ -780,11 +1036,18 @@ def test_a_run_without_a_data_block_is_of_unknown_source_not_real(tmp_path):
     assert heading == "### Detection - ? (unknown data source) - unknown data source"
     assert "real data" not in _section(text, heading)
     # beside verified real data, the verified table comes first ("?" sorted before "detection_real")
-    write_detection_run(tmp_path / "outputs" / "yolov8m", "yolov8m", "yolov8m",
-                        _data_block("real", "detection_real", tmp_path / "data"), seed=2)
+    write_detection_run(
+        tmp_path / "outputs" / "yolov8m",
+        "yolov8m",
+        "yolov8m",
+        _data_block("real", "detection_real", tmp_path / "data"),
+        seed=2,
+    )
     table = compare([tmp_path / "outputs"], load_manuscript(), n_resamples=5).table
     assert list(dict.fromkeys(rows(table, task="detection")["data_source"])) == [
-        "detection_real (real)", "? (unknown data source)"]
+        "detection_real (real)",
+        "? (unknown data source)",
+    ]
 
 
 def test_an_interval_moved_to_a_reported_value_is_clipped_and_named(tmp_path, capsys):
@@ -827,8 +1090,10 @@ def test_runs_of_several_commits_are_flagged(tmp_path):
     assert commit_line(["0123456789ab"], "aaaaaaaaaaaa").endswith("this checkout is `aaaaaaaaaaaa`")
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
-    assert ("runs from 2 commits: `0123456789ab` (1 run), `fedcba987654-dirty` (1 run) "
-            "(-dirty: made with uncommitted changes)") in text
+    assert (
+        "runs from 2 commits: `0123456789ab` (1 run), `fedcba987654-dirty` (1 run) "
+        "(-dirty: made with uncommitted changes)"
+    ) in text
 
 
 def test_a_run_scored_on_part_of_the_test_split_is_flagged(tmp_path):
@@ -850,11 +1115,14 @@ def test_a_run_scored_on_part_of_the_test_split_is_flagged(tmp_path):
     runs = {r.path.name: r for r in collect_runs([outputs]).runs}
     assert runs["ssd300"].partial_test == "scored on 2 of 4 test images" and runs["yolov8m"].partial_test == ""
     assert runs["old-ssd300"].partial_test == "scored on 2 of 4 test images"
-    assert runs["retinanet"].partial_test == ("scored on at most 2 test images (trainer.limit_test_images=2; "
-                                              "the split's size is unknown)")
+    assert runs["retinanet"].partial_test == (
+        "scored on at most 2 test images (trainer.limit_test_images=2; the split's size is unknown)"
+    )
     table = compare([outputs], load_manuscript(), n_resamples=5).table
-    assert cell(table, "partial_test", data_source="detection_phantom (phantom)", model="ssd300") == \
-        "scored on 2 of 4 test images"
+    assert (
+        cell(table, "partial_test", data_source="detection_phantom (phantom)", model="ssd300")
+        == "scored on 2 of 4 test images"
+    )
     assert cell(table, "partial_test", data_source="detection_phantom (phantom)", model="yolov8m") == ""
     assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
     text = (tmp_path / "results" / "README.md").read_text()
@@ -863,7 +1131,8 @@ def test_a_run_scored_on_part_of_the_test_split_is_flagged(tmp_path):
     assert _table_row(section, "YOLOv8")[0] == "YOLOv8 (m)"
     assert "trainer.limit_test_images=2" in _table_row(_section(text, "### Detection - other_phantom"), "RetinaNet")[0]
     assert {r["run_dir"]: r["partial_test"] for r in _read_csv(tmp_path / "results" / "detection.csv")}[
-        str((outputs / "ssd300").resolve())] == "scored on 2 of 4 test images"
+        str((outputs / "ssd300").resolve())
+    ] == "scored on 2 of 4 test images"
 
 
 def test_a_hidden_newer_run_is_not_called_older(tmp_path):
@@ -879,13 +1148,20 @@ def test_a_hidden_newer_run_is_not_called_older(tmp_path):
     text = (tmp_path / "results" / "README.md").read_text()
     assert "| YOLOv8 (m) (+1 other run in the CSV) |" in text and "older run" not in text
     assert {r["model_name"]: r["shown"] for r in _read_csv(tmp_path / "results" / "detection.csv")} == {
-        "yolov8m": "True", "yolov8n": "False"}
+        "yolov8m": "True",
+        "yolov8n": "False",
+    }
 
 
 def test_the_csv_names_run_folders_relative_to_the_working_directory(tmp_path, monkeypatch):
     """results/demo's CSVs named /tmp/fresh/...: a committed table should not hold one machine's folders."""
-    write_detection_run(tmp_path / "outputs" / "ssd300", "ssd300", "ssd300",
-                        _data_block("real", "detection_real", tmp_path / "data"), seed=1)
+    write_detection_run(
+        tmp_path / "outputs" / "ssd300",
+        "ssd300",
+        "ssd300",
+        _data_block("real", "detection_real", tmp_path / "data"),
+        seed=1,
+    )
     monkeypatch.chdir(tmp_path)
     assert run_report(["outputs"], "results", n_resamples=5, plots=False) == 0
     (row,) = _read_csv(tmp_path / "results" / "detection.csv")
@@ -896,7 +1172,9 @@ def test_a_later_evaluation_on_the_training_data_does_not_replace_the_training_r
     """`spinebench-eval ckpt=<run> data=<its own data>` finished last, and its row replaced the training run's."""
     data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs"
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=1)
-    write_detection_run(outputs / "eval-ssd300", "ssd300", "ssd300", data, seed=2, checkpoint_run=str(outputs / "ssd300"))
+    write_detection_run(
+        outputs / "eval-ssd300", "ssd300", "ssd300", data, seed=2, checkpoint_run=str(outputs / "ssd300")
+    )
     evaluation = outputs / "eval-ssd300" / "metrics.json"
     later = time.time() + 10
     os.utime(evaluation, (later, later))
@@ -913,12 +1191,16 @@ def test_an_unfinished_run_is_named_once_and_its_long_error_keeps_its_reason(tmp
     verified = _data_block("real", "detection_real", tmp_path / "data")
     write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", verified, seed=1)
     write_detection_run(outputs / "ssd300", "ssd300", "ssd300", {**verified, "verified": False, "note": "x"}, seed=2)
-    error = DataError(f"{tmp_path}/data/train/" + "pig03_post_" * 12 + ".png: unreadable image (cannot identify image file)")
+    error = DataError(
+        f"{tmp_path}/data/train/" + "pig03_post_" * 12 + ".png: unreadable image (cannot identify image file)"
+    )
     _unfinished(outputs / "retinanet", "retinanet", verified, error=error)
     table = compare([outputs], load_manuscript(), n_resamples=5).table
     retinanet = rows(table, model="retinanet")
     assert list(zip(retinanet["data_source"], retinanet["status"])) == [
-        ("detection_real (real)", f"failed: {error}"), ("detection_real (real, UNVERIFIED)", "not run")]
+        ("detection_real (real)", f"failed: {error}"),
+        ("detection_real (real, UNVERIFIED)", "not run"),
+    ]
     cut = status_cell(f"failed: {error}")
     assert cut.startswith("failed: ") and cut.endswith("unreadable image (cannot identify image file)")
     assert len(cut) <= 120
@@ -933,32 +1215,76 @@ def _golden_runs(outputs: Path) -> None:
     under its row and a hidden run, a model without a row, a partial test split, failed, killed and older
     unfinished runs, a run of another commit, both processors timed, and a zero-shot evaluation."""
     real = _data_block("real", "detection_real", Path("/data/detection_real"))
-    unverified = {**real, "verified": False, "label": "unverified folder (/data/x)", "note": "2 files changed since fetch"}
+    unverified = {
+        **real,
+        "verified": False,
+        "label": "unverified folder (/data/x)",
+        "note": "2 files changed since fetch",
+    }
     phantom = _data_block("phantom", "detection_phantom", Path("/data/detection_phantom"))
     det = outputs / "detection_real"
     write_detection_run(det / "yolov8m", "yolov8m", "yolov8m", real, seed=3, fps=18.0, load=0.25)
     write_detection_run(det / "yolov8n", "yolov8m", "yolov8n", real, seed=4, fps=30.0, load=0.3)
-    write_detection_run(det / "faster_rcnn", "faster_rcnn", "faster_rcnn", real, seed=2, fps=2.0, load=0.5,
-                        speed={"cpu": {"fps": 2.0, "load": 0.5, "device": CPU},
-                               "gpu": {"fps": 15.0, "load": 0.6, "device": GPU}})
-    write_detection_run(det / "custom", "custom_detector", "custom_detector", real, seed=5, fps=40.0, load=0.2,
-                        commit="fedcba9876543210")
+    write_detection_run(
+        det / "faster_rcnn",
+        "faster_rcnn",
+        "faster_rcnn",
+        real,
+        seed=2,
+        fps=2.0,
+        load=0.5,
+        speed={"cpu": {"fps": 2.0, "load": 0.5, "device": CPU}, "gpu": {"fps": 15.0, "load": 0.6, "device": GPU}},
+    )
+    write_detection_run(
+        det / "custom",
+        "custom_detector",
+        "custom_detector",
+        real,
+        seed=5,
+        fps=40.0,
+        load=0.2,
+        commit="fedcba9876543210",
+    )
     write_detection_run(det / "ssd300-unverified", "ssd300", "ssd300", unverified, seed=6)
-    _unfinished(det / "retinanet", "retinanet", real, error=RuntimeError("CUDA out of memory | tried to allocate 2 GiB"))
+    _unfinished(
+        det / "retinanet", "retinanet", real, error=RuntimeError("CUDA out of memory | tried to allocate 2 GiB")
+    )
     _unfinished(det / "ssd512", "ssd512", real)
     (det / "detr").mkdir()
-    (det / "detr" / "config.yaml").write_text("model:\n  name: detr\ndata:\n  name: detection_real\n  task: detection\n")
-    write_detection_run(outputs / "detection_phantom" / "ssd300", "ssd300", "ssd300", phantom, seed=7, fps=0.0,
-                        test_images=2, test_split_images=4)
+    (det / "detr" / "config.yaml").write_text(
+        "model:\n  name: detr\ndata:\n  name: detection_real\n  task: detection\n"
+    )
+    write_detection_run(
+        outputs / "detection_phantom" / "ssd300",
+        "ssd300",
+        "ssd300",
+        phantom,
+        seed=7,
+        fps=0.0,
+        test_images=2,
+        test_split_images=4,
+    )
 
     refs, _ = seg_masks(5, 4, 0.0)
     names = [f"case_{i:03d}.png" for i in range(4)]
     seg = _data_block("phantom", "segmentation_phantom", Path("/data/seg"))
     human = _data_block("phantom", "segmentation_phantom_human", Path("/data/seg_human"), domain="human")
-    write_seg_run(outputs / "segmentation_phantom/unet", "unet", seg, 12, 0.2, names, refs, GPU, 120.0,
-                  {"cpu": 0.9, "gpu": 0.5})
-    write_seg_run(outputs / "segmentation_phantom_human/unet", "unet", human, 13, 0.35, names, refs, GPU, 60.0,
-                  {"cpu": 0.9, "gpu": 0.35}, checkpoint_run="outputs/segmentation_phantom/unet")
+    write_seg_run(
+        outputs / "segmentation_phantom/unet", "unet", seg, 12, 0.2, names, refs, GPU, 120.0, {"cpu": 0.9, "gpu": 0.5}
+    )
+    write_seg_run(
+        outputs / "segmentation_phantom_human/unet",
+        "unet",
+        human,
+        13,
+        0.35,
+        names,
+        refs,
+        GPU,
+        60.0,
+        {"cpu": 0.9, "gpu": 0.35},
+        checkpoint_run="outputs/segmentation_phantom/unet",
+    )
 
 
 def test_the_markdown_matches_the_golden_file(tmp_path, monkeypatch):

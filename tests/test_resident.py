@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers.files import write_png
 
 from spinebench.data.cache import decoded_cache
 from spinebench.data.detection import read_detection_split
@@ -21,6 +20,8 @@ from spinebench.segmentation.benchmark import SegmentationBenchmark
 from spinebench.segmentation.data import SegmentationSplit
 from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.task import SegmentationModule, evaluate_split
+
+from helpers.files import write_png
 
 CPU = torch.device("cpu")
 GPU_BUSY_CYCLES = 1_000_000_000  # torch.cuda._sleep's unit: GPU clock cycles
@@ -51,7 +52,7 @@ def test_detection_batches_from_the_device_equal_the_loaders(cache_dir, batch_si
         assert torch.equal(images, held_images) and indices == held_indices
         assert all(torch.equal(packed[k], held_packed[k]) for k in ("boxes", "labels"))
         assert packed["counts"] == held_packed["counts"]
-    assert [p[0][2] for p in pairs[:len(plain)]] != [p[0][2] for p in pairs[len(plain):]] or not train  # reshuffled
+    assert [p[0][2] for p in pairs[: len(plain)]] != [p[0][2] for p in pairs[len(plain) :]] or not train  # reshuffled
     after = []
     for loader in (plain, held):  # the engine seeds each epoch after iter(): no batch may draw from torch's generator
         batches = iter(loader)
@@ -71,7 +72,9 @@ def test_segmentation_batches_from_the_device_equal_the_loaders(cache_dir):
         assert held_batch[1].dtype == torch.uint8 and int(held_batch[1].max()) <= 9
 
 
-@pytest.mark.parametrize("device", [CPU, pytest.param(torch.device("cuda"), marks=pytest.mark.gpu)], ids=["cpu", "cuda"])
+@pytest.mark.parametrize(
+    "device", [CPU, pytest.param(torch.device("cuda"), marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
+)
 def test_a_test_split_held_on_the_device_scores_as_the_loaders(cache_dir, tmp_path, device):
     """evaluate_split (how a run scores its test split, which follows trainer.data_on_device) writes the same
     metrics, prediction PNGs and overlays from the held split as from the DataLoader."""
@@ -81,8 +84,16 @@ def test_a_test_split_held_on_the_device_scores_as_the_loaders(cache_dir, tmp_pa
     metrics = {}
     for setting in ("false", "true"):
         loader = SegmentationBenchmark.loader(split, 3, False, 0, device, on_device=setting)
-        metrics[setting], _ = evaluate_split(module, loader, split.names, device, tmp_path / setting, n_overlays=2,
-                                             amp=False, mask_paths=split.mask_paths)
+        metrics[setting], _ = evaluate_split(
+            module,
+            loader,
+            split.names,
+            device,
+            tmp_path / setting,
+            n_overlays=2,
+            amp=False,
+            mask_paths=split.mask_paths,
+        )
     assert isinstance(loader, ResidentBatches) and metrics["true"] == metrics["false"]
     written = {s: sorted(p.relative_to(tmp_path / s) for p in (tmp_path / s).rglob("*.png")) for s in metrics}
     assert written["true"] == written["false"] and len(written["true"]) == len(split) + 2  # + the 2 overlays

@@ -14,14 +14,25 @@ from spinebench.contract import SCHEMA_VERSION, RunRecord, migrate
 from spinebench.errors import DataError
 from spinebench.run_folder import RunFolder
 
-ABOUT = {"task": "segmentation", "model": "unet", "model_name": "unet_light",
-         "data": {"name": "seg_phantom", "kind": "phantom", "domain": "porcine"}}
+ABOUT = {
+    "task": "segmentation",
+    "model": "unet",
+    "model_name": "unet_light",
+    "data": {"name": "seg_phantom", "kind": "phantom", "domain": "porcine"},
+}
 
 
 def record(**changes) -> RunRecord:
-    fields = dict(task="segmentation", model="unet", model_name="unet_light", metrics={"mean_dice": 0.5},
-                  data={"name": "seg_phantom", "kind": "phantom", "domain": "porcine"}, test_images=4,
-                  test_split_images=4, extra={"best_epoch": 1})
+    fields = dict(
+        task="segmentation",
+        model="unet",
+        model_name="unet_light",
+        metrics={"mean_dice": 0.5},
+        data={"name": "seg_phantom", "kind": "phantom", "domain": "porcine"},
+        test_images=4,
+        test_split_images=4,
+        extra={"best_epoch": 1},
+    )
     return RunRecord(**{**fields, **changes})
 
 
@@ -72,7 +83,9 @@ def test_a_redo_that_trained_drops_the_old_result(tmp_path):
     with pytest.raises(RuntimeError), folder.attempt():
         raise RuntimeError("killed in the test split")
     assert not folder.is_finished and folder.status["state"] == "failed"
-    assert folder.status["error"] == "RuntimeError: killed in the test split" and "Traceback" in folder.status["traceback"]
+    assert (
+        folder.status["error"] == "RuntimeError: killed in the test split" and "Traceback" in folder.status["traceback"]
+    )
     assert not list(folder.path.glob("*.previous"))
 
 
@@ -114,18 +127,31 @@ def test_the_record_round_trips_and_keeps_the_adapters_keys(tmp_path):
     assert read.to_json() == record().to_json()
     assert read.extra == {"best_epoch": 1} and read.schema == SCHEMA_VERSION
     with pytest.raises(ValueError, match="has no 'metrics'"):
-        RunRecord.from_json({"task": "detection", "model": "ssd300", "model_name": "ssd300", "data": {},
-                             "schema": SCHEMA_VERSION})
+        RunRecord.from_json(
+            {"task": "detection", "model": "ssd300", "model_name": "ssd300", "data": {}, "schema": SCHEMA_VERSION}
+        )
 
 
 def test_a_record_from_before_the_schema_is_migrated():
-    old = {"task": "segmentation", "model": "unet", "model_name": "unet_light", "split": "test",
-           "metrics": {"mean_dice": 0.4, "n_images": 3},
-           "data": {"name": "segmentation_human_phantom", "kind": "phantom", "label": "PHANTOM",
-                    "stamp": {"domain": "human", "counts": {"test": 64}}},
-           "best_epoch": 2}
-    env = {"git": {"commit": "0123456789abcdef", "dirty": False}, "device": "cpu (x)",
-           "data": {"root": "/data/x", "kind": "phantom"}}
+    old = {
+        "task": "segmentation",
+        "model": "unet",
+        "model_name": "unet_light",
+        "split": "test",
+        "metrics": {"mean_dice": 0.4, "n_images": 3},
+        "data": {
+            "name": "segmentation_human_phantom",
+            "kind": "phantom",
+            "label": "PHANTOM",
+            "stamp": {"domain": "human", "counts": {"test": 64}},
+        },
+        "best_epoch": 2,
+    }
+    env = {
+        "git": {"commit": "0123456789abcdef", "dirty": False},
+        "device": "cpu (x)",
+        "data": {"root": "/data/x", "kind": "phantom"},
+    }
     doc = migrate(old, env)
     assert doc["schema"] == SCHEMA_VERSION and doc["git"]["commit"] == "0123456789abcdef"
     assert doc["data"]["domain"] == "human" and doc["data"]["root"] == "/data/x"
@@ -134,13 +160,16 @@ def test_a_record_from_before_the_schema_is_migrated():
     assert migrated.source == "phantom" and migrated.extra == {"best_epoch": 2}
 
 
-@pytest.mark.parametrize("data, trained_on, source", [
-    ({"kind": "phantom"}, None, "phantom"),
-    ({"kind": "real", "verified": True}, {"kind": "phantom"}, "phantom"),
-    ({"kind": "real", "verified": True}, None, "real"),
-    ({"kind": "real", "verified": False}, None, "unverified"),
-    ({}, None, "unknown"),
-])
+@pytest.mark.parametrize(
+    "data, trained_on, source",
+    [
+        ({"kind": "phantom"}, None, "phantom"),
+        ({"kind": "real", "verified": True}, {"kind": "phantom"}, "phantom"),
+        ({"kind": "real", "verified": True}, None, "real"),
+        ({"kind": "real", "verified": False}, None, "unverified"),
+        ({}, None, "unknown"),
+    ],
+)
 def test_a_records_data_source(data, trained_on, source):
     assert record(data=data, trained_on=trained_on).source == source
 

@@ -45,13 +45,31 @@ def test_copy_without_git_names_its_commit(tmp_path, monkeypatch):
 def test_config_label_is_the_recipe_not_the_file_locations():
     from spinebench.hydra_run import config_label
 
-    overrides = ["model=faster_rcnn", "trainer=gpu", "trainer.epochs=24", "trainer.optimizer.lr=0.01", "data=detection_phantom",
-                 "run_name=x", "paths.log_dir=/tmp/o", "data.phantom.n_train=64", "data.name=my_copy"]
+    overrides = [
+        "model=faster_rcnn",
+        "trainer=gpu",
+        "trainer.epochs=24",
+        "trainer.optimizer.lr=0.01",
+        "data=detection_phantom",
+        "run_name=x",
+        "paths.log_dir=/tmp/o",
+        "data.phantom.n_train=64",
+        "data.name=my_copy",
+    ]
     assert config_label({"model": "faster_rcnn", "trainer": "gpu"}, overrides) == (
-        "model/faster_rcnn.yaml + trainer/gpu.yaml trainer.epochs=24 trainer.optimizer.lr=0.01 data.phantom.n_train=64")
-    assert config_label({"experiment": "paper/ssd300", "model": "ssd300"}, ["experiment=paper/ssd300"]) == "experiment/paper/ssd300.yaml"
-    assert config_label({"experiment": "paper/ssd300", "trainer": "smoke"}, ["experiment=paper/ssd300", "trainer=smoke",
-                        "trainer.name=smoke"]) == "experiment/paper/ssd300.yaml + trainer/smoke.yaml trainer.name=smoke"
+        "model/faster_rcnn.yaml + trainer/gpu.yaml trainer.epochs=24 trainer.optimizer.lr=0.01 data.phantom.n_train=64"
+    )
+    assert (
+        config_label({"experiment": "paper/ssd300", "model": "ssd300"}, ["experiment=paper/ssd300"])
+        == "experiment/paper/ssd300.yaml"
+    )
+    assert (
+        config_label(
+            {"experiment": "paper/ssd300", "trainer": "smoke"},
+            ["experiment=paper/ssd300", "trainer=smoke", "trainer.name=smoke"],
+        )
+        == "experiment/paper/ssd300.yaml + trainer/smoke.yaml trainer.name=smoke"
+    )
     assert config_label({}, []) is None
 
 

@@ -76,8 +76,11 @@ def test_checkpoint_holds_only_small_tensors_and_round_trips(samed, images):
 def _fake_sam_checkpoint(model: SAMed, path):
     """A state dict shaped like sam_vit_b_01ec64.pth (1024 input: 64 x 64 pos_embed, 127-row global rel_pos,
     4 mask tokens) built from the model's own tensors."""
-    full = {k.replace(".qkv.qkv.", ".qkv."): v.detach().clone() for k, v in model.state_dict_full().items()
-            if ".lora_" not in k}
+    full = {
+        k.replace(".qkv.qkv.", ".qkv."): v.detach().clone()
+        for k, v in model.state_dict_full().items()
+        if ".lora_" not in k
+    }
     full["image_encoder.pos_embed"] = torch.randn(1, 64, 64, 768)
     for i in (2, 5, 8, 11):
         for axis in "hw":
@@ -95,19 +98,22 @@ def test_sam_checkpoint_pos_embed_interpolated(samed, tmp_path, size):
     full = _fake_sam_checkpoint(samed, path)
     model = SAMed(num_classes=10, image_size=size, rank=4, sam_checkpoint=str(path))
     grid = size // 16
-    expected = F.interpolate(full["image_encoder.pos_embed"].permute(0, 3, 1, 2), size=(grid, grid), mode="bilinear",
-                             align_corners=False).permute(0, 2, 3, 1)
+    expected = F.interpolate(
+        full["image_encoder.pos_embed"].permute(0, 3, 1, 2), size=(grid, grid), mode="bilinear", align_corners=False
+    ).permute(0, 2, 3, 1)
     torch.testing.assert_close(model.image_encoder.pos_embed.data, expected)
     assert model.image_encoder.blocks[2].attn.rel_pos_h.shape == (2 * grid - 1, 64)
     assert model.image_encoder.blocks[0].attn.rel_pos_h.shape == (27, 64)  # window blocks keep their 14 x 14 table
-    torch.testing.assert_close(model.image_encoder.blocks[3].attn.qkv.qkv.weight,
-                               full["image_encoder.blocks.3.attn.qkv.weight"])
+    torch.testing.assert_close(
+        model.image_encoder.blocks[3].attn.qkv.qkv.weight, full["image_encoder.blocks.3.attn.qkv.weight"]
+    )
     assert model.pretrained and model.mask_decoder.mask_tokens.weight.shape == (11, 256)
     # the per-mask-token heads start fresh for every class, as SAMed's (SAM's would fit the first 4 in shape)
     head = "mask_decoder.output_hypernetworks_mlps.0.layers.0.weight"
     assert not torch.equal(model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight, full[head])
-    torch.testing.assert_close(model.mask_decoder.output_upscaling[0].weight,
-                               full["mask_decoder.output_upscaling.0.weight"])
+    torch.testing.assert_close(
+        model.mask_decoder.output_upscaling[0].weight, full["mask_decoder.output_upscaling.0.weight"]
+    )
 
 
 def test_missing_sam_checkpoint_fails_clearly(tmp_path):
@@ -126,7 +132,7 @@ def test_an_unreadable_sam_checkpoint_is_refused_naming_it(content, tmp_path):
     path = tmp_path / "sam_vit_b_01ec64.pth"
     if content == "truncated":
         torch.save({"image_encoder.pos_embed": torch.zeros(1, 8, 8, 768)}, path)
-        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         path.write_text("<html><body>404 Not Found</body></html>\n")
     with pytest.raises(WeightsError, match=rf"^model.sam_checkpoint={path}: cannot read it as SAM weights \(") as info:
@@ -156,9 +162,12 @@ def test_a_resume_that_would_change_the_frozen_encoder_is_refused(tmp_path):
     assert frozen_weights(str(sam)) == frozen_weights(str(moved)) == "sam_vit_b_01ec64.pth, 100 bytes"
     random = {"model.network.rank": 4, "weights_source": None, FROZEN_WEIGHTS: None}
     found = {"model.network.rank": 4, "weights_source": str(sam), FROZEN_WEIGHTS: frozen_weights(str(sam))}
-    with pytest.raises(ConfigError, match=r"^this run's frozen weights \(not in its checkpoints\) came from none \(its "
-                                          r"seeded random initialisation\); this start found sam_vit_b_01ec64.pth, 100 "
-                                          r"bytes, and resuming would change the frozen"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^this run's frozen weights \(not in its checkpoints\) came from none \(its "
+        r"seeded random initialisation\); this start found sam_vit_b_01ec64.pth, 100 "
+        r"bytes, and resuming would change the frozen",
+    ):
         _may_differ(rules, random, found)
     with pytest.raises(ConfigError, match="this start found none"):
         _may_differ(rules, found, random)
@@ -182,8 +191,11 @@ def test_samed_takes_square_inputs_capped_to_its_patch_multiple():
     assert samed.input_size == [128, 128] and samed.effective_size(_run_context(None)) == [128, 128]
     assert samed.effective_size(_run_context(70)) == [64, 64]
     assert SegmentationBenchmark("unet", partial(build_plain_unet)).effective_size(_run_context(70)) == [70, 70]
-    with pytest.raises(ConfigError, match=r"SAMed takes square 128x128 inputs \(model.image_size\); "
-                                          r"model.input_size=\[128, 256\] disagrees"):
+    with pytest.raises(
+        ConfigError,
+        match=r"SAMed takes square 128x128 inputs \(model.image_size\); "
+        r"model.input_size=\[128, 256\] disagrees",
+    ):
         SamedBenchmark("samed", partial(build_samed), image_size=128, input_size=[128, 256])
     with pytest.raises(ConfigError, match=r"model.image_size=120: must be a multiple of 16"):
         SamedBenchmark("samed", partial(build_samed), image_size=120)

@@ -25,33 +25,58 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_learning_script_refuses_an_unknown_model_before_running_any(tmp_path):
     logs = tmp_path / "logs"
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "learn_detection_cpu.sh"), "retinanet", "retinanett"],
-                            env={**os.environ, "LOG_DIR": str(logs)}, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "learn_detection_cpu.sh"), "retinanet", "retinanett"],
+        env={**os.environ, "LOG_DIR": str(logs)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "unknown model retinanett (yolov8n faster_rcnn retinanet ssd300 ssd512)"
     assert list(logs.iterdir()) == []  # retinanet, named first, did not start
 
 
-@pytest.mark.parametrize("script, good", [("bench_detection_train.py", "retinanet"),
-                                          ("bench_detection_infer.py", "faster_rcnn")])
+@pytest.mark.parametrize(
+    "script, good", [("bench_detection_train.py", "retinanet"), ("bench_detection_infer.py", "faster_rcnn")]
+)
 def test_benchmarks_refuse_to_profile_what_they_cannot(script, good):
     """--profile names torchvision detectors only: a YOLO or a misspelt name stops before any work, in one line."""
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--profile", f"{good},yolov8m,ssd301"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--profile", f"{good},yolov8m,ssd301"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "error: argument --profile: cannot profile yolov8m, ssd301: one of faster_rcnn, retinanet, ssd300, ssd512")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "error: argument --profile: cannot profile yolov8m, ssd301: one of faster_rcnn, retinanet, ssd300, ssd512"
+        )
+    )
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-@pytest.mark.parametrize("knob, value, says", [("GPU_CHECK_DET_S", "5m", "is not a whole number above 0"),
-                                               ("LEARN_EPOCHS", "0", "is not a whole number above 0"),
-                                               ("GPU_CHECK_DEVICE", "gpu", "is not cuda or cpu")])
+@pytest.mark.parametrize(
+    "knob, value, says",
+    [
+        ("GPU_CHECK_DET_S", "5m", "is not a whole number above 0"),
+        ("LEARN_EPOCHS", "0", "is not a whole number above 0"),
+        ("GPU_CHECK_DEVICE", "gpu", "is not cuda or cpu"),
+    ],
+)
 def test_gpu_check_refuses_a_bad_knob_before_any_work(tmp_path, knob, value, says):
     """A typo in a time knob used to become a 5 s slot in silence, and an unknown device the CPU settings."""
     out = tmp_path / "out"
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
-                            env={**os.environ, "OUT": str(out), knob: value}, timeout=60)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUT": str(out), knob: value},
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"scripts/gpu_check.sh: {knob}={value} {says}"
     assert not out.exists()  # nothing installed, measured or written
@@ -62,8 +87,9 @@ def test_gpu_check_stops_at_once_without_torch(tmp_path):
     """Without the carried wheels the device's python has no torch: every stage would fail in turn on lent device
     time. The script stops first, saying what to carry."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": "false"}
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
-                            env=env, timeout=60)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 2 and "failed" not in result.stdout
     assert result.stderr.startswith("scripts/gpu_check.sh: false cannot import torch") and ".whl" in result.stderr
 
@@ -77,11 +103,17 @@ def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
     python.write_text('#!/usr/bin/env bash\n[ "$1" = - ] && exit 0\nexit 1\n')  # `python - <<script` succeeds
     python.chmod(0o755)
     env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_DEVICE": "cpu", "PY": str(python)}
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
-                            env=env, timeout=60)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 1
-    stages = ["detection benchmark", "inference benchmark", "learning run", "tests",
-              "segmentation benchmark unet_light"]
+    stages = [
+        "detection benchmark",
+        "inference benchmark",
+        "learning run",
+        "tests",
+        "segmentation benchmark unet_light",
+    ]
     assert all(f"{stage} failed (exit 1)" in result.stdout for stage in stages), result.stdout
     assert result.stdout.strip().splitlines()[-1] == f"failed stages: {','.join(stages)}"
 
@@ -89,15 +121,28 @@ def test_gpu_check_exits_non_zero_naming_every_stage_that_failed(tmp_path):
 def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir, capsys):
     """benchmarks/bench_detection_train.py end to end for one torchvision detector on the CPU: each rate is a
     measurement (finite, above 0), and the row's rate and ratio are what they claim to be."""
-    doc = _ssd300_row("bench_detection_train", ["--steps", "2", "--data-on-device", "true"], tmp_path, cache_dir,
-                      timed=["images_per_s_before_reference", "images_per_s_after_reference",
-                             "engine_on_held_batches_images_per_s", "reference_images_per_s", "data_path_images_per_s",
-                             "data_path_workers_images_per_s"])
+    doc = _ssd300_row(
+        "bench_detection_train",
+        ["--steps", "2", "--data-on-device", "true"],
+        tmp_path,
+        cache_dir,
+        timed=[
+            "images_per_s_before_reference",
+            "images_per_s_after_reference",
+            "engine_on_held_batches_images_per_s",
+            "reference_images_per_s",
+            "data_path_images_per_s",
+            "data_path_workers_images_per_s",
+        ],
+    )
     assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["data"].endswith(": data=detection_phantom_tiny")
     assert doc["meta"]["device"].startswith("cpu")
     header, row = capsys.readouterr().out.strip().splitlines()[-2:]
-    assert header.split()[:10] == ["model", "input", "batch", "spinebench", "reference", "ratio", "held", "data",
-                                   "path", "(workers)"] and "nan" not in row
+    assert (
+        header.split()[:10]
+        == ["model", "input", "batch", "spinebench", "reference", "ratio", "held", "data", "path", "(workers)"]
+        and "nan" not in row
+    )
 
 
 def test_the_profiled_engine_epoch_trains_but_writes_no_checkpoint(tmp_path):
@@ -106,7 +151,8 @@ def test_the_profiled_engine_epoch_trains_but_writes_no_checkpoint(tmp_path):
     from test_engine import ToyModule, _cfg, _loaders
 
     result = _benchmark("bench_detection_train").without_checkpoints(
-        lambda: fit(ToyModule(), _loaders()[0], None, _cfg(1), tmp_path, monitor="none"))()
+        lambda: fit(ToyModule(), _loaders()[0], None, _cfg(1), tmp_path, monitor="none")
+    )()
     assert len(result.history) == 1 and result.history[0]["images_per_s"] > 0
     assert not (tmp_path / "checkpoints").exists()
 
@@ -114,8 +160,13 @@ def test_the_profiled_engine_epoch_trains_but_writes_no_checkpoint(tmp_path):
 def test_inference_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir, capsys):
     """benchmarks/bench_detection_infer.py end to end for one torchvision detector on the CPU: the scoring path is
     timed before and after the reference, and the row's rate and ratio are what they claim to be."""
-    doc = _ssd300_row("bench_detection_infer", ["--passes", "1"], tmp_path, cache_dir,
-                      timed=["images_per_s_before_reference", "images_per_s_after_reference", "reference_images_per_s"])
+    doc = _ssd300_row(
+        "bench_detection_infer",
+        ["--passes", "1"],
+        tmp_path,
+        cache_dir,
+        timed=["images_per_s_before_reference", "images_per_s_after_reference", "reference_images_per_s"],
+    )
     assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["device"].startswith("cpu")
     header, row = capsys.readouterr().out.strip().splitlines()[-2:]  # no column for rates it does not measure
     assert header.split()[:7] == ["model", "input", "batch", "spinebench", "reference", "ratio", "(cpu"]
@@ -126,18 +177,42 @@ def test_segmentation_benchmark_measures_every_rate_it_reports(tmp_path):
     """benchmarks/bench_segmentation_train.py end to end on the CPU (a light U-Net at 64 x 160): each rate is a
     measurement, each ratio is its two rates, and the labels say what ran on which data."""
     out = tmp_path / "seg.json"
-    assert _benchmark("bench_segmentation_train").main(["--model", "unet_light", "--batch", "2", "--size", "64", "160",
-                                                        "--steps", "2", "--device", "cpu", "--json", str(out)]) == 0
+    assert (
+        _benchmark("bench_segmentation_train").main(
+            [
+                "--model",
+                "unet_light",
+                "--batch",
+                "2",
+                "--size",
+                "64",
+                "160",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
-    rates = ["compute_only_images_per_s", "spinebench_images_per_s", "infer_spinebench_images_per_s",
-             "infer_compute_only_images_per_s"]
+    rates = [
+        "compute_only_images_per_s",
+        "spinebench_images_per_s",
+        "infer_spinebench_images_per_s",
+        "infer_compute_only_images_per_s",
+    ]
     assert all(math.isfinite(doc[key]) and doc[key] > 0 for key in rates), {key: doc[key] for key in rates}
     assert doc["ratio"] == pytest.approx(doc["spinebench_images_per_s"] / doc["compute_only_images_per_s"])
     for prefix in ("", "infer_"):  # timed before and after the reference, the mean taken
         timed = [doc[f"{prefix}spinebench_images_per_s_{when}_reference"] for when in ("before", "after")]
         assert all(math.isfinite(rate) and rate > 0 for rate in timed)
         assert doc[f"{prefix}spinebench_images_per_s"] == pytest.approx(sum(timed) / 2)
-    assert doc["infer_ratio"] == pytest.approx(doc["infer_spinebench_images_per_s"] / doc["infer_compute_only_images_per_s"])
+    assert doc["infer_ratio"] == pytest.approx(
+        doc["infer_spinebench_images_per_s"] / doc["infer_compute_only_images_per_s"]
+    )
     assert (doc["model"], doc["input_size"], doc["batch"]) == ("unet_light", [64, 160], 2)
     assert doc["data"].startswith("PHANTOM") and doc["device"].startswith("cpu")
     assert doc["precision"] == doc["infer_precision"] == "float32"  # no autocast on the CPU
@@ -148,9 +223,27 @@ def _ssd300_row(script: str, extra: list[str], tmp_path: Path, cache_dir: Path, 
     is checked: every `timed` rate measured (finite, above 0), the row's rate the mean of the first two (timed
     before and after the reference), and its ratio that rate over the reference's."""
     out = tmp_path / f"{script}.json"
-    _benchmark(script).main(["--models", "ssd300", "--device", "cpu", "--data", "detection_phantom_tiny", "--cache",
-                             str(cache_dir), "--batch", "2", "--max-input-size", "160", "--workers", "0", *extra,
-                             "--json", str(out)])
+    _benchmark(script).main(
+        [
+            "--models",
+            "ssd300",
+            "--device",
+            "cpu",
+            "--data",
+            "detection_phantom_tiny",
+            "--cache",
+            str(cache_dir),
+            "--batch",
+            "2",
+            "--max-input-size",
+            "160",
+            "--workers",
+            "0",
+            *extra,
+            "--json",
+            str(out),
+        ]
+    )
     doc = json.loads(out.read_text())
     row = doc["rows"][0]
     assert all(math.isfinite(row[key]) and row[key] > 0 for key in timed), {key: row[key] for key in timed}
@@ -165,8 +258,25 @@ def test_step_op_counts_grow_with_the_images_holding_a_box_and_the_data_path_nev
     more host sync each); the engine's data path (to_device with augmentation) makes no host sync at all."""
     count_step_ops = _benchmark("count_step_ops")
     out = tmp_path / "ops.json"
-    assert count_step_ops.main(["--models", "retinanet", "--data", "detection_phantom_tiny", "--cache", str(cache_dir),
-                                "--batch", "2", "--max-input-size", "64", "--json", str(out)]) == 0
+    assert (
+        count_step_ops.main(
+            [
+                "--models",
+                "retinanet",
+                "--data",
+                "detection_phantom_tiny",
+                "--cache",
+                str(cache_dir),
+                "--batch",
+                "2",
+                "--max-input-size",
+                "64",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     rows = doc["models"][0]["rows"]
     assert [r["images_with_a_box"] for r in rows] == [0, 1, 2]
@@ -188,9 +298,12 @@ def test_a_boolean_mask_counts_as_a_host_sync_and_indices_do_not():
         x.detach()[torch.tensor([0, 1])].sum().item()
         torch.tensor([1, 2]).repeat_interleave(torch.tensor([2, 1]))
         torch.tensor([1, 2]).repeat_interleave(torch.tensor([2, 1]), output_size=3)
-    assert counter.summary()["host_syncs_by_op"] == {"aten.index.Tensor": 1, "aten.index_put.default": 1,
-                                                      "aten._local_scalar_dense.default": 1,
-                                                      "aten.repeat_interleave.Tensor": 1}
+    assert counter.summary()["host_syncs_by_op"] == {
+        "aten.index.Tensor": 1,
+        "aten.index_put.default": 1,
+        "aten._local_scalar_dense.default": 1,
+        "aten.repeat_interleave.Tensor": 1,
+    }
 
 
 def test_scoring_host_bench_times_both_collector_modes_on_the_same_entries(tmp_path):
@@ -198,7 +311,9 @@ def test_scoring_host_bench_times_both_collector_modes_on_the_same_entries(tmp_p
     entries a pass, and the collector's time is part of the pass it is reported for."""
     bench = _benchmark("bench_scoring_host")
     out = tmp_path / "host.json"
-    assert bench.main(["--images", "20", "--detections", "10", "--batch", "8", "--passes", "2", "--json", str(out)]) == 0
+    assert (
+        bench.main(["--images", "20", "--detections", "10", "--batch", "8", "--passes", "2", "--json", str(out)]) == 0
+    )
     doc = json.loads(out.read_text())
     assert [r["collector"] for r in doc["rows"]] == ["running", "paused"]
     for row in doc["rows"]:
@@ -214,9 +329,15 @@ def test_step_op_count_refuses_what_it_cannot_count(cache_dir, capsys):
     with pytest.raises(SystemExit) as stopped:
         count_step_ops.main(["--models", "retinanet,yolov8m"])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "error: argument --models: cannot count yolov8m: one of faster_rcnn, retinanet, ssd300, ssd512")
-    with pytest.raises(SystemExit, match="^detection_phantom_tiny: needs 16 training images with a box and 16 without$"):
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("error: argument --models: cannot count yolov8m: one of faster_rcnn, retinanet, ssd300, ssd512")
+    )
+    with pytest.raises(
+        SystemExit, match="^detection_phantom_tiny: needs 16 training images with a box and 16 without$"
+    ):
         count_step_ops.main(["--models", "retinanet", "--data", "detection_phantom_tiny", "--cache", str(cache_dir)])
 
 

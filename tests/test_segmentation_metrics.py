@@ -74,8 +74,15 @@ def test_class_missing_everywhere_and_per_case_nanmean():
     summary = scorer.summary()
     assert [c["case"] for c in summary["metric_per_case"]] == ["one", "two", "three"]
     assert summary["metric_per_case"][1]["metrics"]["1"]["Dice"] is None
-    assert summary["metric_per_case"][2]["metrics"]["0"] == {"Dice": 0.0, "IoU": 0.0, "TP": 0, "FP": 0, "FN": 1,
-                                                           "n_pred": 0, "n_ref": 1}
+    assert summary["metric_per_case"][2]["metrics"]["0"] == {
+        "Dice": 0.0,
+        "IoU": 0.0,
+        "TP": 0,
+        "FP": 0,
+        "FN": 1,
+        "n_pred": 0,
+        "n_ref": 1,
+    }
     assert summary["foreground_mean"]["Dice"] == pytest.approx(5 / 6)  # classes 1..2, class 2 NaN left out
 
 
@@ -92,8 +99,11 @@ def test_agrees_with_monai_where_every_class_is_in_every_reference():
     generator = torch.Generator().manual_seed(0)
     num_classes, batch = 4, 5
     ref = torch.randint(0, num_classes, (batch, 32, 48), generator=generator)
-    pred = torch.where(torch.rand(batch, 32, 48, generator=generator) < 0.7, ref,
-                       torch.randint(0, num_classes, (batch, 32, 48), generator=generator))
+    pred = torch.where(
+        torch.rand(batch, 32, 48, generator=generator) < 0.7,
+        ref,
+        torch.randint(0, num_classes, (batch, 32, 48), generator=generator),
+    )
     dice, iou = dice_iou(*confusion_counts(pred, ref, num_classes))
 
     def onehot(x):
@@ -135,9 +145,12 @@ def test_the_dice_term_is_samed_s_dice_loss():
     from spinebench.segmentation.losses import SegmentationLoss
 
     generator = torch.Generator().manual_seed(0)
-    logits, target = torch.randn(2, 10, 8, 12, generator=generator), torch.randint(0, 10, (2, 8, 12), generator=generator)
+    logits, target = (
+        torch.randn(2, 10, 8, 12, generator=generator),
+        torch.randint(0, 10, (2, 8, 12), generator=generator),
+    )
     probs, onehot = logits.softmax(1), torch.nn.functional.one_hot(target, 10).permute(0, 3, 1, 2).float()
     dims = (0, 2, 3)
-    samed = 1 - (2 * (probs * onehot).sum(dims) + 1e-5) / ((probs ** 2).sum(dims) + (onehot ** 2).sum(dims) + 1e-5)
+    samed = 1 - (2 * (probs * onehot).sum(dims) + 1e-5) / ((probs**2).sum(dims) + (onehot**2).sum(dims) + 1e-5)
     ours = SegmentationLoss(10, ce_weight=0.0, dice_weight=1.0)(logits, target)["dice"]
     assert float(ours) == pytest.approx(float(samed.mean()), rel=1e-5)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from spinebench.errors import DataError
 from spinebench.data.source import MANIFEST, PHANTOM_STAMP, describe_source, prepare_dataset
+from spinebench.errors import DataError
 
 
 def test_unstamped_folder_is_real_but_unverified(detection_release):
@@ -31,7 +31,6 @@ def test_a_real_folder_takes_its_domain_from_the_config(segmentation_release):
     assert prepare_dataset("mine", "segmentation", segmentation_release, domain="human").source["domain"] == "human"
     with pytest.raises(DataError, match="data.domain must be porcine or human, got 'pig'"):
         prepare_dataset("seg", "segmentation", segmentation_release, domain="pig")
-
 
 
 def test_a_human_detection_set_is_refused(detection_release):
@@ -88,8 +87,11 @@ def test_a_phantom_generation_killed_half_way_is_redone_not_used(tmp_path, monke
     monkeypatch.setattr(writer, "_write_one", real_write_one)
     spec = prepare_dataset("detection_phantom", "detection", root, phantom=phantom)
     assert spec.source["stamp"]["complete"] is True
-    assert {split: len(list((root / split).glob("*.png"))) for split in ("train", "val", "test")} == \
-        {"train": 6, "val": 2, "test": 2}
+    assert {split: len(list((root / split).glob("*.png"))) for split in ("train", "val", "test")} == {
+        "train": 6,
+        "val": 2,
+        "test": 2,
+    }
 
 
 def test_a_phantom_other_than_the_one_asked_for_is_written_over_not_used(tmp_path, caplog):
@@ -118,13 +120,15 @@ def test_a_phantom_copied_without_its_stamp_is_still_labelled_phantom(tmp_path):
     assert "text chunk" in spec.source["note"]
 
 
-def test_a_segmentation_phantom_without_its_stamp_is_phantom_and_a_plain_folder_stays_real(tmp_path,
-                                                                                          segmentation_release):
+def test_a_segmentation_phantom_without_its_stamp_is_phantom_and_a_plain_folder_stays_real(
+    tmp_path, segmentation_release
+):
     """The text-chunk check covers the segmentation layout too (from the root or one split folder), and PNGs
     without the chunk are not taken for a phantom."""
     root = tmp_path / "seg_copy"
-    prepare_dataset("segmentation_phantom", "segmentation", root,
-                    phantom={"n_train": 2, "n_val": 1, "n_test": 1, "seed": 0})
+    prepare_dataset(
+        "segmentation_phantom", "segmentation", root, phantom={"n_train": 2, "n_val": 1, "n_test": 1, "seed": 0}
+    )
     (root / PHANTOM_STAMP).unlink()
     spec = prepare_dataset("segmentation_real", "segmentation", root)
     assert spec.is_phantom and spec.source["kind"] == "phantom" and "PHANTOM" in spec.label
@@ -137,8 +141,9 @@ def test_a_segmentation_phantom_without_its_stamp_is_phantom_and_a_plain_folder_
 def test_a_phantom_domain_is_set_by_the_phantom_s_own_key(tmp_path):
     """data.domain=human on a porcine phantom was accepted and ignored (the stamp won, the config said human)."""
     phantom = {"n_train": 1, "n_val": 1, "n_test": 1, "seed": 0, "domain": "porcine"}
-    with pytest.raises(DataError, match="data.domain=human but the phantom asked for is porcine: set "
-                                           "data.phantom.domain"):
+    with pytest.raises(
+        DataError, match="data.domain=human but the phantom asked for is porcine: set data.phantom.domain"
+    ):
         prepare_dataset("p", "segmentation", tmp_path / "p", phantom=phantom, domain="human")
     with pytest.raises(DataError, match="use data.domain=porcine and data.phantom.domain=porcine"):
         prepare_dataset("p", "detection", tmp_path / "p", phantom={**phantom, "domain": "human"}, domain="human")

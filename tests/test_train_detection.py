@@ -16,21 +16,24 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from spinebench.evaluate import run_id  # (importing it registers the eval config's resolver)
 from spinebench.detection.torchvision_benchmark import DetectorModule
 from spinebench.entry import Entry, check_overrides
 from spinebench.errors import ConfigError, RunStateError
+from spinebench.evaluate import run_id  # (importing it registers the eval config's resolver)
 from spinebench.hydra_run import CONFIG_DIR
 from spinebench.pipeline import evaluate, train
-from spinebench.run_folder import RunFolder
 from spinebench.report import collect_runs
+from spinebench.run_folder import RunFolder
 
 
 def compose_cfg(config_name: str, overrides: list[str], out: Path, cache_dir: Path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=[f"paths.root_dir={out}", f"paths.cache_dir={cache_dir}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name,
+            overrides=[f"paths.root_dir={out}", f"paths.cache_dir={cache_dir}", *overrides],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "run")
@@ -42,9 +45,19 @@ def compose_cfg(config_name: str, overrides: list[str], out: Path, cache_dir: Pa
 def test_a_gpu_run_fills_both_implantability_columns(tmp_path, cache_dir):
     """On a GPU with trainer.cpu_fps_images set (trainer=gpu sets it), batch-1 inference is timed on the GPU and
     then on the CPU, so the report has the paper's CPU and GPU figures from the one run."""
-    cfg = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny",
-                                "trainer.device=cuda", "trainer.cpu_fps_images=2", "trainer.cpu_fps_warmup=0"],
-                      tmp_path, cache_dir)
+    cfg = compose_cfg(
+        "train",
+        [
+            "model=faster_rcnn",
+            "trainer=smoke",
+            "data=detection_phantom_tiny",
+            "trainer.device=cuda",
+            "trainer.cpu_fps_images=2",
+            "trainer.cpu_fps_warmup=0",
+        ],
+        tmp_path,
+        cache_dir,
+    )
     metrics = train(cfg)
     speed = metrics["speed"]
     assert speed["gpu"]["fps"] == metrics["fps_batch1"] and speed["gpu"]["device"] == metrics["device"]
@@ -57,13 +70,19 @@ def test_a_gpu_run_fills_both_implantability_columns(tmp_path, cache_dir):
 def test_resume_then_evaluate_on_another_dataset(tmp_path, cache_dir):
     """A finished run started again trains nothing; spinebench-eval scores its best checkpoint elsewhere. A
     metrics.json cut short costs neither a retraining (the run is tested again) nor the evaluation."""
-    cfg = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path, cache_dir)
+    cfg = compose_cfg(
+        "train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny"], tmp_path, cache_dir
+    )
     first = train(cfg)
     second = train(cfg)  # same command: resumes from last.pt (already complete) and re-tests
     assert second["metrics"] == first["metrics"]
     saved = (tmp_path / "run" / "config.yaml").read_text()
-    other = compose_cfg("train", ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny",
-                                  "trainer.optimizer.lr=0.5"], tmp_path, cache_dir)  # lands in the same folder
+    other = compose_cfg(
+        "train",
+        ["model=faster_rcnn", "trainer=smoke", "data=detection_phantom_tiny", "trainer.optimizer.lr=0.5"],
+        tmp_path,
+        cache_dir,
+    )  # lands in the same folder
     with pytest.raises(ConfigError, match=r"config.yaml: this run was trained with other settings: trainer.optimizer"):
         train(other)
     with open_dict(other):
@@ -110,8 +129,13 @@ def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, ca
     continues from last.pt and ends with the weights and test metrics of a run that was never interrupted.
     The killed run reads its batches from the split held on the device (trainer.data_on_device=true, here the
     CPU), the uninterrupted one through the DataLoader: the two paths give the same training."""
-    overrides = ["model=retinanet", "trainer=smoke", "data=detection_phantom_tiny", "trainer.epochs=2",
-                 "trainer.limit_train_batches=2"]
+    overrides = [
+        "model=retinanet",
+        "trainer=smoke",
+        "data=detection_phantom_tiny",
+        "trainer.epochs=2",
+        "trainer.limit_train_batches=2",
+    ]
     full = train(compose_cfg("train", overrides, tmp_path / "full", cache_dir))
     killed_cfg = compose_cfg("train", [*overrides, "trainer.data_on_device=true"], tmp_path / "killed", cache_dir)
     real_step, steps = DetectorModule.training_step, []
@@ -138,9 +162,9 @@ def test_a_killed_detection_run_resumes_to_the_uninterrupted_result(tmp_path, ca
 
 @pytest.mark.slow
 @pytest.mark.parametrize("test_split_amp", [False, True])
-def test_validation_runs_under_trainer_amp_and_the_test_split_as_test_split_amp_says(test_split_amp, tmp_path,
-                                                                                     cache_dir, monkeypatch,
-                                                                                     bf16_autocast_on_cpu):
+def test_validation_runs_under_trainer_amp_and_the_test_split_as_test_split_amp_says(
+    test_split_amp, tmp_path, cache_dir, monkeypatch, bf16_autocast_on_cpu
+):
     """trainer.amp (bf16 autocast on a GPU) covers training and validation; the test split is scored in float32
     (TEST_SPLIT_AMP), so that the reported numbers do not depend on a speed setting, and metrics.json says so
     whichever way the test split ran. The CPU's bf16 autocast stands in for a GPU's (spinebench turns it on only
@@ -177,38 +201,79 @@ def _guarded_error(cfg, capsys) -> str:
     return err
 
 
-
-@pytest.mark.parametrize("module, override, says", [
-    ("spinebench.train", "model=yolov99", "spinebench-train: error: model=yolov99: no such config (configs/model/ has "
-                                          "deeplabv3, deeplabv3_light, faster_rcnn, "),
-    ("spinebench.train", "experiment=paper/yolov8m,paper/yolov9", "spinebench-train: error: experiment=paper/yolov9: "
-                                                                  "no such config (configs/experiment/ has paper/"),
-    ("spinebench.evaluate", "data=human", "spinebench-eval: error: data=human: no such config (configs/data/ has "),
-    ("spinebench.train", "trainer.epoch=3", "spinebench-train: error: unknown key trainer.epoch (known: amp, augment, "),
-    ("spinebench.train", "trainer.optimizer.learning_rate=1", "spinebench-train: error: unknown key "
-                                                              "trainer.optimizer.learning_rate: no torch optimizer "
-                                                              "takes it (e.g. lr, "),
-])
+@pytest.mark.parametrize(
+    "module, override, says",
+    [
+        (
+            "spinebench.train",
+            "model=yolov99",
+            "spinebench-train: error: model=yolov99: no such config (configs/model/ has "
+            "deeplabv3, deeplabv3_light, faster_rcnn, ",
+        ),
+        (
+            "spinebench.train",
+            "experiment=paper/yolov8m,paper/yolov9",
+            "spinebench-train: error: experiment=paper/yolov9: no such config (configs/experiment/ has paper/",
+        ),
+        ("spinebench.evaluate", "data=human", "spinebench-eval: error: data=human: no such config (configs/data/ has "),
+        (
+            "spinebench.train",
+            "trainer.epoch=3",
+            "spinebench-train: error: unknown key trainer.epoch (known: amp, augment, ",
+        ),
+        (
+            "spinebench.train",
+            "trainer.optimizer.learning_rate=1",
+            "spinebench-train: error: unknown key "
+            "trainer.optimizer.learning_rate: no torch optimizer "
+            "takes it (e.g. lr, ",
+        ),
+    ],
+)
 def test_a_config_name_that_does_not_exist_is_one_line(tmp_path, module, override, says):
     """Hydra's own message is twenty lines with its search path; the entry points check the names first."""
     env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", module, "-m", override, "ckpt=/nowhere"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "-m", override, "ckpt=/nowhere"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith(says) and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
 
 
 def test_config_names_that_exist_or_are_hydras_to_resolve_pass_the_check():
-    check_overrides(["-m", "model=faster_rcnn,retinanet", "experiment=paper/yolov8m", "data=null",
-                     "model.weights=/w.pt", "trainer.epochs=3", "trainer.optimizer.lr=0.1", "trainer=gpu",
-                     "+trainer=gpu", "model=glob(ssd*)", "~paths"])  # returns: nothing to refuse
+    check_overrides(
+        [
+            "-m",
+            "model=faster_rcnn,retinanet",
+            "experiment=paper/yolov8m",
+            "data=null",
+            "model.weights=/w.pt",
+            "trainer.epochs=3",
+            "trainer.optimizer.lr=0.1",
+            "trainer=gpu",
+            "+trainer=gpu",
+            "model=glob(ssd*)",
+            "~paths",
+        ]
+    )  # returns: nothing to refuse
     check_overrides(["--config-dir=/mine", "model=my_detector"])  # a folder of its own
 
 
 def test_a_command_stopped_by_a_user_error_leaves_no_empty_run_folder(tmp_path):
     env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "spinebench.evaluate", f"ckpt={tmp_path}"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinebench.evaluate", f"ckpt={tmp_path}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no data selected: add data=<name>" in proc.stderr, proc.stderr[-500:]
     left = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")]
     assert not any(name.startswith("outputs") for name in left), left
@@ -232,13 +297,17 @@ def test_only_an_untouched_run_folder_is_dropped(tmp_path):
     assert (tmp_path / "outputs/data").is_dir()  # still holds the resumable run
 
 
-@pytest.mark.parametrize("damage, says", [
-    ("corrupt_png", "test_post_0.png: unreadable or truncated image"),
-    ("malformed_xml", "test_post_0.xml: malformed XML"),
-    ("empty_split", "det/test (a split folder holds no images)"),
-])
-def test_a_broken_test_split_is_refused_before_any_training(damage, says, detection_release, tmp_path, cache_dir,
-                                                            capsys):
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("corrupt_png", "test_post_0.png: unreadable or truncated image"),
+        ("malformed_xml", "test_post_0.xml: malformed XML"),
+        ("empty_split", "det/test (a split folder holds no images)"),
+    ],
+)
+def test_a_broken_test_split_is_refused_before_any_training(
+    damage, says, detection_release, tmp_path, cache_dir, capsys
+):
     """It was found after the whole training, when the test split was first read."""
     test = detection_release / "test"
     if damage == "corrupt_png":
@@ -248,41 +317,62 @@ def test_a_broken_test_split_is_refused_before_any_training(damage, says, detect
     else:
         for path in test.iterdir():
             path.unlink()
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", f"data.root={detection_release}",
-                                "trainer=smoke"], tmp_path, cache_dir)
+    cfg = compose_cfg(
+        "train",
+        ["model=faster_rcnn", "data=detection_real", f"data.root={detection_release}", "trainer=smoke"],
+        tmp_path,
+        cache_dir,
+    )
     assert says in _guarded_error(cfg, capsys)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def _spinebench_train(tmp_path, *overrides):
     env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
-    return subprocess.run([sys.executable, "-m", "spinebench.train", *overrides], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "spinebench.train", *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_yolo_refuses_a_corrupt_training_png_in_one_line(detection_release, tmp_path):
     """ultralytics' Image.open answered it with a ModuleNotFoundError (pi_heif) and a traceback, and skips with a
     warning an image that does open but not decode; nothing of the run is left."""
     (detection_release / "train" / "train_pre_1.png").write_bytes(b"garbage")
-    proc = _spinebench_train(tmp_path, "model=yolov8n", "data=detection_real", f"data.root={detection_release}",
-                             "trainer=smoke")
+    proc = _spinebench_train(
+        tmp_path, "model=yolov8n", "data=detection_real", f"data.root={detection_release}", "trainer=smoke"
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
     assert "train_pre_1.png: unreadable or truncated image" in proc.stderr and "pi_heif" not in proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("model, file, says", [
-    ("faster_rcnn", "garbage.pth", "cannot read it as a PyTorch checkpoint (ValueError: invalid literal for int()"),
-    ("yolov8n", "garbage.pt", "ultralytics cannot load it"),
-])
-def test_weights_that_cannot_be_loaded_are_one_line_and_leave_no_run_folder(model, file, says, detection_release,
-                                                                            tmp_path):
+@pytest.mark.parametrize(
+    "model, file, says",
+    [
+        ("faster_rcnn", "garbage.pth", "cannot read it as a PyTorch checkpoint (ValueError: invalid literal for int()"),
+        ("yolov8n", "garbage.pt", "ultralytics cannot load it"),
+    ],
+)
+def test_weights_that_cannot_be_loaded_are_one_line_and_leave_no_run_folder(
+    model, file, says, detection_release, tmp_path
+):
     """torch's own error named neither the file nor model.weights; YOLO's export to yolo_data/ and yolo/ came
     before the weights were loaded, and stayed."""
     garbage = tmp_path / file
     garbage.write_text("garbage\n")
-    proc = _spinebench_train(tmp_path, f"model={model}", "data=detection_real", f"data.root={detection_release}",
-                             "trainer=smoke", f"model.weights={garbage}")
+    proc = _spinebench_train(
+        tmp_path,
+        f"model={model}",
+        "data=detection_real",
+        f"data.root={detection_release}",
+        "trainer=smoke",
+        f"model.weights={garbage}",
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
     assert f"model.weights={garbage}: {says}" in proc.stderr
     assert not (tmp_path / "outputs").exists()
@@ -302,11 +392,16 @@ def test_a_killed_yolo_run_resumes_through_ultralytics_and_says_so(tmp_path, cac
         def kill(trainer):
             if trainer.epoch == 0:
                 raise KeyboardInterrupt("killed")
+
         model.add_callback("on_fit_epoch_end", kill)
         return model
 
-    cfg = compose_cfg("train", ["model=yolov8n", "trainer=smoke", "data=detection_phantom_tiny", "trainer.epochs=2"],
-                      tmp_path, cache_dir)
+    cfg = compose_cfg(
+        "train",
+        ["model=yolov8n", "trainer=smoke", "data=detection_phantom_tiny", "trainer.epochs=2"],
+        tmp_path,
+        cache_dir,
+    )
     monkeypatch.setattr(yolo, "_load_yolo", killed_after_the_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
@@ -317,15 +412,19 @@ def test_a_killed_yolo_run_resumes_through_ultralytics_and_says_so(tmp_path, cac
     assert len((tmp_path / "run" / "yolo" / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
 
-
 @pytest.mark.slow
-def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken(detection_release, tmp_path,
-                                                                                 cache_dir, capsys):
+def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken(
+    detection_release, tmp_path, cache_dir, capsys
+):
     """The finished run's metrics.json was removed before fit() met the corrupt training PNG: its result was lost
     to a data error. A redo that fails before it trains gives the folder back its result and the files describing
     it; one that completes leaves nothing aside."""
-    cfg = compose_cfg("train", ["model=faster_rcnn", "data=detection_real", f"data.root={detection_release}",
-                                "trainer=smoke"], tmp_path, cache_dir)
+    cfg = compose_cfg(
+        "train",
+        ["model=faster_rcnn", "data=detection_real", f"data.root={detection_release}", "trainer=smoke"],
+        tmp_path,
+        cache_dir,
+    )
     run = tmp_path / "run"
     finished = run / "metrics.json"
     first = train(cfg)
@@ -349,34 +448,53 @@ def test_redoing_a_finished_run_keeps_its_result_when_a_training_image_is_broken
     assert "train_pre_1.png: unreadable image" in _guarded_error(cfg, capsys)
     assert not finished.exists() and not list(run.glob("*.previous"))
     # spinebench-eval refuses a run without metrics.json (killed or still training): its best.pt is not final
-    eval_cfg = compose_cfg("eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e",
-                           cache_dir)
-    with pytest.raises(RunStateError, match=r"the run is unfinished \(no metrics.json\); run its training command again"):
+    eval_cfg = compose_cfg(
+        "eval", [f"ckpt={tmp_path / 'run'}", "data=detection_phantom_tiny"], tmp_path / "e", cache_dir
+    )
+    with pytest.raises(
+        RunStateError, match=r"the run is unfinished \(no metrics.json\); run its training command again"
+    ):
         evaluate(eval_cfg)
 
 
 def test_spinebench_eval_without_ckpt_is_one_line(tmp_path):
     """Hydra names the evaluation's folder after ckpt= before the task runs: it was a 185-line interpolation error."""
     env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "spinebench.evaluate", "data=detection_phantom_tiny"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinebench.evaluate", "data=detection_phantom_tiny"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-800:]
     assert proc.stderr.startswith("spinebench-eval: error: ckpt= is not set: add ckpt=<training run folder>")
 
 
-@pytest.mark.parametrize("model, data, override, says", [
-    ("retinanet", "detection_phantom_tiny", "model.input_size=abc", "model.input_size must be [height, width] in "
-                                                                    "pixels, got 'abc'"),
-    ("unet_light", "segmentation_phantom_tiny", "model.network.pad_multiple=abc", "model.network.pad_multiple=abc: must be a positive "
-                                                                          "integer"),  # its network is built in fit()
-])
-def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(model, data, override, says, tmp_path,
-                                                                         cache_dir, capsys):
+@pytest.mark.parametrize(
+    "model, data, override, says",
+    [
+        (
+            "retinanet",
+            "detection_phantom_tiny",
+            "model.input_size=abc",
+            "model.input_size must be [height, width] in pixels, got 'abc'",
+        ),
+        (
+            "unet_light",
+            "segmentation_phantom_tiny",
+            "model.network.pad_multiple=abc",
+            "model.network.pad_multiple=abc: must be a positive integer",
+        ),  # its network is built in fit()
+    ],
+)
+def test_a_mistyped_model_setting_in_a_trained_run_folder_names_the_type(
+    model, data, override, says, tmp_path, cache_dir, capsys
+):
     """Beside a trained run, a mistyped model setting was reported as a setting that differs from the run's."""
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"0")
     (tmp_path / "run" / "config.yaml").write_text("model:\n  input_size: [256, 256]\n")
     cfg = compose_cfg("train", [f"model={model}", f"data={data}", "trainer=smoke", override], tmp_path, cache_dir)
     assert says in _guarded_error(cfg, capsys)
-
-

@@ -24,8 +24,6 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from helpers.records import check_metrics_keys_documented
-
 import spinebench.evaluate  # noqa: F401  (registers the spinebench.run_id resolver eval.yaml uses)
 from spinebench import pipeline
 from spinebench.entry import one_line, user_error
@@ -33,6 +31,8 @@ from spinebench.errors import ConfigError, DataError, WeightsError
 from spinebench.segmentation.losses import SegmentationLoss
 from spinebench.segmentation.samed import build_samed
 from spinebench.segmentation.task import SegmentationModule
+
+from helpers.records import check_metrics_keys_documented
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -87,8 +87,12 @@ def check_run_folder(folder: Path, checkpoints: bool = True) -> dict:
 
 
 def smoke_run(experiment: str, out: Path, cache_dir: Path) -> Path:
-    run("train", out, cache_dir, [f"experiment=paper/{experiment}", "data=segmentation_phantom_tiny",
-                                  *smoke_overrides(), *FAST])
+    run(
+        "train",
+        out,
+        cache_dir,
+        [f"experiment=paper/{experiment}", "data=segmentation_phantom_tiny", *smoke_overrides(), *FAST],
+    )
     return out
 
 
@@ -101,12 +105,16 @@ def trained(tmp_path_factory, cache_dir):
 # model configs no paper experiment uses (CPU variants, other smp models): tests/test_experiments.py does not reach them
 def _segmentation_model_configs() -> set[str]:
     with initialize_config_dir(config_dir=str(CONFIGS / "model"), version_base="1.3"):
-        return {p.stem for p in (CONFIGS / "model").glob("*.yaml")
-                if compose(config_name=p.stem)["_target_"].startswith("spinebench.segmentation.")}
+        return {
+            p.stem
+            for p in (CONFIGS / "model").glob("*.yaml")
+            if compose(config_name=p.stem)["_target_"].startswith("spinebench.segmentation.")
+        }
 
 
-OTHER_MODELS = sorted(_segmentation_model_configs()
-                      - {_model_of(p) for p in (CONFIGS / "experiment" / "paper").glob("*.yaml")})
+OTHER_MODELS = sorted(
+    _segmentation_model_configs() - {_model_of(p) for p in (CONFIGS / "experiment" / "paper").glob("*.yaml")}
+)
 
 
 def test_other_segmentation_model_configs_exist():
@@ -151,19 +159,34 @@ def test_deeplabv3_runs_its_aux_head_in_training_only_and_scores_with_torchvisio
 def test_an_smp_architecture_that_does_not_exist_is_one_line(tmp_path):
     """model.network.smp_arch is any smp architecture by name: a misspelt one is refused naming the ones there are."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "spinebench.train", "model=unet_smp",
-                             "model.network.smp_arch=UnetPlusPluss",
-                             "data=segmentation_phantom_tiny", "trainer=smoke", f"paths.root_dir={tmp_path}",
-                             f"paths.cache_dir={tmp_path / 'cache'}"], capture_output=True, text=True, env=env,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinebench.train",
+            "model=unet_smp",
+            "model.network.smp_arch=UnetPlusPluss",
+            "data=segmentation_phantom_tiny",
+            "trainer=smoke",
+            f"paths.root_dir={tmp_path}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("spinebench-train: error: model.network.smp_arch=UnetPlusPluss is not an smp "
-                           "architecture (one of Unet, UnetPlusPlus, ")
+    assert last.startswith(
+        "spinebench-train: error: model.network.smp_arch=UnetPlusPluss is not an smp "
+        "architecture (one of Unet, UnetPlusPlus, "
+    )
 
 
-def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_path, cache_dir, monkeypatch,
-                                                                          bf16_autocast_on_cpu):
+def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(
+    tmp_path, cache_dir, monkeypatch, bf16_autocast_on_cpu
+):
     """As for the detectors: trainer.amp covers training and validation, the test split is scored in float32.
     The CPU's bf16 autocast stands in for a GPU's; each prediction records whether autocast was on."""
     real_predict, autocast_on = SegmentationModule.predict, []
@@ -184,8 +207,18 @@ def test_validation_runs_under_trainer_amp_and_the_test_split_in_float32(tmp_pat
 def test_zero_shot_eval(trained, tmp_path, cache_dir):
     check_run_folder(trained)
     out = tmp_path / "zero_shot"
-    doc = run("eval", out, cache_dir, [f"ckpt={trained}", "data=segmentation_human_phantom", "trainer.limit_test_images=2",
-                                       "trainer.fps_images=1", "trainer.fps_warmup=0"])
+    doc = run(
+        "eval",
+        out,
+        cache_dir,
+        [
+            f"ckpt={trained}",
+            "data=segmentation_human_phantom",
+            "trainer.limit_test_images=2",
+            "trainer.fps_images=1",
+            "trainer.fps_warmup=0",
+        ],
+    )
     check_run_folder(out, checkpoints=False)
     assert doc["checkpoint_run"] == str(trained.resolve()) and doc["data"]["stamp"]["domain"] == "human"
     assert doc["trained_on"]["kind"] == "phantom" and doc["trained_on"]["stamp"]["domain"] == "porcine"
@@ -195,8 +228,9 @@ def test_zero_shot_eval(trained, tmp_path, cache_dir):
 def test_eval_without_data_says_so_and_help_works(trained, tmp_path, cache_dir):
     with pytest.raises(ConfigError, match=r"no data selected: add data=<name>"):
         run("eval", tmp_path / "eval", cache_dir, [f"ckpt={trained}"])
-    help_text = subprocess.run([sys.executable, "-m", "spinebench.evaluate", "--help"], capture_output=True, text=True,
-                               timeout=120)
+    help_text = subprocess.run(
+        [sys.executable, "-m", "spinebench.evaluate", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert help_text.returncode == 0 and "segmentation_human_phantom" in help_text.stdout, help_text.stderr[-500:]
 
 
@@ -274,10 +308,11 @@ def _pretrained_file(arch: str, path: Path) -> None:
 
 
 # (the row's network settings, its benchmark's own settings, the pretrained file `auto` finds in a weights folder)
-AUTO_ROWS = {"deeplabv3": ({"backbone_weights": "auto"}, {}, "resnet50-0676ba61.pth"),
-             "samed": ({"rank": 4}, {"sam_checkpoint": "auto", "image_size": 128, "input_size": None},
-                       "sam_vit_b_01ec64.pth"),
-             "segformer": ({"encoder_weights": "auto", "encoder_name": "mit_b0", "decoder_channels": 256}, {}, MIT_B0)}
+AUTO_ROWS = {
+    "deeplabv3": ({"backbone_weights": "auto"}, {}, "resnet50-0676ba61.pth"),
+    "samed": ({"rank": 4}, {"sam_checkpoint": "auto", "image_size": 128, "input_size": None}, "sam_vit_b_01ec64.pth"),
+    "segformer": ({"encoder_weights": "auto", "encoder_name": "mit_b0", "decoder_channels": 256}, {}, MIT_B0),
+}
 
 
 def _benchmark(arch: str, network: dict, settings: dict):
@@ -311,11 +346,14 @@ def test_auto_weights_come_from_the_weights_folder_or_the_run_says_scratch(arch,
     assert bench._pretrained(bench.build_model()) == {"pretrained": True, "pretrained_source": str(folder / file)}
 
 
-@pytest.mark.parametrize("content, says", [
-    (None, "weights .*nope.safetensors do not exist"),
-    (b"not a safetensors file", "nope.safetensors: cannot read smp Segformer encoder mit_b0 weights"),
-    ("resnet50", "nope.safetensors: no tensor matches smp Segformer encoder mit_b0"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (None, "weights .*nope.safetensors do not exist"),
+        (b"not a safetensors file", "nope.safetensors: cannot read smp Segformer encoder mit_b0 weights"),
+        ("resnet50", "nope.safetensors: no tensor matches smp Segformer encoder mit_b0"),
+    ],
+)
 def test_a_bad_encoder_weights_file_is_refused_naming_it(content, says, tmp_path):
     """model.network.encoder_weights=PATH: a missing file, an unreadable one (a truncated download) and another
     model's; each a WeightsError (a user error: one line, exit 2)."""
@@ -365,24 +403,43 @@ def test_a_samed_run_from_an_auto_found_sam_file_is_scored_with_that_file(tmp_pa
     sam_file = folder / "sam_vit_b_01ec64.pth"
     _fake_sam_checkpoint(SAMed(num_classes=10, image_size=128, rank=4), sam_file)
     monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(folder))
-    trained = run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
-                                                           *smoke_overrides(), *FAST])
+    trained = run(
+        "train",
+        tmp_path / "samed",
+        cache_dir,
+        ["experiment=paper/samed", "data=segmentation_phantom_tiny", *smoke_overrides(), *FAST],
+    )
     assert trained["pretrained"] is True and trained["pretrained_source"] == str(sam_file)
-    evaluation = ["data=segmentation_phantom_tiny", f"ckpt={tmp_path / 'samed'}", "trainer.limit_test_images=2",
-                  "trainer.fps_images=1", "trainer.fps_warmup=0"]
+    evaluation = [
+        "data=segmentation_phantom_tiny",
+        f"ckpt={tmp_path / 'samed'}",
+        "trainer.limit_test_images=2",
+        "trainer.fps_images=1",
+        "trainer.fps_warmup=0",
+    ]
     monkeypatch.delenv("SPINEBENCH_WEIGHTS")  # the folder is not searched any more: the recorded path is used
     again = run("eval", tmp_path / "again", cache_dir, evaluation)
     assert again["metrics"]["mean_dice"] == pytest.approx(trained["metrics"]["mean_dice"])
     sam_file.rename(tmp_path / "elsewhere.pth")
-    with pytest.raises(WeightsError, match=f"^{sam_file}: the SAM checkpoint this SAMed run was trained from is "
-                                                "not there any more; the run's checkpoints hold only LoRA"):
+    with pytest.raises(
+        WeightsError,
+        match=f"^{sam_file}: the SAM checkpoint this SAMed run was trained from is "
+        "not there any more; the run's checkpoints hold only LoRA",
+    ):
         run("eval", tmp_path / "gone", cache_dir, evaluation)
     # the same command again finds no SAM file now: resuming (here: a finished run, tested again) would rebuild a
     # random frozen encoder under the LoRA and decoder trained on SAM's
-    with pytest.raises(ConfigError, match=r"this run's frozen weights \(not in its checkpoints\) came from "
-                                          r"sam_vit_b_01ec64.pth, \d+ bytes; this start found none"):
-        run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
-                                                     *smoke_overrides(), *FAST])
+    with pytest.raises(
+        ConfigError,
+        match=r"this run's frozen weights \(not in its checkpoints\) came from "
+        r"sam_vit_b_01ec64.pth, \d+ bytes; this start found none",
+    ):
+        run(
+            "train",
+            tmp_path / "samed",
+            cache_dir,
+            ["experiment=paper/samed", "data=segmentation_phantom_tiny", *smoke_overrides(), *FAST],
+        )
     assert (tmp_path / "samed" / "metrics.json").is_file()  # refused before training: the finished result stays
     # the same file in another weights folder (another machine's): the redo resumes and is scored with it; it was
     # refused at test() for the old path, after the finished result had been set aside
@@ -390,15 +447,29 @@ def test_a_samed_run_from_an_auto_found_sam_file_is_scored_with_that_file(tmp_pa
     moved.mkdir()
     (tmp_path / "elsewhere.pth").rename(moved / "sam_vit_b_01ec64.pth")
     monkeypatch.setenv("SPINEBENCH_WEIGHTS", str(moved))
-    redone = run("train", tmp_path / "samed", cache_dir, ["experiment=paper/samed", "data=segmentation_phantom_tiny",
-                                                          *smoke_overrides(), *FAST])
+    redone = run(
+        "train",
+        tmp_path / "samed",
+        cache_dir,
+        ["experiment=paper/samed", "data=segmentation_phantom_tiny", *smoke_overrides(), *FAST],
+    )
     assert redone["metrics"]["mean_dice"] == pytest.approx(trained["metrics"]["mean_dice"])
 
 
 def test_missing_sam_checkpoint_given_explicitly_fails_clearly(tmp_path, cache_dir):
     with pytest.raises(Exception, match="does not exist") as info:
-        run("train", tmp_path / "samed", cache_dir, ["model=samed", "data=segmentation_phantom_tiny", *smoke_overrides(),
-                                                     *FAST, f"model.sam_checkpoint={tmp_path / 'sam_vit_b_01ec64.pth'}"])
+        run(
+            "train",
+            tmp_path / "samed",
+            cache_dir,
+            [
+                "model=samed",
+                "data=segmentation_phantom_tiny",
+                *smoke_overrides(),
+                *FAST,
+                f"model.sam_checkpoint={tmp_path / 'sam_vit_b_01ec64.pth'}",
+            ],
+        )
     cause = user_error(info.value)
     assert isinstance(cause, WeightsError) and "sam_vit_b_01ec64.pth" in one_line(cause)
 
@@ -417,8 +488,11 @@ def _step_on(device: torch.device, debug_sync: bool = False):
     backward) on `device`; with debug_sync, under torch's CUDA sync debug mode (raises on a synchronizing call)."""
     model = TwoHeads().to(device)
     module = SegmentationModule(model, SegmentationLoss(10, ce_weight=0.2, dice_weight=0.8, aux_weight=0.4), (32, 64))
-    batch = (torch.randint(0, 256, (2, 40, 80), dtype=torch.uint8), torch.randint(0, 10, (2, 40, 80), dtype=torch.uint8),
-             torch.tensor([0, 1]))
+    batch = (
+        torch.randint(0, 256, (2, 40, 80), dtype=torch.uint8),
+        torch.randint(0, 10, (2, 40, 80), dtype=torch.uint8),
+        torch.tensor([0, 1]),
+    )
     if debug_sync:
         torch.cuda.set_sync_debug_mode("error")
     try:
@@ -451,17 +525,27 @@ def test_a_sweep_runs_every_job_and_fails_when_one_does(tmp_path, cache_dir):
     A failed job does not stop the others, and the sweep exits 2 naming it (a script sees it failed)."""
     env = {k: v for k, v in os.environ.items() if k != "SPINEBENCH_ROOT"}
     env.update(SPINEBENCH_CACHE=str(cache_dir), HF_HUB_OFFLINE="1")
-    sweep = [sys.executable, "-m", "spinebench.train", "-m", "model=unet_light", "data=segmentation_phantom_tiny",
-             "trainer=smoke", "trainer.fps_images=1"]
+    sweep = [
+        sys.executable,
+        "-m",
+        "spinebench.train",
+        "-m",
+        "model=unet_light",
+        "data=segmentation_phantom_tiny",
+        "trainer=smoke",
+        "trainer.fps_images=1",
+    ]
     result = subprocess.run([*sweep, "seed=0,1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = tmp_path / "outputs" / "segmentation_phantom_tiny"
     assert all((runs / f"unet_light-smoke-s{seed}" / "metrics.json").is_file() for seed in (0, 1))
-    result = subprocess.run([*sweep, "seed=2,3", "trainer.monitor=nope"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [*sweep, "seed=2,3", "trainer.monitor=nope"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == ("spinebench-train: error: 2 job(s) of the sweep failed (the "
-                                                      "others ran)")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "spinebench-train: error: 2 job(s) of the sweep failed (the others ran)"
+    )
     assert f"{runs / 'unet_light-smoke-s2'}: trainer.monitor='nope' is not a validation metric" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr  # a user error is one line in a sweep too
     assert "is not a validation metric" in (runs / "unet_light-smoke-s2" / "train.log").read_text()  # kept: named
@@ -472,9 +556,22 @@ def test_a_run_stopped_by_a_user_error_after_writing_its_config_leaves_no_folder
     report finds no unfinished run there."""
     env = {k: v for k, v in os.environ.items() if k != "SPINEBENCH_ROOT"}
     env.update(SPINEBENCH_CACHE=str(cache_dir), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "spinebench.train", "model=unet_light",
-                             "data=segmentation_phantom_tiny", "trainer=smoke", "trainer.monitor=nope"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinebench.train",
+            "model=unet_light",
+            "data=segmentation_phantom_tiny",
+            "trainer=smoke",
+            "trainer.monitor=nope",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 2 and "trainer.monitor='nope' is not a validation metric" in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "outputs").exists()
@@ -490,17 +587,23 @@ def test_weights_that_do_not_fit_the_network_are_refused_naming_the_file(case, t
     path = tmp_path / "weights.pth"
     if case.startswith("deeplabv3"):  # the whole net's keys (backbone.*, classifier.*), not its backbone's
         torch.save(models.build_deeplabv3(num_classes=10).net.state_dict(), path)
-        build, says = (lambda: models.build_deeplabv3(backbone_weights=str(path)),
-                       r"no tensor matches DeepLabv3 backbone \(ResNet-50\) \(none of its \d+ tensors is in the file")
+        build, says = (
+            lambda: models.build_deeplabv3(backbone_weights=str(path)),
+            r"no tensor matches DeepLabv3 backbone \(ResNet-50\) \(none of its \d+ tensors is in the file",
+        )
     elif case == "no tensor of the net":
         torch.save({"foo": torch.zeros(3)}, path)
-        build, says = (lambda: models.build_plain_unet(weights=str(path), widths=[4, 8]),
-                       r"no tensor matches plain U-Net \(none of its \d+ tensors is in the file, whose 1 have other")
+        build, says = (
+            lambda: models.build_plain_unet(weights=str(path), widths=[4, 8]),
+            r"no tensor matches plain U-Net \(none of its \d+ tensors is in the file, whose 1 have other",
+        )
     else:
         torch.save(models.PlainUNet(3, 10, (4, 16)).state_dict(), path)
-        build, says = (lambda: models.build_plain_unet(weights=str(path), widths=[4, 8]),
-                       r"\d+ of its tensors do not fit plain U-Net \(e.g. down.1.0.weight: \(16, 4, 3, 3\) in the file, "
-                       r"\(8, 4, 3, 3\) in the model\)")
+        build, says = (
+            lambda: models.build_plain_unet(weights=str(path), widths=[4, 8]),
+            r"\d+ of its tensors do not fit plain U-Net \(e.g. down.1.0.weight: \(16, 4, 3, 3\) in the file, "
+            r"\(8, 4, 3, 3\) in the model\)",
+        )
     with pytest.raises(WeightsError, match=rf"^{path}: {says}") as info:
         build()
     assert "\n" not in str(info.value)
@@ -513,17 +616,34 @@ def test_a_run_trained_from_a_weights_file_is_scored_without_it(tmp_path, cache_
 
     start = tmp_path / "start.pth"
     torch.save(PlainUNet(3, 10, (16, 32, 64, 128, 256)).state_dict(), start)
-    trained = run("train", tmp_path / "unet", cache_dir, ["model=unet_light", "data=segmentation_phantom_tiny",
-                                                          *smoke_overrides(), *FAST,
-                                                          f"model.network.weights={start}"])
+    trained = run(
+        "train",
+        tmp_path / "unet",
+        cache_dir,
+        [
+            "model=unet_light",
+            "data=segmentation_phantom_tiny",
+            *smoke_overrides(),
+            *FAST,
+            f"model.network.weights={start}",
+        ],
+    )
     assert trained["pretrained"] is True and trained["pretrained_source"] == str(start)
     start.unlink()
-    again = run("eval", tmp_path / "eval", cache_dir, [f"ckpt={tmp_path / 'unet'}", "data=segmentation_phantom_tiny",
-                                                       "trainer.limit_test_images=2", "trainer.fps_images=1",
-                                                       "trainer.fps_warmup=0"])
+    again = run(
+        "eval",
+        tmp_path / "eval",
+        cache_dir,
+        [
+            f"ckpt={tmp_path / 'unet'}",
+            "data=segmentation_phantom_tiny",
+            "trainer.limit_test_images=2",
+            "trainer.fps_images=1",
+            "trainer.fps_warmup=0",
+        ],
+    )
     assert again["metrics"]["mean_dice"] == pytest.approx(trained["metrics"]["mean_dice"])
     assert again["pretrained"] is True  # the training run's record
-
 
 
 def test_an_smp_model_refuses_a_key_smp_would_drop():

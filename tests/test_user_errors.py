@@ -10,50 +10,99 @@ import subprocess
 import sys
 
 import pytest
-from helpers.hydra import compose_cfg
 
 from spinebench.entry import Entry
 from spinebench.pipeline import train
+
+from helpers.hydra import compose_cfg
 
 DET, SEG = "data=detection_phantom_tiny", "data=segmentation_phantom_tiny"
 SMOKE = "trainer=smoke"
 
 USER_ERRORS = [  # (id, command line, what its one line says)
     ("wrong type", ["model=faster_rcnn", DET, "trainer.epochs=abc"], "trainer.epochs must be an integer, got 'abc'"),
-    ("data on device", ["model=faster_rcnn", DET, SMOKE, "trainer.data_on_device=gpu"],
-     "trainer.data_on_device must be auto, true or false, got 'gpu'"),
+    (
+        "data on device",
+        ["model=faster_rcnn", DET, SMOKE, "trainer.data_on_device=gpu"],
+        "trainer.data_on_device must be auto, true or false, got 'gpu'",
+    ),
     ("seed", ["model=faster_rcnn", DET, SMOKE, "seed=abc"], "seed must be an integer, got 'abc'"),
-    ("no data root", ["model=faster_rcnn", "data=detection_real", SMOKE],
-     "data.root is not set: add data.root=<value> to the command (the folder of the release"),
-    ("no test split", ["model=faster_rcnn", "data=detection_real", "data.root={tmp}/no_test", SMOKE],
-     "split 'test' is missing"),
+    (
+        "no data root",
+        ["model=faster_rcnn", "data=detection_real", SMOKE],
+        "data.root is not set: add data.root=<value> to the command (the folder of the release",
+    ),
+    (
+        "no test split",
+        ["model=faster_rcnn", "data=detection_real", "data.root={tmp}/no_test", SMOKE],
+        "split 'test' is missing",
+    ),
     ("weights path", ["model=faster_rcnn", DET, SMOKE, "model.weights={tmp}/nope.pth"], "nope.pth: file not found"),
-    ("resize", ["model=faster_rcnn", DET, SMOKE, "model.resize=crop"],
-     "model.resize must be short_side or stretch, got 'crop'"),
+    (
+        "resize",
+        ["model=faster_rcnn", DET, SMOKE, "model.resize=crop"],
+        "model.resize must be short_side or stretch, got 'crop'",
+    ),
     ("ssd resize", ["model=ssd300", DET, SMOKE, "model.resize=short_side"], "model.resize must be stretch"),
-    *[(f"input size {model} {size}", [f"model={model}", data, SMOKE, f"model.input_size={size}"],
-       "model.input_size must be [height, width] in pixels, got ")
-      for model, data in (("retinanet", DET), ("unet_light", SEG)) for size in ("abc", "[256]", "[256,0]")],
-    *[(f"unknown key {model}", [f"model={model}", data, SMOKE, "+model.foo=1"], "unknown key model.foo: ")
-      for model, data in (("faster_rcnn", DET), ("unet_light", SEG))],
-    ("pad multiple", ["model=unet_light", SEG, SMOKE, "model.network.pad_multiple=abc"],
-     "model.network.pad_multiple=abc: must be a positive integer"),
+    *[
+        (
+            f"input size {model} {size}",
+            [f"model={model}", data, SMOKE, f"model.input_size={size}"],
+            "model.input_size must be [height, width] in pixels, got ",
+        )
+        for model, data in (("retinanet", DET), ("unet_light", SEG))
+        for size in ("abc", "[256]", "[256,0]")
+    ],
+    *[
+        (f"unknown key {model}", [f"model={model}", data, SMOKE, "+model.foo=1"], "unknown key model.foo: ")
+        for model, data in (("faster_rcnn", DET), ("unet_light", SEG))
+    ],
+    (
+        "pad multiple",
+        ["model=unet_light", SEG, SMOKE, "model.network.pad_multiple=abc"],
+        "model.network.pad_multiple=abc: must be a positive integer",
+    ),
     ("loss weight", ["model=unet_light", SEG, SMOKE, "model.loss.ce=abc"], "model.loss.ce=abc: must be a number >= 0"),
-    ("loss key", ["model=unet_light", SEG, SMOKE, "+model.loss.dcie=1"], "unknown key model.loss.dcie (known: ce, dice, aux)"),
-    ("widths", ["model=unet_light", SEG, SMOKE, "model.network.widths=abc"],
-     "model.network.widths=abc: must be a list of positive integers"),
-    ("decoder channels", ["model=segformer", SEG, SMOKE, "model.network.decoder_channels=abc"],
-     "model.network.decoder_channels=abc: must be a positive integer"),
-    ("lora rank", ["model=samed", SEG, SMOKE, "model.sam_checkpoint=null", "model.network.rank=abc"],
-     "model.network.rank=abc: must be a positive integer"),
-    ("sam image size", ["model=samed", SEG, SMOKE, "model.sam_checkpoint=null", "model.image_size=abc"],
-     "model.image_size=abc: must be a positive integer"),
-    ("smp encoder", ["model=unet_smp", SEG, SMOKE, "model.network.encoder_name=nope"],
-     "model.network.encoder_name=nope: not an smp encoder (e.g. resnet18, "),
-    ("timm encoder", ["model=unet_smp", SEG, SMOKE, "model.network.encoder_name=tu-nope"],
-     "model.network.encoder_name=tu-nope: timm has no model 'nope'"),
-    ("auto weights", ["model=unet_light", SEG, SMOKE, "model.network.weights=auto"],
-     "model.network.weights=auto: unet_light has no pretrained file of the paper"),
+    (
+        "loss key",
+        ["model=unet_light", SEG, SMOKE, "+model.loss.dcie=1"],
+        "unknown key model.loss.dcie (known: ce, dice, aux)",
+    ),
+    (
+        "widths",
+        ["model=unet_light", SEG, SMOKE, "model.network.widths=abc"],
+        "model.network.widths=abc: must be a list of positive integers",
+    ),
+    (
+        "decoder channels",
+        ["model=segformer", SEG, SMOKE, "model.network.decoder_channels=abc"],
+        "model.network.decoder_channels=abc: must be a positive integer",
+    ),
+    (
+        "lora rank",
+        ["model=samed", SEG, SMOKE, "model.sam_checkpoint=null", "model.network.rank=abc"],
+        "model.network.rank=abc: must be a positive integer",
+    ),
+    (
+        "sam image size",
+        ["model=samed", SEG, SMOKE, "model.sam_checkpoint=null", "model.image_size=abc"],
+        "model.image_size=abc: must be a positive integer",
+    ),
+    (
+        "smp encoder",
+        ["model=unet_smp", SEG, SMOKE, "model.network.encoder_name=nope"],
+        "model.network.encoder_name=nope: not an smp encoder (e.g. resnet18, ",
+    ),
+    (
+        "timm encoder",
+        ["model=unet_smp", SEG, SMOKE, "model.network.encoder_name=tu-nope"],
+        "model.network.encoder_name=tu-nope: timm has no model 'nope'",
+    ),
+    (
+        "auto weights",
+        ["model=unet_light", SEG, SMOKE, "model.network.weights=auto"],
+        "model.network.weights=auto: unet_light has no pretrained file of the paper",
+    ),
 ]
 
 
@@ -80,8 +129,16 @@ def test_the_command_line_program_says_it_in_one_line_and_leaves_no_run_folder(o
     model = "unet_smp" if "encoder_name" in override else "unet_light"
     env = {k: v for k, v in os.environ.items() if k != "SPINEBENCH_ROOT"}
     env.update(SPINEBENCH_CACHE=str(cache_dir), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "spinebench.train", f"model={model}", override, SEG, SMOKE],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.startswith(f"spinebench-train: error: {says}"), result.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "-m", "spinebench.train", f"model={model}", override, SEG, SMOKE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and result.stderr.startswith(f"spinebench-train: error: {says}"), result.stderr[
+        -2000:
+    ]
     assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "outputs").exists()

@@ -36,9 +36,11 @@ def check_keys(node: Any, where: str) -> None:
                 takes = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
                 unknown = [key for key in node_keys if key not in takes and key not in HYDRA_KEYS]
                 if unknown:
-                    raise ConfigError(f"unknown key {where}.{unknown[0]}: {target} takes "
-                                      f"{', '.join(sorted(takes - {'self'})) or 'no settings'} (added with +, or "
-                                      "misspelt in its config?)")
+                    raise ConfigError(
+                        f"unknown key {where}.{unknown[0]}: {target} takes "
+                        f"{', '.join(sorted(takes - {'self'})) or 'no settings'} (added with +, or "
+                        "misspelt in its config?)"
+                    )
         for key, value in items:
             check_keys(value, f"{where}.{key}")
     elif isinstance(node, (ListConfig, list)):
@@ -64,8 +66,14 @@ def build(node: DictConfig | None, what: str) -> Any:
 
 def unset(error: MissingMandatoryValue) -> ConfigError:
     key = error.full_key
-    hint = (" (the folder of the release; or set the environment variable its configs/data file reads, and "
-            "`spinebench data fetch` gets a release)") if key == "data.root" else ""
+    hint = (
+        (
+            " (the folder of the release; or set the environment variable its configs/data file reads, and "
+            "`spinebench data fetch` gets a release)"
+        )
+        if key == "data.root"
+        else ""
+    )
     return ConfigError(f"{key} is not set: add {key}=<value> to the command{hint}")
 
 

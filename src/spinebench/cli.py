@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from spinebench.errors import DataError, SpinebenchError
 from spinebench.data.fetch import FetchError
 from spinebench.data.layout import SPLITS, TASKS
+from spinebench.errors import DataError, SpinebenchError
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -22,8 +22,10 @@ def _data_fetch(args: argparse.Namespace) -> int:
     from spinebench.data.fetch import fetch
 
     manifest = fetch(args.task, args.out, archive=args.archive)
-    console.print(f"[green]{args.task} release ready in {args.out}[/]: {manifest['n_files']} files, "
-                  f"splits {', '.join(f'{k}={v}' for k, v in manifest['splits'].items())}; manifest written")
+    console.print(
+        f"[green]{args.task} release ready in {args.out}[/]: {manifest['n_files']} files, "
+        f"splits {', '.join(f'{k}={v}' for k, v in manifest['splits'].items())}; manifest written"
+    )
     return 0
 
 
@@ -45,7 +47,9 @@ def _data_check(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    table = Table(title=f"{args.task} dataset {args.root}: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items()))
+    table = Table(
+        title=f"{args.task} dataset {args.root}: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items())
+    )
     for column in ("problem", "count", "what it means"):
         table.add_column(column)
     for kind, entry in report.problems.items():
@@ -62,8 +66,16 @@ def _data_check(args: argparse.Namespace) -> int:
 def _data_phantom(args: argparse.Namespace) -> int:
     from spinebench.data.phantom import write_phantom
 
-    out = write_phantom(task=args.task, out=args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                        seed=args.seed, domain=args.domain, workers=args.workers)
+    out = write_phantom(
+        task=args.task,
+        out=args.out,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        seed=args.seed,
+        domain=args.domain,
+        workers=args.workers,
+    )
     console.print(f"[yellow]SYNTHETIC PHANTOM[/] ({args.task}, {args.domain}, seed {args.seed}) written to {out}")
     return 0
 
@@ -72,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spinebench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="download, validate or synthesise a dataset").add_subparsers(dest="data_command", required=True)
+    data = commands.add_parser("data", help="download, validate or synthesise a dataset").add_subparsers(
+        dest="data_command", required=True
+    )
     fetch = data.add_parser("fetch", help="download the real release (Google Drive) or extract an archive you have")
     fetch.add_argument("--task", choices=TASKS, required=True)
     fetch.add_argument("--out", type=Path, required=True)
@@ -84,8 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--task", choices=TASKS, required=True)
     check.add_argument("--json", type=Path, help="also write the full report as JSON")
     check.add_argument("--workers", type=int, default=1)
-    check.add_argument("--splits", type=_splits, default=SPLITS,
-                       help="the splits the folder should hold, comma-separated (a zero-shot set: test)")
+    check.add_argument(
+        "--splits",
+        type=_splits,
+        default=SPLITS,
+        help="the splits the folder should hold, comma-separated (a zero-shot set: test)",
+    )
     check.set_defaults(func=_data_check)
 
     phantom = data.add_parser("phantom", help="write a synthetic phantom in the release's exact layout")

@@ -27,6 +27,11 @@ CHECKPOINT_DIR = "checkpoints"
 ResumeRule = Callable[[dict[str, Any], dict[str, Any]], Iterable[str]]
 
 
+def engine_checkpoints(run_dir: Path) -> list[Path]:
+    """What spinebench.engine.fit resumes from, when it is there."""
+    return [path for path in [run_dir / CHECKPOINT_DIR / "last.pt"] if path.is_file()]
+
+
 @dataclass
 class RunContext:
     """Where a run writes and what it runs with; `config` (the resolved Hydra config) goes into checkpoints."""
@@ -62,7 +67,7 @@ class Benchmark:
 
     def resume_files(self, run_dir: Path) -> list[Path]:
         """The files a restart resumes from: a run folder holding one has trained at least one epoch."""
-        return [path for path in [run_dir / CHECKPOINT_DIR / "last.pt"] if path.is_file()]
+        return engine_checkpoints(run_dir)
 
     def resume_rules(self) -> tuple[ResumeRule, ...]:
         """Model settings a resume may change (e.g. where its pretrained file was found)."""
@@ -110,16 +115,31 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # the adapter's own keys (best_epoch, ultralytics_mAP50...)
 
     @classmethod
-    def assemble(cls, spec: DatasetSpec, benchmark: Benchmark, device: str, facts: dict[str, Any],
-                 result: dict[str, Any], started: float, **run: Any) -> RunRecord:
+    def assemble(
+        cls,
+        spec: DatasetSpec,
+        benchmark: Benchmark,
+        device: str,
+        facts: dict[str, Any],
+        result: dict[str, Any],
+        started: float,
+        **run: Any,
+    ) -> RunRecord:
         """The record of a run from what fit() and test() returned; `run` sets config, checkpoint_run, git..."""
         facts = {k: v for k, v in facts.items() if k != "history"}
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {k: v for k, v in {**facts, **result}.items() if k in known and v is not None}
         extra = {k: v for k, v in {**facts, **result}.items() if k not in known}
-        return cls(task=spec.task, model=benchmark.row or benchmark.name, model_name=benchmark.name,
-                   data=spec.describe(), device=device, wall_time_s=time.perf_counter() - started,
-                   **{**values, **run}, extra=extra)
+        return cls(
+            task=spec.task,
+            model=benchmark.row or benchmark.name,
+            model_name=benchmark.name,
+            data=spec.describe(),
+            device=device,
+            wall_time_s=time.perf_counter() - started,
+            **{**values, **run},
+            extra=extra,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The file's object: the fields, then the adapter's extra keys beside them (flat, as before)."""
@@ -137,8 +157,9 @@ class RunRecord:
             raise ValueError(f"has no '{missing[0]}'")
         if not isinstance(doc["metrics"], dict):
             raise ValueError("has a 'metrics' that is not an object")
-        return cls(**{k: v for k, v in doc.items() if k in known},
-                   extra={k: v for k, v in doc.items() if k not in known})
+        return cls(
+            **{k: v for k, v in doc.items() if k in known}, extra={k: v for k, v in doc.items() if k not in known}
+        )
 
     @property
     def source(self) -> str:
@@ -162,11 +183,18 @@ def migrate(doc: dict[str, Any], env: dict[str, Any] | None = None) -> dict[str,
     env = env if isinstance(env, dict) else {}
     data = {**(env.get("data") or {}), **(doc.get("data") or {})}
     stamp = data.get("stamp") or {}
-    data.setdefault("domain", stamp.get("domain") or ("human" if "human" in str(data.get("name", "")).lower()
-                                                      else "porcine"))
+    data.setdefault(
+        "domain", stamp.get("domain") or ("human" if "human" in str(data.get("name", "")).lower() else "porcine")
+    )
     counts = stamp.get("counts") or {}
     metrics = doc.get("metrics") if isinstance(doc.get("metrics"), dict) else {}
-    return {**doc, "schema": SCHEMA_VERSION, "data": data, "model_name": doc.get("model_name") or doc.get("model"), "git": doc.get("git") or env.get("git") or {},
-            "device": doc.get("device") or env.get("device"),
-            "test_images": doc.get("test_images", metrics.get("n_images")),
-            "test_split_images": doc.get("test_split_images", counts.get("test"))}
+    return {
+        **doc,
+        "schema": SCHEMA_VERSION,
+        "data": data,
+        "model_name": doc.get("model_name") or doc.get("model"),
+        "git": doc.get("git") or env.get("git") or {},
+        "device": doc.get("device") or env.get("device"),
+        "test_images": doc.get("test_images", metrics.get("n_images")),
+        "test_split_images": doc.get("test_split_images", counts.get("test")),
+    }

@@ -20,7 +20,16 @@ from spinebench.run_folder import RunFolder
 
 log = logging.getLogger("spinebench")
 
-CONFIG_GROUPS = ("data", "model", "trainer", "trainer/optimizer", "trainer/scheduler", "experiment", "debug", "paths")  # the groups a command line names
+CONFIG_GROUPS = (
+    "data",
+    "model",
+    "trainer",
+    "trainer/optimizer",
+    "trainer/scheduler",
+    "experiment",
+    "debug",
+    "paths",
+)  # the groups a command line names
 OTHER_SEARCH_PATHS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
 
 

@@ -17,13 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from spinebench.entry import Entry, check_overrides
 from spinebench.errors import ConfigError
 from spinebench.hydra_run import CONFIG_DIR
-from spinebench.pipeline import checkpoint_run_folder, evaluate
+from spinebench.pipeline import evaluate
+from spinebench.run_folder import checkpoint_run_folder
 
 INFO_FLAGS = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion", "--version")
 
 
 def run_id(ckpt: str) -> str:
-    """"<run name>@<its data name>" of the run a ckpt= names: the name of an evaluation's own folder."""
+    """ "<run name>@<its data name>" of the run a ckpt= names: the name of an evaluation's own folder."""
     try:
         run = checkpoint_run_folder(ckpt).resolve()
     except ConfigError:  # evaluate() refuses it with this message; the folder name must still resolve
@@ -41,8 +42,10 @@ def require_ckpt(argv: list[str]) -> None:
     if any(arg.split("=")[0] in INFO_FLAGS for arg in argv):
         return
     if not any(arg.partition("=")[0].lstrip("+") == "ckpt" for arg in argv):
-        raise ConfigError("ckpt= is not set: add ckpt=<training run folder> (e.g. "
-                          "ckpt=outputs/detection_phantom/faster_rcnn-default-s0)")
+        raise ConfigError(
+            "ckpt= is not set: add ckpt=<training run folder> (e.g. "
+            "ckpt=outputs/detection_phantom/faster_rcnn-default-s0)"
+        )
 
 
 ENTRY = Entry("spinebench-eval", argv_checks=(check_overrides, require_ckpt))

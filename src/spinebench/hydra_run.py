@@ -18,8 +18,19 @@ if not OmegaConf.has_resolver("spinebench.cwd"):  # configs/paths/default.yaml's
     OmegaConf.register_new_resolver("spinebench.cwd", os.getcwd)
 
 # Overrides that say where files go or which config files were chosen (the label names those already).
-NOT_RECIPE = ("paths.", "run_name=", "skip_finished=", "hydra.", "data=", "data.root=", "data.name=", "model=",
-              "trainer=", "experiment=", "debug=")
+NOT_RECIPE = (
+    "paths.",
+    "run_name=",
+    "skip_finished=",
+    "hydra.",
+    "data=",
+    "data.root=",
+    "data.name=",
+    "model=",
+    "trainer=",
+    "experiment=",
+    "debug=",
+)
 
 
 def hydra_config() -> Any:

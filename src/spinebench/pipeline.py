@@ -18,9 +18,9 @@ from spinebench.contract import CHECKPOINT_DIR, Benchmark, RunContext, RunRecord
 from spinebench.data.check import refuse_unreadable
 from spinebench.data.source import DatasetSpec
 from spinebench.engine import TrainerConfig, check_same_settings, resolve_device, seed_everything
-from spinebench.errors import ConfigError, RunStateError
+from spinebench.errors import ConfigError
 from spinebench.hydra_run import config_label
-from spinebench.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder
+from spinebench.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_run_folder
 from spinebench.runinfo import collect_env, device_name, git_commit
 
 log = logging.getLogger("spinebench")
@@ -44,35 +44,64 @@ def build_benchmark(node: DictConfig) -> Benchmark:
     return benchmark
 
 
-def _start(cfg: DictConfig, benchmark: Benchmark, folder: RunFolder, trainer: TrainerConfig, resolved: dict,
-           keep_finished: bool) -> tuple[DatasetSpec, RunContext]:
+def _start(
+    cfg: DictConfig,
+    benchmark: Benchmark,
+    folder: RunFolder,
+    trainer: TrainerConfig,
+    resolved: dict,
+    keep_finished: bool,
+) -> tuple[DatasetSpec, RunContext]:
     """What training and evaluation share: seed, device, data, and a run folder in state `started`."""
     seed_everything(trainer.seed, trainer.deterministic)
     device = resolve_device(trainer.device)
     spec: DatasetSpec = build(cfg.data, "data")
     if benchmark.task != spec.task:
-        raise ConfigError(f"model {benchmark.name} is a {benchmark.task} model but data {spec.name} is a "
-                          f"{spec.task} dataset")
+        raise ConfigError(
+            f"model {benchmark.name} is a {benchmark.task} model but data {spec.name} is a {spec.task} dataset"
+        )
     refuse_unreadable(spec.root, spec.task, ("test",))  # a missing or broken test split: before any training
-    about = {"task": spec.task, "model": benchmark.row or benchmark.name, "model_name": benchmark.name,
-             "data": {key: spec.describe().get(key) for key in ("name", "kind", "domain")}}
+    about = {
+        "task": spec.task,
+        "model": benchmark.row or benchmark.name,
+        "model_name": benchmark.name,
+        "data": {key: spec.describe().get(key) for key in ("name", "kind", "domain")},
+    }
     folder.begin(OmegaConf.to_yaml(OmegaConf.create(resolved)), collect_env(spec, device), about, keep_finished)
-    log.info("run %s: %s on %s [%s], device %s", folder.path, benchmark.name, spec.name, spec.label,
-             device_name(device))
+    log.info(
+        "run %s: %s on %s [%s], device %s", folder.path, benchmark.name, spec.name, spec.label, device_name(device)
+    )
     rules = (runner_rule, spec.resume_rule, *benchmark.resume_rules())
-    return spec, RunContext(run_dir=folder.path, cache_dir=Path(cfg.paths.cache_dir), trainer=trainer, device=device,
-                            seed=trainer.seed, config=resolved, resume_rules=rules)
+    return spec, RunContext(
+        run_dir=folder.path,
+        cache_dir=Path(cfg.paths.cache_dir),
+        trainer=trainer,
+        device=device,
+        seed=trainer.seed,
+        config=resolved,
+        resume_rules=rules,
+    )
 
 
-def _finish(folder: RunFolder, spec: DatasetSpec, benchmark: Benchmark, ctx: RunContext, facts: dict, result: dict,
-            started: float, **run: Any) -> dict:
-    limit = ctx.trainer.limit_test_images
-    record = RunRecord.assemble(spec, benchmark, device_name(ctx.device), facts, result, started,
-                                test_split_images=spec.split_size("test") if limit else result.get("test_images"),
-                                git=git_commit(), **run)
+def _finish(
+    folder: RunFolder,
+    spec: DatasetSpec,
+    benchmark: Benchmark,
+    ctx: RunContext,
+    facts: dict,
+    result: dict,
+    started: float,
+    **run: Any,
+) -> dict:
+    """The record, written last: the folder is finished."""
+    split = spec.split_size("test") if ctx.trainer.limit_test_images else result.get("test_images")
+    device = device_name(ctx.device)
+    record = RunRecord.assemble(
+        spec, benchmark, device, facts, result, started, test_split_images=split, git=git_commit(), **run
+    )
     doc = folder.finish(record)
-    log.info("%s on %s test: %s", benchmark.name, spec.name,
-             ", ".join(f"{k} {v:.4f}" for k, v in doc["metrics"].items() if isinstance(v, float)))
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in doc["metrics"].items() if isinstance(v, float))
+    log.info("%s on %s test: %s", benchmark.name, spec.name, scores)
     return doc
 
 
@@ -102,8 +131,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("skip_finished") and folder.is_finished:  # `make reproduce` re-runs a sweep: keep finished rows
         try:
             doc = folder.record().to_json()
-            log.info("skipping %s: already finished (%s exists; skip_finished=false redoes it)", folder.path,
-                     METRICS_FILE)
+            log.info(
+                "skipping %s: already finished (%s exists; skip_finished=false redoes it)", folder.path, METRICS_FILE
+            )
             return doc
         except (OSError, ValueError) as error:  # its checkpoints are whole: resume (nothing to train) and test
             log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", folder.path, error)
@@ -117,65 +147,25 @@ def train(cfg: DictConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate
-def checkpoint_run_folder(ckpt: Any) -> Path:
-    """The training run a `ckpt=` names: its folder, or its checkpoints/best.pt (another file is refused: the
-    evaluation scores best.pt, and its own folder is named after the run)."""
-    path = Path(str(ckpt)).expanduser()
-    if path.suffix != ".pt":
-        return path
-    if path.name != "best.pt" or path.parent.name != CHECKPOINT_DIR:
-        raise ConfigError(f"ckpt={ckpt}: spinebench-eval scores a run's {CHECKPOINT_DIR}/best.pt; give the run's "
-                          "folder")
-    return path.parent.parent
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Score a finished run's best checkpoint on another dataset's test split (no training)."""
     started = time.perf_counter()
     if cfg.get("data") is None:
-        raise ConfigError("no data selected: add data=<name> (see configs/data/), the dataset whose test split to "
-                          "score")
+        raise ConfigError(
+            "no data selected: add data=<name> (see configs/data/), the dataset whose test split to score"
+        )
     source = RunFolder(checkpoint_run_folder(cfg.ckpt))
-    checkpoint = source.file(CHECKPOINT_DIR) / "best.pt"
-    if not source.file(CONFIG_FILE).is_file() or not checkpoint.is_file():
-        raise RunStateError(f"ckpt={cfg.ckpt}: not a finished spinebench run folder (needs {CONFIG_FILE} and "
-                            f"{CHECKPOINT_DIR}/best.pt)")
-    if not source.is_finished:  # killed or still training: its best.pt is not the run's final best
-        raise RunStateError(f"ckpt={cfg.ckpt}: the run is unfinished (no {METRICS_FILE}); run its training command "
-                            "again to finish it, then evaluate it")
-    saved = OmegaConf.load(source.file(CONFIG_FILE))
-    trainer_node = to_container(saved.trainer)
-    given = to_container(cfg.trainer)
+    checkpoint = source.best_checkpoint(cfg.ckpt)
+    saved = to_container(OmegaConf.load(source.file(CONFIG_FILE)))
+    trainer_node, given = saved["trainer"], to_container(cfg.trainer)
     trainer_node.update({k: v for k, v in given.items() if v is not None})
     trainer_node["limit_test_images"] = given.get("limit_test_images")  # never the training run's smoke limit
-    resolved = {**to_container(cfg), "checkpoint_config": to_container(saved)}
     trainer = trainer_config(trainer_node, cfg.seed)
-    benchmark = build_benchmark(saved.model)
+    benchmark = build_benchmark(OmegaConf.create(saved["model"]))
     folder = RunFolder(Path(cfg.paths.output_dir))
     with folder.attempt():
+        resolved = {**to_container(cfg), "checkpoint_config": saved}
         spec, ctx = _start(cfg, benchmark, folder, trainer, resolved, keep_finished=False)
         result = benchmark.test(ctx, spec, checkpoint)
-        facts, config = {}, None
-        try:
-            trained = source.record()
-            facts = {"epochs": trained.epochs, "pretrained": trained.pretrained,
-                     "pretrained_source": trained.pretrained_source, "train_images_per_s": trained.train_images_per_s}
-            config = trained.config
-        except (OSError, ValueError) as error:  # the training run's facts only: the scores do not depend on them
-            log.warning("%s is unreadable (%s): this evaluation records none of its training facts",
-                        source.file(METRICS_FILE), error)
-        return _finish(folder, spec, benchmark, ctx, facts, result, started, config=config,
-                       checkpoint_run=str(source.path.resolve()), trained_on=_training_data(source, saved))
-
-
-def _training_data(source: RunFolder, saved: DictConfig) -> dict[str, Any]:
-    """The data block of the run that trained the checkpoint (its record: the provenance that run found), else
-    what its config says; a model trained on a phantom is labelled so wherever it is scored."""
-    try:
-        data = source.record().data
-    except (OSError, ValueError):
-        data = {}
-    if not data.get("kind"):
-        phantom = OmegaConf.select(saved, "data.phantom") is not None
-        data = {"name": OmegaConf.select(saved, "data.name"), "kind": "phantom" if phantom else "unknown"}
-    return {key: data.get(key) for key in ("name", "kind", "label", "stamp")}
+        facts = source.training_facts(saved)
+        return _finish(folder, spec, benchmark, ctx, facts, result, started, checkpoint_run=str(source.path.resolve()))

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spinebench.contract import CHECKPOINT_DIR, RunRecord
 from spinebench.atomic import write_json
-from spinebench.errors import SpinebenchError
+from spinebench.contract import CHECKPOINT_DIR, RunRecord, engine_checkpoints
+from spinebench.errors import ConfigError, RunStateError, SpinebenchError
 
 log = logging.getLogger("spinebench")
 
@@ -36,14 +36,23 @@ STARTED, FAILED, FINISHED = "started", "failed", "finished"
 START_FILES = {".hydra", CONFIG_FILE, ENV_FILE, STATUS_FILE}  # what a run writes before any work (and its .log)
 
 
-def default_resume_files(run_dir: Path) -> list[Path]:
-    return [path for path in [run_dir / CHECKPOINT_DIR / "last.pt"] if path.is_file()]
+def checkpoint_run_folder(ckpt: Any) -> Path:
+    """The training run a `ckpt=` names: its folder, or its checkpoints/best.pt (another file is refused: an
+    evaluation scores best.pt, and its own folder is named after the run)."""
+    path = Path(str(ckpt)).expanduser()
+    if path.suffix != ".pt":
+        return path
+    if path.name != "best.pt" or path.parent.name != CHECKPOINT_DIR:
+        raise ConfigError(
+            f"ckpt={ckpt}: spinebench-eval scores a run's {CHECKPOINT_DIR}/best.pt; give the run's folder"
+        )
+    return path.parent.parent
 
 
 class RunFolder:
     """One run's folder; `resume_files` names what a restart resumes from (the model adapter's)."""
 
-    def __init__(self, path: Path, resume_files: Callable[[Path], list[Path]] = default_resume_files):
+    def __init__(self, path: Path, resume_files: Callable[[Path], list[Path]] = engine_checkpoints):
         self.path, self.resume_files = Path(path), resume_files
 
     def file(self, name: str) -> Path:
@@ -70,14 +79,54 @@ class RunFolder:
             env = json.loads(self.file(ENV_FILE).read_text())
         return RunRecord.from_json(json.loads(self.file(METRICS_FILE).read_text()), env)
 
+    def best_checkpoint(self, ckpt: Any) -> Path:
+        """checkpoints/best.pt of this finished training run (`ckpt`: as the command named it)."""
+        checkpoint = self.file(CHECKPOINT_DIR) / "best.pt"
+        if not self.file(CONFIG_FILE).is_file() or not checkpoint.is_file():
+            raise RunStateError(
+                f"ckpt={ckpt}: not a finished spinebench run folder (needs {CONFIG_FILE} and {CHECKPOINT_DIR}/best.pt)"
+            )
+        if not self.is_finished:  # killed or still training: its best.pt is not the run's final best
+            raise RunStateError(
+                f"ckpt={ckpt}: the run is unfinished (no {METRICS_FILE}); run its training command again to finish "
+                "it, then evaluate it"
+            )
+        return checkpoint
+
+    def training_facts(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """What an evaluation of this run's checkpoint records of its training (`saved`: its config.yaml): the
+        facts of its record, and `trained_on`, its data block (a model trained on a phantom is labelled so
+        wherever it is scored; without a readable record, what its config says)."""
+        try:
+            trained = self.record()
+        except (OSError, ValueError) as error:  # the training facts only: the scores do not depend on them
+            log.warning("%s is unreadable (%s): the evaluation records none of its training facts", self.path, error)
+            trained = None
+        data = trained.data if trained else {}
+        if not data.get("kind"):
+            given = saved.get("data") or {}
+            data = {"name": given.get("name"), "kind": "phantom" if given.get("phantom") is not None else "unknown"}
+        keys = ("epochs", "pretrained", "pretrained_source", "train_images_per_s", "config")
+        facts = {key: getattr(trained, key) for key in keys} if trained else {}
+        return {**facts, "trained_on": {key: data.get(key) for key in ("name", "kind", "label", "stamp")}}
+
     def has_trained(self) -> bool:
         """A checkpoint a restart would resume from: at least one epoch was trained here."""
         return bool(self.resume_files(self.path))
 
     # -- transitions -----------------------------------------------------------------------------------------
     def _set(self, state: str, **facts: Any) -> None:
-        write_json(self.file(STATUS_FILE), {**self.status, "state": state, "error": None, "traceback": None, **facts,
-                                            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(
+            self.file(STATUS_FILE),
+            {
+                **self.status,
+                "state": state,
+                "error": None,
+                "traceback": None,
+                **facts,
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
 
     def begin(self, config_yaml: str, env: dict[str, Any], about: dict[str, Any], keep_finished: bool) -> None:
         """Start an attempt: a finished result is kept aside (`keep_finished`) or dropped, then config.yaml,
@@ -108,8 +157,9 @@ class RunFolder:
         if isinstance(error, SpinebenchError):
             self._set(FAILED, error=text)
         else:  # a bug: the traceback stays with the folder it happened in
-            self._set(FAILED, error=f"{type(error).__name__}: {text}",
-                      traceback="".join(traceback.format_exception(error)))
+            self._set(
+                FAILED, error=f"{type(error).__name__}: {text}", traceback="".join(traceback.format_exception(error))
+            )
 
     def finish(self, record: RunRecord) -> dict[str, Any]:
         doc = record.to_json()
@@ -133,7 +183,9 @@ class RunFolder:
     def untouched_since_finished(self) -> bool:
         """A result kept aside and no checkpoint newer than it: a redo stopped before it trained anything."""
         kept = self.file(METRICS_FILE + PREVIOUS)
-        return kept.exists() and all(p.stat().st_mtime_ns <= kept.stat().st_mtime_ns for p in self.resume_files(self.path))
+        return kept.exists() and all(
+            p.stat().st_mtime_ns <= kept.stat().st_mtime_ns for p in self.resume_files(self.path)
+        )
 
     def settle_kept(self) -> None:
         """After a redo that stopped (or was killed): give the kept result back while nothing was trained since,

@@ -16,8 +16,20 @@ from spinebench import __version__
 from spinebench.atomic import write_json  # noqa: F401 - the adapters write their files with it
 from spinebench.data.source import DatasetSpec
 
-PACKAGES = ("torch", "torchvision", "ultralytics-opencv-headless", "ultralytics", "segmentation-models-pytorch",
-            "timm", "monai", "hydra-core", "faster-coco-eval", "pycocotools", "segment-anything", "numpy")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "ultralytics-opencv-headless",
+    "ultralytics",
+    "segmentation-models-pytorch",
+    "timm",
+    "monai",
+    "hydra-core",
+    "faster-coco-eval",
+    "pycocotools",
+    "segment-anything",
+    "numpy",
+)
 
 
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
@@ -27,11 +39,19 @@ def git_commit(cwd: Path | None = None) -> dict[str, Any]:
     if os.environ.get("SPINEBENCH_GIT_COMMIT"):
         return {"commit": os.environ["SPINEBENCH_GIT_COMMIT"], "dirty": None}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
         # results/ is written by the reports themselves: a report committed there is not a change to the code
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                     ":(top,exclude)results"], cwd=cwd, capture_output=True, text=True,
-                                    check=True).stdout.strip())
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}

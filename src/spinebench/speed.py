@@ -56,8 +56,13 @@ class _GpuSampler(threading.Thread):
 
 
 @torch.inference_mode()
-def measure_inference(predict: Callable[[torch.Tensor], object], images: Sequence[torch.Tensor],
-                      device: torch.device | str, warmup: int = 5, n: int = 50) -> InferenceSpeed:
+def measure_inference(
+    predict: Callable[[torch.Tensor], object],
+    images: Sequence[torch.Tensor],
+    device: torch.device | str,
+    warmup: int = 5,
+    n: int = 50,
+) -> InferenceSpeed:
     """Time `predict` on one image at a time (each already a 1 x C x H x W tensor on `device`)."""
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -80,7 +85,9 @@ def measure_inference(predict: Callable[[torch.Tensor], object], images: Sequenc
     elapsed = time.perf_counter() - start
     cpu_load = process.cpu_percent(None) / 100.0 / (psutil.cpu_count() or 1)
     gpu_load = sampler.stop() if sampler else None
-    return InferenceSpeed(fps=n / elapsed, cpu_load=min(cpu_load, 1.0), gpu_load=gpu_load, n_images=n, device=str(device))
+    return InferenceSpeed(
+        fps=n / elapsed, cpu_load=min(cpu_load, 1.0), gpu_load=gpu_load, n_images=n, device=str(device)
+    )
 
 
 def speed_devices(device: torch.device, trainer) -> list[torch.device]:
@@ -90,8 +97,9 @@ def speed_devices(device: torch.device, trainer) -> list[torch.device]:
     return [device] + ([cpu] if device.type != "cpu" and trainer.cpu_fps_images else [])
 
 
-def batch1_speed(predict_on: Callable[[torch.device], Callable], images: Sequence, device: torch.device,
-                 trainer) -> dict:
+def batch1_speed(
+    predict_on: Callable[[torch.device], Callable], images: Sequence, device: torch.device, trainer
+) -> dict:
     """metrics.json's speed fields: `fps_batch1` and `load` ({"cpu", "gpu"}) on the run's device, and `speed`,
     {"cpu"|"gpu": {"fps", "load", "device"}} for each processor of `speed_devices`, the load being that
     processor's. `predict_on(d)` moves the model to `d` and returns its predict function; tensor images are
@@ -101,12 +109,19 @@ def batch1_speed(predict_on: Callable[[torch.device], Callable], images: Sequenc
     for target in speed_devices(device, trainer):
         on_run_device = target == device  # the first; the CPU of a GPU run is the second
         on_target = [im.to(target) if isinstance(im, torch.Tensor) else im for im in images]
-        speed = measure_inference(predict_on(target), on_target, target,
-                                  warmup=trainer.fps_warmup if on_run_device else trainer.cpu_fps_warmup,
-                                  n=trainer.fps_images if on_run_device else trainer.cpu_fps_images)
+        speed = measure_inference(
+            predict_on(target),
+            on_target,
+            target,
+            warmup=trainer.fps_warmup if on_run_device else trainer.cpu_fps_warmup,
+            n=trainer.fps_images if on_run_device else trainer.cpu_fps_images,
+        )
         processor = "cpu" if target.type == "cpu" else "gpu"
-        block[processor] = {"fps": speed.fps, "load": speed.cpu_load if processor == "cpu" else speed.gpu_load,
-                            "device": device_name(target)}
+        block[processor] = {
+            "fps": speed.fps,
+            "load": speed.cpu_load if processor == "cpu" else speed.gpu_load,
+            "device": device_name(target),
+        }
         if on_run_device:
             own = speed
     return {"fps_batch1": own.fps, "load": {"cpu": own.cpu_load, "gpu": own.gpu_load}, "speed": block}

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 SCRATCH = {"none", "null", "scratch", "false", ""}
 
 
-
 @dataclass(frozen=True)
 class WeightsChoice:
     path: Path | None  # None: from scratch (or a download is requested, see `download_url`)
@@ -52,12 +51,21 @@ def search_dirs(cache_dir: Path | str | None) -> list[Path]:
 
 
 def offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("YOLO_OFFLINE", "HF_HUB_OFFLINE", "SPINEBENCH_OFFLINE"))
+    return any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes")
+        for k in ("YOLO_OFFLINE", "HF_HUB_OFFLINE", "SPINEBENCH_OFFLINE")
+    )
 
 
-def resolve_weights(weights: str | os.PathLike | None, candidates: Sequence[str], cache_dir: Path | str | None,
-                    model_name: str, download: bool = False, urls: dict[str, str] | None = None,
-                    also_looked_in: Sequence[str] = ()) -> WeightsChoice:
+def resolve_weights(
+    weights: str | os.PathLike | None,
+    candidates: Sequence[str],
+    cache_dir: Path | str | None,
+    model_name: str,
+    download: bool = False,
+    urls: dict[str, str] | None = None,
+    also_looked_in: Sequence[str] = (),
+) -> WeightsChoice:
     """Decide the starting point of `model_name` (see the module docstring). `also_looked_in`: where the caller
     searched before, named in the from-scratch banner with the folders searched here."""
     if weights is None or str(weights).strip().lower() in SCRATCH:
@@ -66,8 +74,10 @@ def resolve_weights(weights: str | os.PathLike | None, candidates: Sequence[str]
     if str(weights) != "auto":
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsError(f"model.weights={weights}: file not found (give an existing checkpoint path, "
-                               f"'auto' to search {', '.join(candidates)}, or null to train from scratch)")
+            raise WeightsError(
+                f"model.weights={weights}: file not found (give an existing checkpoint path, "
+                f"'auto' to search {', '.join(candidates)}, or null to train from scratch)"
+            )
         return WeightsChoice(path.resolve(), True, str(path.resolve()))
     for folder in search_dirs(cache_dir):
         for name in candidates:
@@ -78,9 +88,13 @@ def resolve_weights(weights: str | os.PathLike | None, candidates: Sequence[str]
         name = next(n for n in candidates if n in urls)
         return WeightsChoice(None, True, urls[name], download_url=urls[name])
     log.warning("=" * 78)
-    log.warning("%s: NO PRETRAINED WEIGHTS FOUND (looked for %s in %s)%s", model_name, ", ".join(candidates),
-                ", ".join([*(str(d) for d in search_dirs(cache_dir)), *also_looked_in]),
-                "" if not download else " and downloads are off (offline)")
+    log.warning(
+        "%s: NO PRETRAINED WEIGHTS FOUND (looked for %s in %s)%s",
+        model_name,
+        ", ".join(candidates),
+        ", ".join([*(str(d) for d in search_dirs(cache_dir)), *also_looked_in]),
+        "" if not download else " and downloads are off (offline)",
+    )
     log.warning("%s: TRAINING FROM SCRATCH -> the run records pretrained: false", model_name)
     log.warning("=" * 78)
     return WeightsChoice(None, False, None)

@@ -63,7 +63,7 @@ class DecodedCache:
     def __getitem__(self, i: int) -> np.ndarray:
         shape = self.shapes[i]
         start = self.offsets[i]
-        return self._map()[start:start + int(np.prod(shape))].reshape(shape)
+        return self._map()[start : start + int(np.prod(shape))].reshape(shape)
 
     def __getstate__(self) -> dict:  # workers re-open the memmap themselves
         state = dict(self.__dict__)
@@ -114,8 +114,13 @@ def _read_cache(data_path: Path, index_path: Path) -> DecodedCache | None:
     return cache if data_path.stat().st_size == cache.nbytes else None
 
 
-def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Callable[[Path], np.ndarray] = read_gray,
-                  tag: str | None = None, workers: int | None = None) -> DecodedCache:
+def decoded_cache(
+    paths: Sequence[Path | str],
+    cache_dir: Path | str,
+    decode: Callable[[Path], np.ndarray] = read_gray,
+    tag: str | None = None,
+    workers: int | None = None,
+) -> DecodedCache:
     """The cache of `paths` decoded by `decode`, built on first use."""
     paths = [Path(p) for p in paths]
     tag = tag or f"{getattr(decode, '__module__', '')}.{getattr(decode, '__qualname__', repr(decode))}"
@@ -137,7 +142,7 @@ def decoded_cache(paths: Sequence[Path | str], cache_dir: Path | str, decode: Ca
         with open(tmp, "wb") as handle, ThreadPoolExecutor(max_workers=workers) as pool:
             # chunks keep memory bounded on the 10k-image release while decoding in parallel (PIL releases the GIL)
             for start in range(0, len(paths), 256):
-                for array in pool.map(decode, paths[start:start + 256]):
+                for array in pool.map(decode, paths[start : start + 256]):
                     array = np.ascontiguousarray(array, dtype=np.uint8)
                     handle.write(array.tobytes())
                     shapes.append(list(array.shape))

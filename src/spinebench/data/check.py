@@ -19,11 +19,11 @@ import numpy as np
 
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SEGMENTATION_CLASSES, SEGMENTATION_CLASSES
 from spinebench.data.detection import class_index, clip_box, image_folder, parse_voc_xml, split_annotations
-from spinebench.errors import DataError
 from spinebench.data.images import list_images, read_gray, read_rgb
 from spinebench.data.layout import SPLITS, find_splits, split_folder
 from spinebench.data.segmentation import decode_mask, mask_folder
 from spinebench.data.source import MANIFEST, changed_since_fetch, provenance_file
+from spinebench.errors import DataError
 
 MAX_EXAMPLES = 5
 PROBLEM_KINDS = {
@@ -50,9 +50,18 @@ PROBLEM_KINDS = {
 }
 
 # the kinds that stop a run's readers (the others are clipped, dropped, mapped to ignore or only reported)
-READERS_REFUSE = ("missing_split", "empty_split", "unreadable_image", "malformed_xml", "unknown_class",
-                  "duplicate_annotation", "image_without_mask", "mask_without_image", "unreadable_mask",
-                  "mask_size_mismatch")
+READERS_REFUSE = (
+    "missing_split",
+    "empty_split",
+    "unreadable_image",
+    "malformed_xml",
+    "unknown_class",
+    "duplicate_annotation",
+    "image_without_mask",
+    "mask_without_image",
+    "unreadable_mask",
+    "mask_size_mismatch",
+)
 
 
 @dataclass
@@ -86,8 +95,14 @@ class CheckReport:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "root": self.root, "clean": self.clean, "split_counts": self.split_counts,
-                "problems": self.problems, "stats": self.stats}
+        return {
+            "task": self.task,
+            "root": self.root,
+            "clean": self.clean,
+            "split_counts": self.split_counts,
+            "problems": self.problems,
+            "stats": self.stats,
+        }
 
 
 def _check_image(split: str, path: Path) -> tuple[FileResult, np.ndarray | None]:
@@ -114,8 +129,9 @@ def check_detection_file(split: str, path: Path, xml: Path | None) -> FileResult
         return result
     height, width = pixels.shape if pixels is not None else (IMAGE_HEIGHT, IMAGE_WIDTH)
     if voc.size not in (None, (width, height)):
-        result.problems.append(("annotation_size_mismatch", str(xml), f"<size> {voc.size[0]}x{voc.size[1]}, image "
-                                                                       f"{width}x{height}"))
+        result.problems.append(
+            ("annotation_size_mismatch", str(xml), f"<size> {voc.size[0]}x{voc.size[1]}, image {width}x{height}")
+        )
     for obj in voc.objects:
         try:
             class_index(obj.name, xml)
@@ -138,10 +154,14 @@ def check_segmentation_file(split: str, path: Path, mask: Path) -> FileResult:
         result.problems.append(("unreadable_mask", str(mask), str(error).split(": ", 1)[-1]))
         return result
     if pixels is not None and labels.shape != pixels.shape:
-        result.problems.append(("mask_size_mismatch", str(mask), f"mask {labels.shape[::-1]} vs image {pixels.shape[::-1]}"))
+        result.problems.append(
+            ("mask_size_mismatch", str(mask), f"mask {labels.shape[::-1]} vs image {pixels.shape[::-1]}")
+        )
     if unknown:
         result.problems.append(("unknown_mask_colour", str(mask), f"{unknown} pixels"))
-    result.class_pixels = np.bincount(labels[labels < NUM_SEGMENTATION_CLASSES].ravel(), minlength=NUM_SEGMENTATION_CLASSES)
+    result.class_pixels = np.bincount(
+        labels[labels < NUM_SEGMENTATION_CLASSES].ravel(), minlength=NUM_SEGMENTATION_CLASSES
+    )
     return result
 
 
@@ -177,8 +197,9 @@ def _run(job: tuple) -> FileResult:
     return function(*args)
 
 
-def check_dataset(root: Path, task: str, workers: int = 1, splits: Sequence[str] = SPLITS,
-                  provenance: bool = True) -> CheckReport:
+def check_dataset(
+    root: Path, task: str, workers: int = 1, splits: Sequence[str] = SPLITS, provenance: bool = True
+) -> CheckReport:
     """Validate every file of a release (of the `splits` it should hold: a zero-shot set has only a test split);
     raises DataError only when the input is unusable as a whole. `provenance`: also compare a fetched release
     with its manifest (hashes every file of the release)."""
@@ -242,6 +263,7 @@ def _summarise(report: CheckReport, results: list[FileResult]) -> None:
         shares = {}
         for split, rs in per_split.items():
             totals = sum((r.class_pixels for r in rs if r.class_pixels is not None), np.zeros(NUM_SEGMENTATION_CLASSES))
-            shares[split] = {name: round(float(v / max(totals.sum(), 1)), 4) for name, v in zip(SEGMENTATION_CLASSES, totals)}
+            shares[split] = {
+                name: round(float(v / max(totals.sum(), 1)), 4) for name, v in zip(SEGMENTATION_CLASSES, totals)
+            }
         report.stats["class_pixel_shares"] = shares
-

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from spinebench.classes import DETECTION_CLASSES
-from spinebench.errors import DataError
 from spinebench.data.images import image_size, list_images
 from spinebench.data.layout import split_folder
+from spinebench.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,12 @@ def class_index(name: str, path: Path) -> int:
 def clip_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[tuple[float, ...], bool, bool]:
     """(clipped box, was outside the image, is degenerate after clipping)."""
     xmin, ymin, xmax, ymax = box
-    clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height),
-               min(max(xmax, 0.0), width), min(max(ymax, 0.0), height))
+    clipped = (
+        min(max(xmin, 0.0), width),
+        min(max(ymin, 0.0), height),
+        min(max(xmax, 0.0), width),
+        min(max(ymax, 0.0), height),
+    )
     outside = clipped != (xmin, ymin, xmax, ymax)
     degenerate = clipped[2] - clipped[0] < MIN_BOX_SIDE or clipped[3] - clipped[1] < MIN_BOX_SIDE
     return clipped, outside, degenerate
@@ -174,7 +178,15 @@ def read_detection_split(root: Path, split: str) -> list[DetectionSample]:
     other_size = [s for s in samples if s.annotation_size not in (None, (s.width, s.height))]
     if other_size:  # boxes drawn on a resized copy, or an XML that belongs to another image
         first = other_size[0]
-        log.warning("%s: %d of %d annotations give a <size> other than their image's, e.g. %s (%dx%d, image %dx%d); "
-                    "their boxes are used as they are (`spinebench data check` lists them)", folder, len(other_size),
-                    len(samples), first.annotation, *first.annotation_size, first.width, first.height)
+        log.warning(
+            "%s: %d of %d annotations give a <size> other than their image's, e.g. %s (%dx%d, image %dx%d); "
+            "their boxes are used as they are (`spinebench data check` lists them)",
+            folder,
+            len(other_size),
+            len(samples),
+            first.annotation,
+            *first.annotation_size,
+            first.width,
+            first.height,
+        )
     return samples

@@ -16,9 +16,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from spinebench.errors import DataError
 from spinebench.data.layout import find_splits
 from spinebench.data.source import MANIFEST, sha256
+from spinebench.errors import DataError
 
 # Google Drive file ids of the two releases (manuscript.md; github.com/HEPIUSLAB/ultrasound_spinal_cord_dataset).
 DRIVE_FILE_IDS = {
@@ -37,9 +37,11 @@ def drive_url(task: str) -> str:
 
 
 def manual_instructions(task: str, out: Path) -> str:
-    return (f"Download it by hand from https://drive.google.com/file/d/{DRIVE_FILE_IDS[task]}/view "
-            f"(the {task} release of Kumar et al.), then run:\n"
-            f"  spinebench data fetch --task {task} --out {out} --archive /path/to/the/downloaded/archive")
+    return (
+        f"Download it by hand from https://drive.google.com/file/d/{DRIVE_FILE_IDS[task]}/view "
+        f"(the {task} release of Kumar et al.), then run:\n"
+        f"  spinebench data fetch --task {task} --out {out} --archive /path/to/the/downloaded/archive"
+    )
 
 
 def check_reachable(host: tuple[str, int], timeout: float = 5.0) -> None:
@@ -75,7 +77,9 @@ def write_manifest(task: str, out: Path, archive: Path | None) -> dict[str, Any]
     splits = find_splits(out, task)
     written = out / f"{MANIFEST}.writing"  # renamed when whole: a stopped fetch leaves no manifest cut short
     skip = {(out / MANIFEST).resolve(), written.resolve(), archive.resolve() if archive else None}
-    files = {str(p.relative_to(out)): sha256(p) for p in sorted(out.rglob("*")) if p.is_file() and p.resolve() not in skip}
+    files = {
+        str(p.relative_to(out)): sha256(p) for p in sorted(out.rglob("*")) if p.is_file() and p.resolve() not in skip
+    }
     manifest = {
         "task": task,
         "drive_file_id": DRIVE_FILE_IDS[task],
@@ -100,7 +104,9 @@ def fetch(task: str, out: Path, archive: Path | None = None, host: tuple[str, in
         try:
             check_reachable(host or DRIVE_HOST)
         except FetchError as error:
-            raise FetchError(f"download of the {task} release failed: {error}.\n{manual_instructions(task, out)}") from error
+            raise FetchError(
+                f"download of the {task} release failed: {error}.\n{manual_instructions(task, out)}"
+            ) from error
         import gdown  # only needed online
 
         out.mkdir(parents=True, exist_ok=True)
@@ -112,4 +118,3 @@ def fetch(task: str, out: Path, archive: Path | None = None, host: tuple[str, in
         raise DataError(f"{archive}: archive not found")
     extract(archive, out)
     return write_manifest(task, out, archive)
-

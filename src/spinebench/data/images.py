@@ -36,12 +36,16 @@ def _decode(path: Path, mode: str) -> np.ndarray:
         with pil_open(path) as image:
             image.load()  # forces a full decode: a truncated PNG fails here, not later in a worker
             if image.mode.startswith(WIDE_MODES):  # a DataError: not one of the errors caught below
-                raise DataError(f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and "
-                                   "its scale (12 or 16 bits used?) is not known here: save it as 8-bit")
+                raise DataError(
+                    f"{path}: {image.mode} image (16 or 32 bits a pixel); the releases are 8-bit, and "
+                    "its scale (12 or 16 bits used?) is not known here: save it as 8-bit"
+                )
             return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: unreadable or truncated image ({error}); `spinebench data check <release folder>` "
-                           "lists every such file") from error
+        raise DataError(
+            f"{path}: unreadable or truncated image ({error}); `spinebench data check <release folder>` "
+            "lists every such file"
+        ) from error
 
 
 def read_gray(path: Path) -> np.ndarray:
@@ -60,5 +64,6 @@ def image_size(path: Path) -> tuple[int, int]:
         with pil_open(path) as image:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: unreadable image ({error}); `spinebench data check <release folder>` lists every "
-                           "such file") from error
+        raise DataError(
+            f"{path}: unreadable image ({error}); `spinebench data check <release folder>` lists every such file"
+        ) from error

@@ -33,8 +33,10 @@ def wants_resident(setting: str, caches: Sequence[DecodedCache], device: torch.d
     """Whether to hold these caches on `device`: `true`, `false`, or `auto` (a CUDA device they fit on)."""
     uniform = all(cache.uniform_shape is not None for cache in caches)
     if setting == "true" and not uniform:
-        raise ConfigError("trainer.data_on_device=true needs every image of a split to have one size "
-                          "(set trainer.data_on_device=false)")
+        raise ConfigError(
+            "trainer.data_on_device=true needs every image of a split to have one size "
+            "(set trainer.data_on_device=false)"
+        )
     if setting != "auto":
         return setting == "true"
     if device.type != "cuda" or not uniform:
@@ -50,14 +52,19 @@ def upload(cache: DecodedCache, device: torch.device) -> torch.Tensor:
         raise ValueError(f"{cache.data_path}: arrays of several shapes cannot be stacked")
     size = int(np.prod(shape))
     stored = np.memmap(cache.data_path, dtype=np.uint8, mode="r")
-    log.info("holding %d arrays of %s (%.2f GB) in %s memory", len(cache), "x".join(map(str, shape)),
-             cache.nbytes / 1e9, device)
+    log.info(
+        "holding %d arrays of %s (%.2f GB) in %s memory",
+        len(cache),
+        "x".join(map(str, shape)),
+        cache.nbytes / 1e9,
+        device,
+    )
     out = torch.empty((len(cache), *shape), dtype=torch.uint8, device=device)
     for start in range(0, len(cache), UPLOAD_CHUNK):
         stop = min(start + UPLOAD_CHUNK, len(cache))
         if cache.offsets[start:stop] != list(range(start * size, stop * size, size)):
             raise ValueError(f"{cache.data_path}: arrays are not back to back")
-        chunk = np.array(stored[start * size:stop * size]).reshape(stop - start, *shape)
+        chunk = np.array(stored[start * size : stop * size]).reshape(stop - start, *shape)
         out[start:stop].copy_(torch.from_numpy(chunk))
     return out
 
@@ -66,8 +73,14 @@ class ResidentBatches:
     """A loader over tensors on the device: batch b = assemble([t[rows] for t in tensors], indices), where the
     rows are the sampler's order, `batch_size` at a time (DataLoader's drop_last semantics)."""
 
-    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, sampler, drop_last: bool,
-                 assemble: Callable[[list[torch.Tensor], list[int]], Any]):
+    def __init__(
+        self,
+        tensors: Sequence[torch.Tensor],
+        batch_size: int,
+        sampler,
+        drop_last: bool,
+        assemble: Callable[[list[torch.Tensor], list[int]], Any],
+    ):
         self.tensors, self.batch_size, self.sampler = list(tensors), batch_size, sampler
         self.drop_last, self.assemble = drop_last, assemble
 
@@ -84,5 +97,5 @@ class ResidentBatches:
 
     def _batches(self, order: list[int], rows_on_device: torch.Tensor):
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            rows = rows_on_device[start:start + self.batch_size]
-            yield self.assemble([t.index_select(0, rows) for t in self.tensors], order[start:start + self.batch_size])
+            rows = rows_on_device[start : start + self.batch_size]
+            yield self.assemble([t.index_select(0, rows) for t in self.tensors], order[start : start + self.batch_size])

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from spinebench.classes import IGNORE_INDEX, SEGMENTATION_PALETTE
-from spinebench.errors import DataError
 from spinebench.data.images import list_images, read_rgb
 from spinebench.data.layout import split_folder
+from spinebench.errors import DataError
 
 # A 24-bit RGB key per palette colour gives a vectorised lookup with one np.searchsorted.
 _KEYS = SEGMENTATION_PALETTE.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int64)
@@ -76,7 +76,9 @@ def read_segmentation_split(root: Path, split: str) -> list[SegmentationSample]:
     if not images:
         raise DataError(f"{images_dir}: split {split!r} holds no images")
     if missing := sorted(images.keys() - masks.keys()):
-        raise DataError(f"{images_dir / missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} images lack one)")
+        raise DataError(
+            f"{images_dir / missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} images lack one)"
+        )
     if orphans := sorted(masks.keys() - images.keys()):
         raise DataError(f"{masks_dir / orphans[0]}: mask without an image in {images_dir} ({len(orphans)} such masks)")
     return [SegmentationSample(image=images[name], mask=masks[name]) for name in sorted(images)]

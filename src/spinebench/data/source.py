@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spinebench.errors import DataError
 from spinebench.data.images import IMAGE_SUFFIXES, pil_open
 from spinebench.data.layout import find_splits
+from spinebench.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DataError(f"{path}: unreadable ({error}); it labels every result, so write it again: `spinebench "
-                           "data fetch` for the release, `spinebench data phantom` for a phantom") from error
+        raise DataError(
+            f"{path}: unreadable ({error}); it labels every result, so write it again: `spinebench "
+            "data fetch` for the release, `spinebench data phantom` for a phantom"
+        ) from error
 
 
 def provenance_file(root: Path, name: str) -> Path | None:
@@ -118,9 +120,13 @@ def changed_since_fetch(manifest_path: Path, manifest: dict[str, Any] | None = N
     for name, what in zip(listed, states):
         if what:
             found[what].append(name)
-    found["added"] = sorted(name for path in manifest_path.parent.rglob("*")
-                            if path.suffix.lower() in DATA_SUFFIXES and path.is_file()
-                            and (name := path.relative_to(manifest_path.parent).as_posix()) not in listed)
+    found["added"] = sorted(
+        name
+        for path in manifest_path.parent.rglob("*")
+        if path.suffix.lower() in DATA_SUFFIXES
+        and path.is_file()
+        and (name := path.relative_to(manifest_path.parent).as_posix()) not in listed
+    )
     return found
 
 
@@ -152,32 +158,47 @@ def describe_source(root: Path) -> dict[str, Any]:
             note = f"no {PHANTOM_STAMP}, but its PNGs are the phantom generator's (their text chunk says so)"
             log.warning("%s: %s: results are labelled PHANTOM", root, note)
             return {"kind": "phantom", "root": str(root), "stamp": {}, "note": note}
-        return {"kind": "real", "root": str(root), "verified": False,
-                "note": "no PHANTOM.json and no spinebench manifest: assumed to be the real release, not verified"}
+        return {
+            "kind": "real",
+            "root": str(root),
+            "verified": False,
+            "note": "no PHANTOM.json and no spinebench manifest: assumed to be the real release, not verified",
+        }
     facts = _read_json(manifest)
     started = time.perf_counter()
     found = changed_since_fetch(manifest, facts)
-    log.info("%s: %s files checked against %s in %.1f s", root, facts.get("n_files"), manifest,
-             time.perf_counter() - started)
+    log.info(
+        "%s: %s files checked against %s in %.1f s", root, facts.get("n_files"), manifest, time.perf_counter() - started
+    )
     differences = found["changed"] + found["missing"] + found["added"]
-    source = {"kind": "real", "root": str(root), "verified": not differences,
-              "archive_sha256": facts.get("archive_sha256"), "files": facts.get("n_files")}
+    source = {
+        "kind": "real",
+        "root": str(root),
+        "verified": not differences,
+        "archive_sha256": facts.get("archive_sha256"),
+        "files": facts.get("n_files"),
+    }
     if not source["verified"]:
-        source.update(changed_since_fetch=len(found["changed"]), missing_since_fetch=len(found["missing"]),
-                      added_since_fetch=len(found["added"]),
-                      note=f"{len(found['changed'])} files changed, {len(found['missing'])} gone and "
-                           f"{len(found['added'])} added since {manifest} was written, e.g. {differences[0]}")
+        source.update(
+            changed_since_fetch=len(found["changed"]),
+            missing_since_fetch=len(found["missing"]),
+            added_since_fetch=len(found["added"]),
+            note=f"{len(found['changed'])} files changed, {len(found['missing'])} gone and "
+            f"{len(found['added'])} added since {manifest} was written, e.g. {differences[0]}",
+        )
         log.warning("%s: %s: results are labelled unverified", root, source["note"])
     return source
 
 
 # the report would show such a run in no table
-HUMAN_DETECTION = ("a human detection set has no place in the paper's tables (its zero-shot evaluation is "
-                   "segmentation only)")
+HUMAN_DETECTION = (
+    "a human detection set has no place in the paper's tables (its zero-shot evaluation is segmentation only)"
+)
 
 
-def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None,
-                    domain: str = "porcine") -> DatasetSpec:
+def prepare_dataset(
+    name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None, domain: str = "porcine"
+) -> DatasetSpec:
     """Return the dataset at `root`, generating a phantom there first when `phantom` parameters are given.
 
     `domain` ("porcine" or "human") decides which side of the segmentation table its scores go to (human: the
@@ -185,11 +206,15 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
     if domain not in ("porcine", "human"):
         raise DataError(f"data.domain must be porcine or human, got {domain!r}")
     if phantom is not None and phantom.get("domain", "porcine") != domain:  # the stamp would win, unsaid
-        raise DataError(f"data.domain={domain} but the phantom asked for is {phantom.get('domain', 'porcine')}: "
-                           "set data.phantom.domain (the phantom's own), which data.domain follows")
+        raise DataError(
+            f"data.domain={domain} but the phantom asked for is {phantom.get('domain', 'porcine')}: "
+            "set data.phantom.domain (the phantom's own), which data.domain follows"
+        )
     if task == "detection" and domain == "human":
-        raise DataError(f"{HUMAN_DETECTION}: use data.domain=porcine"
-                           + (" and data.phantom.domain=porcine" if phantom is not None else ""))
+        raise DataError(
+            f"{HUMAN_DETECTION}: use data.domain=porcine"
+            + (" and data.phantom.domain=porcine" if phantom is not None else "")
+        )
     root = Path(root).expanduser()
     if phantom is not None:
         from spinebench.data.phantom.writer import phantom_differences, write_phantom  # real-data runs never need it
@@ -197,12 +222,16 @@ def prepare_dataset(name: str, task: str, root: str | Path, phantom: dict[str, A
         differences = phantom_differences(root, task, **phantom)  # one read of PHANTOM.json; [] when it is usable
         if differences and (root / PHANTOM_STAMP).is_file():  # a data.root= of another phantom, one from an older
             # generator, or a generation killed half-way: never used as the one asked for
-            log.warning("%s holds another phantom (%s): writing the one asked for over it", root, "; ".join(differences))
+            log.warning(
+                "%s holds another phantom (%s): writing the one asked for over it", root, "; ".join(differences)
+            )
         if differences:
             params = dict(phantom)
             n_images = sum(int(params.get(f"n_{split}", 0)) for split in ("train", "val", "test"))
             params.setdefault("workers", max(1, min(os.cpu_count() or 1, n_images // PHANTOM_IMAGES_PER_WORKER)))
-            log.info("generating a %s phantom of %d images into %s (%d processes)", task, n_images, root, params["workers"])
+            log.info(
+                "generating a %s phantom of %d images into %s (%d processes)", task, n_images, root, params["workers"]
+            )
             write_phantom(task=task, out=root, **params)
     find_splits(root, task)  # fails early with a clear message when the folder is not a release of this task
     source = describe_source(root)

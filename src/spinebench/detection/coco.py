@@ -32,16 +32,28 @@ def coco_ground_truth(samples: Sequence[DetectionSample]) -> dict[str, Any]:
         images.append({"id": image_id, "file_name": sample.image.name, "width": sample.width, "height": sample.height})
         for box, label in zip(sample.boxes.tolist(), sample.labels.tolist()):
             x0, y0, x1, y1 = box
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(DETECTION_CLASSES)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
 def detections_to_coco(image_id: int, boxes: Iterable, scores: Iterable, labels: Iterable) -> list[dict[str, Any]]:
     """COCO results entries of one image from xyxy boxes, scores and 0-based class labels."""
-    return [{"image_id": image_id, "category_id": int(label) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)}
-            for (x0, y0, x1, y1), score, label in zip(np.asarray(boxes, dtype=float).reshape(-1, 4).tolist(), scores, labels)]
+    return [
+        {"image_id": image_id, "category_id": int(label) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)}
+        for (x0, y0, x1, y1), score, label in zip(
+            np.asarray(boxes, dtype=float).reshape(-1, 4).tolist(), scores, labels
+        )
+    ]
 
 
 def _coco_stats(ground_truth: dict, detections: list[dict], image_ids: Sequence[int] | None) -> np.ndarray:
@@ -74,8 +86,9 @@ def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-12)
 
 
-def pr_curve(ground_truth: dict, detections: list[dict], iou: float = PR_IOU,
-             image_ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+def pr_curve(
+    ground_truth: dict, detections: list[dict], iou: float = PR_IOU, image_ids: Sequence[int] | None = None
+) -> dict[str, np.ndarray]:
     """Raw precision/recall/score arrays at one IoU (greedy matching by descending score, as COCO does)."""
     keep = set(image_ids) if image_ids is not None else {image["id"] for image in ground_truth["images"]}
     gt_boxes: dict[int, list] = {}
@@ -105,8 +118,12 @@ def pr_curve(ground_truth: dict, detections: list[dict], iou: float = PR_IOU,
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
     hits_sorted = np.asarray(hits, dtype=float)[order]
     tp, fp = np.cumsum(hits_sorted), np.cumsum(1.0 - hits_sorted)
-    return {"precision": tp / np.maximum(tp + fp, 1e-12), "recall": tp / max(n_gt, 1),
-            "score": np.asarray(scores, dtype=float)[order], "n_gt": n_gt}
+    return {
+        "precision": tp / np.maximum(tp + fp, 1e-12),
+        "recall": tp / max(n_gt, 1),
+        "score": np.asarray(scores, dtype=float)[order],
+        "n_gt": n_gt,
+    }
 
 
 COCO_METRICS = ("mAP50", "mAP50_95", "AR100", "precision", "recall", "f1")  # score_coco's, with score_threshold

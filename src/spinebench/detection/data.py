@@ -45,8 +45,10 @@ class DetectionDataset(Dataset):
 
     def target(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.samples[index]
-        return {"boxes": torch.from_numpy(sample.boxes.copy()).float().reshape(-1, 4),
-                "labels": torch.from_numpy(sample.labels.copy()).long()}
+        return {
+            "boxes": torch.from_numpy(sample.boxes.copy()).float().reshape(-1, 4),
+            "labels": torch.from_numpy(sample.labels.copy()).long(),
+        }
 
 
 def collate(batch):
@@ -59,17 +61,27 @@ def collate(batch):
 
 
 def pack_targets(targets: Sequence[dict[str, torch.Tensor]]) -> dict:
-    return {"boxes": torch.cat([t["boxes"] for t in targets]), "labels": torch.cat([t["labels"] for t in targets]),
-            "counts": [len(t["labels"]) for t in targets]}
+    return {
+        "boxes": torch.cat([t["boxes"] for t in targets]),
+        "labels": torch.cat([t["labels"] for t in targets]),
+        "counts": [len(t["labels"]) for t in targets],
+    }
 
 
 def build_dataset(samples: Sequence[DetectionSample], cache_dir: Path | str) -> DetectionDataset:
     return DetectionDataset(samples, decoded_cache([s.image for s in samples], cache_dir))
 
 
-def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, num_workers: int, device: torch.device,
-                     seed: int = 0, drop_last: bool | None = None,
-                     on_device: str = "false") -> DataLoader | ResidentBatches:
+def detection_loader(
+    dataset: DetectionDataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int,
+    device: torch.device,
+    seed: int = 0,
+    drop_last: bool | None = None,
+    on_device: str = "false",
+) -> DataLoader | ResidentBatches:
     """Training loaders shuffle with an EpochSampler (resume-exact); evaluation keeps file order. `on_device`
     (trainer.data_on_device: auto | true | false) serves the batches from the split held on the device instead."""
     sampler = EpochSampler(dataset, seed=seed, shuffle=train)
@@ -77,12 +89,24 @@ def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, nu
         drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
     if wants_resident(on_device, [dataset.cache], device):
         targets = [dataset.target(i) for i in range(len(dataset))]  # built once: a step only concatenates
-        return ResidentBatches([upload(dataset.cache, device)], batch_size, sampler, drop_last,
-                               lambda held, indices: (held[0], pack_targets([targets[i] for i in indices]), indices))
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      pin_memory=device.type == "cuda", drop_last=drop_last,
-                      persistent_workers=num_workers > 0,  # no worker start-up at every epoch
-                      prefetch_factor=4 if num_workers > 0 else None)
+        return ResidentBatches(
+            [upload(dataset.cache, device)],
+            batch_size,
+            sampler,
+            drop_last,
+            lambda held, indices: (held[0], pack_targets([targets[i] for i in indices]), indices),
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,  # no worker start-up at every epoch
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
 
 
 def queue_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

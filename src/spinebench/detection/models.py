@@ -67,9 +67,9 @@ class DetectorFacts:
     min_size: int = 0  # the smallest input side its layers take: a smoke run's size cap stops there
 
 
-def detector(label: str, files: Sequence[str], resize: Sequence[str] = RESIZE_MODES,
-             min_size: int = 0) -> Callable:
+def detector(label: str, files: Sequence[str], resize: Sequence[str] = RESIZE_MODES, min_size: int = 0) -> Callable:
     """Mark a builder with its DetectorFacts."""
+
     def mark(builder: Callable) -> Callable:
         builder.facts = DetectorFacts(label, tuple(files), tuple(resize), min_size)
         return builder
@@ -81,8 +81,10 @@ def detector_facts(network: Callable) -> DetectorFacts:
     """The facts of a builder or of a functools.partial of one (a config's `_partial_` node)."""
     facts = getattr(getattr(network, "func", network), "facts", None)
     if not isinstance(facts, DetectorFacts):
-        raise ConfigError(f"model.network={network!r}: not a detector builder (_target_: "
-                          "spinebench.detection.models.build_..., _partial_: true)")
+        raise ConfigError(
+            f"model.network={network!r}: not a detector builder (_target_: "
+            "spinebench.detection.models.build_..., _partial_: true)"
+        )
     return facts
 
 
@@ -96,11 +98,20 @@ class ResNetTrunk(nn.Module):
     def __init__(self):
         super().__init__()
         resnet = resnet50(weights=None)
-        self.body = nn.Sequential(OrderedDict(conv1=resnet.conv1, bn1=resnet.bn1, relu=resnet.relu, maxpool=resnet.maxpool,
-                                              layer1=resnet.layer1, layer2=resnet.layer2, layer3=resnet.layer3,
-                                              layer4=resnet.layer4))
+        self.body = nn.Sequential(
+            OrderedDict(
+                conv1=resnet.conv1,
+                bn1=resnet.bn1,
+                relu=resnet.relu,
+                maxpool=resnet.maxpool,
+                layer1=resnet.layer1,
+                layer2=resnet.layer2,
+                layer3=resnet.layer3,
+                layer4=resnet.layer4,
+            )
+        )
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict([("0", self.body(x))])
 
 
@@ -113,8 +124,17 @@ class ResNetSSDBackbone(nn.Module):
         block = resnet.layer3[0]
         block.conv2.stride = (1, 1)
         block.downsample[0].stride = (1, 1)
-        self.body = nn.Sequential(OrderedDict(conv1=resnet.conv1, bn1=resnet.bn1, relu=resnet.relu, maxpool=resnet.maxpool,
-                                              layer1=resnet.layer1, layer2=resnet.layer2, layer3=resnet.layer3))
+        self.body = nn.Sequential(
+            OrderedDict(
+                conv1=resnet.conv1,
+                bn1=resnet.bn1,
+                relu=resnet.relu,
+                maxpool=resnet.maxpool,
+                layer1=resnet.layer1,
+                layer2=resnet.layer2,
+                layer3=resnet.layer3,
+            )
+        )
         if pretrained:  # train layer2..3 like torchvision's trainable_layers=3 (layer4 is not used by SSD)
             for name, parameter in self.body.named_parameters():
                 if not name.startswith(("layer2", "layer3")):
@@ -123,13 +143,20 @@ class ResNetSSDBackbone(nn.Module):
         extras = []
         for i, (cin, cout, mid) in enumerate(zip(channels[:-1], channels[1:], mids)):
             stride, padding = (2, 1) if i < 3 else (1, 0)
-            extras.append(nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-                                        nn.Conv2d(mid, cout, 3, stride=stride, padding=padding, bias=False),
-                                        nn.BatchNorm2d(cout), nn.ReLU(inplace=True)))
+            extras.append(
+                nn.Sequential(
+                    nn.Conv2d(cin, mid, 1, bias=False),
+                    nn.BatchNorm2d(mid),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(mid, cout, 3, stride=stride, padding=padding, bias=False),
+                    nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True),
+                )
+            )
         self.extras = nn.ModuleList(extras)
         self.out_channels = channels
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.body(x)
         features = OrderedDict([("0", x)])
         for i, layer in enumerate(self.extras, start=1):
@@ -179,8 +206,9 @@ def resolve_resize(facts: DetectorFacts, resize: str | None) -> str:
     if resize not in RESIZE_MODES:
         raise ConfigError(f"model.resize must be short_side or stretch, got {resize!r}")
     if resize not in facts.resize:
-        raise ConfigError(f"{facts.label} resizes every image to model.input_size: model.resize must be "
-                          f"{' or '.join(facts.resize)}")
+        raise ConfigError(
+            f"{facts.label} resizes every image to model.input_size: model.resize must be {' or '.join(facts.resize)}"
+        )
     return resize
 
 
@@ -196,59 +224,112 @@ def _sizes(facts: DetectorFacts, input_size: Sequence[int], resize: str | None) 
 # Every builder: `num_classes` including background (2 = background + hematoma), its anchors and boxes in float32
 # under autocast too (boxes_in_float32; `float32_boxes=False`: torchvision as it is).
 @detector("Faster R-CNN", files=["fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", *RESNET50])
-def build_faster_rcnn(num_classes: int = 2, input_size: Sequence[int] = (256, 642), pretrained: bool = False,
-                      resize: str | None = None, float32_boxes: bool = True) -> nn.Module:
+def build_faster_rcnn(
+    num_classes: int = 2,
+    input_size: Sequence[int] = (256, 642),
+    pretrained: bool = False,
+    resize: str | None = None,
+    float32_boxes: bool = True,
+) -> nn.Module:
     _, _, sizes = _sizes(build_faster_rcnn.facts, input_size, resize)
     backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5)
-    model = FasterRCNN(backbone, num_classes=num_classes, box_score_thresh=SCORE_THRESH,
-                       box_detections_per_img=DETECTIONS_PER_IMAGE, **sizes)
+    model = FasterRCNN(
+        backbone,
+        num_classes=num_classes,
+        box_score_thresh=SCORE_THRESH,
+        box_detections_per_img=DETECTIONS_PER_IMAGE,
+        **sizes,
+    )
     if float32_boxes:
         boxes_in_float32(model, "rpn.anchor_generator", ("rpn.head", "roi_heads.box_predictor"))
     return model
 
 
 @detector("RetinaNet", files=["retinanet_resnet50_fpn_v2_coco-5905b1c5.pth", *reversed(RESNET50)])
-def build_retinanet(num_classes: int = 2, input_size: Sequence[int] = (256, 642), pretrained: bool = False,
-                    resize: str | None = None, float32_boxes: bool = True) -> nn.Module:
+def build_retinanet(
+    num_classes: int = 2,
+    input_size: Sequence[int] = (256, 642),
+    pretrained: bool = False,
+    resize: str | None = None,
+    float32_boxes: bool = True,
+) -> nn.Module:
     """torchvision's v2 layout (P6 from C5, GroupNorm head, GIoU): the paper's 36,352,630 parameters."""
     _, _, sizes = _sizes(build_retinanet.facts, input_size, resize)
-    backbone = _resnet_fpn_extractor(_resnet_body(pretrained), 3 if pretrained else 5, returned_layers=[2, 3, 4],
-                                     extra_blocks=LastLevelP6P7(2048, 256))
+    backbone = _resnet_fpn_extractor(
+        _resnet_body(pretrained),
+        3 if pretrained else 5,
+        returned_layers=[2, 3, 4],
+        extra_blocks=LastLevelP6P7(2048, 256),
+    )
     anchors = _default_anchorgen()
-    head = RetinaNetHead(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
-                         norm_layer=partial(nn.GroupNorm, 32))
+    head = RetinaNetHead(
+        backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
+    )
     head.regression_head._loss_type = "giou"
-    model = RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors, head=head,
-                      score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE, **sizes)
+    model = RetinaNet(
+        backbone,
+        num_classes=num_classes,
+        anchor_generator=anchors,
+        head=head,
+        score_thresh=SCORE_THRESH,
+        detections_per_img=DETECTIONS_PER_IMAGE,
+        **sizes,
+    )
     return boxes_in_float32(model, "anchor_generator", ("head",)) if float32_boxes else model
 
 
-def _ssd(facts: DetectorFacts, backbone: nn.Module, channels: Sequence[int], num_classes: int,
-         input_size: Sequence[int], resize: str | None, float32_boxes: bool) -> nn.Module:
+def _ssd(
+    facts: DetectorFacts,
+    backbone: nn.Module,
+    channels: Sequence[int],
+    num_classes: int,
+    input_size: Sequence[int],
+    resize: str | None,
+    float32_boxes: bool,
+) -> nn.Module:
     height, width, _ = _sizes(facts, input_size, resize)
     anchors = DefaultBoxGenerator(SSD_ASPECT_RATIOS, min_ratio=0.15, max_ratio=0.9)
     head = SSDHead(list(channels), anchors.num_anchors_per_location(), num_classes)
-    model = SSD(backbone, anchors, (width, height), num_classes, head=head,  # SSD passes size on as fixed_size
-                image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-                score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=400)
+    model = SSD(
+        backbone,
+        anchors,
+        (width, height),
+        num_classes,
+        head=head,  # SSD passes size on as fixed_size
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        score_thresh=SCORE_THRESH,
+        detections_per_img=DETECTIONS_PER_IMAGE,
+        topk_candidates=400,
+    )
     return boxes_in_float32(model, "anchor_generator", ("head",)) if float32_boxes else model
 
 
 @detector("SSD", files=RESNET50, resize=["stretch"])
-def build_ssd(num_classes: int = 2, input_size: Sequence[int] = (300, 300), pretrained: bool = False,
-              resize: str | None = None, float32_boxes: bool = True) -> nn.Module:
+def build_ssd(
+    num_classes: int = 2,
+    input_size: Sequence[int] = (300, 300),
+    pretrained: bool = False,
+    resize: str | None = None,
+    float32_boxes: bool = True,
+) -> nn.Module:
     """The authors' SSD (see the module docstring); every layer trains with ordinary BN, pretrained or not."""
-    return _ssd(build_ssd.facts, ResNetTrunk(), PAPER_SSD_HEAD_CHANNELS, num_classes, input_size, resize,
-                float32_boxes)
+    return _ssd(build_ssd.facts, ResNetTrunk(), PAPER_SSD_HEAD_CHANNELS, num_classes, input_size, resize, float32_boxes)
 
 
 @detector("SSD", files=RESNET50, resize=["stretch"], min_size=300)  # its extra blocks need >= 300 px
-def build_ssd_multiscale(num_classes: int = 2, input_size: Sequence[int] = (300, 300), pretrained: bool = False,
-                         resize: str | None = None, float32_boxes: bool = True) -> nn.Module:
+def build_ssd_multiscale(
+    num_classes: int = 2,
+    input_size: Sequence[int] = (300, 300),
+    pretrained: bool = False,
+    resize: str | None = None,
+    float32_boxes: bool = True,
+) -> nn.Module:
     """The usual six-level SSD (NVIDIA's SSD300 v1.1 ResNet-50 layout)."""
     backbone = ResNetSSDBackbone(pretrained)
-    return _ssd(build_ssd_multiscale.facts, backbone, backbone.out_channels, num_classes, input_size, resize,
-                float32_boxes)
+    return _ssd(
+        build_ssd_multiscale.facts, backbone, backbone.out_channels, num_classes, input_size, resize, float32_boxes
+    )
 
 
 def _state_dict_of(obj) -> dict[str, torch.Tensor] | None:
@@ -278,8 +359,10 @@ def load_pretrained(model: nn.Module, path: Path | str) -> dict[str, int]:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # not a checkpoint, empty, cut short, or pickling classes that are not importable
         what = " ".join(str(error).split()).split(". ")[0]  # torch's messages run on for lines: the first sentence
-        raise WeightsError(f"model.weights={path}: cannot read it as a PyTorch checkpoint ({type(error).__name__}"
-                           f"{': ' + what if what else ''})") from error
+        raise WeightsError(
+            f"model.weights={path}: cannot read it as a PyTorch checkpoint ({type(error).__name__}"
+            f"{': ' + what if what else ''})"
+        ) from error
     state = _state_dict_of(loaded)
     if state is None:
         raise WeightsError(f"model.weights={path}: holds a {type(loaded).__name__}, not a state dict")
@@ -289,9 +372,17 @@ def load_pretrained(model: nn.Module, path: Path | str) -> dict[str, int]:
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = [k for k in state if k in own and own[k].shape != state[k].shape]
     if not matched:
-        raise WeightsError(f"model.weights={path}: no tensor matches this model (is it a checkpoint of another "
-                         "architecture?)")
+        raise WeightsError(
+            f"model.weights={path}: no tensor matches this model (is it a checkpoint of another architecture?)"
+        )
     model.load_state_dict(matched, strict=False)
-    log.info("loaded %d/%d tensors from %s (%d re-initialised for %s classes: %s)", len(matched), len(own), path,
-             len(skipped), "new", ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
+    log.info(
+        "loaded %d/%d tensors from %s (%d re-initialised for %s classes: %s)",
+        len(matched),
+        len(own),
+        path,
+        len(skipped),
+        "new",
+        ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""),
+    )
     return {"loaded": len(matched), "total": len(own), "shape_mismatch": len(skipped)}

@@ -22,15 +22,22 @@ def plot_pr_curve(ground_truth: dict, detections: list[dict], path: Path, title:
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     if len(curve["recall"]):
         ax.plot(np.concatenate([[0.0], curve["recall"]]), np.concatenate([[1.0], curve["precision"]]), lw=1.5)
-        ax.scatter([metrics.get("recall", 0.0)], [metrics.get("precision", 0.0)], color="C3", zorder=3,
-                   label=f"best F1 {metrics.get('f1', 0.0):.3f}")
+        ax.scatter(
+            [metrics.get("recall", 0.0)],
+            [metrics.get("precision", 0.0)],
+            color="C3",
+            zorder=3,
+            label=f"best F1 {metrics.get('f1', 0.0):.3f}",
+        )
         ax.legend(loc="lower left")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title(f"{title}\nIoU {PR_IOU}: mAP50 {metrics.get('mAP50', 0):.3f}, mAP50-95 {metrics.get('mAP50_95', 0):.3f}",
-                 fontsize=8)
+    ax.set_title(
+        f"{title}\nIoU {PR_IOU}: mAP50 {metrics.get('mAP50', 0):.3f}, mAP50-95 {metrics.get('mAP50_95', 0):.3f}",
+        fontsize=8,
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -112,12 +112,19 @@ def predict(model: nn.Module, loader, device: torch.device, limit: int | None = 
 def outputs_to_coco(outputs: list[dict[str, torch.Tensor]], indices: Sequence[int]) -> list[dict[str, Any]]:
     """COCO results of one batch of a torchvision detector's outputs (image ids = sample index + 1), with one
     device-to-host copy for the batch, not three per image: boxes, score and label side by side."""
-    rows = torch.cat([torch.cat([o["boxes"].float(), o["scores"].float()[:, None],
-                                 (o["labels"] - LABEL_OFFSET).float()[:, None]], 1) for o in outputs]).cpu()
+    rows = torch.cat(
+        [
+            torch.cat(
+                [o["boxes"].float(), o["scores"].float()[:, None], (o["labels"] - LABEL_OFFSET).float()[:, None]], 1
+            )
+            for o in outputs
+        ]
+    ).cpu()
     detections = []
     for index, image_rows in zip(indices, rows.split([len(o["boxes"]) for o in outputs])):
-        detections += detections_to_coco(index + 1, image_rows[:, :4].numpy(), image_rows[:, 4].tolist(),
-                                         image_rows[:, 5].long().tolist())
+        detections += detections_to_coco(
+            index + 1, image_rows[:, :4].numpy(), image_rows[:, 4].tolist(), image_rows[:, 5].long().tolist()
+        )
     return detections
 
 
@@ -137,9 +144,17 @@ class _Limited:
 class TorchvisionDetector(Benchmark):
     task = "detection"
 
-    def __init__(self, name: str, network: Callable[..., nn.Module], row: str | None = None,
-                 input_size: Sequence[int] = (256, 642), num_classes: int = 2, weights: str | None = "auto",
-                 download: bool = False, resize: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        network: Callable[..., nn.Module],
+        row: str | None = None,
+        input_size: Sequence[int] = (256, 642),
+        num_classes: int = 2,
+        weights: str | None = "auto",
+        download: bool = False,
+        resize: str | None = None,
+    ):
         self.name, self.row, self.network = name, row, network
         self.facts = detector_facts(network)
         self.input_size = checked_input_size(input_size)
@@ -157,16 +172,26 @@ class TorchvisionDetector(Benchmark):
             size = [max(32, int(round(s * scale))) for s in size]
         return size
 
-    def _build(self, ctx: RunContext, load_weights: bool,
-               pretrained: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    def _build(self, ctx: RunContext, load_weights: bool, pretrained: bool = False) -> tuple[nn.Module, dict[str, Any]]:
         """The model and its weights facts. `load_weights=False` loads no file and builds the `pretrained` layout
         (frozen batch norm or not: test() passes its checkpoint's, so the parameters counted are those trained)."""
         files = self.facts.files
-        choice = resolve_weights(self.weights, files, ctx.cache_dir, self.name, download=self.download,
-                                 urls={name: TORCHVISION_URL + name for name in files}) if load_weights else None
+        choice = (
+            resolve_weights(
+                self.weights,
+                files,
+                ctx.cache_dir,
+                self.name,
+                download=self.download,
+                urls={name: TORCHVISION_URL + name for name in files},
+            )
+            if load_weights
+            else None
+        )
         pretrained = choice.pretrained if choice else pretrained
-        model = self.network(num_classes=self.num_classes, input_size=self.effective_size(ctx), pretrained=pretrained,
-                             resize=self.resize)
+        model = self.network(
+            num_classes=self.num_classes, input_size=self.effective_size(ctx), pretrained=pretrained, resize=self.resize
+        )
         if choice and choice.path is not None:
             load_pretrained(model, choice.path)
         elif choice and choice.download_url:
@@ -183,17 +208,47 @@ class TorchvisionDetector(Benchmark):
         train_samples = read_detection_split(spec.root, "train")
         val_samples = read_detection_split(spec.root, "val")
         device = ctx.device
-        train_loader = detection_loader(build_dataset(train_samples, ctx.cache_dir), trainer.batch_size, True,
-                                        trainer.num_workers, device, seed=ctx.seed, on_device=trainer.data_on_device)
-        val_loader = _Limited(detection_loader(build_dataset(val_samples, ctx.cache_dir), trainer.val_batch_size, False,
-                                               trainer.num_workers, device, on_device=trainer.data_on_device),
-                              trainer.limit_val_batches)
+        train_loader = detection_loader(
+            build_dataset(train_samples, ctx.cache_dir),
+            trainer.batch_size,
+            True,
+            trainer.num_workers,
+            device,
+            seed=ctx.seed,
+            on_device=trainer.data_on_device,
+        )
+        val_loader = _Limited(
+            detection_loader(
+                build_dataset(val_samples, ctx.cache_dir),
+                trainer.val_batch_size,
+                False,
+                trainer.num_workers,
+                device,
+                on_device=trainer.data_on_device,
+            ),
+            trainer.limit_val_batches,
+        )
         module = DetectorModule(model, coco_ground_truth(val_samples), augment=trainer.augment)
-        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=ctx.config, monitor=MONITOR,
-                     resume_rules=ctx.resume_rules)
-        return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
-                "monitor": MONITOR, "train_images_per_s": result.train_images_per_s,
-                "input_size": self.effective_size(ctx), "history": result.history}
+        result = fit(
+            module,
+            train_loader,
+            val_loader,
+            trainer,
+            ctx.run_dir,
+            config=ctx.config,
+            monitor=MONITOR,
+            resume_rules=ctx.resume_rules,
+        )
+        return {
+            **info,
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "best_val": result.best_metric,
+            "monitor": MONITOR,
+            "train_images_per_s": result.train_images_per_s,
+            "input_size": self.effective_size(ctx),
+            "history": result.history,
+        }
 
     def test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict[str, Any]:
         trainer, device = ctx.trainer, ctx.device
@@ -204,17 +259,29 @@ class TorchvisionDetector(Benchmark):
         samples = read_detection_split(spec.root, "test")
         if trainer.limit_test_images:
             samples = samples[: trainer.limit_test_images]
-        loader = detection_loader(build_dataset(samples, ctx.cache_dir), trainer.val_batch_size, False,
-                                  trainer.num_workers, device, on_device=trainer.data_on_device)
+        loader = detection_loader(
+            build_dataset(samples, ctx.cache_dir),
+            trainer.val_batch_size,
+            False,
+            trainer.num_workers,
+            device,
+            on_device=trainer.data_on_device,
+        )
         start = time.perf_counter()
         detections, _ = predict(model, loader, device, amp=TEST_SPLIT_AMP)
         log.info("test: %d images in %.1f s", len(samples), time.perf_counter() - start)
         ground_truth = coco_ground_truth(samples)
         metrics = score_and_write(ctx.run_dir, ground_truth, detections, f"{self.name} - {spec.name}")
         speed = self.inference_speed(model, loader, device, trainer)
-        return {"metrics": metrics, "params": count_parameters(model), **speed, "input_size": self.effective_size(ctx),
-                "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch"),
-                "test_images": len(samples)}
+        return {
+            "metrics": metrics,
+            "params": count_parameters(model),
+            **speed,
+            "input_size": self.effective_size(ctx),
+            "test_precision": precision_label(device, TEST_SPLIT_AMP),
+            "checkpoint_epoch": state.get("epoch"),
+            "test_images": len(samples),
+        }
 
     @staticmethod
     def inference_speed(model: nn.Module, loader, device: torch.device, trainer) -> dict:

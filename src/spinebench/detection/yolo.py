@@ -51,8 +51,15 @@ log = logging.getLogger(__name__)
 SIZES = ("n", "s", "m", "l", "x")
 YOLO_DIR, DATA_DIR, TEST_DATA_DIR, STATE_FILE = "yolo", "yolo_data", "yolo_test_data", "spinebench_yolo.json"
 # ultralytics builds its own optimizer by name: the trainer's torch class (its `_target_`) as ultralytics names it
-OPTIMIZERS = {"SGD": "SGD", "Adam": "Adam", "Adamax": "Adamax", "AdamW": "AdamW", "NAdam": "NAdam", "RAdam": "RAdam",
-              "RMSprop": "RMSProp"}
+OPTIMIZERS = {
+    "SGD": "SGD",
+    "Adam": "Adam",
+    "Adamax": "Adamax",
+    "AdamW": "AdamW",
+    "NAdam": "NAdam",
+    "RAdam": "RAdam",
+    "RMSprop": "RMSProp",
+}
 
 
 def ultralytics_optimizer(optimizer: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
@@ -65,18 +72,26 @@ def ultralytics_optimizer(optimizer: dict[str, Any], scheduler: dict[str, Any]) 
 
     target = str(optimizer.get("_target_", ""))
     if target.rsplit(".", 1)[-1] not in OPTIMIZERS:
-        raise ConfigError(f"trainer.optimizer._target_={target or None}: ultralytics builds only "
-                          f"{', '.join(OPTIMIZERS)} (torch.optim classes)")
+        raise ConfigError(
+            f"trainer.optimizer._target_={target or None}: ultralytics builds only "
+            f"{', '.join(OPTIMIZERS)} (torch.optim classes)"
+        )
     defaults = {k: p.default for k, p in inspect.signature(get_class(target)).parameters.items()}
 
     def value(key: str) -> Any:
         return optimizer.get(key, defaults.get(key))
 
-    return {"optimizer": OPTIMIZERS[target.rsplit(".", 1)[-1]], "lr0": value("lr"),
-            "momentum": value("momentum") if "momentum" in defaults else list(value("betas"))[0],
-            "weight_decay": value("weight_decay"), "warmup_epochs": scheduler.get("warmup_epochs", 0.0),
-            "cos_lr": str(scheduler.get("_target_", "")).rsplit(".", 1)[-1].lower() == "cosine",
-            "lrf": scheduler.get("min_lr_ratio") or 0.01}
+    return {
+        "optimizer": OPTIMIZERS[target.rsplit(".", 1)[-1]],
+        "lr0": value("lr"),
+        "momentum": value("momentum") if "momentum" in defaults else list(value("betas"))[0],
+        "weight_decay": value("weight_decay"),
+        "warmup_epochs": scheduler.get("warmup_epochs", 0.0),
+        "cos_lr": str(scheduler.get("_target_", "")).rsplit(".", 1)[-1].lower() == "cosine",
+        "lrf": scheduler.get("min_lr_ratio") or 0.01,
+    }
+
+
 PREDICT = {"conf": 0.001, "iou": 0.7, "max_det": 100}
 
 
@@ -132,8 +147,9 @@ def yolo_label_lines(sample: DetectionSample) -> list[str]:
     return lines
 
 
-def export_yolo_dataset(root: Path, out: Path, splits: Sequence[str] | None = None,
-                        samples: dict[str, list[DetectionSample]] | None = None) -> Path:
+def export_yolo_dataset(
+    root: Path, out: Path, splits: Sequence[str] | None = None, samples: dict[str, list[DetectionSample]] | None = None
+) -> Path:
     """YOLO layout at `out` (images/<split>/ symlinks to the release, labels/<split>/*.txt); returns data.yaml."""
     out = Path(out).resolve()
     available = find_splits(root, "detection")
@@ -147,7 +163,9 @@ def export_yolo_dataset(root: Path, out: Path, splits: Sequence[str] | None = No
             folder.mkdir(parents=True)
         for sample in samples.get(split) or read_detection_split(root, split):
             (images_dir / sample.image.name).symlink_to(sample.image.resolve())
-            (labels_dir / f"{sample.image.stem}.txt").write_text("".join(line + "\n" for line in yolo_label_lines(sample)))
+            (labels_dir / f"{sample.image.stem}.txt").write_text(
+                "".join(line + "\n" for line in yolo_label_lines(sample))
+            )
         cache = out / "labels" / f"{split}.cache"
         if cache.exists():
             cache.unlink()
@@ -176,8 +194,16 @@ def _finished(checkpoint: Path) -> bool:
 class YoloV8(Benchmark):
     task = "detection"
 
-    def __init__(self, name: str, size: str = "m", row: str | None = None, imgsz: int = 320, weights: str | None = "auto",
-                 download: bool = False, args: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        size: str = "m",
+        row: str | None = None,
+        imgsz: int = 320,
+        weights: str | None = "auto",
+        download: bool = False,
+        args: dict[str, Any] | None = None,
+    ):
         if size not in SIZES:
             raise ConfigError(f"model.size must be one of {', '.join(SIZES)}, got {size!r}")
         if isinstance(imgsz, bool) or not isinstance(imgsz, int):
@@ -186,21 +212,32 @@ class YoloV8(Benchmark):
         self.weights, self.download, self.args = weights, bool(download), dict(args or {})
 
     # -- settings ---------------------------------------------------------------------------------------------
-    def effective_imgsz(self, ctx: "RunContext") -> int:
+    def effective_imgsz(self, ctx: RunContext) -> int:
         cap = ctx.trainer.max_input_size
         size = min(self.imgsz, cap) if cap else self.imgsz
         return max(32, int(size) // 32 * 32)
 
-    def _device(self, ctx: "RunContext") -> str | int:
+    def _device(self, ctx: RunContext) -> str | int:
         return "cpu" if ctx.device.type != "cuda" else (ctx.device.index or 0)
 
-    def train_args(self, ctx: "RunContext", data_yaml: Path, n_train: int) -> dict[str, Any]:
+    def train_args(self, ctx: RunContext, data_yaml: Path, n_train: int) -> dict[str, Any]:
         t = ctx.trainer
         args = {
-            "data": str(data_yaml), "epochs": t.epochs, "batch": t.batch_size, "imgsz": self.effective_imgsz(ctx),
-            "device": self._device(ctx), "workers": t.num_workers, "seed": ctx.seed, "deterministic": t.deterministic,
-            "project": str(Path(ctx.run_dir).resolve()), "name": YOLO_DIR, "exist_ok": True,
-            **ultralytics_optimizer(t.optimizer, t.scheduler), "amp": t.amp, "verbose": False, "plots": False,
+            "data": str(data_yaml),
+            "epochs": t.epochs,
+            "batch": t.batch_size,
+            "imgsz": self.effective_imgsz(ctx),
+            "device": self._device(ctx),
+            "workers": t.num_workers,
+            "seed": ctx.seed,
+            "deterministic": t.deterministic,
+            "project": str(Path(ctx.run_dir).resolve()),
+            "name": YOLO_DIR,
+            "exist_ok": True,
+            **ultralytics_optimizer(t.optimizer, t.scheduler),
+            "amp": t.amp,
+            "verbose": False,
+            "plots": False,
         }
         if t.limit_train_batches:
             args["fraction"] = min(1.0, t.limit_train_batches * t.batch_size / max(n_train, 1))
@@ -218,11 +255,11 @@ class YoloV8(Benchmark):
         candidates = [Path(run_dir) / YOLO_DIR / "weights" / "last.pt", *super().resume_files(Path(run_dir))]
         return [path for path in candidates if path.is_file()]
 
-    def fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+    def fit(self, ctx: RunContext, spec: DatasetSpec) -> dict[str, Any]:
         with keep_torch_threads():
             return self._fit(ctx, spec)
 
-    def test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path) -> dict[str, Any]:
+    def test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict[str, Any]:
         with keep_torch_threads() as threads:
             return self._test(ctx, spec, checkpoint, threads)
 
@@ -236,14 +273,16 @@ class YoloV8(Benchmark):
         for key in renamed(dict(self.args)):
             if key not in DEFAULT_CFG_DICT:
                 close = difflib.get_close_matches(key, DEFAULT_CFG_DICT, n=3)
-                raise ConfigError(f"model.args.{key} is not an ultralytics argument"
-                                  + (f" (close: {', '.join(close)})" if close else ""))
+                raise ConfigError(
+                    f"model.args.{key} is not an ultralytics argument"
+                    + (f" (close: {', '.join(close)})" if close else "")
+                )
         try:
             get_cfg(overrides=dict(self.args))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"model.args: {error}") from error
 
-    def _fit(self, ctx: "RunContext", spec: "DatasetSpec") -> dict[str, Any]:
+    def _fit(self, ctx: RunContext, spec: DatasetSpec) -> dict[str, Any]:
         # ultralytics skips an image it cannot read with a warning: spinebench's readers refuse it, for every model
         refuse_unreadable(spec.root, "detection", ("train", "val"))
         ultralytics_env(ctx.cache_dir, allow_download=self.download)
@@ -264,17 +303,31 @@ class YoloV8(Benchmark):
                 log.info("%s: %s is a finished ultralytics run: nothing to train", self.name, last)
             else:
                 done = _epochs_done(run_dir / YOLO_DIR)
-                log.info("%s: resuming ultralytics training from %s (epoch %d; ultralytics' resume does not restore "
-                         "its data order and augmentation randomness: not bit-identical to an uninterrupted run)",
-                         self.name, last, done)
+                log.info(
+                    "%s: resuming ultralytics training from %s (epoch %d; ultralytics' resume does not restore "
+                    "its data order and augmentation randomness: not bit-identical to an uninterrupted run)",
+                    self.name,
+                    last,
+                    done,
+                )
                 state.setdefault("resumed_from", done)  # the first resume: metrics.json says the run was resumed
                 state_file.write_text(json.dumps(state))
                 YOLO(str(last)).train(resume=True)
                 trained_epochs = ctx.trainer.epochs - done
         else:
-            choice = resolve_weights(self.weights, [f"yolov8{self.size}.pt"], ctx.cache_dir, self.name,
-                                     download=self.download, urls={f"yolov8{self.size}.pt": f"yolov8{self.size}.pt"})
-            source = str(choice.path) if choice.path else (f"yolov8{self.size}.pt" if choice.download_url else f"yolov8{self.size}.yaml")
+            choice = resolve_weights(
+                self.weights,
+                [f"yolov8{self.size}.pt"],
+                ctx.cache_dir,
+                self.name,
+                download=self.download,
+                urls={f"yolov8{self.size}.pt": f"yolov8{self.size}.pt"},
+            )
+            source = (
+                str(choice.path)
+                if choice.path
+                else (f"yolov8{self.size}.pt" if choice.download_url else f"yolov8{self.size}.yaml")
+            )
             model = _load_yolo(YOLO, source, choice.path)  # before anything is written: a bad file leaves no folder
             exporting = time.perf_counter()
             data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})
@@ -284,8 +337,12 @@ class YoloV8(Benchmark):
             state_file.write_text(json.dumps(state))
             args = self.train_args(ctx, data_yaml, len(train_samples))
             args["pretrained"] = bool(choice.pretrained)
-            log.info("%s: ultralytics YOLO(%s).train(%s)", self.name, source,
-                     ", ".join(f"{k}={v}" for k, v in args.items() if k not in ("project",)))
+            log.info(
+                "%s: ultralytics YOLO(%s).train(%s)",
+                self.name,
+                source,
+                ", ".join(f"{k}={v}" for k, v in args.items() if k not in ("project",)),
+            )
             model.train(**args)
             trained_epochs = ctx.trainer.epochs
         wall = time.perf_counter() - start
@@ -296,13 +353,17 @@ class YoloV8(Benchmark):
                 shutil.copyfile(weights_dir / name, ckpt_dir / name)
         fraction = self.train_args(ctx, data_yaml, len(train_samples)).get("fraction", 1.0)
         images = len(train_samples) * fraction * trained_epochs
-        return {"pretrained": state["pretrained"], "pretrained_source": state["pretrained_source"],
-                "resumed_from": state.get("resumed_from"), "epochs": ctx.trainer.epochs,
-                "input_size": [self.effective_imgsz(ctx)] * 2,
-                "train_images_per_s": images / wall if trained_epochs and wall > 0 else None,
-                "train_images_per_s_note": "ultralytics loop, epochs incl. validation"}
+        return {
+            "pretrained": state["pretrained"],
+            "pretrained_source": state["pretrained_source"],
+            "resumed_from": state.get("resumed_from"),
+            "epochs": ctx.trainer.epochs,
+            "input_size": [self.effective_imgsz(ctx)] * 2,
+            "train_images_per_s": images / wall if trained_epochs and wall > 0 else None,
+            "train_images_per_s_note": "ultralytics loop, epochs incl. validation",
+        }
 
-    def _test(self, ctx: "RunContext", spec: "DatasetSpec", checkpoint: Path, threads: int) -> dict[str, Any]:
+    def _test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path, threads: int) -> dict[str, Any]:
         ultralytics_env(ctx.cache_dir)
         YOLO = _yolo()
         run_dir = Path(ctx.run_dir).resolve()
@@ -318,25 +379,43 @@ class YoloV8(Benchmark):
         detections = predict_coco(model, samples, imgsz, device, batch)
         precision = "float16" if model.predictor.model.fp16 else "float32"  # what ultralytics' `half` left on
         metrics = score_and_write(run_dir, coco_ground_truth(samples), detections, f"{self.name} - {spec.name}")
-        reference = model.val(data=str(data_yaml), split="test", imgsz=imgsz, batch=batch, device=device,
-                              project=str(run_dir), name=f"{YOLO_DIR}_test", exist_ok=True, plots=False, verbose=False,
-                              **{k: v for k, v in PREDICT.items() if k != "max_det"})
+        reference = model.val(
+            data=str(data_yaml),
+            split="test",
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            project=str(run_dir),
+            name=f"{YOLO_DIR}_test",
+            exist_ok=True,
+            plots=False,
+            verbose=False,
+            **{k: v for k, v in PREDICT.items() if k != "max_det"},
+        )
         import cv2
 
         frames = [cv2.imread(str(s.image)) for s in samples[:8]]
         import torch
 
         torch.set_num_threads(threads)  # model.val() above reset them: time inference like the other detectors
+
         def predict_on(target: torch.device):  # ultralytics sets its predictor up again for another device
             where = device if target == ctx.device else "cpu"
             return lambda im: model.predict(im, imgsz=imgsz, device=where, verbose=False, **PREDICT)
 
         speed = batch1_speed(predict_on, frames, ctx.device, ctx.trainer)
-        return {"metrics": metrics, "params": count_parameters(model.model), **speed, "input_size": [imgsz, imgsz],
-                "test_precision": precision, "test_images": len(samples), "ultralytics_mAP50": float(reference.box.map50),
-                "ultralytics_mAP50_95": float(reference.box.map),
-                "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
-                                    "`metrics` come from spinebench.detection.coco like every detector"}
+        return {
+            "metrics": metrics,
+            "params": count_parameters(model.model),
+            **speed,
+            "input_size": [imgsz, imgsz],
+            "test_precision": precision,
+            "test_images": len(samples),
+            "ultralytics_mAP50": float(reference.box.map50),
+            "ultralytics_mAP50_95": float(reference.box.map),
+            "ultralytics_note": "reference only: ultralytics' own test-split mAP (its interpolation); "
+            "`metrics` come from spinebench.detection.coco like every detector",
+        }
 
 
 def _load_yolo(YOLO, source: str, path: Path | None):
@@ -346,8 +425,10 @@ def _load_yolo(YOLO, source: str, path: Path | None):
     except Exception as error:
         if path is None:
             raise
-        raise WeightsError(f"model.weights={path}: ultralytics cannot load it ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''})") from error
+        raise WeightsError(
+            f"model.weights={path}: ultralytics cannot load it ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
 
 
 def predict_coco(model, samples: Sequence[DetectionSample], imgsz: int, device: str | int, batch: int) -> list[dict]:
@@ -360,11 +441,16 @@ def predict_coco(model, samples: Sequence[DetectionSample], imgsz: int, device: 
     with tempfile.TemporaryDirectory() as folder:
         manifest = Path(folder) / "images.txt"
         manifest.write_text("\n".join(image_ids) + "\n")
-        for result in model.predict(str(manifest), stream=True, batch=batch, imgsz=imgsz, device=device, verbose=False,
-                                    **PREDICT):
+        for result in model.predict(
+            str(manifest), stream=True, batch=batch, imgsz=imgsz, device=device, verbose=False, **PREDICT
+        ):
             boxes = result.boxes
-            detections += detections_to_coco(image_ids[str(Path(result.path).absolute())], boxes.xyxy.float().cpu().numpy(),
-                                             boxes.conf.float().cpu().tolist(), boxes.cls.long().cpu().tolist())
+            detections += detections_to_coco(
+                image_ids[str(Path(result.path).absolute())],
+                boxes.xyxy.float().cpu().numpy(),
+                boxes.conf.float().cpu().tolist(),
+                boxes.cls.long().cpu().tolist(),
+            )
     return detections
 
 

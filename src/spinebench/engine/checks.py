@@ -34,8 +34,11 @@ def config_error(error: OmegaConfBaseException, schema: type, prefix: str, value
     if isinstance(error, ConfigKeyError) or key.split(".")[0] not in known_keys(schema):
         return ConfigError(f"unknown key {prefix}.{key} (known: {', '.join(known_keys(schema))})")
     annotation = typing.get_type_hints(schema)[key.split(".")[0]]
-    expected = [EXPECTED.get(t, getattr(t, "__name__", str(t))) for t in typing.get_args(annotation) or (annotation,)
-                if t is not type(None)]
+    expected = [
+        EXPECTED.get(t, getattr(t, "__name__", str(t)))
+        for t in typing.get_args(annotation) or (annotation,)
+        if t is not type(None)
+    ]
     value = getattr(error, "value", None) if value is None else value
     return ConfigError(f"{prefix}.{key} must be {' or '.join(expected)}, got {value!r}")
 
@@ -90,9 +93,16 @@ def _classes(module: Any, base: type) -> list[type]:
 # schedule here or in torch (with a few examples for the message)
 TARGET_KEYWORDS = {
     "optimizer": (_keywords(*_classes(torch.optim, torch.optim.Optimizer)), "lr, momentum, weight_decay, betas"),
-    "scheduler": (_keywords(schedules.cosine, schedules.poly, schedules.step, schedules.constant,
-                            *_classes(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler)),
-                  "warmup_epochs, warmup_iters, min_lr_ratio, power, step_size, gamma"),
+    "scheduler": (
+        _keywords(
+            schedules.cosine,
+            schedules.poly,
+            schedules.step,
+            schedules.constant,
+            *_classes(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler),
+        ),
+        "warmup_epochs, warmup_iters, min_lr_ratio, power, step_size, gamma",
+    ),
 }
 
 
@@ -102,8 +112,10 @@ def check_target_keyword(group: str, name: str, prefix: str = "trainer") -> None
     if name not in known:
         close = difflib.get_close_matches(name, sorted(known), n=1)
         hint = f"did you mean {close[0]}?" if close else f"e.g. {examples}"
-        raise ConfigError(f"unknown key {prefix}.{group}.{name}: no torch {group} takes it ({hint}); "
-                          f"++{prefix}.{group}.{name}=... gives it to one of your own")
+        raise ConfigError(
+            f"unknown key {prefix}.{group}.{name}: no torch {group} takes it ({hint}); "
+            f"++{prefix}.{group}.{name}=... gives it to one of your own"
+        )
 
 
 def check_override(schema: type, prefix: str, path: Sequence[str], value: str | None = None) -> None:
@@ -128,8 +140,12 @@ def check_override(schema: type, prefix: str, path: Sequence[str], value: str | 
 
 def input_size(value: Any, key: str = "model.input_size") -> list[int]:
     """A model's [height, width] in pixels, or a ConfigError naming the key (int() on 'abc' named neither)."""
-    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2
-            or not all(_is_int(v) and v > 0 for v in value)):
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or len(value) != 2
+        or not all(_is_int(v) and v > 0 for v in value)
+    ):
         raise ConfigError(f"{key} must be [height, width] in pixels, got {value!r}")
     return list(value)
 
@@ -147,8 +163,12 @@ def positive_int(value: Any, key: str, allow_zero: bool = False) -> int:
 
 def positive_ints(value: Any, key: str) -> list[int]:
     """A model's list of widths, or a ConfigError naming the key."""
-    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value
-            or not all(_is_int(v) and v > 0 for v in value)):
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or not value
+        or not all(_is_int(v) and v > 0 for v in value)
+    ):
         raise ConfigError(f"{key}={value}: must be a list of positive integers")
     return [int(v) for v in value]
 

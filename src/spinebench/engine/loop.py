@@ -116,8 +116,10 @@ def precision_label(device: torch.device, amp: bool) -> str:
 def _partial(node: Mapping[str, Any], key: str) -> Any:
     """trainer.<key>'s `_target_` as a callable waiting for its first arguments (the parameters, the optimizer)."""
     if not isinstance(node, Mapping) or not node.get("_target_"):
-        raise ConfigError(f"trainer.{key} has no _target_ (a config of an older shape, or none given): name a torch "
-                          f"class, e.g. trainer/{key}=<file of configs/trainer/{key}/>")
+        raise ConfigError(
+            f"trainer.{key} has no _target_ (a config of an older shape, or none given): name a torch "
+            f"class, e.g. trainer/{key}=<file of configs/trainer/{key}/>"
+        )
     try:  # _convert_: plain lists and dicts, not OmegaConf's, go into the optimizer's state (and checkpoints)
         return instantiate(dict(node), _partial_=True, _convert_="all")
     except InstantiationException as error:
@@ -188,18 +190,33 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         # weights_only refuses: torch's own messages do not name the file and run on for lines
         text = " ".join(str(error).split())
         refused = re.search(r"GLOBAL ([\w.]+)", text)
-        what = (f"it holds a Python object, {refused.group(1)}, that a checkpoint of this suite does not" if refused
-                else text.split(". ")[0] or type(error).__name__)
-        raise RunStateError(f"{path}: unreadable checkpoint ({what}); restore it, or move it away to start that run "
-                            "over") from error
+        what = (
+            f"it holds a Python object, {refused.group(1)}, that a checkpoint of this suite does not"
+            if refused
+            else text.split(". ")[0] or type(error).__name__
+        )
+        raise RunStateError(
+            f"{path}: unreadable checkpoint ({what}); restore it, or move it away to start that run over"
+        ) from error
 
 
 # Settings a killed run may resume under other values of: what runs it (device, loader, cuDNN determinism, memory
 # layout, progress bars) and how it is scored afterwards, not what it learns. The runner, the data and the model add
 # their own (ResumeRule: where files are, which pretrained file was found, ...).
-RESUME_NEUTRAL = ("trainer.device", "trainer.num_workers", "trainer.data_on_device", "trainer.deterministic",
-                  "trainer.channels_last", "trainer.progress", "trainer.eval_batch_size", "trainer.limit_test_images",
-                  "trainer.fps_images", "trainer.fps_warmup", "trainer.cpu_fps_images", "trainer.cpu_fps_warmup")
+RESUME_NEUTRAL = (
+    "trainer.device",
+    "trainer.num_workers",
+    "trainer.data_on_device",
+    "trainer.deterministic",
+    "trainer.channels_last",
+    "trainer.progress",
+    "trainer.eval_batch_size",
+    "trainer.limit_test_images",
+    "trainer.fps_images",
+    "trainer.fps_warmup",
+    "trainer.cpu_fps_images",
+    "trainer.cpu_fps_warmup",
+)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -214,8 +231,9 @@ def _under(key: str, prefixes: Iterable[str]) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
-def check_same_settings(where: Path, saved: dict | None, current: dict | None,
-                        rules: Sequence[ResumeRule] = ()) -> None:
+def check_same_settings(
+    where: Path, saved: dict | None, current: dict | None, rules: Sequence[ResumeRule] = ()
+) -> None:
     """Refuse to resume a run trained under config `saved` (read from `where`) under a `current` config that
     differs in a setting outside RESUME_NEUTRAL and the keys `rules` let differ: the run folder is named after model,
     trainer and seed only, so the same command with another lr lands in the same folder, and resuming would finish
@@ -232,18 +250,23 @@ def check_same_settings(where: Path, saved: dict | None, current: dict | None,
             neutral.extend(rule(before, now))
         except ConfigError as error:  # the rule sees configs, not the run: say which run it refused
             raise ConfigError(f"{where}: {error}") from None
-    changed = sorted(key for key in before.keys() | now.keys()
-                     if before.get(key) != now.get(key) and not _under(key, neutral))
+    changed = sorted(
+        key for key in before.keys() | now.keys() if before.get(key) != now.get(key) and not _under(key, neutral)
+    )
     if changed:
         shown = ", ".join(f"{key} (was {before.get(key, '-')!r})" for key in changed[:4])
         if any(key.endswith("._target_") and key not in before for key in changed):  # optimizer.name, scheduler.name
-            advice = ("; its trainer.optimizer and trainer.scheduler are of an older shape (no _target_) that this "
-                      "version cannot resume. Give this run its own folder (run_name=...)")
+            advice = (
+                "; its trainer.optimizer and trainer.scheduler are of an older shape (no _target_) that this "
+                "version cannot resume. Give this run its own folder (run_name=...)"
+            )
         else:
             advice = ". Run the original command to resume it, give this run its own folder (run_name=...)"
         more = " and more" if len(changed) > 4 else ""
-        raise ConfigError(f"{where}: this run was trained with other settings: {shown}{more}{advice}, or move "
-                          "checkpoints/ away to start over")
+        raise ConfigError(
+            f"{where}: this run was trained with other settings: {shown}{more}{advice}, or move "
+            "checkpoints/ away to start over"
+        )
 
 
 def _module_state(module: Any) -> dict:
@@ -290,12 +313,25 @@ class _Progress:
     def __init__(self, enabled: bool):
         self.progress = None
         if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[speed]:>7.1f} img/s  loss {task.fields[loss]:.4f}"),
-                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[speed]:>7.1f} img/s  loss {task.fields[loss]:.4f}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
 
     def __enter__(self):
         if self.progress:
@@ -337,8 +373,10 @@ class _EpochMeter:
         self.pending = []
         bad = (~torch.isfinite(values)).nonzero().flatten()
         if len(bad):
-            raise FloatingPointError(f"loss is {values[bad[0]].item()} at epoch {self.epoch + 1}, step "
-                                     f"{self.count + int(bad[0]) + 1} (lower trainer.optimizer.lr or set trainer.grad_clip)")
+            raise FloatingPointError(
+                f"loss is {values[bad[0]].item()} at epoch {self.epoch + 1}, step "
+                f"{self.count + int(bad[0]) + 1} (lower trainer.optimizer.lr or set trainer.grad_clip)"
+            )
         self.total, self.count = self.total + float(values.sum()), self.count + len(values)
         return {"advance": len(values), "speed": speed, "loss": float(values[-1])}
 
@@ -347,9 +385,16 @@ class _EpochMeter:
         return self.total / max(self.count, 1)
 
 
-def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None, cfg: TrainerConfig,
-        run_dir: Path | str, config: dict | None = None, monitor: str | None = None,
-        resume_rules: Sequence[ResumeRule] = ()) -> FitResult:
+def fit(
+    module: TrainModule,
+    train_loader: Iterable,
+    val_loader: Iterable | None,
+    cfg: TrainerConfig,
+    run_dir: Path | str,
+    config: dict | None = None,
+    monitor: str | None = None,
+    resume_rules: Sequence[ResumeRule] = (),
+) -> FitResult:
     """Train `module` for cfg.epochs, validating each epoch; resume from run_dir/checkpoints/last.pt if present
     and trained under `config` (check_same_settings, with `resume_rules`)."""
     started = time.perf_counter()
@@ -424,7 +469,9 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
+                    )
                 optimizer.step()
                 epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this step used: the history's (the last step's)
                 scheduler.step()
@@ -444,29 +491,55 @@ def fit(module: TrainModule, train_loader: Iterable, val_loader: Iterable | None
                     metrics = dict(module.validation(val_loader, device))
                 if monitor not in metrics:
                     raise KeyError(f"validation returned no {monitor!r} (got {sorted(metrics)}): set trainer.monitor")
-            record = {"epoch": epoch + 1, "train_loss": meter.mean_loss, "lr": epoch_lr,
-                      "images_per_s": epoch_images / max(epoch_time, 1e-9),
-                      **{f"val_{k}": v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}}
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": meter.mean_loss,
+                "lr": epoch_lr,
+                "images_per_s": epoch_images / max(epoch_time, 1e-9),
+                **{f"val_{k}": v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()},
+            }
             history.append(record)
             improved = val_loader is None or _better(metrics.get(monitor), best_metric, cfg.mode)
             if improved:
                 best_metric = record.get(f"val_{monitor}") if val_loader is not None else None
                 best_epoch = epoch + 1
-            state = {"model": _module_state(module), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "global_step": global_step,
-                     "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
-                     "monitor": monitor, "config": config}
+            state = {
+                "model": _module_state(module),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "history": history,
+                "monitor": monitor,
+                "config": config,
+            }
             save_checkpoints(state, last_path, best_path if improved else None)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
-            log.info("epoch %d/%d  loss %.4f  %.1f img/s  %s%s", epoch + 1, cfg.epochs, record["train_loss"],
-                     record["images_per_s"], shown, "  (best)" if improved else "")
+            log.info(
+                "epoch %d/%d  loss %.4f  %.1f img/s  %s%s",
+                epoch + 1,
+                cfg.epochs,
+                record["train_loss"],
+                record["images_per_s"],
+                shown,
+                "  (best)" if improved else "",
+            )
 
     if not best_path.is_file() and last_path.is_file():  # e.g. every validation gave NaN: best = last
         _publish(last_path, best_path)
-    return FitResult(epochs=cfg.epochs, best_metric=best_metric, best_epoch=best_epoch, history=history,
-                     train_images_per_s=(images_seen / train_time) if train_time > 0 else _history_speed(history),
-                     wall_time_s=time.perf_counter() - started, resumed_from=resumed_from,
-                     best_path=best_path, last_path=last_path)
+    return FitResult(
+        epochs=cfg.epochs,
+        best_metric=best_metric,
+        best_epoch=best_epoch,
+        history=history,
+        train_images_per_s=(images_seen / train_time) if train_time > 0 else _history_speed(history),
+        wall_time_s=time.perf_counter() - started,
+        resumed_from=resumed_from,
+        best_path=best_path,
+        last_path=last_path,
+    )
 
 
 def _history_speed(history: list[dict]) -> float | None:

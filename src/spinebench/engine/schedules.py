@@ -17,8 +17,15 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def _warmup_then(decay: Callable[[int, float], float], optimizer: Optimizer, epochs: int, steps_per_epoch: int,
-                 warmup_epochs: float, warmup_iters: int | None, warmup_factor: float) -> LambdaLR:
+def _warmup_then(
+    decay: Callable[[int, float], float],
+    optimizer: Optimizer,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float,
+    warmup_iters: int | None,
+    warmup_factor: float,
+) -> LambdaLR:
     """decay(step, progress) is the multiplier of lr after the warmup; progress runs from 0 to 1 over the rest."""
     total = max(1, epochs * steps_per_epoch)
     warmup = warmup_iters if warmup_iters is not None else int(round(warmup_epochs * steps_per_epoch))
@@ -33,33 +40,80 @@ def _warmup_then(decay: Callable[[int, float], float], optimizer: Optimizer, epo
     return LambdaLR(optimizer, factor)
 
 
-def cosine(optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
-           warmup_iters: int | None = None, warmup_factor: float = 0.001, min_lr_ratio: float = 0.0) -> LambdaLR:
+def cosine(
+    optimizer: Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    warmup_iters: int | None = None,
+    warmup_factor: float = 0.001,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
     """Cosine decay to lr * min_lr_ratio at the last iteration."""
+
     def decay(step: int, progress: float) -> float:
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return _warmup_then(decay, optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_iters, warmup_factor)
 
 
-def poly(optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
-         warmup_iters: int | None = None, warmup_factor: float = 0.001, power: float = 0.9) -> LambdaLR:
+def poly(
+    optimizer: Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    warmup_iters: int | None = None,
+    warmup_factor: float = 0.001,
+    power: float = 0.9,
+) -> LambdaLR:
     """Polynomial decay to 0: lr * (1 - progress) ** power (SAMed's)."""
-    return _warmup_then(lambda step, progress: (1 - progress) ** power,
-                        optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_iters, warmup_factor)
+    return _warmup_then(
+        lambda step, progress: (1 - progress) ** power,
+        optimizer,
+        epochs,
+        steps_per_epoch,
+        warmup_epochs,
+        warmup_iters,
+        warmup_factor,
+    )
 
 
-def step(optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
-         warmup_iters: int | None = None, warmup_factor: float = 0.001, step_size: float = 10.0,
-         gamma: float = 0.1) -> LambdaLR:
+def step(
+    optimizer: Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    warmup_iters: int | None = None,
+    warmup_factor: float = 0.001,
+    step_size: float = 10.0,
+    gamma: float = 0.1,
+) -> LambdaLR:
     """lr * gamma every `step_size` epochs (torch's StepLR, counted from the first iteration, warmup included)."""
     every = max(1, round(step_size * steps_per_epoch))
-    return _warmup_then(lambda step, progress: gamma ** int(step // every),
-                        optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_iters, warmup_factor)
+    return _warmup_then(
+        lambda step, progress: gamma ** int(step // every),
+        optimizer,
+        epochs,
+        steps_per_epoch,
+        warmup_epochs,
+        warmup_iters,
+        warmup_factor,
+    )
 
 
-def constant(optimizer: Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
-             warmup_iters: int | None = None, warmup_factor: float = 0.001) -> LambdaLR:
+def constant(
+    optimizer: Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    warmup_iters: int | None = None,
+    warmup_factor: float = 0.001,
+) -> LambdaLR:
     """lr itself after the warmup."""
-    return _warmup_then(lambda step, progress: 1.0,
-                        optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_iters, warmup_factor)
+    return _warmup_then(
+        lambda step, progress: 1.0, optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_iters, warmup_factor
+    )

@@ -58,8 +58,13 @@ class Comparison:
     notes: list[str]
 
 
-def compare(runs: Sequence[str | Path], manuscript: Manuscript, n_resamples: int = N_RESAMPLES, seed: int = SEED,
-            workers: int | None = None) -> Comparison:
+def compare(
+    runs: Sequence[str | Path],
+    manuscript: Manuscript,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    workers: int | None = None,
+) -> Comparison:
     """Collect the runs under `runs`, bootstrap their intervals, score their implantability, and tabulate them."""
     from spinebench.report.tables import (
         comparison_table,  # pandas: loaded by a report, not by `spinebench data`
@@ -84,8 +89,15 @@ def generated_at() -> str:
     return time.strftime("%Y-%m-%d %H:%M %Z")
 
 
-def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscript: str | Path | None = None,
-               n_resamples: int = N_RESAMPLES, seed: int = SEED, plots: bool = True, workers: int | None = None) -> int:
+def run_report(
+    runs: Sequence[str | Path],
+    out: str | Path = "results",
+    manuscript: str | Path | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    plots: bool = True,
+    workers: int | None = None,
+) -> int:
     """Write `out/detection.csv`, `out/segmentation.csv`, `out/README.md` and `out/plots/*.png`.
 
     `workers`: processes for the detection bootstrap (default: automatic, 1 for small test sets); the intervals
@@ -119,12 +131,24 @@ def run_report(runs: Sequence[str | Path], out: str | Path = "results", manuscri
     out.mkdir(parents=True, exist_ok=True)
     files = [write_csv(result.table, task, paper, out / f"{task}.csv") for task in TASKS]
     readme = out / "README.md"
-    readme.write_text(render_markdown(result.table, paper, generated=generated_at(), notes=result.notes,
-                                      plots=written_plots, out=readme, n_resamples=n_resamples, seed=seed,
-                                      checkout=checkout))
+    readme.write_text(
+        render_markdown(
+            result.table,
+            paper,
+            generated=generated_at(),
+            notes=result.notes,
+            plots=written_plots,
+            out=readme,
+            n_resamples=n_resamples,
+            seed=seed,
+            checkout=checkout,
+        )
+    )
     files.append(readme)
-    print(f"{len(result.collection.runs)} finished run(s), {len(result.collection.unfinished)} unfinished, "
-          f"{len(result.notes)} note(s)")
+    print(
+        f"{len(result.collection.runs)} finished run(s), {len(result.collection.unfinished)} unfinished, "
+        f"{len(result.notes)} note(s)"
+    )
     for note in result.notes:  # the README's "Skipped and notes", on the console too
         print(f"  note: {note}")
     commits = commit_line(run_commits(result.table), checkout)
@@ -144,15 +168,25 @@ def _checkout_git() -> dict:
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `spinebench report`; the handler is `args.func(args) -> int`."""
-    parser = subparsers.add_parser("report", help="tables and plots of finished runs against the manuscript",
-                                   description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser(
+        "report", help="tables and plots of finished runs against the manuscript", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders or folders holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
-    parser.add_argument("--manuscript", type=Path, default=None, help="manuscript table (default: benchmarks/manuscript.yaml)")
-    parser.add_argument("--resamples", type=int, default=N_RESAMPLES, help=f"bootstrap resamples (default {N_RESAMPLES})")
+    parser.add_argument(
+        "--manuscript", type=Path, default=None, help="manuscript table (default: benchmarks/manuscript.yaml)"
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=N_RESAMPLES, help=f"bootstrap resamples (default {N_RESAMPLES})"
+    )
     parser.add_argument("--seed", type=int, default=SEED, help=f"bootstrap seed (default {SEED})")
-    parser.add_argument("--workers", type=int, default=None, help="processes for the detection bootstrap (default: auto)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes for the detection bootstrap (default: auto)"
+    )
     parser.add_argument("--no-plots", action="store_true", help="tables only")
-    parser.set_defaults(func=lambda a: run_report(a.runs, a.out, a.manuscript, n_resamples=a.resamples, seed=a.seed,
-                                                  plots=not a.no_plots, workers=a.workers))
+    parser.set_defaults(
+        func=lambda a: run_report(
+            a.runs, a.out, a.manuscript, n_resamples=a.resamples, seed=a.seed, plots=not a.no_plots, workers=a.workers
+        )
+    )
     return parser

@@ -53,8 +53,9 @@ class Interval:
         return (self.low, self.high)
 
 
-def _percentile_intervals(point: Mapping[str, float], samples: Mapping[str, np.ndarray], level: float,
-                          reported: Mapping[str, Any] | None) -> dict[str, Interval]:
+def _percentile_intervals(
+    point: Mapping[str, float], samples: Mapping[str, np.ndarray], level: float, reported: Mapping[str, Any] | None
+) -> dict[str, Interval]:
     alpha = (1.0 - level) / 2
     out = {}
     for key, values in samples.items():
@@ -65,10 +66,18 @@ def _percentile_intervals(point: Mapping[str, float], samples: Mapping[str, np.n
             continue
         low, high = np.quantile(values, [alpha, 1 - alpha])
         shift = 0.0
-        if reported is not None and isinstance(reported.get(key), (int, float)) and abs(reported[key] - estimate) > 1e-6:
+        if (
+            reported is not None
+            and isinstance(reported.get(key), (int, float))
+            and abs(reported[key] - estimate) > 1e-6
+        ):
             shift = float(reported[key] - estimate)
-        out[key] = Interval(low=min(max(float(low) + shift, 0.0), 1.0), high=min(max(float(high) + shift, 0.0), 1.0),
-                            estimate=float(estimate), shift=shift)
+        out[key] = Interval(
+            low=min(max(float(low) + shift, 0.0), 1.0),
+            high=min(max(float(high) + shift, 0.0), 1.0),
+            estimate=float(estimate),
+            shift=shift,
+        )
     return out
 
 
@@ -78,14 +87,17 @@ def shift_note(run_path: Path, intervals: Mapping[str, Interval]) -> str | None:
     if not shifted:
         return None
     key, worst = max(shifted.items(), key=lambda kv: abs(kv[1].shift))
-    return (f"{run_path}: {len(shifted)} metric(s) in metrics.json differ from those recomputed from its prediction "
-            f"files (largest: {key} {worst.estimate + worst.shift:.4f} reported, {worst.estimate:.4f} recomputed); "
-            "their intervals were moved by the difference and clipped to [0, 1]")
+    return (
+        f"{run_path}: {len(shifted)} metric(s) in metrics.json differ from those recomputed from its prediction "
+        f"files (largest: {key} {worst.estimate + worst.shift:.4f} reported, {worst.estimate:.4f} recomputed); "
+        "their intervals were moved by the difference and clipped to [0, 1]"
+    )
 
 
 # ---------------------------------------------------------------- detection
-def resample_coco(ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]],
-                  draw: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def resample_coco(
+    ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], draw: Sequence[int]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A ground-truth/detections pair holding the images `draw` (indices into ground_truth['images']), each
     draw a new image with id = its position + 1, so duplicated images count as often as they were drawn."""
     images = list(ground_truth["images"])
@@ -112,8 +124,13 @@ def _group(entries: Sequence[Mapping[str, Any]]) -> dict[Any, list[Mapping[str, 
     return grouped
 
 
-def _score_draws(ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], draws: np.ndarray,
-                 keys: Sequence[str], scorer: Callable[..., dict[str, float]] | None) -> np.ndarray:
+def _score_draws(
+    ground_truth: Mapping[str, Any],
+    detections: Sequence[Mapping[str, Any]],
+    draws: np.ndarray,
+    keys: Sequence[str],
+    scorer: Callable[..., dict[str, float]] | None,
+) -> np.ndarray:
     """len(draws) x len(keys) metric values, one row per resample."""
     if scorer is None:
         from spinebench.detection.coco import score_coco as scorer
@@ -141,11 +158,16 @@ def default_workers(n_images: int, n_resamples: int) -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
 
 
-def bootstrap_detection(ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]],
-                        n_resamples: int = N_RESAMPLES, seed: int = SEED, level: float = LEVEL,
-                        reported: Mapping[str, Any] | None = None,
-                        scorer: Callable[..., dict[str, float]] | None = None,
-                        workers: int | None = None) -> dict[str, Interval]:
+def bootstrap_detection(
+    ground_truth: Mapping[str, Any],
+    detections: Sequence[Mapping[str, Any]],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    reported: Mapping[str, Any] | None = None,
+    scorer: Callable[..., dict[str, float]] | None = None,
+    workers: int | None = None,
+) -> dict[str, Interval]:
     """Interval per detection metric (mAP50, mAP50_95, AR100, precision, recall, f1).
 
     The resamples are drawn up front from `seed`, so the result does not depend on `workers` (processes that
@@ -220,13 +242,17 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def segmentation_statistics(dice: np.ndarray, iou: np.ndarray, names: Sequence[str],
-                            cord: str = "spinal cord") -> dict[str, np.ndarray]:
+def segmentation_statistics(
+    dice: np.ndarray, iou: np.ndarray, names: Sequence[str], cord: str = "spinal cord"
+) -> dict[str, np.ndarray]:
     """Metrics of (..., N, C) per-case arrays -> each (...,): mIoU, mean_dice, cord_*, foreground_*, per class."""
     dice_class, iou_class = _nanmean(dice, axis=-2), _nanmean(iou, axis=-2)  # (..., C)
-    stats = {"mIoU": _nanmean(iou_class, -1), "mean_dice": _nanmean(dice_class, -1),
-             "foreground_mIoU": _nanmean(iou_class[..., 1:], -1),
-             "foreground_mean_dice": _nanmean(dice_class[..., 1:], -1)}
+    stats = {
+        "mIoU": _nanmean(iou_class, -1),
+        "mean_dice": _nanmean(dice_class, -1),
+        "foreground_mIoU": _nanmean(iou_class[..., 1:], -1),
+        "foreground_mean_dice": _nanmean(dice_class[..., 1:], -1),
+    }
     if cord in names:
         c = list(names).index(cord)
         stats["cord_iou"], stats["cord_dice"] = iou_class[..., c], dice_class[..., c]
@@ -246,9 +272,14 @@ def flat_segmentation_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def bootstrap_segmentation(summary: Mapping[str, Any], n_resamples: int = N_RESAMPLES, seed: int = SEED,
-                           level: float = LEVEL, reported: Mapping[str, Any] | None = None,
-                           chunk: int = 100) -> dict[str, Interval]:
+def bootstrap_segmentation(
+    summary: Mapping[str, Any],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    reported: Mapping[str, Any] | None = None,
+    chunk: int = 100,
+) -> dict[str, Interval]:
     """Interval per segmentation metric, per-class Dice/IoU included ('dice/<class>')."""
     dice, iou, names = case_table(summary)
     n = dice.shape[0]
@@ -257,12 +288,13 @@ def bootstrap_segmentation(summary: Mapping[str, Any], n_resamples: int = N_RESA
     draws = rng.integers(0, n, size=(n_resamples, n))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n_resamples, chunk):  # chunks bound memory: chunk x N x C floats at a time
-        idx = draws[start:start + chunk]
+        idx = draws[start : start + chunk]
         for k, v in segmentation_statistics(dice[idx], iou[idx], names).items():
             parts.setdefault(k, []).append(np.asarray(v))
     samples = {k: np.concatenate(v) for k, v in parts.items()}
-    return _percentile_intervals(point, samples, level,
-                                 flat_segmentation_metrics(reported) if reported is not None else None)
+    return _percentile_intervals(
+        point, samples, level, flat_segmentation_metrics(reported) if reported is not None else None
+    )
 
 
 def bootstrap_segmentation_run(run_dir: Path, **kwargs: Any) -> dict[str, Interval]:
@@ -270,8 +302,9 @@ def bootstrap_segmentation_run(run_dir: Path, **kwargs: Any) -> dict[str, Interv
     return bootstrap_segmentation(summary, **kwargs)
 
 
-def bootstrap_run(run: Any, n_resamples: int = N_RESAMPLES, seed: int = SEED,
-                  workers: int | None = None) -> tuple[dict[str, Interval], str | None]:
+def bootstrap_run(
+    run: Any, n_resamples: int = N_RESAMPLES, seed: int = SEED, workers: int | None = None
+) -> tuple[dict[str, Interval], str | None]:
     """Intervals of a collected run (spinebench.report.collect.Run), and a note naming the run when it has none
     (its files are missing or unusable) or when they were moved to its reported values."""
     from spinebench.report.collect import display_path
@@ -281,8 +314,9 @@ def bootstrap_run(run: Any, n_resamples: int = N_RESAMPLES, seed: int = SEED,
         if run.task == "detection":
             if not (run.path / "ground_truth.json").is_file() or not (run.path / "predictions.json").is_file():
                 return {}, f"{where}: no ground_truth.json/predictions.json, no confidence interval"
-            intervals = bootstrap_detection_run(run.path, n_resamples=n_resamples, seed=seed, reported=run.values,
-                                                workers=workers)
+            intervals = bootstrap_detection_run(
+                run.path, n_resamples=n_resamples, seed=seed, reported=run.values, workers=workers
+            )
             return intervals, shift_note(where, intervals)
         if run.task == "segmentation":
             if not (run.path / "summary.json").is_file():

@@ -101,9 +101,15 @@ class Run:
         `fps_batch1` + `load[<processor of device>]`."""
         block = self.record.speed
         if isinstance(block, dict) and any(isinstance(block.get(p), dict) for p in PROCESSORS):
-            return {p: {"fps": block[p].get("fps"), "load": block[p].get("load"),
-                        "hardware": block[p].get("device") or block[p].get("hardware") or self.hardware}
-                    for p in PROCESSORS if isinstance(block.get(p), dict)}
+            return {
+                p: {
+                    "fps": block[p].get("fps"),
+                    "load": block[p].get("load"),
+                    "hardware": block[p].get("device") or block[p].get("hardware") or self.hardware,
+                }
+                for p in PROCESSORS
+                if isinstance(block.get(p), dict)
+            }
         if self.record.fps_batch1 is None:
             return {}
         load = self.record.load
@@ -148,8 +154,10 @@ class Run:
         if scored is not None and total is not None:
             return f"scored on {scored} of {total} test images" if scored < total else ""
         if limit is not None:
-            return (f"scored on {scored if scored is not None else f'at most {limit}'} test images "
-                    f"(trainer.limit_test_images={limit}; the split's size is unknown)")
+            return (
+                f"scored on {scored if scored is not None else f'at most {limit}'} test images "
+                f"(trainer.limit_test_images={limit}; the split's size is unknown)"
+            )
         return ""
 
     @property
@@ -184,8 +192,11 @@ class Unfinished:
         if self.state == FAILED:
             return f"{head}; {self.status}"
         if self.state:
-            return f"{head}; {STATUS_FILE} says {self.state}" + (f" at {self.updated}" if self.updated else "") + \
-                ": killed, or still running"
+            return (
+                f"{head}; {STATUS_FILE} says {self.state}"
+                + (f" at {self.updated}" if self.updated else "")
+                + ": killed, or still running"
+            )
         return f"{head}; it has no {STATUS_FILE}: a run from before runs recorded their state"
 
     @property
@@ -217,8 +228,10 @@ def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
     matching = [r for r in runs if r.model == model]
     if not matching:
         return None, 0
-    return (max(matching, key=lambda r: (r.model_name == model, not r.record.checkpoint_run, r.finished_at)),
-            len(matching) - 1)
+    return (
+        max(matching, key=lambda r: (r.model_name == model, not r.record.checkpoint_run, r.finished_at)),
+        len(matching) - 1,
+    )
 
 
 @dataclass
@@ -281,10 +294,16 @@ def _unfinished(folder: Path) -> Unfinished:
         name = name or data_cfg.get("name")
         domain = domain or phantom.get("domain") or data_cfg.get("domain")  # as the data layer decides it
     name = str(name or "")
-    return Unfinished(path=folder.resolve(), task=str(task or ""), model=str(model or ""), data_name=name,
-                      domain=str(domain or ("human" if "human" in name.lower() else "porcine")),
-                      state=str(status.get("state") or ""), error=str(status.get("error") or ""),
-                      updated=str(status.get("updated") or ""))
+    return Unfinished(
+        path=folder.resolve(),
+        task=str(task or ""),
+        model=str(model or ""),
+        data_name=name,
+        domain=str(domain or ("human" if "human" in name.lower() else "porcine")),
+        state=str(status.get("state") or ""),
+        error=str(status.get("error") or ""),
+        updated=str(status.get("updated") or ""),
+    )
 
 
 def _test_limit(folder: Path) -> int | None:
@@ -312,8 +331,10 @@ def _load_run(folder: Path, notes: list[str]) -> Run | None:
     except (OSError, ValueError, TypeError) as exc:
         # the schema's own complaints read "has no 'task'"; anything else is a file that is not a record
         problem = str(exc)
-        notes.append(f"{where}: skipped, " + (f"{METRICS_FILE} {problem}" if problem.startswith("has ")
-                                              else f"unreadable {METRICS_FILE} ({problem})"))
+        notes.append(
+            f"{where}: skipped, "
+            + (f"{METRICS_FILE} {problem}" if problem.startswith("has ") else f"unreadable {METRICS_FILE} ({problem})")
+        )
         return None
     run = Run(path=folder.resolve(), record=record)
     problem = _malformed(run)
@@ -324,8 +345,10 @@ def _load_run(folder: Path, notes: list[str]) -> Run | None:
         run.test_limit = _test_limit(folder)
     for processor, speed in run.speeds_as_written.items():
         if _zero(speed.get("fps")):
-            run.notes.append(f"{where}: its {processor} FPS is 0 in {METRICS_FILE}: that speed is shown as not "
-                             "measured and has no implantability")
+            run.notes.append(
+                f"{where}: its {processor} FPS is 0 in {METRICS_FILE}: that speed is shown as not "
+                "measured and has no implantability"
+            )
     notes.extend(run.notes)
     return run
 

@@ -31,16 +31,29 @@ class DataSource:
         recorded = str(data.get("kind") or "")
         trained_on_phantom = (trained_on or {}).get("kind") == "phantom" and recorded != "phantom"
         stamp = data.get("stamp") if isinstance(data.get("stamp"), dict) else {}
-        source = cls(kind=kind, name=str(data.get("name") or "?"), label="",
-                     domain=str(data.get("domain") or stamp.get("domain") or "porcine"), recorded=recorded,
-                     trained_on_phantom=trained_on_phantom)
+        source = cls(
+            kind=kind,
+            name=str(data.get("name") or "?"),
+            label="",
+            domain=str(data.get("domain") or stamp.get("domain") or "porcine"),
+            recorded=recorded,
+            trained_on_phantom=trained_on_phantom,
+        )
         reason = ""
         if kind == "unverified":
-            reason = ("no verification recorded (the data block does not say it was checked)" if "verified" not in data
-                      else str(data.get("note") or "its data block gives no reason"))
-        label = str(data["label"]) if data.get("label") else {
-            "phantom": "PHANTOM - synthetic, not the Kumar et al. release",
-            "unknown": "unknown data source (no data block in metrics.json or env.json)"}.get(kind, f"{source.described} data")
+            reason = (
+                "no verification recorded (the data block does not say it was checked)"
+                if "verified" not in data
+                else str(data.get("note") or "its data block gives no reason")
+            )
+        label = (
+            str(data["label"])
+            if data.get("label")
+            else {
+                "phantom": "PHANTOM - synthetic, not the Kumar et al. release",
+                "unknown": "unknown data source (no data block in metrics.json or env.json)",
+            }.get(kind, f"{source.described} data")
+        )
         if trained_on_phantom:
             label += "; the model was trained on a PHANTOM"
         return replace(source, label=label, unverified_reason=reason)
@@ -78,8 +91,12 @@ class DataSource:
     @property
     def legend(self) -> str:
         """A plot's legend entry for the group's runs."""
-        prefix = {"phantom": "ours, PHANTOM", "unknown": "ours, unknown data source", "unverified": "ours, UNVERIFIED",
-                  "real": "ours"}[self.kind]
+        prefix = {
+            "phantom": "ours, PHANTOM",
+            "unknown": "ours, unknown data source",
+            "unverified": "ours, UNVERIFIED",
+            "real": "ours",
+        }[self.kind]
         return f"{prefix}: {self.group}"
 
     @property

@@ -46,13 +46,18 @@ def scores(rows: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | 
     `rows` maps a name to {"accuracy", "fps", "load"}; rows with any of them missing, or an FPS that is not
     positive (nothing was timed), get None and do not take part in FPS_best: one such row never stops a report.
     """
-    complete = {k: r for k, r in rows.items()
-                if all(r.get(f) is not None for f in ("accuracy", "fps", "load")) and float(r["fps"]) > 0}
+    complete = {
+        k: r
+        for k, r in rows.items()
+        if all(r.get(f) is not None for f in ("accuracy", "fps", "load")) and float(r["fps"]) > 0
+    }
     if not complete:
         return {k: None for k in rows}
     best = max(float(r["fps"]) for r in complete.values())
-    return {k: (implantability(float(r["accuracy"]), float(r["fps"]), best, float(r["load"])) if k in complete else None)
-            for k, r in rows.items()}
+    return {
+        k: (implantability(float(r["accuracy"]), float(r["fps"]), best, float(r["load"])) if k in complete else None)
+        for k, r in rows.items()
+    }
 
 
 def fps_best(values: Iterable[float | None]) -> float | None:
@@ -80,8 +85,10 @@ def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> Non
         table = manuscript.tasks.get(task) if manuscript else None
         shown |= {id(pick(table_runs, key)[0]) for key in (table.rows if table else {r.model for r in table_runs})}
     for (task, _, processor, _), group in groups.items():
-        rows = {i: {"accuracy": run.values.get(ACCURACY_METRIC[task]), "fps": speed["fps"], "load": speed["load"]}
-                for i, (run, speed) in enumerate(group)}
+        rows = {
+            i: {"accuracy": run.values.get(ACCURACY_METRIC[task]), "fps": speed["fps"], "load": speed["load"]}
+            for i, (run, speed) in enumerate(group)
+        }
         compared = {i: row for i, row in rows.items() if id(group[i][0]) in shown}
         table_scores = scores(compared)
         for i, (run, _) in enumerate(group):

@@ -84,8 +84,13 @@ class Manuscript:
     def recomputed_implantability(self, task: str, processor: str) -> dict[str, float | None]:
         """The scores re-derived from the rows' A, FPS and load with our formula (tests compare them to the printed ones)."""
         table = self.tasks[task]
-        return scores({k: {"accuracy": r.accuracy, "fps": r.speed[processor].fps, "load": r.speed[processor].load}
-                       for k, r in table.rows.items() if processor in r.speed})
+        return scores(
+            {
+                k: {"accuracy": r.accuracy, "fps": r.speed[processor].fps, "load": r.speed[processor].load}
+                for k, r in table.rows.items()
+                if processor in r.speed
+            }
+        )
 
 
 def _require(mapping: dict, key: str, where: str) -> Any:
@@ -124,13 +129,36 @@ def load_manuscript(path: str | Path | None = None) -> Manuscript:
                 pct = float(_require(s, "load_pct", f"{rw}.speed.{proc}"))
                 if not 0 <= pct <= 100:
                     raise ManuscriptError(f"{rw}.speed.{proc}: load_pct {pct} is not a percentage")
-                speed[proc] = Speed(fps=float(_require(s, "fps", f"{rw}.speed.{proc}")), load=pct / 100.0,
-                                    implantability=float(_require(s, "implantability", f"{rw}.speed.{proc}")))
-            rows[key] = Row(key=key, task=task, name=str(_require(r, "name", rw)), backbone=str(r.get("backbone", "")),
-                            params=int(_require(r, "params", rw)), metrics=metrics, human=human, speed=speed,
-                            training=dict(r.get("training") or {}), input_size=r.get("input_size"),
-                            source=str(_require(r, "source", rw)))
-        tasks[task] = TaskTable(task=task, source=str(block.get("source", "")), metrics=dict(block.get("metrics") or {}),
-                                reported=reported, reported_human=reported_human, rows=rows)
-    return Manuscript(path=path, citation=dict(raw.get("citation") or {}), dataset=dict(raw.get("dataset") or {}),
-                      implantability=dict(raw.get("implantability") or {}), tasks=tasks)
+                speed[proc] = Speed(
+                    fps=float(_require(s, "fps", f"{rw}.speed.{proc}")),
+                    load=pct / 100.0,
+                    implantability=float(_require(s, "implantability", f"{rw}.speed.{proc}")),
+                )
+            rows[key] = Row(
+                key=key,
+                task=task,
+                name=str(_require(r, "name", rw)),
+                backbone=str(r.get("backbone", "")),
+                params=int(_require(r, "params", rw)),
+                metrics=metrics,
+                human=human,
+                speed=speed,
+                training=dict(r.get("training") or {}),
+                input_size=r.get("input_size"),
+                source=str(_require(r, "source", rw)),
+            )
+        tasks[task] = TaskTable(
+            task=task,
+            source=str(block.get("source", "")),
+            metrics=dict(block.get("metrics") or {}),
+            reported=reported,
+            reported_human=reported_human,
+            rows=rows,
+        )
+    return Manuscript(
+        path=path,
+        citation=dict(raw.get("citation") or {}),
+        dataset=dict(raw.get("dataset") or {}),
+        implantability=dict(raw.get("implantability") or {}),
+        tasks=tasks,
+    )

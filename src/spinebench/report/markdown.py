@@ -68,8 +68,9 @@ def name_cell(row: Row, others: bool = False, partial: bool = False) -> str:
 
 def ours_cell(metric: str) -> Callable[[Row], str]:
     col = column(metric)
-    return lambda r: (fmt_ci(r[col], r[f"{col}_ci_low"], r[f"{col}_ci_high"]) if _finished(r)
-                      else status_cell(r["status"]))
+    return lambda r: (
+        fmt_ci(r[col], r[f"{col}_ci_low"], r[f"{col}_ci_high"]) if _finished(r) else status_cell(r["status"])
+    )
 
 
 def speed_cell(proc: str) -> Callable[[Row], str]:
@@ -79,8 +80,11 @@ def speed_cell(proc: str) -> Callable[[Row], str]:
         if number(r[f"fps_{proc}"]) is None:
             return "not measured"
         load = number(r[f"load_{proc}_measured"])
-        return (f"{fmt(r[f'fps_{proc}'], 2)} / {'-' if load is None else f'{load * 100:.0f}%'} / "
-                f"{fmt(r[f'implantability_{proc}'])}")
+        return (
+            f"{fmt(r[f'fps_{proc}'], 2)} / {'-' if load is None else f'{load * 100:.0f}%'} / "
+            f"{fmt(r[f'implantability_{proc}'])}"
+        )
+
     return cell
 
 
@@ -88,6 +92,7 @@ def paper_speed_cell(proc: str) -> Callable[[Row], str]:
     def cell(r: Row) -> str:
         fps, load, score = (number(r[f"paper_{k}_{proc}"]) for k in ("fps", "load", "implantability"))
         return "-" if fps is None else f"{fps:.2f} / {load * 100:.0f}% / {fmt(score)}"
+
     return cell
 
 
@@ -110,9 +115,11 @@ def metric_view(table: TaskTable, metrics: Sequence[str], ours: str) -> View:
     view: View = [("model", lambda r: name_cell(r, others=True, partial=True))]
     for m in metrics:
         col = column(m)
-        view += [(f"{table.label(m)} paper", lambda r, c=col: fmt(r[f"paper_{c}"])),
-                 (f"{table.label(m)} {ours} [95% CI]", ours_cell(m)),
-                 ("diff", lambda r, c=col: fmt_diff(r[f"{c}_diff"]) if _finished(r) else "")]
+        view += [
+            (f"{table.label(m)} paper", lambda r, c=col: fmt(r[f"paper_{c}"])),
+            (f"{table.label(m)} {ours} [95% CI]", ours_cell(m)),
+            ("diff", lambda r, c=col: fmt_diff(r[f"{c}_diff"]) if _finished(r) else ""),
+        ]
     return view
 
 
@@ -120,22 +127,37 @@ def per_class_view(names: Sequence[str]) -> View:
     view: View = [("model", name_cell)]
     for i, name in enumerate(names):
         col = column(f"dice/{name}")
-        view.append((name, lambda r, c=col, first=i == 0: fmt_ci(r[c], r[f"{c}_ci_low"], r[f"{c}_ci_high"])
-                     if _finished(r) else status_cell(r["status"]) if first else ""))
+        view.append(
+            (
+                name,
+                lambda r, c=col, first=i == 0: (
+                    fmt_ci(r[c], r[f"{c}_ci_low"], r[f"{c}_ci_high"])
+                    if _finished(r)
+                    else status_cell(r["status"])
+                    if first
+                    else ""
+                ),
+            )
+        )
     return view
 
 
 SPEED_VIEW: View = [
-    ("model", name_cell), ("params paper", lambda r: _count(r["paper_params"])),
+    ("model", name_cell),
+    ("params paper", lambda r: _count(r["paper_params"])),
     ("params ours", lambda r: _count(r["params"])),
-    ("CPU paper: FPS / load / impl.", paper_speed_cell("cpu")), ("CPU ours", speed_cell("cpu")),
-    ("GPU paper: FPS / load / impl.", paper_speed_cell("gpu")), ("GPU ours", speed_cell("gpu")),
+    ("CPU paper: FPS / load / impl.", paper_speed_cell("cpu")),
+    ("CPU ours", speed_cell("cpu")),
+    ("GPU paper: FPS / load / impl.", paper_speed_cell("gpu")),
+    ("GPU ours", speed_cell("gpu")),
     ("our hardware", hardware_cell),
 ]
 
 TRACE_VIEW: View = [
-    ("model", name_cell), ("run folder", lambda r: f"`{r['run_dir']}`"),
-    ("config", lambda r: f"`{r['config'] or '-'}`"), ("hardware", lambda r: r["hardware"]),
+    ("model", name_cell),
+    ("run folder", lambda r: f"`{r['run_dir']}`"),
+    ("config", lambda r: f"`{r['config'] or '-'}`"),
+    ("hardware", lambda r: r["hardware"]),
     ("commit", lambda r: f"`{r['commit']}`"),
     ("epochs (paper)", lambda r: f"{_or_dash(r['epochs'])} ({_or_dash(r['paper_epochs'])})"),
     ("input size (paper)", lambda r: f"{r['input_size']} ({r['paper_input_size']})"),
@@ -144,9 +166,11 @@ TRACE_VIEW: View = [
 
 
 def others_view(table: TaskTable, metrics: Sequence[str]) -> View:
-    return [("model (no manuscript row)", lambda r: f"`{r['model_name'] or r['model']}`"),
-            *[(f"{table.label(m)} [95% CI]", ours_cell(m)) for m in metrics],
-            ("run folder", lambda r: f"`{r['run_dir']}`")]
+    return [
+        ("model (no manuscript row)", lambda r: f"`{r['model_name'] or r['model']}`"),
+        *[(f"{table.label(m)} [95% CI]", ours_cell(m)) for m in metrics],
+        ("run folder", lambda r: f"`{r['run_dir']}`"),
+    ]
 
 
 def render_table(rows: Iterable[Row], view: View) -> list[str]:
@@ -163,16 +187,23 @@ def banner(finished: Sequence[Row]) -> list[str]:
     sources: list[DataSource] = [r["source"] for r in finished]
     if any(s.is_phantom for s in sources):
         labels = dict.fromkeys(s.label for s in sources if s.is_phantom)
-        return [f"> **PHANTOM DATA** - {'; '.join(labels)}.",
-                ("> These rows exercise the pipeline on synthetic images; they are **not a reproduction of the paper's "
-                 "figures**, and the differences are shown only to orient the reader."), ""]
+        return [
+            f"> **PHANTOM DATA** - {'; '.join(labels)}.",
+            (
+                "> These rows exercise the pipeline on synthetic images; they are **not a reproduction of the paper's "
+                "figures**, and the differences are shown only to orient the reader."
+            ),
+            "",
+        ]
     lines = []
     for source in {(s.label, s.unverified_reason): s for s in sources}.values():
         if source.kind == "unknown":
             lines.append(f"> Data: {source.label}: **not known to be the Kumar et al. release**.")
         elif source.kind == "unverified":
-            lines.append(f"> Data: {source.label} (real data, **UNVERIFIED**: not verified against the release "
-                         f"manifest: {source.unverified_reason}).")
+            lines.append(
+                f"> Data: {source.label} (real data, **UNVERIFIED**: not verified against the release "
+                f"manifest: {source.unverified_reason})."
+            )
         else:
             lines.append(f"> Data: {source.label}.")
     return [*lines, ""]
@@ -217,8 +248,14 @@ def commit_line(commits: Iterable[str], checkout: str | None = None) -> str:
     for commit in commits:
         counts[commit] = counts.get(commit, 0) + 1
     for short in sorted(counts, key=len):  # a hash given in short and in full: one commit, not two
-        longer = [c for c in counts if c != short and len(c) > len(short) and same_commit(c, short)
-                  and c.endswith("-dirty") == short.endswith("-dirty")]
+        longer = [
+            c
+            for c in counts
+            if c != short
+            and len(c) > len(short)
+            and same_commit(c, short)
+            and c.endswith("-dirty") == short.endswith("-dirty")
+        ]
         if longer:
             counts[longer[0]] += counts.pop(short)
     if not counts:
@@ -243,25 +280,40 @@ def _discrepancy_note(manuscript: Manuscript) -> str:
     known = manuscript.implantability.get("known_discrepancies") or []
     if not known:
         return ""
-    items = ", ".join(f"{d['row']} {d['processor'].upper()} (printed {d['printed']}, formula {d['recomputed']})"
-                      for d in known)
-    return (f" The formula re-derives the paper's printed scores within {manuscript.implantability.get('tolerance')} "
-            f"except {items}.")
+    items = ", ".join(
+        f"{d['row']} {d['processor'].upper()} (printed {d['printed']}, formula {d['recomputed']})" for d in known
+    )
+    return (
+        f" The formula re-derives the paper's printed scores within {manuscript.implantability.get('tolerance')} "
+        f"except {items}."
+    )
 
 
-def render_markdown(table: pd.DataFrame, manuscript: Manuscript, *, generated: str, notes: Sequence[str] = (),
-                    plots: Sequence[Path] = (), out: Path | None = None, n_resamples: int = 1000, seed: int = 0,
-                    checkout: str | None = None) -> str:
+def render_markdown(
+    table: pd.DataFrame,
+    manuscript: Manuscript,
+    *,
+    generated: str,
+    notes: Sequence[str] = (),
+    plots: Sequence[Path] = (),
+    out: Path | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    checkout: str | None = None,
+) -> str:
     """results/README.md; `generated` is the time it names, `out` the file (plots are linked relative to it)."""
     finished = int((table["status"] == FINISHED).sum())
-    intro = (f"Generated by `spinebench report` on {generated} from {finished} finished run(s); never edited by "
-             f"hand. Manuscript numbers: `benchmarks/manuscript.yaml` ({manuscript.short_citation}).")
-    legend = (f"*ours [95% CI]*: bootstrap over the test images ({n_resamples} resamples, seed {seed}); "
-              "*diff* = ours - paper. A row without a finished run (no `metrics.json`) reads **not run**, or "
-              "**unfinished** / **failed: <error>** when a run folder of it exists (see the notes). "
-              "Implantability = A/2 + (FPS/FPS_best)/4 + (1 - load)/4 with FPS_best taken among the runs of the "
-              "same table on the same hardware (see `spinebench.report.implantability`)."
-              + _discrepancy_note(manuscript))
+    intro = (
+        f"Generated by `spinebench report` on {generated} from {finished} finished run(s); never edited by "
+        f"hand. Manuscript numbers: `benchmarks/manuscript.yaml` ({manuscript.short_citation})."
+    )
+    legend = (
+        f"*ours [95% CI]*: bootstrap over the test images ({n_resamples} resamples, seed {seed}); "
+        "*diff* = ours - paper. A row without a finished run (no `metrics.json`) reads **not run**, or "
+        "**unfinished** / **failed: <error>** when a run folder of it exists (see the notes). "
+        "Implantability = A/2 + (FPS/FPS_best)/4 + (1 - load)/4 with FPS_best taken among the runs of the "
+        "same table on the same hardware (see `spinebench.report.implantability`)." + _discrepancy_note(manuscript)
+    )
     lines = ["# Results: spinebench vs the manuscript", "", intro, "", legend, ""]
     commits = commit_line(run_commits(table), checkout)
     if commits:
@@ -274,8 +326,9 @@ def render_markdown(table: pd.DataFrame, manuscript: Manuscript, *, generated: s
                 continue
             side = rows[(rows["domain"] == HUMAN) == human]
             for group in dict.fromkeys(side["data_source"]):
-                lines += group_section(task_table, side[side["data_source"] == group], human,
-                                       table.attrs["classes"][task])
+                lines += group_section(
+                    task_table, side[side["data_source"] == group], human, table.attrs["classes"][task]
+                )
     if plots:
         lines += ["## Plots", ""]
         for plot in plots:

@@ -69,8 +69,9 @@ def bar_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Path) 
     if ((rows["domain"] == HUMAN) & (rows["status"] == FINISHED)).any():
         panels += [(m, True) for m in paper.reported_human]
     keys = list(paper.rows)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 1.3 * len(keys)), 2.6 * len(panels) + 0.8), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(8, 1.3 * len(keys)), 2.6 * len(panels) + 0.8), squeeze=False, layout="constrained"
+    )
     for ax, (metric, human) in zip(axes[:, 0], panels):
         groups = _finished_groups(rows[(rows["domain"] == HUMAN) == human])
         width = 0.8 / (1 + len(groups))
@@ -91,13 +92,29 @@ def bar_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Path) 
                 high.append(hi - v if hi is not None else 0.0)
             errors = np.clip(np.nan_to_num(np.array([low, high])), 0, None)
             source = group_rows.iloc[0]["source"]
-            ax.bar(x - 0.4 + width * (g + 1.5), values, width, yerr=errors, capsize=2, label=source.legend,
-                   color=f"C{g}", hatch="//" if source.is_phantom else None,
-                   edgecolor="white" if source.is_phantom else None)
+            ax.bar(
+                x - 0.4 + width * (g + 1.5),
+                values,
+                width,
+                yerr=errors,
+                capsize=2,
+                label=source.legend,
+                color=f"C{g}",
+                hatch="//" if source.is_phantom else None,
+                edgecolor="white" if source.is_phantom else None,
+            )
             for xi, v in zip(x, values):
                 if np.isnan(v):
-                    ax.text(xi - 0.4 + width * (g + 1.5), 0.02, "not run", rotation=90, fontsize=6, ha="center",
-                            va="bottom", color="0.3")
+                    ax.text(
+                        xi - 0.4 + width * (g + 1.5),
+                        0.02,
+                        "not run",
+                        rotation=90,
+                        fontsize=6,
+                        ha="center",
+                        va="bottom",
+                        color="0.3",
+                    )
         ax.set_xticks(x, [paper.rows[k].name for k in keys], fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(("human " if human else "") + paper.label(metric))
@@ -115,22 +132,39 @@ def scatter_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Pa
     for proc, marker in (("cpu", "o"), ("gpu", "s")):
         pts = [(r.speed[proc].fps, r.accuracy, r.name) for r in paper.rows.values() if proc in r.speed]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, facecolors="none", edgecolors="0.4",
-                       label=f"paper {proc.upper()}")
+            ax.scatter(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker=marker,
+                facecolors="none",
+                edgecolors="0.4",
+                label=f"paper {proc.upper()}",
+            )
             for fps, acc, name in pts:
                 ax.annotate(name, (fps, acc), fontsize=6, color="0.4", xytext=(3, 2), textcoords="offset points")
     rows = table[(table["task"] == task) & (table["domain"] != HUMAN)]
     for g, group_rows in enumerate(_finished_groups(rows).values()):
         records = group_rows.to_dict("records")
-        pts = [(number(r[f"fps_{proc}"]), number(r[column(metric)]), r["model_name"], proc) for r in records
-               for proc in ("cpu", "gpu")]
+        pts = [
+            (number(r[f"fps_{proc}"]), number(r[column(metric)]), r["model_name"], proc)
+            for r in records
+            for proc in ("cpu", "gpu")
+        ]
         pts = [p for p in pts if p[0] is not None and p[1] is not None]
         if not pts:
             continue
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=90, color=f"C{g}",
-                   label=f"{records[0]['source'].legend} ({records[0]['hardware']})")
+        ax.scatter(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker="*",
+            s=90,
+            color=f"C{g}",
+            label=f"{records[0]['source'].legend} ({records[0]['hardware']})",
+        )
         for fps, acc, name, proc in pts:
-            ax.annotate(f"{name} ({proc})", (fps, acc), fontsize=6, color=f"C{g}", xytext=(3, -8), textcoords="offset points")
+            ax.annotate(
+                f"{name} ({proc})", (fps, acc), fontsize=6, color=f"C{g}", xytext=(3, -8), textcoords="offset points"
+            )
     ax.set_xscale("log")
     ax.set_xlabel("batch-1 inference FPS (log)")
     ax.set_ylabel(f"{paper.label(metric)} (porcine test)")
@@ -169,7 +203,12 @@ def pr_plots(collection: Collection, out: Path) -> list[Path]:
             # the interpolated envelope COCO averages (precision made monotone from the right)
             envelope = np.maximum.accumulate(precision[::-1])[::-1]
             recall, envelope = np.concatenate([[0.0], recall]), np.concatenate([envelope[:1], envelope])
-            ax.plot(recall, envelope, drawstyle="steps-pre", label=f"{run.model_name} (AP50 {run.values.get('mAP50', float('nan')):.3f})")
+            ax.plot(
+                recall,
+                envelope,
+                drawstyle="steps-pre",
+                label=f"{run.model_name} (AP50 {run.values.get('mAP50', float('nan')):.3f})",
+            )
             drawn += 1
         if not drawn:
             plt.close(fig)
@@ -206,7 +245,11 @@ def _reference(run: Run, name: str) -> tuple[np.ndarray | None, np.ndarray | Non
         except (DataError, OSError):
             continue
         masks_dir = mask_folder(images_dir)
-        image = images_dir / name if (images_dir / name).is_file() else next(iter(sorted(images_dir.glob(f"{stem}.*"))), None)
+        image = (
+            images_dir / name
+            if (images_dir / name).is_file()
+            else next(iter(sorted(images_dir.glob(f"{stem}.*"))), None)
+        )
         if image is not None and image.is_file():
             mask = masks_dir / image.name
             return read_gray(image), (read_mask(mask) if mask.is_file() else None)
@@ -234,8 +277,9 @@ def segmentation_grids(collection: Collection, out: Path, n_images: int = 4) -> 
         step = max(1, len(names) // n_images)
         names = names[::step][:n_images]
         cols = 2 + len(chosen)
-        fig, axes = plt.subplots(len(names), cols, figsize=(2.6 * cols, 1.25 * len(names) + 0.6), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            len(names), cols, figsize=(2.6 * cols, 1.25 * len(names) + 0.6), squeeze=False, layout="constrained"
+        )
         for i, name in enumerate(names):
             gray, ref = _reference(chosen[0], name)
             if gray is None:
@@ -271,16 +315,21 @@ def segmentation_grids(collection: Collection, out: Path, n_images: int = 4) -> 
     return written
 
 
-def make_plots(table: pd.DataFrame, collection: Collection, manuscript: Manuscript,
-               out: Path) -> tuple[list[Path], list[str]]:
+def make_plots(
+    table: pd.DataFrame, collection: Collection, manuscript: Manuscript, out: Path
+) -> tuple[list[Path], list[str]]:
     """Every plot into `out` (a folder); returns the files and notes on plots that could not be drawn."""
     out = Path(out)
     written, notes = [], []
     steps = [(f"{task} bars", lambda t=task: [bar_plot(table, manuscript, t, out)]) for task in manuscript.tasks]
-    steps += [(f"{task} accuracy vs FPS", lambda t=task: [scatter_plot(table, manuscript, t, out)])
-              for task in manuscript.tasks]
-    steps += [("detection PR curves", lambda: pr_plots(collection, out)),
-              ("segmentation grid", lambda: segmentation_grids(collection, out))]
+    steps += [
+        (f"{task} accuracy vs FPS", lambda t=task: [scatter_plot(table, manuscript, t, out)])
+        for task in manuscript.tasks
+    ]
+    steps += [
+        ("detection PR curves", lambda: pr_plots(collection, out)),
+        ("segmentation grid", lambda: segmentation_grids(collection, out)),
+    ]
     for name, step in steps:
         try:
             written += [p for p in step() if p is not None]

@@ -31,16 +31,66 @@ NOT_RUN = "not run"
 FINISHED = "finished"
 PORCINE, HUMAN = "porcine", "human"
 
-HEAD = ["task", "domain", "data_source", "model", "model_name", "paper_name", "status", "shown", "others",
-        "split", "test_images", "test_split_images", "partial_test", "zero_shot", "checkpoint_run", "data_kind",
-        "data_label", "data_verified", "data_unverified_reason", "data_stamp"]
+HEAD = [
+    "task",
+    "domain",
+    "data_source",
+    "model",
+    "model_name",
+    "paper_name",
+    "status",
+    "shown",
+    "others",
+    "split",
+    "test_images",
+    "test_split_images",
+    "partial_test",
+    "zero_shot",
+    "checkpoint_run",
+    "data_kind",
+    "data_label",
+    "data_verified",
+    "data_unverified_reason",
+    "data_stamp",
+]
 # per processor timed: FPS, load and hardware as measured (None: not measured), our score, the paper's
-SPEED = [f"{prefix}_{proc}{suffix}" for proc in ("cpu", "gpu") for prefix, suffix in
-         (("fps", ""), ("load", "_measured"), ("hardware", ""), ("implantability", ""), ("paper_fps", ""),
-          ("paper_load", ""), ("paper_implantability", ""))]
-TAIL = ["params", "paper_params", "fps_batch1", "processor", "load_cpu", "load_gpu", *SPEED, "epochs", "paper_epochs",
-        "input_size", "paper_input_size", "pretrained", "pretrained_source", "train_images_per_s", "wall_time_s", "hardware",
-        "test_precision", "commit", "config", "config_file", "run_dir", "notes"]
+SPEED = [
+    f"{prefix}_{proc}{suffix}"
+    for proc in ("cpu", "gpu")
+    for prefix, suffix in (
+        ("fps", ""),
+        ("load", "_measured"),
+        ("hardware", ""),
+        ("implantability", ""),
+        ("paper_fps", ""),
+        ("paper_load", ""),
+        ("paper_implantability", ""),
+    )
+]
+TAIL = [
+    "params",
+    "paper_params",
+    "fps_batch1",
+    "processor",
+    "load_cpu",
+    "load_gpu",
+    *SPEED,
+    "epochs",
+    "paper_epochs",
+    "input_size",
+    "paper_input_size",
+    "pretrained",
+    "pretrained_source",
+    "train_images_per_s",
+    "wall_time_s",
+    "hardware",
+    "test_precision",
+    "commit",
+    "config",
+    "config_file",
+    "run_dir",
+    "notes",
+]
 NOT_IN_CSV = {"task", "status", "source"}  # a CSV is one task's finished runs; `source` is the DataSource itself
 
 
@@ -95,8 +145,13 @@ def _paper_keys(table: TaskTable) -> set[str]:
     return {k for row in table.rows.values() for k in (*row.metrics, *row.human)}
 
 
-def _metric_cells(keys: Sequence[str], paper_keys: set[str], values: dict[str, Any], intervals: dict[str, Any],
-                  paper: dict[str, float]) -> dict[str, Any]:
+def _metric_cells(
+    keys: Sequence[str],
+    paper_keys: set[str],
+    values: dict[str, Any],
+    intervals: dict[str, Any],
+    paper: dict[str, float],
+) -> dict[str, Any]:
     cells: dict[str, Any] = {}
     for key in keys:
         col, interval = column(key), intervals.get(key)
@@ -111,63 +166,118 @@ def _metric_cells(keys: Sequence[str], paper_keys: set[str], values: dict[str, A
 
 
 def _paper_cells(mrow: Row | None, human: bool) -> dict[str, Any]:
-    cells: dict[str, Any] = {"paper_name": mrow.name if mrow else "", "paper_params": mrow.params if mrow else None,
-                             "paper_epochs": mrow.training.get("epochs") if mrow else None,
-                             "paper_input_size": mrow.input_size if mrow else None}
+    cells: dict[str, Any] = {
+        "paper_name": mrow.name if mrow else "",
+        "paper_params": mrow.params if mrow else None,
+        "paper_epochs": mrow.training.get("epochs") if mrow else None,
+        "paper_input_size": mrow.input_size if mrow else None,
+    }
     for proc in ("cpu", "gpu"):
         speed = mrow.speed.get(proc) if mrow else None
-        cells.update({f"paper_fps_{proc}": speed.fps if speed else None,
-                      f"paper_load_{proc}": speed.load if speed else None,
-                      # the paper's score rests on porcine accuracy, and a zero-shot run is not scored
-                      f"paper_implantability_{proc}": speed.implantability if speed and not human else None})
+        cells.update(
+            {
+                f"paper_fps_{proc}": speed.fps if speed else None,
+                f"paper_load_{proc}": speed.load if speed else None,
+                # the paper's score rests on porcine accuracy, and a zero-shot run is not scored
+                f"paper_implantability_{proc}": speed.implantability if speed and not human else None,
+            }
+        )
     return cells
 
 
-def _run_row(run: Run, mrow: Row | None, human: bool, keys: Sequence[str], paper_keys: set[str], shown: bool,
-             others: int = 0) -> dict[str, Any]:
+def _run_row(
+    run: Run, mrow: Row | None, human: bool, keys: Sequence[str], paper_keys: set[str], shown: bool, others: int = 0
+) -> dict[str, Any]:
     source, record = run.source, run.record
     paper = (mrow.human if human else mrow.metrics) if mrow else {}
     row: dict[str, Any] = {
-        "task": run.task, "domain": HUMAN if human else PORCINE, "data_source": source.group, "model": run.model,
-        "model_name": run.model_name, "status": FINISHED, "shown": shown, "others": others, "split": record.split,
-        "test_images": run.test_images, "test_split_images": run.test_split_images, "partial_test": run.partial_test,
-        "zero_shot": run.is_zero_shot, "checkpoint_run": record.checkpoint_run or "", "data_kind": source.described,
-        "data_label": source.label, "data_verified": run.data.get("verified") if source.recorded == "real" else None,
+        "task": run.task,
+        "domain": HUMAN if human else PORCINE,
+        "data_source": source.group,
+        "model": run.model,
+        "model_name": run.model_name,
+        "status": FINISHED,
+        "shown": shown,
+        "others": others,
+        "split": record.split,
+        "test_images": run.test_images,
+        "test_split_images": run.test_split_images,
+        "partial_test": run.partial_test,
+        "zero_shot": run.is_zero_shot,
+        "checkpoint_run": record.checkpoint_run or "",
+        "data_kind": source.described,
+        "data_label": source.label,
+        "data_verified": run.data.get("verified") if source.recorded == "real" else None,
         "data_unverified_reason": source.unverified_reason,
-        "data_stamp": json.dumps(run.data.get("stamp") or {k: v for k, v in run.data.items() if k != "label"},
-                                 sort_keys=True, default=str),
-        **_metric_cells(keys, paper_keys, flat_metrics(run), run.intervals, paper), **_paper_cells(mrow, human),
-        "params": record.params, "fps_batch1": record.fps_batch1, "processor": run.processor,
+        "data_stamp": json.dumps(
+            run.data.get("stamp") or {k: v for k, v in run.data.items() if k != "label"}, sort_keys=True, default=str
+        ),
+        **_metric_cells(keys, paper_keys, flat_metrics(run), run.intervals, paper),
+        **_paper_cells(mrow, human),
+        "params": record.params,
+        "fps_batch1": record.fps_batch1,
+        "processor": run.processor,
         # the record's load block as written: the other processor's load while this one was timed
-        "load_cpu": _mapping(record.load).get("cpu"), "load_gpu": _mapping(record.load).get("gpu"),
+        "load_cpu": _mapping(record.load).get("cpu"),
+        "load_gpu": _mapping(record.load).get("gpu"),
     }
     for proc in ("cpu", "gpu"):
         measured = run.speeds.get(proc) or {}
-        row.update({f"fps_{proc}": measured.get("fps"), f"load_{proc}_measured": measured.get("load"),
-                    f"hardware_{proc}": measured.get("hardware") if measured.get("fps") is not None else None,
-                    f"implantability_{proc}": run.implantability.get(proc)})
-    row.update({
-        "epochs": record.epochs, "input_size": json.dumps(record.input_size), "pretrained": record.pretrained,
-        "pretrained_source": record.pretrained_source or "", "train_images_per_s": record.train_images_per_s,
-        "wall_time_s": record.wall_time_s, "hardware": run.hardware,
-        "test_precision": record.test_precision or "",  # "": a record from before the field
-        "commit": run.commit, "config": record.config or "",
-        "config_file": display_path(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else "",
-        "run_dir": display_path(run.path), "notes": "; ".join(run.notes), "source": source,
-    })
+        row.update(
+            {
+                f"fps_{proc}": measured.get("fps"),
+                f"load_{proc}_measured": measured.get("load"),
+                f"hardware_{proc}": measured.get("hardware") if measured.get("fps") is not None else None,
+                f"implantability_{proc}": run.implantability.get(proc),
+            }
+        )
+    row.update(
+        {
+            "epochs": record.epochs,
+            "input_size": json.dumps(record.input_size),
+            "pretrained": record.pretrained,
+            "pretrained_source": record.pretrained_source or "",
+            "train_images_per_s": record.train_images_per_s,
+            "wall_time_s": record.wall_time_s,
+            "hardware": run.hardware,
+            "test_precision": record.test_precision or "",  # "": a record from before the field
+            "commit": run.commit,
+            "config": record.config or "",
+            "config_file": display_path(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else "",
+            "run_dir": display_path(run.path),
+            "notes": "; ".join(run.notes),
+            "source": source,
+        }
+    )
     return row
 
 
-def _status_row(task: str, human: bool, group: str, key: str, mrow: Row, unfinished: Sequence[Unfinished],
-                keys: Sequence[str], paper_keys: set[str]) -> dict[str, Any]:
+def _status_row(
+    task: str,
+    human: bool,
+    group: str,
+    key: str,
+    mrow: Row,
+    unfinished: Sequence[Unfinished],
+    keys: Sequence[str],
+    paper_keys: set[str],
+) -> dict[str, Any]:
     """A manuscript row without a finished run in its group: what became of the latest folder of it, if any."""
     tried = [u for u in unfinished if u.model == key]
     latest = max(tried, key=lambda u: u.changed_at) if tried else None
-    return {"task": task, "domain": HUMAN if human else PORCINE, "data_source": group, "model": key,
-            "status": latest.status if latest else NOT_RUN, "shown": True, "others": 0,
-            **_metric_cells(keys, paper_keys, {}, {}, mrow.human if human else mrow.metrics),
-            **_paper_cells(mrow, human), "run_dir": display_path(latest.path) if latest else "",
-            "notes": latest.note if latest else ""}
+    return {
+        "task": task,
+        "domain": HUMAN if human else PORCINE,
+        "data_source": group,
+        "model": key,
+        "status": latest.status if latest else NOT_RUN,
+        "shown": True,
+        "others": 0,
+        **_metric_cells(keys, paper_keys, {}, {}, mrow.human if human else mrow.metrics),
+        **_paper_cells(mrow, human),
+        "run_dir": display_path(latest.path) if latest else "",
+        "notes": latest.note if latest else "",
+    }
 
 
 def _groups(runs: Sequence[Run], pending: Sequence[Unfinished]) -> list[tuple[str, list[Run], list[Unfinished]]]:
@@ -211,10 +321,16 @@ def comparison_table(collection: Collection, manuscript: Manuscript) -> pd.DataF
                         rows.append(_status_row(task, human, group, key, mrow, pending, keys, paper_keys))
                         continue
                     rows.append(_run_row(chosen, mrow, human, keys, paper_keys, shown=True, others=others))
-                    rows += [_run_row(r, mrow, human, keys, paper_keys, shown=False)
-                             for r in members if r.model == key and r is not chosen]
-                rows += [_run_row(r, None, human, keys, paper_keys, shown=True)
-                         for r in sorted(members, key=lambda r: r.model_name) if r.model not in table.rows]
+                    rows += [
+                        _run_row(r, mrow, human, keys, paper_keys, shown=False)
+                        for r in members
+                        if r.model == key and r is not chosen
+                    ]
+                rows += [
+                    _run_row(r, None, human, keys, paper_keys, shown=True)
+                    for r in sorted(members, key=lambda r: r.model_name)
+                    if r.model not in table.rows
+                ]
     metric_columns = [c for task, keys in attrs["metrics"].items() for c in _metric_columns(keys, manuscript, task)]
     columns = [*HEAD, *dict.fromkeys(metric_columns), *TAIL, "source"]
     frame = pd.DataFrame(rows, columns=columns, dtype=object)  # object: an int stays an int

@@ -71,15 +71,26 @@ class SegmentationBenchmark(Benchmark):
     task = "segmentation"
     size_multiple = 1  # what an input size capped by trainer.max_input_size is rounded to
 
-    def __init__(self, name: str, network: Callable[..., models.Segmenter], row: str | None = None,
-                 input_size: Sequence[int] | None = (256, 256), loss: dict | None = None,
-                 num_classes: int = len(SEGMENTATION_CLASSES), n_overlays: int = 8):
+    def __init__(
+        self,
+        name: str,
+        network: Callable[..., models.Segmenter],
+        row: str | None = None,
+        input_size: Sequence[int] | None = (256, 256),
+        loss: dict | None = None,
+        num_classes: int = len(SEGMENTATION_CLASSES),
+        n_overlays: int = 8,
+    ):
         if not callable(network):
-            raise ConfigError(f"model.network={network!r}: must be a network builder node (_target_: "
-                              "spinebench.segmentation.models.build_..., _partial_: true, and its settings)")
+            raise ConfigError(
+                f"model.network={network!r}: must be a network builder node (_target_: "
+                "spinebench.segmentation.models.build_..., _partial_: true, and its settings)"
+            )
         if num_classes != len(SEGMENTATION_CLASSES):
-            raise ConfigError(f"model.num_classes={num_classes}, but the segmentation data has "
-                              f"{len(SEGMENTATION_CLASSES)} classes ({', '.join(SEGMENTATION_CLASSES)})")
+            raise ConfigError(
+                f"model.num_classes={num_classes}, but the segmentation data has "
+                f"{len(SEGMENTATION_CLASSES)} classes ({', '.join(SEGMENTATION_CLASSES)})"
+            )
         self.name, self.row, self.network = name, row, network
         self.input_size = checked_input_size(input_size) if input_size is not None else None  # null: native
         self.loss_cfg = self._loss_weights(loss)
@@ -142,14 +153,17 @@ class SegmentationBenchmark(Benchmark):
         encoder also in the Hugging Face cache), else None: from scratch, with resolve_weights' banner."""
         argument = self.pretrained_argument
         if not argument.files and not argument.smp_encoder:
-            raise ConfigError(f"{models.NETWORK}.{argument.key}=auto: {self.name} has no pretrained file of the "
-                              "paper to look for; give a local file, or null to train from scratch")
+            raise ConfigError(
+                f"{models.NETWORK}.{argument.key}=auto: {self.name} has no pretrained file of the "
+                "paper to look for; give a local file, or null to train from scratch"
+            )
         files, also_looked_in = list(argument.files), []
         if argument.smp_encoder:
             cached, files = models.smp_imagenet_weights(models.network_settings(self.network)["encoder_name"])
             if cached:
-                log.info("%s: starting from smp's ImageNet encoder weights in the Hugging Face cache, %s", self.name,
-                         cached)
+                log.info(
+                    "%s: starting from smp's ImageNet encoder weights in the Hugging Face cache, %s", self.name, cached
+                )
                 return cached
             from huggingface_hub import constants
 
@@ -157,28 +171,53 @@ class SegmentationBenchmark(Benchmark):
         return self._find_weights(files, ctx, also_looked_in)
 
     def _find_weights(self, files: list[str], ctx: RunContext | None, also_looked_in: Sequence[str] = ()) -> str | None:
-        choice = resolve_weights("auto", files, ctx.cache_dir if ctx is not None else None, self.name,
-                                 also_looked_in=also_looked_in)
+        choice = resolve_weights(
+            "auto", files, ctx.cache_dir if ctx is not None else None, self.name, also_looked_in=also_looked_in
+        )
         return str(choice.path) if choice.path else None
 
-    def module(self, ctx: RunContext | None = None, augment: bool = True,
-               trained: dict | None = None) -> SegmentationModule:
-        loss = SegmentationLoss(self.num_classes, ce_weight=self.loss_cfg["ce"], dice_weight=self.loss_cfg["dice"],
-                                aux_weight=self.loss_cfg["aux"])
+    def module(
+        self, ctx: RunContext | None = None, augment: bool = True, trained: dict | None = None
+    ) -> SegmentationModule:
+        loss = SegmentationLoss(
+            self.num_classes,
+            ce_weight=self.loss_cfg["ce"],
+            dice_weight=self.loss_cfg["dice"],
+            aux_weight=self.loss_cfg["aux"],
+        )
         return SegmentationModule(self.build_model(ctx, trained), loss, self.effective_size(ctx), augment=augment)
 
     @staticmethod
-    def loader(dataset: SegmentationSplit, batch_size: int, train: bool, workers: int, device: torch.device,
-               seed: int = 0, on_device: str = "false") -> DataLoader | ResidentBatches:
+    def loader(
+        dataset: SegmentationSplit,
+        batch_size: int,
+        train: bool,
+        workers: int,
+        device: torch.device,
+        seed: int = 0,
+        on_device: str = "false",
+    ) -> DataLoader | ResidentBatches:
         """Batches (images, masks, indices); `on_device` (trainer.data_on_device) serves them from the split held
         on the device."""
         sampler, drop_last = EpochSampler(dataset, seed=seed, shuffle=train), train and len(dataset) > batch_size
         if wants_resident(on_device, [dataset.images, dataset.masks], device):
-            return ResidentBatches([upload(dataset.images, device), upload(dataset.masks, device)], batch_size,
-                                   sampler, drop_last, lambda tensors, indices: (*tensors, torch.tensor(indices)))
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=device.type == "cuda", drop_last=drop_last, persistent_workers=workers > 0,
-                          prefetch_factor=4 if workers > 0 else None)
+            return ResidentBatches(
+                [upload(dataset.images, device), upload(dataset.masks, device)],
+                batch_size,
+                sampler,
+                drop_last,
+                lambda tensors, indices: (*tensors, torch.tensor(indices)),
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            drop_last=drop_last,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+        )
 
     def _pretrained(self, model: torch.nn.Module) -> dict[str, Any]:
         source = getattr(model, "pretrained_source", None)
@@ -204,17 +243,35 @@ class SegmentationBenchmark(Benchmark):
         train_set = SegmentationSplit(spec.root, "train", ctx.cache_dir)
         val_limit = trainer.limit_val_batches * trainer.val_batch_size if trainer.limit_val_batches else None
         val_set = SegmentationSplit(spec.root, "val", ctx.cache_dir, limit=val_limit)
-        train_loader = self.loader(train_set, trainer.batch_size, True, trainer.num_workers, device, ctx.seed,
-                                   on_device=trainer.data_on_device)
-        val_loader = self.loader(val_set, trainer.val_batch_size, False, trainer.num_workers, device,
-                                 on_device=trainer.data_on_device)
+        train_loader = self.loader(
+            train_set, trainer.batch_size, True, trainer.num_workers, device, ctx.seed, on_device=trainer.data_on_device
+        )
+        val_loader = self.loader(
+            val_set, trainer.val_batch_size, False, trainer.num_workers, device, on_device=trainer.data_on_device
+        )
         config = {**ctx.config, **self.checkpoint_keys(info["pretrained_source"])}
-        result = fit(module, train_loader, val_loader, trainer, ctx.run_dir, config=config, monitor=MONITOR,
-                     resume_rules=ctx.resume_rules)
-        return {**info, "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val": result.best_metric,
-                "monitor": trainer.monitor or MONITOR, "train_images_per_s": result.train_images_per_s,
-                "input_size": self.effective_size(ctx), "trainable_params": count_parameters(module.model, True),
-                "fit_wall_time_s": result.wall_time_s, "history": result.history}
+        result = fit(
+            module,
+            train_loader,
+            val_loader,
+            trainer,
+            ctx.run_dir,
+            config=config,
+            monitor=MONITOR,
+            resume_rules=ctx.resume_rules,
+        )
+        return {
+            **info,
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "best_val": result.best_metric,
+            "monitor": trainer.monitor or MONITOR,
+            "train_images_per_s": result.train_images_per_s,
+            "input_size": self.effective_size(ctx),
+            "trainable_params": count_parameters(module.model, True),
+            "fit_wall_time_s": result.wall_time_s,
+            "history": result.history,
+        }
 
     def test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict[str, Any]:
         trainer, device = ctx.trainer, ctx.device
@@ -223,11 +280,20 @@ class SegmentationBenchmark(Benchmark):
         load_model_state(module.model, state["model"], source=f"checkpoint {checkpoint}")
         module.model.to(device).eval()
         dataset = SegmentationSplit(spec.root, "test", ctx.cache_dir, limit=trainer.limit_test_images)
-        loader = self.loader(dataset, trainer.val_batch_size, False, trainer.num_workers, device,
-                             on_device=trainer.data_on_device)
+        loader = self.loader(
+            dataset, trainer.val_batch_size, False, trainer.num_workers, device, on_device=trainer.data_on_device
+        )
         start = time.perf_counter()
-        metrics, summary = evaluate_split(module, loader, dataset.names, device, ctx.run_dir, self.n_overlays,
-                                          amp=TEST_SPLIT_AMP, mask_paths=dataset.mask_paths)
+        metrics, summary = evaluate_split(
+            module,
+            loader,
+            dataset.names,
+            device,
+            ctx.run_dir,
+            self.n_overlays,
+            amp=TEST_SPLIT_AMP,
+            mask_paths=dataset.mask_paths,
+        )
         log.info("test: %d images in %.2f s", len(dataset), time.perf_counter() - start)
         summary.update({"model": self.name, "data": spec.name, "checkpoint": str(checkpoint)})
         write_json(ctx.run_dir / "summary.json", summary)
@@ -238,6 +304,13 @@ class SegmentationBenchmark(Benchmark):
             return module.predict
 
         speed = batch1_speed(predict_on, images, device, trainer)
-        return {"metrics": metrics, "params": count_parameters(module.model), **speed, "input_size": self.effective_size(ctx),
-                "test_precision": precision_label(device, TEST_SPLIT_AMP), "checkpoint_epoch": state.get("epoch"),
-                "test_images": len(dataset), "test_wall_time_s": time.perf_counter() - start}
+        return {
+            "metrics": metrics,
+            "params": count_parameters(module.model),
+            **speed,
+            "input_size": self.effective_size(ctx),
+            "test_precision": precision_label(device, TEST_SPLIT_AMP),
+            "checkpoint_epoch": state.get("epoch"),
+            "test_images": len(dataset),
+            "test_wall_time_s": time.perf_counter() - start,
+        }

@@ -42,11 +42,15 @@ class SegmentationSplit(Dataset):
         first = self.images.shapes[0]
         for i, (image_shape, mask_shape) in enumerate(zip(self.images.shapes, self.masks.shapes)):
             if image_shape != mask_shape:
-                raise DataError(f"{self.mask_paths[i]}: mask is {mask_shape[1]}x{mask_shape[0]} but its image "
-                                f"{self.image_paths[i].name} is {image_shape[1]}x{image_shape[0]} (W x H)")
+                raise DataError(
+                    f"{self.mask_paths[i]}: mask is {mask_shape[1]}x{mask_shape[0]} but its image "
+                    f"{self.image_paths[i].name} is {image_shape[1]}x{image_shape[0]} (W x H)"
+                )
             if image_shape != first:
-                raise DataError(f"{self.image_paths[i]}: {image_shape[1]}x{image_shape[0]} (W x H), but the split's "
-                                f"first image is {first[1]}x{first[0]}: all images of a split must have one size")
+                raise DataError(
+                    f"{self.image_paths[i]}: {image_shape[1]}x{image_shape[0]} (W x H), but the split's "
+                    f"first image is {first[1]}x{first[0]}: all images of a split must have one size"
+                )
         self.size = tuple(first)  # (H, W)
         self._check_palette()
 
@@ -65,13 +69,20 @@ class SegmentationSplit(Dataset):
             rgb = read_rgb(self.mask_paths[worst])
             colours, counts = np.unique(rgb[decode_mask(rgb)[0] == IGNORE_INDEX], axis=0, return_counts=True)
             common = ", ".join(str(tuple(int(v) for v in colours[k])) for k in np.argsort(-counts)[:3])
-            raise DataError(f"{self.mask_paths[worst]}: {stray[worst] / max(labelled[worst], 1):.0%} of its labelled "
-                            f"pixels are not colours of the VOC palette (most common: {common}); masks must be RGB in "
-                            "the release's palette, palette index = class (class-index masks: colour class k with "
-                            "spinebench.classes.SEGMENTATION_PALETTE[k])")
-        log.warning("%s split: %d mask pixels in %d masks (%.3f%% of labelled pixels) are outside the VOC palette; they "
-                    "are ignored in loss and metrics (`spinebench data check` lists the masks)", self.split,
-                    int(stray.sum()), int(np.count_nonzero(stray)), 100 * stray.sum() / max(labelled.sum(), 1))
+            raise DataError(
+                f"{self.mask_paths[worst]}: {stray[worst] / max(labelled[worst], 1):.0%} of its labelled "
+                f"pixels are not colours of the VOC palette (most common: {common}); masks must be RGB in "
+                "the release's palette, palette index = class (class-index masks: colour class k with "
+                "spinebench.classes.SEGMENTATION_PALETTE[k])"
+            )
+        log.warning(
+            "%s split: %d mask pixels in %d masks (%.3f%% of labelled pixels) are outside the VOC palette; they "
+            "are ignored in loss and metrics (`spinebench data check` lists the masks)",
+            self.split,
+            int(stray.sum()),
+            int(np.count_nonzero(stray)),
+            100 * stray.sum() / max(labelled.sum(), 1),
+        )
 
     def __len__(self) -> int:
         return len(self.names)

@@ -16,8 +16,14 @@ from spinebench.classes import IGNORE_INDEX
 
 
 class SegmentationLoss(nn.Module):
-    def __init__(self, num_classes: int, ce_weight: float = 1.0, dice_weight: float = 0.0, aux_weight: float = 0.0,
-                 ignore_index: int = IGNORE_INDEX):
+    def __init__(
+        self,
+        num_classes: int,
+        ce_weight: float = 1.0,
+        dice_weight: float = 0.0,
+        aux_weight: float = 0.0,
+        ignore_index: int = IGNORE_INDEX,
+    ):
         super().__init__()
         if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight == 0:
             raise ValueError(f"loss weights must be >= 0 and not both 0 (ce {ce_weight}, dice {dice_weight})")

@@ -33,12 +33,15 @@ import torch
 from spinebench.classes import CORD, IGNORE_INDEX, SEGMENTATION_CLASSES
 
 
-def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def confusion_counts(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """TP, FP, FN (each B x C int64) of a batch of class-index maps (B x H x W), computed where `pred` lives."""
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} != reference shape {tuple(target.shape)}: "
-                         "map predictions back to the reference size before scoring")
+        raise ValueError(
+            f"prediction shape {tuple(pred.shape)} != reference shape {tuple(target.shape)}: "
+            "map predictions back to the reference size before scoring"
+        )
     if pred.ndim == 2:
         pred, target = pred[None], target[None]
     batch = pred.shape[0]
@@ -47,7 +50,9 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     valid = target != ignore_index
     if bool(((target < 0) | (target >= num_classes))[valid].any()):
         bad = int(target[valid & ((target < 0) | (target >= num_classes))][0])
-        raise ValueError(f"reference holds class index {bad}, outside 0..{num_classes - 1} (and not ignore {ignore_index})")
+        raise ValueError(
+            f"reference holds class index {bad}, outside 0..{num_classes - 1} (and not ignore {ignore_index})"
+        )
     if bool(((pred < 0) | (pred >= num_classes)).any()):
         raise ValueError(f"prediction holds a class index outside 0..{num_classes - 1}")
     image = torch.arange(batch, device=pred.device)[:, None].expand_as(pred)
@@ -75,8 +80,11 @@ def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
     count = (~np.isnan(values)).sum(axis=axis)
     total = np.nansum(values, axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan) if axis is not None else (
-            float(total / count) if count else math.nan)
+        return (
+            np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            if axis is not None
+            else (float(total / count) if count else math.nan)
+        )
 
 
 def _clean(value: float) -> float | None:
@@ -87,8 +95,12 @@ def _clean(value: float) -> float | None:
 class SegmentationScorer:
     """Accumulates per-image TP/FP/FN (on the device of the predictions) and aggregates them at the end."""
 
-    def __init__(self, class_names: Sequence[str] = SEGMENTATION_CLASSES, ignore_index: int = IGNORE_INDEX,
-                 cord_index: int = CORD):
+    def __init__(
+        self,
+        class_names: Sequence[str] = SEGMENTATION_CLASSES,
+        ignore_index: int = IGNORE_INDEX,
+        cord_index: int = CORD,
+    ):
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
         self.ignore_index = ignore_index
@@ -130,11 +142,12 @@ class SegmentationScorer:
             "iou_per_class": {n: _clean(float(v)) for n, v in zip(self.class_names, iou_class)},
             "n_images": len(self),
             "averaging": "per-class = nanmean over images; mean_dice/mIoU = nanmean over all classes incl. index 0; "
-                         "NaN (null) only where TP+FP+FN=0 (nnU-Net)",
+            "NaN (null) only where TP+FP+FN=0 (nnU-Net)",
         }
 
-    def summary(self, prediction_files: Sequence[str] | None = None,
-                reference_files: Sequence[str] | None = None) -> dict[str, Any]:
+    def summary(
+        self, prediction_files: Sequence[str] | None = None, reference_files: Sequence[str] | None = None
+    ) -> dict[str, Any]:
         """nnU-Net-style summary.json: `metric_per_case`, `mean` (per class), `foreground_mean` (classes 1..C-1)."""
         counts = self.counts()
         dice, iou = dice_iou(counts[:, 0], counts[:, 1], counts[:, 2])
@@ -143,19 +156,47 @@ class SegmentationScorer:
             per_class = {}
             for c in range(self.num_classes):
                 tp, fp, fn = (int(counts[i, k, c]) for k in range(3))
-                per_class[str(c)] = {"Dice": _clean(float(dice[i, c])), "IoU": _clean(float(iou[i, c])),
-                                     "TP": tp, "FP": fp, "FN": fn, "n_pred": tp + fp, "n_ref": tp + fn}
-            per_case.append({"case": name, "metrics": per_class,
-                             "prediction_file": prediction_files[i] if prediction_files else None,
-                             "reference_file": reference_files[i] if reference_files else None})
+                per_class[str(c)] = {
+                    "Dice": _clean(float(dice[i, c])),
+                    "IoU": _clean(float(iou[i, c])),
+                    "TP": tp,
+                    "FP": fp,
+                    "FN": fn,
+                    "n_pred": tp + fp,
+                    "n_ref": tp + fn,
+                }
+            per_case.append(
+                {
+                    "case": name,
+                    "metrics": per_class,
+                    "prediction_file": prediction_files[i] if prediction_files else None,
+                    "reference_file": reference_files[i] if reference_files else None,
+                }
+            )
         mean = {}
         for c in range(self.num_classes):
-            mean[str(c)] = {"Dice": _clean(float(_nanmean(dice[:, c]))), "IoU": _clean(float(_nanmean(iou[:, c]))),
-                            "TP": float(counts[:, 0, c].mean()), "FP": float(counts[:, 1, c].mean()),
-                            "FN": float(counts[:, 2, c].mean())}
-        fg = {key: _clean(_nanmean(np.array([np.nan if mean[str(c)][key] is None else mean[str(c)][key]
-                                              for c in range(1, self.num_classes)])))
-              for key in ("Dice", "IoU")}
-        return {"labels": {str(i): n for i, n in enumerate(self.class_names)}, "ignore_index": self.ignore_index,
-                "policy": "Dice/IoU null (NaN) only where TP+FP+FN = 0; means are nanmeans (nnU-Net)",
-                "metric_per_case": per_case, "mean": mean, "foreground_mean": fg}
+            mean[str(c)] = {
+                "Dice": _clean(float(_nanmean(dice[:, c]))),
+                "IoU": _clean(float(_nanmean(iou[:, c]))),
+                "TP": float(counts[:, 0, c].mean()),
+                "FP": float(counts[:, 1, c].mean()),
+                "FN": float(counts[:, 2, c].mean()),
+            }
+        fg = {
+            key: _clean(
+                _nanmean(
+                    np.array(
+                        [np.nan if mean[str(c)][key] is None else mean[str(c)][key] for c in range(1, self.num_classes)]
+                    )
+                )
+            )
+            for key in ("Dice", "IoU")
+        }
+        return {
+            "labels": {str(i): n for i, n in enumerate(self.class_names)},
+            "ignore_index": self.ignore_index,
+            "policy": "Dice/IoU null (NaN) only where TP+FP+FN = 0; means are nanmeans (nnU-Net)",
+            "metric_per_case": per_case,
+            "mean": mean,
+            "foreground_mean": fg,
+        }

@@ -62,6 +62,7 @@ class PretrainedArgument:
 
 def takes_pretrained(key: str, files: Sequence[str] = (), smp_encoder: bool = False) -> Callable:
     """Mark a builder's pretrained-file argument (see PretrainedArgument)."""
+
     def mark(builder: Callable) -> Callable:
         builder.pretrained_argument = PretrainedArgument(key, tuple(files), smp_encoder)
         return builder
@@ -77,8 +78,11 @@ def pretrained_argument(network: Callable) -> PretrainedArgument | None:
 def network_settings(network: Callable) -> dict[str, Any]:
     """The arguments a builder will be called with as configured: its defaults, then the config's values."""
     builder = getattr(network, "func", network)
-    defaults = {name: parameter.default for name, parameter in inspect.signature(builder).parameters.items()
-                if parameter.default is not inspect.Parameter.empty}
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(builder).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
     return {**defaults, **dict(getattr(network, "keywords", None) or {})}
 
 
@@ -125,17 +129,26 @@ class Segmenter(nn.Module):
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class PlainUNet(nn.Module):
     """Ronneberger's U-Net with BatchNorm; widths (64, 128, 256, 512, 1024) = 31,044,106 params at 3 -> 10."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, widths: tuple[int, ...] = (64, 128, 256, 512, 1024)):
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    ):
         super().__init__()
-        self.down = nn.ModuleList([_double_conv(in_channels, widths[0])] +
-                                  [_double_conv(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.down = nn.ModuleList(
+            [_double_conv(in_channels, widths[0])] + [_double_conv(a, b) for a, b in zip(widths[:-1], widths[1:])]
+        )
         rev = widths[::-1]
         self.up = nn.ModuleList([nn.ConvTranspose2d(a, b, 2, stride=2) for a, b in zip(rev[:-1], rev[1:])])
         self.fuse = nn.ModuleList([_double_conv(a, b) for a, b in zip(rev[:-1], rev[1:])])
@@ -178,23 +191,34 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     matched = [k for k in own if k in state]
     wrong_shape = [k for k in matched if state[k].shape != own[k].shape]
     if not matched:
-        raise WeightsError(f"{path}: no tensor matches {what} (none of its {len(own)} tensors is in the file, whose "
-                         f"{len(state)} have other names): is this the right file?")
+        raise WeightsError(
+            f"{path}: no tensor matches {what} (none of its {len(own)} tensors is in the file, whose "
+            f"{len(state)} have other names): is this the right file?"
+        )
     if wrong_shape:  # load_state_dict's own error runs on for a line per tensor
         key = wrong_shape[0]
-        raise WeightsError(f"{path}: {len(wrong_shape)} of its tensors do not fit {what} (e.g. {key}: "
-                         f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model): is this the "
-                         "right file, for this model's settings?")
+        raise WeightsError(
+            f"{path}: {len(wrong_shape)} of its tensors do not fit {what} (e.g. {key}: "
+            f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model): is this the "
+            "right file, for this model's settings?"
+        )
     # nn.Module's own, non-strict: smp's MiT encoder overrides load_state_dict without `strict` (a TypeError)
     nn.Module.load_state_dict(module, state, strict=False)
-    log.info("%s: loaded %s (%d of %d tensors; %d in the file unused)", what, path, len(matched), len(own),
-             len(set(state) - set(own)))
+    log.info(
+        "%s: loaded %s (%d of %d tensors; %d in the file unused)",
+        what,
+        path,
+        len(matched),
+        len(own),
+        len(set(state) - set(own)),
+    )
     return str(path)
 
 
 @takes_pretrained("backbone_weights", files=["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"])  # torchvision's
-def build_deeplabv3(num_classes: int = 10, pad_multiple: int = 8, backbone_weights: str | None = None,
-                    aux: bool = True) -> Segmenter:
+def build_deeplabv3(
+    num_classes: int = 10, pad_multiple: int = 8, backbone_weights: str | None = None, aux: bool = True
+) -> Segmenter:
     """torchvision DeepLabv3-ResNet50 (+ FCN aux head: the paper's 41,998,420 params); `backbone_weights`: an
     ImageNet ResNet-50 (torchvision's V1 or V2 file)."""
     from torchvision.models.segmentation import deeplabv3_resnet50
@@ -209,8 +233,12 @@ def build_deeplabv3(num_classes: int = 10, pad_multiple: int = 8, backbone_weigh
 
 
 @takes_pretrained("weights")  # a state dict of the whole net; the paper's trains from scratch
-def build_plain_unet(num_classes: int = 10, pad_multiple: int = 16, weights: str | None = None,
-                     widths: Sequence[int] = (64, 128, 256, 512, 1024)) -> Segmenter:
+def build_plain_unet(
+    num_classes: int = 10,
+    pad_multiple: int = 16,
+    weights: str | None = None,
+    widths: Sequence[int] = (64, 128, 256, 512, 1024),
+) -> Segmenter:
     """The paper's plain U-Net; smaller `widths` (e.g. [16, 32, 64, 128, 256]) give the same design, lighter."""
     net = PlainUNet(3, num_classes, tuple(positive_ints(widths, f"{NETWORK}.widths")))
     model = Segmenter(net, num_classes, max(positive_int(pad_multiple, f"{NETWORK}.pad_multiple"), net.multiple))
@@ -219,8 +247,14 @@ def build_plain_unet(num_classes: int = 10, pad_multiple: int = 16, weights: str
 
 
 @takes_pretrained("encoder_weights")
-def build_smp(smp_arch: str = "Unet", encoder_name: str = "resnet34", num_classes: int = 10, pad_multiple: int = 32,
-              encoder_weights: str | None = None, **kwargs) -> Segmenter:
+def build_smp(
+    smp_arch: str = "Unet",
+    encoder_name: str = "resnet34",
+    num_classes: int = 10,
+    pad_multiple: int = 32,
+    encoder_weights: str | None = None,
+    **kwargs,
+) -> Segmenter:
     """Any segmentation-models-pytorch architecture; `encoder_weights` is a local file (never 'imagenet').
     `kwargs` are the architecture's own settings (decoder_channels, encoder_output_stride, ...): checked here
     against its constructor, since smp drops a key it does not know."""
@@ -228,22 +262,27 @@ def build_smp(smp_arch: str = "Unet", encoder_name: str = "resnet34", num_classe
 
     architectures = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}  # smp's own list
     if smp_arch not in architectures:
-        raise ConfigError(f"{NETWORK}.smp_arch={smp_arch} is not an smp architecture (one of "
-                          f"{', '.join(architectures)})")
+        raise ConfigError(
+            f"{NETWORK}.smp_arch={smp_arch} is not an smp architecture (one of {', '.join(architectures)})"
+        )
     check_smp_encoder(encoder_name)
     pad_multiple = positive_int(pad_multiple, f"{NETWORK}.pad_multiple")
 
     init = architectures[smp_arch].__init__
     # its named parameters, and the deprecated ones it still reads out of **kwargs (decoder_use_batchnorm, ...)
-    takes = ((set(inspect.signature(init).parameters) - {"self", "kwargs"})
-             | set(re.findall(r"kwargs\.(?:pop|get)\(\s*[\"'](\w+)[\"']", inspect.getsource(init))))
+    takes = (set(inspect.signature(init).parameters) - {"self", "kwargs"}) | set(
+        re.findall(r"kwargs\.(?:pop|get)\(\s*[\"'](\w+)[\"']", inspect.getsource(init))
+    )
     unknown = sorted(set(kwargs) - takes)
     if unknown and not str(encoder_name).startswith("tu-"):  # smp passes **kwargs to timm encoders only: the
         # others drop them silently
-        raise ConfigError(f"unknown key {NETWORK}.{unknown[0]}: smp's {smp_arch} does not take it (it takes "
-                          f"{', '.join(sorted(takes - {'encoder_name', 'encoder_weights', 'in_channels', 'classes'}))})")
-    net = architectures[smp_arch](encoder_name=encoder_name, encoder_weights=None, in_channels=3,
-                                  classes=num_classes, **kwargs)
+        raise ConfigError(
+            f"unknown key {NETWORK}.{unknown[0]}: smp's {smp_arch} does not take it (it takes "
+            f"{', '.join(sorted(takes - {'encoder_name', 'encoder_weights', 'in_channels', 'classes'}))})"
+        )
+    net = architectures[smp_arch](
+        encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=num_classes, **kwargs
+    )
     model = Segmenter(net, num_classes, pad_multiple)
     model.pretrained_source = _load_weights(net.encoder, encoder_weights, f"smp {smp_arch} encoder {encoder_name}")
     return model
@@ -261,9 +300,11 @@ def check_smp_encoder(name: object) -> None:
         if timm.is_model(name[3:]):
             return
         raise ConfigError(f"{NETWORK}.encoder_name={name}: timm has no model {name[3:]!r} (see timm.list_models())")
-    raise ConfigError(f"{NETWORK}.encoder_name={name}: not an smp encoder (e.g. resnet18, resnet34, resnet50, mit_b0 to "
-                      "mit_b5, efficientnet-b0; tu-<name> for a timm model; all of smp's in "
-                      "segmentation_models_pytorch.encoders.encoders)")
+    raise ConfigError(
+        f"{NETWORK}.encoder_name={name}: not an smp encoder (e.g. resnet18, resnet34, resnet50, mit_b0 to "
+        "mit_b5, efficientnet-b0; tu-<name> for a timm model; all of smp's in "
+        "segmentation_models_pytorch.encoders.encoders)"
+    )
 
 
 def smp_imagenet_weights(encoder_name: str) -> tuple[str | None, list[str]]:
@@ -282,7 +323,18 @@ def smp_imagenet_weights(encoder_name: str) -> tuple[str | None, list[str]]:
 
 
 @takes_pretrained("encoder_weights", smp_encoder=True)
-def build_segformer(num_classes: int = 10, encoder_name: str = "mit_b5", decoder_channels: int = 768,
-                    pad_multiple: int = 32, encoder_weights: str | None = None) -> Segmenter:
-    return build_smp("Segformer", encoder_name, num_classes, pad_multiple, encoder_weights,
-                     decoder_segmentation_channels=positive_int(decoder_channels, f"{NETWORK}.decoder_channels"))
+def build_segformer(
+    num_classes: int = 10,
+    encoder_name: str = "mit_b5",
+    decoder_channels: int = 768,
+    pad_multiple: int = 32,
+    encoder_weights: str | None = None,
+) -> Segmenter:
+    return build_smp(
+        "Segformer",
+        encoder_name,
+        num_classes,
+        pad_multiple,
+        encoder_weights,
+        decoder_segmentation_channels=positive_int(decoder_channels, f"{NETWORK}.decoder_channels"),
+    )

@@ -54,8 +54,10 @@ class LoRAqkv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
         delta_q, delta_v = self.lora_q_b(self.lora_q_a(x)), self.lora_v_b(self.lora_v_a(x))
-        return torch.cat([qkv[..., :self.dim] + delta_q, qkv[..., self.dim:2 * self.dim],
-                          qkv[..., 2 * self.dim:] + delta_v], dim=-1)
+        return torch.cat(
+            [qkv[..., : self.dim] + delta_q, qkv[..., self.dim : 2 * self.dim], qkv[..., 2 * self.dim :] + delta_v],
+            dim=-1,
+        )
 
 
 PER_MASK_TOKEN = ("mask_tokens", "output_hypernetworks_mlps", "iou_prediction_head")  # SAMed's load_from drops these
@@ -73,16 +75,21 @@ def _resize_sam_state(state: dict[str, torch.Tensor], target: dict[str, torch.Te
         if value.shape == want:
             out[key] = value
         elif key.endswith("pos_embed"):
-            grid = F.interpolate(value.permute(0, 3, 1, 2).float(), size=want[1:3], mode="bilinear", align_corners=False)
+            grid = F.interpolate(
+                value.permute(0, 3, 1, 2).float(), size=want[1:3], mode="bilinear", align_corners=False
+            )
             out[key] = grid.permute(0, 2, 3, 1)
         elif "rel_pos" in key:
             out[key] = F.interpolate(value.T[None].float(), size=want[0], mode="linear", align_corners=False)[0].T
         elif key.startswith("mask_decoder."):
-            log.info("SAM checkpoint: %s %s does not fit %s (one mask token per class): trained from scratch",
-                     key, tuple(value.shape), tuple(want))
+            log.info(
+                "SAM checkpoint: %s %s does not fit %s (one mask token per class): trained from scratch",
+                key,
+                tuple(value.shape),
+                tuple(want),
+            )
         else:
-            raise WeightsError(f"SAM checkpoint tensor {key} has shape {tuple(value.shape)}, model needs "
-                               f"{tuple(want)}")
+            raise WeightsError(f"SAM checkpoint tensor {key} has shape {tuple(value.shape)}, model needs {tuple(want)}")
     return out
 
 
@@ -93,8 +100,10 @@ def _read_sam_checkpoint(path: str) -> dict[str, torch.Tensor]:
         state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
     except Exception as error:  # cut short, empty, text, or pickling more than tensors
         what = " ".join(str(error).split()).split(". ")[0]  # torch's messages run on for lines: the first sentence
-        raise WeightsError(f"model.sam_checkpoint={path}: cannot read it as SAM weights ({type(error).__name__}"
-                           f"{': ' + what if what else ''})") from error
+        raise WeightsError(
+            f"model.sam_checkpoint={path}: cannot read it as SAM weights ({type(error).__name__}"
+            f"{': ' + what if what else ''})"
+        ) from error
     if not isinstance(state, dict):
         raise WeightsError(f"model.sam_checkpoint={path}: holds a {type(state).__name__}, not a SAM state dict")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
@@ -103,8 +112,14 @@ def _read_sam_checkpoint(path: str) -> dict[str, torch.Tensor]:
 class SAMed(nn.Module):
     """Grey-normalised 3-channel images (B x 3 x S x S) -> logits (B x num_classes x S x S)."""
 
-    def __init__(self, num_classes: int = 10, image_size: int = 512, rank: int = 4,
-                 sam_checkpoint: str | None = None, init_seed: int = 0):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_size: int = 512,
+        rank: int = 4,
+        sam_checkpoint: str | None = None,
+        init_seed: int = 0,
+    ):
         super().__init__()
         from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
@@ -114,23 +129,41 @@ class SAMed(nn.Module):
             raise ConfigError(f"model.image_size={image_size}: must be a multiple of {PATCH_SIZE} (SAM's patch size)")
         sam_checkpoint = str(sam_checkpoint) if sam_checkpoint is not None else None  # =123 on the command line
         if sam_checkpoint is not None and not Path(sam_checkpoint).expanduser().is_file():
-            raise WeightsError(f"model.sam_checkpoint={sam_checkpoint} does not exist: give the local path of "
-                               "sam_vit_b_01ec64.pth, or leave it unset to train from random initialisation")
+            raise WeightsError(
+                f"model.sam_checkpoint={sam_checkpoint} does not exist: give the local path of "
+                "sam_vit_b_01ec64.pth, or leave it unset to train from random initialisation"
+            )
         self.num_classes, self.image_size, self.rank = num_classes, image_size, rank
         grid = image_size // PATCH_SIZE
         with torch.random.fork_rng(devices=[]):  # random init is reproducible from the config (it is not saved)
             torch.manual_seed(init_seed)
             self.image_encoder = ImageEncoderViT(
-                img_size=image_size, patch_size=PATCH_SIZE, embed_dim=SAM_VIT_B["embed_dim"], depth=SAM_VIT_B["depth"],
-                num_heads=SAM_VIT_B["num_heads"], mlp_ratio=4, out_chans=256, qkv_bias=True,
-                norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-                global_attn_indexes=SAM_VIT_B["global_attn_indexes"], window_size=14)
-            self.prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
-                                                input_image_size=(image_size, image_size), mask_in_chans=16)
+                img_size=image_size,
+                patch_size=PATCH_SIZE,
+                embed_dim=SAM_VIT_B["embed_dim"],
+                depth=SAM_VIT_B["depth"],
+                num_heads=SAM_VIT_B["num_heads"],
+                mlp_ratio=4,
+                out_chans=256,
+                qkv_bias=True,
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                use_rel_pos=True,
+                global_attn_indexes=SAM_VIT_B["global_attn_indexes"],
+                window_size=14,
+            )
+            self.prompt_encoder = PromptEncoder(
+                embed_dim=256,
+                image_embedding_size=(grid, grid),
+                input_image_size=(image_size, image_size),
+                mask_in_chans=16,
+            )
             self.mask_decoder = MaskDecoder(
                 num_multimask_outputs=num_classes,  # SAMed's num_classes + 1 tokens (see module docstring)
                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-                transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
+                transformer_dim=256,
+                iou_head_depth=3,
+                iou_head_hidden_dim=256,
+            )
         self.pretrained = sam_checkpoint is not None
         self.pretrained_source = str(Path(sam_checkpoint).expanduser()) if sam_checkpoint else None
         if sam_checkpoint:
@@ -139,11 +172,15 @@ class SAMed(nn.Module):
             result = nn.Module.load_state_dict(self, _resize_sam_state(state, own), strict=False)
             missing = [k for k in result.missing_keys if not k.startswith("mask_decoder.")]
             if missing:
-                raise WeightsError(f"{sam_checkpoint}: not a SAM ViT-B checkpoint ({len(missing)} encoder/prompt tensors "
-                                 f"missing, e.g. {missing[0]})")
+                raise WeightsError(
+                    f"{sam_checkpoint}: not a SAM ViT-B checkpoint ({len(missing)} encoder/prompt tensors "
+                    f"missing, e.g. {missing[0]})"
+                )
         else:
-            log.warning("!" * 100 + "\nSAMed: NO SAM CHECKPOINT (model.sam_checkpoint unset): the frozen ViT-B encoder "
-                        "is RANDOM. Results are not SAMed's; the run records pretrained=false.\n" + "!" * 100)
+            log.warning(
+                "!" * 100 + "\nSAMed: NO SAM CHECKPOINT (model.sam_checkpoint unset): the frozen ViT-B encoder "
+                "is RANDOM. Results are not SAMed's; the run records pretrained=false.\n" + "!" * 100
+            )
         for p in self.image_encoder.parameters():
             p.requires_grad = False
         with torch.random.fork_rng(devices=[]):
@@ -163,16 +200,22 @@ class SAMed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(f"SAMed was built for {self.image_size}x{self.image_size} inputs, got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"SAMed was built for {self.image_size}x{self.image_size} inputs, got {tuple(x.shape[-2:])}"
+            )
         embeddings = self.image_encoder(x)
         sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)  # batch 1, broadcast over images
-        masks, _ = self.mask_decoder.predict_masks(image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
-                                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
-        return F.interpolate(masks[:, :self.num_classes], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        masks, _ = self.mask_decoder.predict_masks(
+            image_embeddings=embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+        return F.interpolate(masks[:, : self.num_classes], size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _drop_frozen(module: SAMed, state: dict, prefix: str, local_metadata) -> None:
-    for key in [k for k in state if k.startswith(prefix) and not SAMed.is_saved(k[len(prefix):])]:
+    for key in [k for k in state if k.startswith(prefix) and not SAMed.is_saved(k[len(prefix) :])]:
         del state[key]
 
 
@@ -182,8 +225,9 @@ def _ignore_missing_frozen(module: SAMed, incompatible) -> None:
         incompatible.missing_keys.remove(key)
 
 
-def build_samed(num_classes: int = 10, image_size: int = 512, rank: int = 4, sam_checkpoint: str | None = None,
-                init_seed: int = 0):
+def build_samed(
+    num_classes: int = 10, image_size: int = 512, rank: int = 4, sam_checkpoint: str | None = None, init_seed: int = 0
+):
     """SAMed inside the common `Segmenter` wrapper (grey -> ImageNet-normalised RGB = SAM's pixel mean/std; SAMed's
     own code feeds raw [0, 1] images instead)."""
     from spinebench.segmentation.models import Segmenter

@@ -53,28 +53,42 @@ def same_frozen_encoder(saved: dict[str, Any], current: dict[str, Any]) -> tuple
     if FROZEN_WEIGHTS not in saved:
         return (FROZEN_WEIGHTS,)
     if saved[FROZEN_WEIGHTS] != current.get(FROZEN_WEIGHTS):
+
         def said(value: Any) -> str:
             return value or "none (its seeded random initialisation)"
 
-        raise ConfigError(f"this run's frozen weights (not in its checkpoints) came from {said(saved[FROZEN_WEIGHTS])}"
-                          f"; this start found {said(current.get(FROZEN_WEIGHTS))}, and resuming would change the "
-                          "frozen encoder under the trained layers. Give it the same file, give this run its own "
-                          "folder (run_name=...), or move checkpoints/ away to start over")
+        raise ConfigError(
+            f"this run's frozen weights (not in its checkpoints) came from {said(saved[FROZEN_WEIGHTS])}"
+            f"; this start found {said(current.get(FROZEN_WEIGHTS))}, and resuming would change the "
+            "frozen encoder under the trained layers. Give it the same file, give this run its own "
+            "folder (run_name=...), or move checkpoints/ away to start over"
+        )
     return ()
 
 
 class SamedBenchmark(SegmentationBenchmark):
     size_multiple = PATCH_SIZE
 
-    def __init__(self, name: str, network: Callable[..., torch.nn.Module], row: str | None = None,
-                 image_size: int = 512, sam_checkpoint: str | None = "auto", input_size: Sequence[int] | None = None,
-                 loss: dict | None = None, num_classes: int = len(SEGMENTATION_CLASSES), n_overlays: int = 8):
+    def __init__(
+        self,
+        name: str,
+        network: Callable[..., torch.nn.Module],
+        row: str | None = None,
+        image_size: int = 512,
+        sam_checkpoint: str | None = "auto",
+        input_size: Sequence[int] | None = None,
+        loss: dict | None = None,
+        num_classes: int = len(SEGMENTATION_CLASSES),
+        n_overlays: int = 8,
+    ):
         size = positive_int(image_size, "model.image_size")
         if size % PATCH_SIZE:
             raise ConfigError(f"model.image_size={size}: must be a multiple of {PATCH_SIZE} (SAM's patch size)")
         if input_size is not None and checked_input_size(input_size) != [size, size]:
-            raise ConfigError(f"SAMed takes square {size}x{size} inputs (model.image_size); "
-                              f"model.input_size={list(input_size)} disagrees")
+            raise ConfigError(
+                f"SAMed takes square {size}x{size} inputs (model.image_size); "
+                f"model.input_size={list(input_size)} disagrees"
+            )
         given = sorted(set(OWN_SETTINGS) & set(getattr(network, "keywords", None) or {}))
         if given:
             raise ConfigError(f"model.network.{given[0]}: SAMed's is model.{given[0]}")
@@ -104,20 +118,28 @@ class SamedBenchmark(SegmentationBenchmark):
         if source is None or Path(str(source)).expanduser().is_file():
             return source
         found = self._auto_weights(ctx) if is_auto(given) else given
-        if (trained.get(FROZEN_WEIGHTS) and found and Path(str(found)).expanduser().is_file()
-                and frozen_weights(found) == trained[FROZEN_WEIGHTS]):
+        if (
+            trained.get(FROZEN_WEIGHTS)
+            and found
+            and Path(str(found)).expanduser().is_file()
+            and frozen_weights(found) == trained[FROZEN_WEIGHTS]
+        ):
             log.info("%s: the SAM file it was trained from, %s, is now at %s", self.name, source, found)
             return str(found)
-        raise WeightsError(f"{source}: the SAM checkpoint this SAMed run was trained from is not there any more; the "
-                           "run's checkpoints hold only LoRA and the decoder, so scoring it needs that file (its "
-                           "frozen encoder) back at this path")
+        raise WeightsError(
+            f"{source}: the SAM checkpoint this SAMed run was trained from is not there any more; the "
+            "run's checkpoints hold only LoRA and the decoder, so scoring it needs that file (its "
+            "frozen encoder) back at this path"
+        )
 
     def _starting_point(self, model: torch.nn.Module) -> dict[str, Any]:
         info = super()._starting_point(model)
         if not info["pretrained"]:
-            log.warning("SAMed WITHOUT the SAM checkpoint: random frozen encoder; put sam_vit_b_01ec64.pth in "
-                        "$SPINEBENCH_WEIGHTS or <cache>/weights, or set model.sam_checkpoint=PATH. This run records "
-                        "pretrained: false.")
+            log.warning(
+                "SAMed WITHOUT the SAM checkpoint: random frozen encoder; put sam_vit_b_01ec64.pth in "
+                "$SPINEBENCH_WEIGHTS or <cache>/weights, or set model.sam_checkpoint=PATH. This run records "
+                "pretrained: false."
+            )
         return info
 
     def checkpoint_keys(self, pretrained_source: str | None) -> dict[str, Any]:

@@ -45,8 +45,14 @@ class SegmentationModule:
 
     validation_metrics = ("mean_dice", "mIoU", "cord_dice", "cord_iou", "foreground_mean_dice")  # trainer.monitor's
 
-    def __init__(self, model: torch.nn.Module, loss: SegmentationLoss, input_size: Sequence[int] | None = None,
-                 augment: bool = True, class_names: Sequence[str] = SEGMENTATION_CLASSES):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss: SegmentationLoss,
+        input_size: Sequence[int] | None = None,
+        augment: bool = True,
+        class_names: Sequence[str] = SEGMENTATION_CLASSES,
+    ):
         self.model, self.loss = model, loss
         self.input_size = tuple(int(v) for v in input_size) if input_size else None
         self.augment, self.class_names = augment, tuple(class_names)
@@ -118,20 +124,27 @@ def load_model_state(model: torch.nn.Module, state: dict, source: str = "checkpo
     for key, value in state.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             if value.ndim >= 1 and own[key].ndim == value.ndim and own[key].shape[1:] == value.shape[1:]:
-                raise WeightsError(f"{source} does not fit this model: {key} has {value.shape[0]} outputs, the model "
-                                 f"{own[key].shape[0]} (a checkpoint trained for {value.shape[0]} classes cannot "
-                                 f"score {own[key].shape[0]}-class data; check num_classes / the checkpoint)")
-            raise WeightsError(f"{source} does not fit this model: {key} is {tuple(value.shape)}, model needs "
-                             f"{tuple(own[key].shape)} (another architecture or input size?)")
+                raise WeightsError(
+                    f"{source} does not fit this model: {key} has {value.shape[0]} outputs, the model "
+                    f"{own[key].shape[0]} (a checkpoint trained for {value.shape[0]} classes cannot "
+                    f"score {own[key].shape[0]}-class data; check num_classes / the checkpoint)"
+                )
+            raise WeightsError(
+                f"{source} does not fit this model: {key} is {tuple(value.shape)}, model needs "
+                f"{tuple(own[key].shape)} (another architecture or input size?)"
+            )
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise WeightsError(f"{source} does not fit this model: {len(result.missing_keys)} missing tensors "
-                         f"(e.g. {result.missing_keys[:1]}), {len(result.unexpected_keys)} unexpected "
-                         f"(e.g. {result.unexpected_keys[:1]}): another architecture?")
+        raise WeightsError(
+            f"{source} does not fit this model: {len(result.missing_keys)} missing tensors "
+            f"(e.g. {result.missing_keys[:1]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:1]}): another architecture?"
+        )
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, flip_p: float = 0.5, jitter: float = 0.2,
-            shift: float = 0.05, scale: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    x: torch.Tensor, y: torch.Tensor, flip_p: float = 0.5, jitter: float = 0.2, shift: float = 0.05, scale: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image random flip, brightness/contrast and shift-scale on the device (torch's global RNG: the engine
     seeds it per epoch, so a resumed run draws the same augmentations)."""
     batch, device = x.shape[0], x.device
@@ -150,7 +163,9 @@ def augment(x: torch.Tensor, y: torch.Tensor, flip_p: float = 0.5, jitter: float
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         # masks: nearest; pixels from outside the image become IGNORE_INDEX (shift 1 so 0 marks "outside")
-        y = F.grid_sample((y[:, None].float() + 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
+        y = F.grid_sample((y[:, None].float() + 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)[
+            :, 0
+        ]
         y = torch.where(y == 0, torch.full_like(y, IGNORE_INDEX + 1), y).long() - 1
     return x, y
 
@@ -160,9 +175,16 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 @torch.no_grad()
-def evaluate_split(module: SegmentationModule, loader: Iterable, names: Sequence[str], device: torch.device,
-                   out_dir: Path, n_overlays: int = 8, amp: bool = True,
-                   mask_paths: Sequence[Path] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def evaluate_split(
+    module: SegmentationModule,
+    loader: Iterable,
+    names: Sequence[str],
+    device: torch.device,
+    out_dir: Path,
+    n_overlays: int = 8,
+    amp: bool = True,
+    mask_paths: Sequence[Path] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Predict a split, score it, write predictions/*.png (class index, native size) and a few overlays.
 
     Returns (metrics block of metrics.json, summary.json payload)."""
@@ -194,8 +216,10 @@ def evaluate_split(module: SegmentationModule, loader: Iterable, names: Sequence
                 written.append(str(path.relative_to(out_dir)))
                 if len(written) <= n_overlays:  # the batch may be held on the GPU: copy only the image drawn
                     image, mask = images[k].cpu().numpy(), masks[k].cpu().numpy()
-                    panel = np.concatenate([np.repeat(image[..., None], 3, axis=2), overlay(image, mask),
-                                            overlay(image, pred_np[k])], axis=0)
+                    panel = np.concatenate(
+                        [np.repeat(image[..., None], 3, axis=2), overlay(image, mask), overlay(image, pred_np[k])],
+                        axis=0,
+                    )
                     jobs.append(pool.submit(_save_png, panel, overlay_dir / (Path(name).stem + ".png")))
         for job in jobs:
             job.result()

@@ -10,10 +10,32 @@ marked synthetic (PHANTOM.json, a PNG text chunk in every file); the spec is the
 from spinebench.data.phantom.anatomy import DOMAINS, RANGES, build_anatomy, sample_knobs
 from spinebench.data.phantom.speckle import envelope_snr, psf_sigmas, render_bmode
 from spinebench.data.phantom.writer import (
-    MARKER, TASKS, PhantomSample, image_seed, plan_split, render_planned, render_sample, voc_xml, write_phantom,
+    MARKER,
+    TASKS,
+    PhantomSample,
+    image_seed,
+    plan_split,
+    render_planned,
+    render_sample,
+    voc_xml,
+    write_phantom,
 )
 
 __all__ = [
-    "DOMAINS", "MARKER", "RANGES", "TASKS", "PhantomSample", "build_anatomy", "envelope_snr", "image_seed",
-    "plan_split", "psf_sigmas", "render_bmode", "render_planned", "render_sample", "sample_knobs", "voc_xml", "write_phantom",
+    "DOMAINS",
+    "MARKER",
+    "RANGES",
+    "TASKS",
+    "PhantomSample",
+    "build_anatomy",
+    "envelope_snr",
+    "image_seed",
+    "plan_split",
+    "psf_sigmas",
+    "render_bmode",
+    "render_planned",
+    "render_sample",
+    "sample_knobs",
+    "voc_xml",
+    "write_phantom",
 ]

@@ -102,7 +102,9 @@ def smooth_curve(rng: np.random.Generator, amplitude: float, n_waves: int = 3, m
     curve = np.zeros(W, dtype=np.float32)
     for _ in range(n_waves):
         period = rng.uniform(min_period, 4.0 * W)
-        curve += np.float32(rng.normal()) * np.sin(2 * np.pi * x / period + rng.uniform(0, 2 * np.pi)).astype(np.float32)
+        curve += np.float32(rng.normal()) * np.sin(2 * np.pi * x / period + rng.uniform(0, 2 * np.pi)).astype(
+            np.float32
+        )
     peak = float(np.abs(curve - curve.mean()).max()) or 1.0
     return (curve - curve.mean()) * np.float32(amplitude / peak)
 
@@ -206,8 +208,11 @@ def build_anatomy(rng: np.random.Generator, domain: str, injured: bool, knobs: d
         mean = knobs[name] * zoom
         return np.maximum(mean * (1.0 + smooth_curve(rng, rel, n_waves=2, min_period=300.0)), 1.0)
 
-    surface = (knobs["dorsal_px"] * zoom + knobs["tilt_px_per_px"] * (x - W / 2)
-               + smooth_curve(rng, knobs["curvature_px"] * zoom)).astype(np.float32)
+    surface = (
+        knobs["dorsal_px"] * zoom
+        + knobs["tilt_px_per_px"] * (x - W / 2)
+        + smooth_curve(rng, knobs["curvature_px"] * zoom)
+    ).astype(np.float32)
     t = np.zeros((N_LAYERS - 1, W), dtype=np.float32)  # thickness of layers 1..8 (the last is "to the bottom")
     t[L_DURA - 1] = profile("dura_px", 0.1)
     t[L_CSF - 1] = profile("csf_px", 0.3)
@@ -231,7 +236,7 @@ def build_anatomy(rng: np.random.Generator, domain: str, injured: bool, knobs: d
             seg = _segment_mask(rng, cx, 0.5, 1.0)
             efface = _taper(seg, 10.0 + 0.5 * knobs["csf_px"] * zoom)  # wide CSF narrows gradually
             t[L_CSF - 1] = np.maximum(t[L_CSF - 1] * (1.0 - 0.85 * efface), 1.0)  # CSF effaced over the lesion
-            classes[L_DURA:L_PIA + 1, seg] = DURA_PIA
+            classes[L_DURA : L_PIA + 1, seg] = DURA_PIA
     surface = np.maximum(surface, 6.0)
     gel = min(knobs["gel_px"] * zoom, float(surface.min()) - 4.0)
 
@@ -241,7 +246,7 @@ def build_anatomy(rng: np.random.Generator, domain: str, injured: bool, knobs: d
         seg = _segment_mask(rng, rng.uniform(0.3, 0.7) * W, 0.6, 1.2)
         extra = knobs["dura_ventral_complex_px"] * zoom - (t[L_VCSF - 1] + t[L_VDURA - 1])
         t[L_VDURA - 1] += np.where(seg, np.maximum(extra, 0.0), 0.0)
-        classes[L_VCSF:L_VDURA + 1, seg] = DURA_VENTRAL
+        classes[L_VCSF : L_VDURA + 1, seg] = DURA_VENTRAL
         boundaries = surface[None, :] + np.concatenate([np.zeros((1, W), np.float32), np.cumsum(t[:-1], axis=0)])
 
     layer, labels, relpos = _paint_columns(boundaries, classes)
@@ -259,7 +264,9 @@ def build_anatomy(rng: np.random.Generator, domain: str, injured: bool, knobs: d
     return anatomy
 
 
-def _add_hematoma(rng: np.random.Generator, anatomy: Anatomy, lesion: tuple[float, float, float], cord_top: np.ndarray) -> None:
+def _add_hematoma(
+    rng: np.random.Generator, anatomy: Anatomy, lesion: tuple[float, float, float], cord_top: np.ndarray
+) -> None:
     """Irregular ellipse in the dorsal half of the cord, following the cord's curvature; only cord pixels change."""
     cx, a, b = lesion
     x0, x1 = max(int(cx - 1.4 * a), 0), min(int(cx + 1.4 * a) + 1, W)
@@ -296,9 +303,9 @@ def _add_background(rng: np.random.Generator, anatomy: Anatomy, band_px: float) 
     if where in ("left", "left+right"):
         mask[:, : width if where == "left" else max(width // 2, 2)] = True
     if where in ("right", "left+right"):
-        mask[:, W - (width if where == "right" else max(width // 2, 2)):] = True
+        mask[:, W - (width if where == "right" else max(width // 2, 2)) :] = True
     if where == "bottom":
-        mask[H - max(width // 2, 2):, :] = True
+        mask[H - max(width // 2, 2) :, :] = True
     anatomy.background = mask
     anatomy.labels[mask] = BACKGROUND
     if anatomy.hematoma_box is not None:  # the band may have cut the lesion: keep the box tight

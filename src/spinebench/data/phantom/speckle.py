@@ -18,8 +18,24 @@ import cv2
 import numpy as np
 
 from spinebench.data.phantom.anatomy import (
-    AXIAL_MM_PER_PX, CORD, CSF, DORSAL, DURA, DURA_PIA, H, HEMATOMA, L_CORD,
-    L_CSF, L_DURA, L_PIA, L_VDURA, L_VPIA, PIA, W, Anatomy, smooth_field,
+    AXIAL_MM_PER_PX,
+    CORD,
+    CSF,
+    DORSAL,
+    DURA,
+    DURA_PIA,
+    HEMATOMA,
+    L_CORD,
+    L_CSF,
+    L_DURA,
+    L_PIA,
+    L_VDURA,
+    L_VPIA,
+    PIA,
+    Anatomy,
+    H,
+    W,
+    smooth_field,
 )
 
 # Echo level of each class in dB relative to the brightest membrane (index = class), membrane profile drop
@@ -76,7 +92,8 @@ class _Lines:
         centre = np.round(row)
         rows = centre[None, :] + self.offsets
         value = amplitude.astype(np.float32)[None, :] * np.exp(
-            np.float32(-0.5 / self.sigma**2) * (rows - row[None, :]) ** 2)
+            np.float32(-0.5 / self.sigma**2) * (rows - row[None, :]) ** 2
+        )
         index = (rows.astype(np.int64) + self.pad) * W + self.cols  # distinct (row, col) pairs
         keep = value > 0
         if cls is not None:  # rows off the frame are cropped later, so clipping them for the lookup is harmless
@@ -98,7 +115,9 @@ def _coarse_texture_db(rng: np.random.Generator, shape_k: float, cell: int) -> n
     return cv2.resize(coarse_db, size, interpolation=cv2.INTER_LINEAR)[:H, :W]
 
 
-def render_bmode(anatomy: Anatomy, knobs: dict, rng: np.random.Generator, domain: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_bmode(
+    anatomy: Anatomy, knobs: dict, rng: np.random.Generator, domain: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(8-bit B-mode image, envelope before log compression, mask of coherent-line pixels)."""
     labels = anatomy.labels
     zoom, freq = knobs["zoom"], knobs["frequency_mhz"]
@@ -114,8 +133,11 @@ def render_bmode(anatomy: Anatomy, knobs: dict, rng: np.random.Generator, domain
     # K-type texture: isotropic blobs (hematoma, ventral, membranes) and laterally striated (dorsal muscle).
     blobs = _coarse_texture_db(rng, 1.2, 4)
     dorsal_rows = int(min(H, np.ceil(anatomy.boundaries[L_DURA - 1].max()) + 2))
-    blobs[:dorsal_rows] = np.where(labels[:dorsal_rows] == DORSAL,
-                                   np.float32(3.5) * smooth_field(rng, (dorsal_rows, W), (3.0, 25.0)), blobs[:dorsal_rows])
+    blobs[:dorsal_rows] = np.where(
+        labels[:dorsal_rows] == DORSAL,
+        np.float32(3.5) * smooth_field(rng, (dorsal_rows, W), (3.0, 25.0)),
+        blobs[:dorsal_rows],
+    )
     db += blobs * np.take(TEXTURE, labels)
     gel = anatomy.params["gel_rows"]
     if gel >= 1:
@@ -181,8 +203,12 @@ def render_bmode(anatomy: Anatomy, knobs: dict, rng: np.random.Generator, domain
         strands = _Lines(0.9, labels)
         for _ in range(int(rng.integers(2, 6))):
             frac = rng.uniform(0.15, 0.85)
-            row = csf_top + frac * (csf_bottom - csf_top) + rng.uniform(-0.08, 0.08) * (x - W / 2) \
+            row = (
+                csf_top
+                + frac * (csf_bottom - csf_top)
+                + rng.uniform(-0.08, 0.08) * (x - W / 2)
                 + 4.0 * np.sin(2 * np.pi * x / rng.uniform(150, 600) + rng.uniform(0, 6.3))
+            )
             gate = _gated(rng, rng.uniform(0.4, 0.8), cell=60.0)
             strands.add(row, (10 ** (rng.uniform(-30, -24) / 20) * gate * gain_at(row)).astype(np.float32), CSF)
             lines.add(row, (10 ** (rng.uniform(-34, -28) / 20) * gate * gain_at(row)).astype(np.float32), CSF)
@@ -212,8 +238,15 @@ def render_bmode(anatomy: Anatomy, knobs: dict, rng: np.random.Generator, domain
     return image, envelope, line_mask
 
 
-def envelope_snr(envelope: np.ndarray, labels: np.ndarray, cls: int = CORD, *, exclude: np.ndarray | None = None,
-                 window: tuple[int, int] = (24, 48), margin: tuple[int, int] = (6, 12)) -> float:
+def envelope_snr(
+    envelope: np.ndarray,
+    labels: np.ndarray,
+    cls: int = CORD,
+    *,
+    exclude: np.ndarray | None = None,
+    window: tuple[int, int] = (24, 48),
+    margin: tuple[int, int] = (6, 12),
+) -> float:
     """Median mean/std of the envelope over windows lying wholly inside class `cls` (Rayleigh: 1.91).
 
     `margin` (rows, cols) keeps windows off label edges, where the PSF mixes neighbouring tissues;
@@ -228,8 +261,8 @@ def envelope_snr(envelope: np.ndarray, labels: np.ndarray, cls: int = CORD, *, e
     wh, ww = window
     for y in range(0, H - wh + 1, wh // 2):
         for x in range(0, W - ww + 1, ww // 2):
-            if valid[y:y + wh, x:x + ww].all():
-                patch = envelope[y:y + wh, x:x + ww].astype(np.float64)
+            if valid[y : y + wh, x : x + ww].all():
+                patch = envelope[y : y + wh, x : x + ww].astype(np.float64)
                 values.append(patch.mean() / patch.std())
     return float(np.median(values)) if values else float("nan")
 

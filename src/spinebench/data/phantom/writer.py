@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH
-from spinebench.errors import ConfigError, DataError
 from spinebench.data.phantom.anatomy import DOMAINS, RANGES, Anatomy, animal_knobs, build_anatomy, sample_knobs
 from spinebench.data.phantom.speckle import render_bmode
 from spinebench.data.segmentation import encode_mask
+from spinebench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,13 @@ def image_seed(seed: int, task: str, domain: str, split: str, index: int) -> np.
     return np.random.SeedSequence([int(seed), _CODES[task], _CODES[domain], _CODES[split], int(index)])
 
 
-def render_sample(seed: int | np.random.SeedSequence = 0, domain: str = "porcine", injured: bool = True,
-                  animal: int | None = None, overrides: dict | None = None) -> PhantomSample:
+def render_sample(
+    seed: int | np.random.SeedSequence = 0,
+    domain: str = "porcine",
+    injured: bool = True,
+    animal: int | None = None,
+    overrides: dict | None = None,
+) -> PhantomSample:
     """Render one (image, labels) pair; `overrides` pins knobs (e.g. {"frequency_mhz": 12.0})."""
     _check_domain(domain)
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence([int(seed), 99])
@@ -74,8 +79,15 @@ def render_sample(seed: int | np.random.SeedSequence = 0, domain: str = "porcine
     knobs.update(overrides or {})
     anatomy: Anatomy = build_anatomy(rng, domain, injured, knobs)
     image, envelope, coherent = render_bmode(anatomy, knobs, rng, domain)
-    return PhantomSample(image=image, labels=anatomy.labels, envelope=envelope, coherent=coherent,
-                         box=anatomy.hematoma_box, injured=injured, params=anatomy.params)
+    return PhantomSample(
+        image=image,
+        labels=anatomy.labels,
+        envelope=envelope,
+        coherent=coherent,
+        box=anatomy.hematoma_box,
+        injured=injured,
+        params=anatomy.params,
+    )
 
 
 def _check_domain(domain: str) -> None:
@@ -92,8 +104,12 @@ def plan_split(task: str, domain: str, seed: int, split: str, n: int) -> list[di
     animals = rng.choice(list(ANIMALS[split]), size=n)
     prefix = "pig" if domain == "porcine" else "pt"
     return [
-        {"index": i, "injured": bool(injured[i]), "animal": int(animals[i]),
-         "name": f"{prefix}{animals[i]:02d}_{'post' if injured[i] else 'pre'}_{i:04d}"}
+        {
+            "index": i,
+            "injured": bool(injured[i]),
+            "animal": int(animals[i]),
+            "name": f"{prefix}{animals[i]:02d}_{'post' if injured[i] else 'pre'}_{i:04d}",
+        }
         for i in range(n)
     ]
 
@@ -130,15 +146,19 @@ def voc_xml(folder: str, filename: str, box: tuple[int, int, int, int] | None) -
     obj = ""
     if box is not None:
         xmin, ymin, xmax, ymax = box
-        obj = ("  <object>\n    <name>hematoma</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n"
-               "    <difficult>0</difficult>\n    <bndbox>\n"
-               f"      <xmin>{xmin}</xmin>\n      <ymin>{ymin}</ymin>\n      <xmax>{xmax}</xmax>\n      <ymax>{ymax}</ymax>\n"
-               "    </bndbox>\n  </object>\n")
-    return ("<annotation>\n"
-            f"  <folder>{escape(folder)}</folder>\n  <filename>{escape(filename)}</filename>\n"
-            f"  <source>\n    <database>{GENERATOR} (synthetic phantom)</database>\n  </source>\n"
-            f"  <size>\n    <width>{IMAGE_WIDTH}</width>\n    <height>{IMAGE_HEIGHT}</height>\n    <depth>1</depth>\n  </size>\n"
-            f"  <segmented>0</segmented>\n{obj}</annotation>\n")
+        obj = (
+            "  <object>\n    <name>hematoma</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n"
+            "    <difficult>0</difficult>\n    <bndbox>\n"
+            f"      <xmin>{xmin}</xmin>\n      <ymin>{ymin}</ymin>\n      <xmax>{xmax}</xmax>\n      <ymax>{ymax}</ymax>\n"
+            "    </bndbox>\n  </object>\n"
+        )
+    return (
+        "<annotation>\n"
+        f"  <folder>{escape(folder)}</folder>\n  <filename>{escape(filename)}</filename>\n"
+        f"  <source>\n    <database>{GENERATOR} (synthetic phantom)</database>\n  </source>\n"
+        f"  <size>\n    <width>{IMAGE_WIDTH}</width>\n    <height>{IMAGE_HEIGHT}</height>\n    <depth>1</depth>\n  </size>\n"
+        f"  <segmented>0</segmented>\n{obj}</annotation>\n"
+    )
 
 
 def render_planned(task: str, domain: str, seed: int, split: str, item: dict) -> PhantomSample:
@@ -192,7 +212,8 @@ def _prepare(out: Path) -> None:
     if not (isinstance(meta, dict) and meta.get("synthetic") is True and meta.get("generator") == GENERATOR):
         raise DataError(
             f"{out}: folder is not empty and holds no {MARKER} of a phantom; refusing to write into it "
-            "(it may hold real data). Pick an empty or new folder.")
+            "(it may hold real data). Pick an empty or new folder."
+        )
     ours = {name for task in TASKS for split in SPLITS for name in _folders(task, split)} | {MARKER}
     for entry in entries:
         if entry.name not in ours:
@@ -207,8 +228,16 @@ def _prepare(out: Path) -> None:
             entry.unlink()
 
 
-def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_test: int = 16,
-                  seed: int = 0, domain: str = "porcine", workers: int = 1) -> Path:
+def write_phantom(
+    task: str,
+    out: Path,
+    n_train: int = 64,
+    n_val: int = 16,
+    n_test: int = 16,
+    seed: int = 0,
+    domain: str = "porcine",
+    workers: int = 1,
+) -> Path:
     """Write a synthetic phantom of one release (`task`) under `out`; returns `out`.
 
     Layout: segmentation -> `{split}_images/` + `{split}_masks/` (VOC-palette RGB); detection -> `{split}/`
@@ -228,8 +257,13 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
     out = Path(out)
     _prepare(out)
     meta = {
-        "synthetic": True, "generator": GENERATOR, "version": VERSION, "task": task, "domain": domain,
-        "seed": int(seed), "counts": {k: int(v) for k, v in counts.items()},
+        "synthetic": True,
+        "generator": GENERATOR,
+        "version": VERSION,
+        "task": task,
+        "domain": domain,
+        "seed": int(seed),
+        "counts": {k: int(v) for k, v in counts.items()},
         "parameters": {
             "knobs": {name: list(bounds) for name, bounds in RANGES[domain].items()},
             "injured_share": INJURED_SHARE[task],
@@ -245,10 +279,14 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
             continue
         for folder in _folders(task, split):
             (out / folder).mkdir(parents=True, exist_ok=True)
-        jobs += [(task, domain, int(seed), split, str(out), item) for item in plan_split(task, domain, seed, split, int(n))]
+        jobs += [
+            (task, domain, int(seed), split, str(out), item) for item in plan_split(task, domain, seed, split, int(n))
+        ]
     if workers > 1 and not _main_reimportable():
-        log.warning("the main script (%s) cannot be re-imported by worker processes: writing the phantom in one "
-                    "process", getattr(sys.modules.get("__main__"), "__file__", "?"))
+        log.warning(
+            "the main script (%s) cannot be re-imported by worker processes: writing the phantom in one process",
+            getattr(sys.modules.get("__main__"), "__file__", "?"),
+        )
         workers = 1
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
@@ -268,10 +306,12 @@ def write_phantom(task: str, out: Path, n_train: int = 64, n_val: int = 16, n_te
                 for _ in pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                     pass
         except BrokenProcessPool as error:
-            raise RuntimeError("the phantom's worker processes died. They import the main script again: a script "
-                               "that calls spinebench must run its work under `if __name__ == \"__main__\":` (see "
-                               "'Safe importing of main module' in Python's multiprocessing docs), or write the "
-                               "phantom with workers=1") from error
+            raise RuntimeError(
+                "the phantom's worker processes died. They import the main script again: a script "
+                'that calls spinebench must run its work under `if __name__ == "__main__":` (see '
+                "'Safe importing of main module' in Python's multiprocessing docs), or write the "
+                "phantom with workers=1"
+            ) from error
     meta["complete"] = True
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
@@ -287,8 +327,16 @@ def _main_reimportable() -> bool:
     return path is None or Path(path).is_file()  # None: an interactive session, nothing to import
 
 
-def phantom_differences(root: Path, task: str, n_train: int = 64, n_val: int = 16, n_test: int = 16, seed: int = 0,
-                        domain: str = "porcine", workers: int = 1) -> list[str]:
+def phantom_differences(
+    root: Path,
+    task: str,
+    n_train: int = 64,
+    n_val: int = 16,
+    n_test: int = 16,
+    seed: int = 0,
+    domain: str = "porcine",
+    workers: int = 1,
+) -> list[str]:
     """How the phantom in `root` differs from the complete one write_phantom(task, ...) would write (generator
     version included; a generation killed half-way is not complete); empty when it can be used as it is."""
     try:
@@ -297,6 +345,12 @@ def phantom_differences(root: Path, task: str, n_train: int = 64, n_val: int = 1
         return [f"no readable {MARKER}"]
     if not isinstance(stamp, dict):
         return [f"{MARKER} is not a JSON object"]
-    wanted = {"task": task, "version": VERSION, "domain": domain, "seed": int(seed),
-              "counts": {"train": int(n_train), "val": int(n_val), "test": int(n_test)}, "complete": True}
+    wanted = {
+        "task": task,
+        "version": VERSION,
+        "domain": domain,
+        "seed": int(seed),
+        "counts": {"train": int(n_train), "val": int(n_val), "test": int(n_test)},
+        "complete": True,
+    }
     return [f"{key} {stamp.get(key)!r}, asked {value!r}" for key, value in wanted.items() if stamp.get(key) != value]
