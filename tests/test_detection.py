@@ -623,7 +623,7 @@ def test_a_weights_file_that_cannot_be_read_is_named_with_its_setting(tmp_path, 
     says = (
         "holds a list, not a state dict"
         if content == "not_a_state_dict"
-        else r"cannot read it as a PyTorch checkpoint \((ValueError|EOFError|RuntimeError): [^\n]+\)"
+        else r"cannot read it as a PyTorch checkpoint \((ValueError|EOFError|RuntimeError|UnpicklingError): [^\n]+\)"
     )
     model = _build("faster_rcnn", 2, (64, 160), pretrained=True)
     with pytest.raises(WeightsError, match=rf"^model\.weights={re.escape(str(path))}: {says}$"):

@@ -406,7 +406,10 @@ def test_good_trainer_overrides_pass_the_check(key, value):
             "trainer.optimizer._target_=torch.optim.Lion: Error locating target",
         ),
         ({"_target_": "torch.optim.AdamW", "momentum": 0.9}, "trainer.optimizer (AdamW): "),
-        ({"_target_": "torch.optim.SGD", "lr": -1}, "trainer.optimizer (SGD): Invalid learning rate: -1"),
+        (
+            {"_target_": "torch.optim.AdamW", "betas": [0.9, 1.5]},
+            "trainer.optimizer (AdamW): Invalid beta parameter at index 1: 1.5",
+        ),
     ],
 )
 def test_an_optimizer_torch_cannot_build_is_a_config_error(optimizer, message):

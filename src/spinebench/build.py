@@ -8,6 +8,8 @@ already a SpinebenchError; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import inspect
+import typing
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -83,3 +85,54 @@ def to_container(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as error:
         raise unset(error) from None
+
+
+def suite_targets(config_dir: Path | str) -> set[str]:
+    """Every `_target_` the suite's own config files name (configs/**/*.yaml): what its models are built from."""
+    found: set[str] = set()
+    for path in Path(config_dir).rglob("*.yaml"):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition("#")[0].strip().partition(":")
+            if key.strip("- ") == "_target_" and value.strip():
+                found.add(value.strip().strip("'\""))
+    return found
+
+
+def _builds_a_model(target: str) -> bool:
+    """A spinebench class that is a Benchmark or a network, or a spinebench function declared to return one.
+    Only spinebench's own modules are imported to find out: importing is running code."""
+    if not target.startswith("spinebench."):
+        return False
+    from torch import nn
+
+    from spinebench.contract import Benchmark
+
+    try:
+        thing = get_object(target)
+    except Exception:  # noqa: BLE001 - not importable: not one of the suite's
+        return False
+    if isinstance(thing, type):
+        return issubclass(thing, (Benchmark, nn.Module))
+    try:
+        returned = typing.get_type_hints(thing).get("return") if inspect.isfunction(thing) else None
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve says nothing
+        return False
+    return isinstance(returned, type) and issubclass(returned, (Benchmark, nn.Module))
+
+
+def check_saved_targets(node: Any, where: str, known: set[str]) -> None:
+    """A config read from a run folder (spinebench-eval's ckpt=) is data, not code: each `_target_` in it must be
+    one the suite's configs name (`known`) or a model of the suite (_builds_a_model), else it is refused before
+    anything is imported or built (any importable callable would otherwise run with the file's arguments)."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and (not isinstance(target, str) or not (target in known or _builds_a_model(target))):
+            raise ConfigError(
+                f"{where}._target_={target!r}: not a model of this suite; spinebench-eval builds a run folder's "
+                "model only from the suite's own classes (was its config.yaml edited?)"
+            )
+        for key, value in node.items():
+            check_saved_targets(value, f"{where}.{key}", known)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            check_saved_targets(value, f"{where}[{index}]", known)

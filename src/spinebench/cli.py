@@ -21,9 +21,16 @@ console = Console(stderr=True, soft_wrap=True)
 def _data_fetch(args: argparse.Namespace) -> int:
     from spinebench.data.fetch import fetch
 
-    manifest = fetch(args.task, args.out, archive=args.archive)
+    manifest = fetch(args.task, args.out, archive=args.archive, force=args.force, expected_sha256=args.sha256)
+    differences = manifest["release"]["differences"]
     console.print(
-        f"[green]{args.task} release ready in {args.out}[/]: {manifest['n_files']} files, "
+        (
+            f"[green]{args.task} release ready in {args.out}[/]"
+            if not differences
+            else f"[yellow]extracted into {args.out}, but it is not the {args.task} release the manuscript "
+            f"describes ({'; '.join(differences[:3])}): runs on it are labelled unverified[/]"
+        )
+        + f": {manifest['n_files']} files, "
         f"splits {', '.join(f'{k}={v}' for k, v in manifest['splits'].items())}; manifest written"
     )
     return 0
@@ -91,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--task", choices=TASKS, required=True)
     fetch.add_argument("--out", type=Path, required=True)
     fetch.add_argument("--archive", type=Path, help="an archive already downloaded by hand: extract it instead")
+    fetch.add_argument("--force", action="store_true", help="extract into a non-empty --out")
+    fetch.add_argument("--sha256", help="the archive's known SHA-256: a different archive is refused")
     fetch.set_defaults(func=_data_fetch)
 
     check = data.add_parser("check", help="validate a dataset folder (exit 0 clean, 1 problems, 2 unusable)")

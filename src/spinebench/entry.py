@@ -5,6 +5,7 @@ sys.exit, through `Entry`."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
+from spinebench.atomic import is_disk_fault, write_error
 from spinebench.errors import ConfigError, SpinebenchError
 from spinebench.hydra_run import CONFIG_DIR, is_multirun, output_dir
 from spinebench.run_folder import RunFolder
@@ -34,12 +36,36 @@ OTHER_SEARCH_PATHS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.sear
 
 
 def user_error(error: BaseException) -> SpinebenchError | None:
-    """The SpinebenchError behind `error` (Hydra wraps what a task raises inside a config's _target_), or None."""
+    """The SpinebenchError behind `error` (Hydra wraps what a task raises inside a config's _target_), or None. A
+    disk that will not take a write (full, read-only) is no bug either: its OSError becomes one line naming the
+    path and the free space (spinebench.atomic.write_error)."""
     while error is not None:
         if isinstance(error, SpinebenchError):
             return error
+        if is_disk_fault(error):
+            return write_error(getattr(error, "filename", None) or "a file", error)
         error = error.__cause__ if isinstance(error, HydraException) else None
     return None
+
+
+def check_writable_root(argv: list[str]) -> None:
+    """Where runs go (outputs/ under the working directory, or $SPINEBENCH_ROOT) must take files: from a read-only
+    checkout Hydra's own failure to make the run folder is a 24-line traceback. Left to Hydra when the command
+    names another place."""
+    if any(
+        arg.lstrip("+").startswith(("paths.root_dir=", "paths.log_dir=", "hydra.run.dir=", "hydra.sweep.dir="))
+        for arg in argv
+    ):
+        return
+    root = Path(os.environ.get("SPINEBENCH_ROOT") or Path.cwd())
+    folder = root / "outputs"
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(
+            f"{folder} cannot be written (a read-only checkout?): runs go to {root / 'outputs'}; run from a writable "
+            "folder, or set SPINEBENCH_ROOT=<a writable folder> (or paths.root_dir=...)"
+        )
 
 
 def one_line(error: BaseException) -> str:
@@ -81,7 +107,7 @@ class Entry:
 
     def check_argv(self, argv: list[str]) -> None:
         try:
-            for check in self.argv_checks:
+            for check in (*self.argv_checks, check_writable_root):
                 check(argv)
         except SpinebenchError as error:
             self.refuse(one_line(error))

@@ -6,6 +6,7 @@
       env.json       packages, hardware, commit
       checkpoints/   what a restart resumes from (the model's `resume_files`)
       metrics.json   the RunRecord, written last: the folder is finished exactly when it exists
+      .lock          held (fcntl) by the command working in the folder, for its life: one command per folder
 
 A finished run redone keeps its result aside (`*.previous`) until the redo trains: a redo that stops before it
 trains anything gives it back, so a refused resume or a broken image never costs a finished result.
@@ -14,8 +15,10 @@ trains anything gives it back, so a refused resume or a broken image never costs
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -23,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spinebench.atomic import write_json
+from spinebench.atomic import is_disk_fault, write_error, write_json
 from spinebench.contract import CHECKPOINT_DIR, RunRecord, engine_checkpoints
 from spinebench.errors import ConfigError, RunStateError, SpinebenchError
 
@@ -33,7 +36,14 @@ METRICS_FILE, CONFIG_FILE, ENV_FILE, STATUS_FILE = "metrics.json", "config.yaml"
 PREVIOUS = ".previous"  # suffix of a finished result kept aside while the run is redone
 KEPT = (METRICS_FILE, CONFIG_FILE, ENV_FILE, STATUS_FILE)
 STARTED, FAILED, FINISHED = "started", "failed", "finished"
-START_FILES = {".hydra", CONFIG_FILE, ENV_FILE, STATUS_FILE}  # what a run writes before any work (and its .log)
+LOCK_FILE = ".lock"
+START_FILES = {
+    ".hydra",
+    CONFIG_FILE,
+    ENV_FILE,
+    STATUS_FILE,
+    LOCK_FILE,
+}  # what a run writes before any work (and its .log)
 
 
 def checkpoint_run_folder(ckpt: Any) -> Path:
@@ -113,6 +123,39 @@ class RunFolder:
     def has_trained(self) -> bool:
         """A checkpoint a restart would resume from: at least one epoch was trained here."""
         return bool(self.resume_files(self.path))
+
+    # -- one command at a time ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock for the block: a second command on the folder stops in one line naming the
+        process that holds it. The lock is the kernel's (flock): a killed holder releases it with its death, so
+        there is no stale lock to clear by hand. The file stays (removing it would let two processes each lock
+        a different file of the same name)."""
+        path = self.file(LOCK_FILE)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")  # noqa: SIM115 - held open for the block
+        except OSError as error:
+            if is_disk_fault(error):
+                raise write_error(path, error) from error
+            raise
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RunStateError(
+                    f"{self.path}: another spinebench command (pid {holder}) is working in this folder; wait for it "
+                    "to end, or give this run its own folder (run_name=...)"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # closing releases the lock
 
     # -- transitions -----------------------------------------------------------------------------------------
     def _set(self, state: str, **facts: Any) -> None:

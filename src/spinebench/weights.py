@@ -2,8 +2,9 @@
 
 A model config's weights key (`model.weights` of the detectors; `model.network.backbone_weights` of DeepLabv3 and
 `model.sam_checkpoint` of SAMed take `auto` the same way, spinebench.segmentation.benchmark):
-- `auto` (default): the first known file found locally (`<cache>/weights/`, `$SPINEBENCH_WEIGHTS` (`make
-  reproduce WEIGHTS=...`), the torch hub cache, the working dir);
+- `auto` (default): the first known file found in `<cache>/weights/`, `$SPINEBENCH_WEIGHTS` (`make
+  reproduce WEIGHTS=...`) or the torch hub cache's checkpoints/, never the working directory (a file dropped
+  there, perhaps by someone else, is not picked up by a plain training command: name it as a path to use it);
   with `model.download=true` (and not offline) torchvision/ultralytics may download it; otherwise training
   starts from scratch, says so loudly in the log and records `pretrained: false`.
 - `null` / `none` / `scratch`: from scratch on purpose (recorded `pretrained: false`).
@@ -35,6 +36,7 @@ class WeightsChoice:
 
 
 def search_dirs(cache_dir: Path | str | None) -> list[Path]:
+    """Where `auto` looks, in order: folders the user or the suite filled on purpose, never the working directory."""
     dirs = []
     if cache_dir:
         dirs.append(Path(cache_dir) / "weights")
@@ -46,7 +48,6 @@ def search_dirs(cache_dir: Path | str | None) -> list[Path]:
         dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
     except Exception:  # pragma: no cover
         pass
-    dirs.append(Path.cwd())
     return dirs
 
 

@@ -152,12 +152,12 @@ def describe_source(root: Path) -> dict[str, Any]:
     stamp = provenance_file(root, PHANTOM_STAMP)
     if stamp:
         return {"kind": "phantom", "root": str(root), "stamp": _read_json(stamp)}
+    if _phantom_pngs(root):  # whatever manifest sits beside them: a phantom zipped and fetched is still one
+        note = f"no {PHANTOM_STAMP}, but its PNGs are the phantom generator's (their text chunk says so)"
+        log.warning("%s: %s: results are labelled PHANTOM", root, note)
+        return {"kind": "phantom", "root": str(root), "stamp": {}, "note": note}
     manifest = provenance_file(root, MANIFEST)
     if manifest is None:
-        if _phantom_pngs(root):
-            note = f"no {PHANTOM_STAMP}, but its PNGs are the phantom generator's (their text chunk says so)"
-            log.warning("%s: %s: results are labelled PHANTOM", root, note)
-            return {"kind": "phantom", "root": str(root), "stamp": {}, "note": note}
         return {
             "kind": "real",
             "root": str(root),
@@ -171,14 +171,19 @@ def describe_source(root: Path) -> dict[str, Any]:
         "%s: %s files checked against %s in %.1f s", root, facts.get("n_files"), manifest, time.perf_counter() - started
     )
     differences = found["changed"] + found["missing"] + found["added"]
+    release = facts.get("release") if isinstance(facts.get("release"), dict) else {}
     source = {
         "kind": "real",
         "root": str(root),
-        "verified": not differences,
+        "verified": not differences and release.get("matches") is True,
         "archive_sha256": facts.get("archive_sha256"),
         "files": facts.get("n_files"),
     }
-    if not source["verified"]:
+    if not differences and not source["verified"]:  # whole since the fetch, but not what the manuscript describes
+        said = release.get("differences") or ["the manifest predates the comparison with the release: fetch again"]
+        source["note"] = f"not the release the manuscript describes: {'; '.join(map(str, said[:3]))}"
+        log.warning("%s: %s: results are labelled unverified", root, source["note"])
+    elif not source["verified"]:
         source.update(
             changed_since_fetch=len(found["changed"]),
             missing_since_fetch=len(found["missing"]),

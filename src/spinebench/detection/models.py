@@ -26,6 +26,7 @@ ResNet-50 layout (conv1..layer3 with layer3 at stride 1, plus 5 extra blocks; 8,
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -355,10 +356,17 @@ def load_pretrained(model: nn.Module, path: Path | str) -> dict[str, int]:
     """Load every tensor of matching name and shape; return counts. Fails if nothing matched, and names the file
     and model.weights when it cannot be read (torch's own errors name neither: a text file gives `invalid literal
     for int()`)."""
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # not a checkpoint, empty, cut short, or pickling classes that are not importable
-        what = " ".join(str(error).split()).split(". ")[0]  # torch's messages run on for lines: the first sentence
+    try:  # tensors and plain values only: a pickled object in a file someone handed over runs no code
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a checkpoint, empty, cut short, or a pickled object weights_only refuses
+        text = " ".join(str(error).split())
+        # torch's messages run on for lines: weights_only's refusal says what it met after "error:", others in
+        # their first sentence; an empty file says nothing at all
+        refused = re.search(r"(?:GLOBAL [\w.]+|WeightsUnpickler error: (.*?)(?: Check the documentation|$))", text)
+        if refused:
+            what = refused.group(0) if refused.group(0).startswith("GLOBAL") else (refused.group(1) or "").strip()
+        else:
+            what = text.split(". ")[0] or ("empty or cut short" if isinstance(error, EOFError) else "")
         raise WeightsError(
             f"model.weights={path}: cannot read it as a PyTorch checkpoint ({type(error).__name__}"
             f"{': ' + what if what else ''})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -178,3 +179,54 @@ def non_negative_number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ConfigError(f"{key}={value}: must be a number >= 0")
     return float(value)
+
+
+# Keywords of an optimizer or a schedule that no torch class takes below zero (last_epoch=-1 and the like may be)
+NON_NEGATIVE = {
+    "lr",
+    "max_lr",
+    "min_lr",
+    "eta_min",
+    "initial_lr",
+    "weight_decay",
+    "momentum",
+    "dampening",
+    "eps",
+    "betas",
+    "alpha",
+    "rho",
+    "lr_decay",
+    "initial_accumulator_value",
+    "gamma",
+    "power",
+    "min_lr_ratio",
+    "warmup_epochs",
+    "warmup_iters",
+    "warmup_ratio",
+    "step_size",
+    "T_max",
+    "T_0",
+    "factor",
+    "total_iters",
+}
+
+
+def check_numbers(node: Any, where: str) -> None:
+    """Every number in an optimizer's or a schedule's block is finite, and the rates, decays and momenta are not
+    negative: torch trains on with lr=nan (NaN weights, a metrics.json of them) or a negative rate (uphill)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if str(key) in NON_NEGATIVE:
+                for each in value if isinstance(value, (list, tuple)) else [value]:
+                    if _is_number(each) and each < 0:
+                        raise ConfigError(f"{where}.{key} must be >= 0, got {value}")
+            check_numbers(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            check_numbers(value, f"{where}[{index}]")
+    elif _is_number(node) and not math.isfinite(node):
+        raise ConfigError(f"{where} must be a finite number, got {node}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

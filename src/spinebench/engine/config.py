@@ -3,6 +3,7 @@ wrong key or type when it composes; from_config() checks those and the ranges of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,6 +53,11 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         self.progress, self.data_on_device = str(self.progress).lower(), str(self.data_on_device).lower()  # from bools
         checks.check_values(self, "trainer")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            # a negative norm flips the gradient (training goes uphill); 0 or null: no clipping
+            raise ConfigError(f"trainer.grad_clip must be a finite number >= 0 (0 or null: off), got {self.grad_clip}")
+        for name in ("optimizer", "scheduler"):
+            checks.check_numbers(getattr(self, name), f"trainer.{name}")
         for name in (name for name in ("optimizer", "scheduler") if not isinstance(getattr(self, name), Mapping)):
             what = f"a mapping with a _target_ (trainer/{name}=<file of configs/trainer/{name}/>)"
             raise ConfigError(f"trainer.{name} must be {what}, got {getattr(self, name)!r}")

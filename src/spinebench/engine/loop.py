@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 
+from spinebench.atomic import is_disk_fault, write_error
 from spinebench.contract import CHECKPOINT_DIR, ResumeRule
 from spinebench.engine.config import ConfigError, TrainerConfig, resolve_device
 from spinebench.errors import RunStateError
@@ -168,24 +170,52 @@ def _publish(written: Path, path: Path) -> None:
 def save_checkpoints(state: dict, last_path: Path, best_path: Path | None = None) -> None:
     """Write the epoch's state once: last.pt, and best.pt as a hard link to the same bytes when this epoch is the
     best (a Faster R-CNN state with its optimizer is 330 MB). best is in place before last: a kill in between
-    re-runs this epoch. Both are replaced atomically, so a link never sees a later epoch's bytes."""
+    re-runs this epoch. Both are replaced atomically, so a link never sees a later epoch's bytes. A full or
+    read-only disk ends in one line naming the file and the free space, and leaves no partial file."""
     last_path.parent.mkdir(parents=True, exist_ok=True)
     written = last_path.with_suffix(".pt.writing")
     written.unlink(missing_ok=True)  # a kill after best was linked to it left it behind: never rewrite best's bytes
-    torch.save(state, written)
-    if best_path is not None:
-        _publish(written, best_path)
-    os.replace(written, last_path)
+    try:
+        torch.save(state, written)
+        if best_path is not None:
+            _publish(written, best_path)
+        os.replace(written, last_path)
+    except (OSError, RuntimeError) as error:  # torch's zip writer reports a short write as a RuntimeError
+        for partial in (written, *([best_path.with_suffix(best_path.suffix + ".tmp")] if best_path else [])):
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+        if is_disk_fault(error):
+            raise write_error(written, error) from error
+        raise
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def _damaged_member(path: Path) -> str | None:
+    """The first member of a checkpoint whose bytes fail the CRC its zip records (torch writes one per member and
+    never checks it on load), or None. A file that is not a zip is left to torch.load to judge."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        return f"its zip directory ({' '.join(str(error).split()) or type(error).__name__})"
+
+
+def load_checkpoint(
+    path: Path | str, map_location: str | torch.device = "cpu", keys: Sequence[str] = ()
+) -> dict[str, Any]:
     """A checkpoint of this suite: tensors and plain values only (torch's weights_only), so a file from elsewhere
-    runs no code when it is read."""
+    runs no code when it is read; its bytes checked against the zip's CRCs first, so a flipped bit is refused
+    rather than trained on; and a dict holding `keys`, so a torch file of another kind is named as such."""
     path = Path(path)
     if not path.is_file():
         raise RunStateError(f"{path}: checkpoint not found")
+    remedy = "restore it, or move it away to start that run over"
+    damaged = _damaged_member(path)
+    if damaged:
+        raise RunStateError(f"{path}: unreadable checkpoint (corrupted: {damaged} fails its CRC checksum); {remedy}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # cut short, not a checkpoint, or an object
         # weights_only refuses: torch's own messages do not name the file and run on for lines
         text = " ".join(str(error).split())
@@ -195,10 +225,19 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             if refused
             else text.split(". ")[0] or type(error).__name__
         )
-        raise RunStateError(
-            f"{path}: unreadable checkpoint ({what}); restore it, or move it away to start that run over"
-        ) from error
+        raise RunStateError(f"{path}: unreadable checkpoint ({what}); {remedy}") from error
+    missing = [key for key in keys if not isinstance(state, dict) or key not in state]
+    if missing:
+        held = (
+            f"a dict of {', '.join(map(str, list(state)[:5])) or 'nothing'}"
+            if isinstance(state, dict)
+            else (f"a {type(state).__name__}")
+        )
+        raise RunStateError(f"{path}: not a checkpoint of this suite (it holds {held}, no '{missing[0]}'); {remedy}")
+    return state
 
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch")  # what fit() reads back from last.pt
 
 # Settings a killed run may resume under other values of: what runs it (device, loader, cuDNN determinism, memory
 # layout, progress bars) and how it is scored afterwards, not what it learns. The runner, the data and the model add
@@ -427,7 +466,7 @@ def fit(
     start_epoch, global_step, history = 0, 0, []
     best_metric, best_epoch, resumed_from = None, None, None
     if last_path.is_file():
-        state = load_checkpoint(last_path, map_location=device)
+        state = load_checkpoint(last_path, map_location=device, keys=RESUME_KEYS)
         check_same_settings(last_path, state.get("config"), config, resume_rules)
         _load_module_state(module, state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,30 +123,42 @@ def run_report(
         print(f"error: {exc}")
         return 2
     result = compare(runs, paper, n_resamples=n_resamples, seed=seed, workers=workers)
-    written_plots: list[Path] = []
-    if plots:
-        from spinebench.report.plots import make_plots
-
-        written_plots, plot_notes = make_plots(result.table, result.collection, paper, out / "plots")
-        result.notes += plot_notes
     checkout = commit_label(_checkout_git())
-    out.mkdir(parents=True, exist_ok=True)
-    files = [write_csv(result.table, task, paper, out / f"{task}.csv") for task in TASKS]
-    readme = out / "README.md"
-    readme.write_text(
-        render_markdown(
-            result.table,
-            paper,
-            generated=generated_at(),
-            notes=result.notes,
-            plots=written_plots,
-            out=readme,
-            n_resamples=n_resamples,
-            seed=seed,
-            checkout=checkout,
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
+    except OSError as error:
+        return _write_failed(out, error)
+    try:  # everything into `staging` first: a report that stops half-way leaves `out` as it was
+        written_plots: list[Path] = []
+        if plots:
+            from spinebench.report.plots import make_plots
+
+            written_plots, plot_notes = make_plots(result.table, result.collection, paper, staging / "plots")
+            result.notes += plot_notes
+        files = [write_csv(result.table, task, paper, staging / f"{task}.csv") for task in TASKS]
+        readme = staging / "README.md"
+        readme.write_text(
+            render_markdown(
+                result.table,
+                paper,
+                generated=generated_at(),
+                notes=result.notes,
+                plots=written_plots,
+                out=readme,
+                n_resamples=n_resamples,
+                seed=seed,
+                checkout=checkout,
+            )
         )
-    )
-    files.append(readme)
+        files.append(readme)
+        _publish(staging, out)
+    except OSError as error:
+        return _write_failed(out, error)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = [out / path.relative_to(staging) for path in files]
+    written_plots = [out / path.relative_to(staging) for path in written_plots]
     print(
         f"{len(result.collection.runs)} finished run(s), {len(result.collection.unfinished)} unfinished, "
         f"{len(result.notes)} note(s)"
@@ -157,6 +171,25 @@ def run_report(
     for path in [*files, *written_plots]:
         print(f"  wrote {path}")
     return 0
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move a finished report from `staging` into `out`: each file, and plots/ as a whole (an old plot of a group
+    no longer reported goes with it); other files in `out` stay."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(staging.iterdir()):
+        target = out / path.name
+        if path.is_dir() and target.is_dir():
+            target.rename(staging / f".old-{path.name}")
+        os.replace(path, target)
+
+
+def _write_failed(out: Path, error: OSError) -> int:
+    """A report that cannot be written (a full or read-only disk): one line, `out` as it was, exit 2."""
+    from spinebench.atomic import write_error
+
+    print(f"error: {write_error(getattr(error, 'filename', None) or out, error)}; {out} is unchanged", file=sys.stderr)
+    return 2
 
 
 def _checkout_git() -> dict:

@@ -10,6 +10,7 @@ One bad folder is a note naming it, never a stopped report.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -313,8 +314,64 @@ def _test_limit(folder: Path) -> int | None:
     return limit if _count(limit) and limit > 0 else None
 
 
+SCORES = ("mAP50", "mAP50_95", "AR100", "precision", "recall", "f1", "mean_dice", "mIoU", "cord_dice", "cord_iou")
+PER_CLASS = ("dice_per_class", "iou_per_class")
+COUNTS = ("params", "trainable_params", "test_images", "test_split_images", "epochs")
+TEXTS = ("task", "model", "model_name")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _score_problem(name: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # not measured: shown as such
+        return None
+    if not _is_number(value):
+        return f"has a metric {name} that is not a number ({value!r})"
+    if not 0 <= value <= 1:
+        return f"has a metric {name} outside [0, 1] ({value!r})"
+    return None
+
+
+def invalid_record(record: Any) -> str | None:
+    """What makes a record unfit for a table, checked against the RunRecord schema's types and ranges (None: fit):
+    a score outside [0, 1], a count that is not a non-negative integer, a data block that is not an object."""
+    for name in TEXTS:
+        if not isinstance(getattr(record, name), str):
+            return f"has a {name} that is not a string ({getattr(record, name)!r})"
+    if record.task not in ("detection", "segmentation"):
+        return f"has a task that is neither detection nor segmentation ({record.task!r})"
+    for name in ("data", "trained_on", "git"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, dict):
+            return f"has a '{name}' that is not an object ({value!r})"
+    for name in COUNTS:
+        value = getattr(record, name, None) if name != "trainable_params" else record.extra.get(name)
+        if value is not None and not (_is_number(value) and value >= 0 and float(value).is_integer()):
+            return f"has a {name} that is not a non-negative integer ({value!r})"
+    for name, value in record.metrics.items():
+        if name in PER_CLASS:
+            if not isinstance(value, dict):
+                return f"has a metric {name} that is not an object ({value!r})"
+            problem = next(filter(None, (_score_problem(f"{name}.{k}", v) for k, v in value.items())), None)
+        elif name in SCORES:
+            problem = _score_problem(name, value)
+        elif isinstance(value, (dict, list)) or value is None:
+            problem = None
+        else:
+            problem = None if _is_number(value) else f"has a metric {name} that is not a number ({value!r})"
+        if problem:
+            return problem
+    return None
+
+
 def _malformed(run: Run) -> str | None:
-    """What makes a record's speeds unusable (None: usable), checked the way the report reads them."""
+    """What makes a record unusable (None: usable): its schema's types and ranges, then its speeds, checked the
+    way the report reads them."""
+    problem = invalid_record(run.record)
+    if problem:
+        return problem
     for processor, speed in run.speeds_as_written.items():
         fps, load = speed.get("fps"), speed.get("load")
         if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps < 0):
