@@ -118,7 +118,7 @@ OTHER_MODELS = sorted(
 
 
 def test_other_segmentation_model_configs_exist():
-    assert OTHER_MODELS == ["deeplabv3_light", "unet_light", "unet_smp"]
+    assert OTHER_MODELS == ["deeplabv3_light", "swin_unet_light", "unet_light", "unet_smp"]
 
 
 @pytest.mark.parametrize("name", OTHER_MODELS)
@@ -129,9 +129,13 @@ def test_every_other_segmentation_model_config_builds_a_network_that_segments(na
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         benchmark = build(compose(config_name="train", overrides=[f"model={name}"]).model, "model")
+    from spinebench.segmentation.sized_benchmark import SizedSegmentationBenchmark
+
     net = benchmark.build_model(None).eval()
+    # a network built for one input size (its windows, its position embedding) sees the size the run resizes to
+    size = tuple(benchmark.input_size) if isinstance(benchmark, SizedSegmentationBenchmark) else (70, 176)
     with torch.no_grad():
-        assert net(torch.rand(1, 1, 70, 176)).shape == (1, 10, 70, 176)
+        assert net(torch.rand(1, 1, *size)).shape == (1, 10, *size)
 
 
 def test_deeplabv3_runs_its_aux_head_in_training_only_and_scores_with_torchvision_s_main_output():

@@ -169,6 +169,14 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
     """Load a local state dict (non-strict; reports what did not match). Returns the source path or None."""
     if not path:
         return None
+    path, state = read_weights(path, what)
+    load_matching(module, state, path, what)
+    return str(path)
+
+
+def read_weights(path: str | Path, what: str) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A local .pth / .safetensors file's tensors (under its `state_dict` or `model` key if it has one), or a
+    WeightsError naming the file."""
     path = Path(str(path)).expanduser()  # a name of digits on the command line arrives as an int
     if not path.is_file():
         raise WeightsError(f"{what} weights {path} do not exist (give a local file; nothing is downloaded)")
@@ -184,7 +192,12 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
         raise WeightsError(f"{path}: cannot read {what} weights from it ({type(error).__name__}: {error})") from error
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of {what}")
-    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return path, {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_matching(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """Load the tensors of `state` whose names are the module's (non-strict): a WeightsError when none is, or
+    when one of them has another shape."""
     # counted by hand: BatchNorm's loader fills in a missing `num_batches_tracked`, so load_state_dict never reports
     # it missing and an unrelated file (another net's state dict, {'foo': tensor}) would pass as a partial match
     own = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -212,7 +225,6 @@ def _load_weights(module: nn.Module, path: str | Path | None, what: str) -> str 
         len(own),
         len(set(state) - set(own)),
     )
-    return str(path)
 
 
 @takes_pretrained("backbone_weights", files=["resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"])  # torchvision's
