@@ -41,7 +41,7 @@ PAPER_RUNS = $(foreach m,$(DET),$(DET_DIR)/$(call RUN,$(m))) $(foreach m,$(SEG),
 FAILED := $(OUTPUTS)/.reproduce-failed
 RUNS ?= $(OUTPUTS)
 
-.PHONY: help setup test test-all lint format demo reproduce zero-shot report phantom-figure bench clean
+.PHONY: help setup test test-all lint docs format demo reproduce zero-shot report phantom-figure bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test-all:  ## everything: also the longer resume scenarios and benchmark-script 
 lint:  ## ruff's rules and format check (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+docs:  ## the documentation site (mkdocs, --strict: a broken link or page fails) -> .site/
+	$(BIN)/mkdocs build --strict
 
 format:  ## apply ruff's fixes and format
 	$(BIN)/ruff check --fix .

@@ -128,6 +128,7 @@ def test_a_failed_row_is_named_at_the_end_after_the_report(tmp_path):
         "exit 2;; esac",
         "spinebench-eval": "exit 0",
         "spinebench": 'echo "report of: $*"',
+        "python": "exit 1",  # no optional extra installed: its rows are named and skipped
     }
     for name, body in stand_ins.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -155,20 +156,43 @@ def test_clean_keeps_the_pretrained_files():
     assert result.returncode == 0 and ".cache/weights" not in result.stdout and " .cache " not in result.stdout
 
 
+def demo_rows(task: str) -> tuple[list[str], list[str]]:
+    """The demo's learned recipes of a task (configs/experiment/demo/<row>.yaml) and the paper rows it smoke-runs."""
+    learned = sorted(
+        p.stem for p in (ROOT / "configs" / "experiment" / "demo").glob("*.yaml") if p.stem in rows_of(task)
+    )
+    return learned, [row for row in rows_of(task) if row not in learned]
+
+
+def test_the_demo_learns_some_rows_and_smoke_runs_the_others():
+    """Each demo recipe stands in for a paper row (its file is named after the row, its model files under it);
+    the demo has at least one detector and two segmenters that learn."""
+    from hydra import compose, initialize_config_dir
+
+    learned = {task: demo_rows(task)[0] for task in ("detection", "segmentation")}
+    assert len(learned["detection"]) >= 1 and len(learned["segmentation"]) >= 2
+    for row in learned["detection"] + learned["segmentation"]:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("train", overrides=[f"experiment=demo/{row}"])
+        assert (cfg.model.row or cfg.model.name) == row and cfg.trainer.device == "cpu"
+        assert cfg.trainer.limit_train_batches is None  # trained for real, not a smoke run
+
+
 def test_the_demo_goes_on_past_a_failed_job_and_still_writes_its_report(tmp_path):
     """scripts/demo.sh's control flow with stand-ins: one segmenter finishes, one leaves a folder without
     metrics.json (its job failed). The eval gets only the finished run, the report is written, the demo exits 2.
     It stopped at the first failure (set -e) with no report, and passed the unfinished folder to the eval.
-    Each task's rows are its experiment files, run with debug=smoke and no trainer overrides."""
+    The demo recipes train for real; every other paper row runs with debug=smoke and no trainer overrides."""
     bin_dir, out = tmp_path / "bin", tmp_path / "demo"
     bin_dir.mkdir()
     stand_ins = {
-        "spinebench-train": f'echo "train of: $*"; case "$*" in *paper/deeplabv3*) for m in unet deeplabv3; do '
-        f'mkdir -p "{out}/segmentation_phantom_tiny/$m-paper-s0-smoke"; done; '
-        f'echo "{{}}" > "{out}/segmentation_phantom_tiny/unet-paper-s0-smoke/metrics.json"; '
+        "spinebench-train": f'echo "train of: $*"; case "$*" in *demo/unet*) for m in unet_light deeplabv3_light; do '
+        f'mkdir -p "{out}/segmentation_phantom/$m-demo-s0"; done; '
+        f'echo "{{}}" > "{out}/segmentation_phantom/unet_light-demo-s0/metrics.json"; '
         f'echo "spinebench-train: error: boom" >&2; exit 2;; *) exit 0;; esac',
         "spinebench-eval": 'echo "eval of: $*"',
         "spinebench": 'echo "report of: $*"',
+        "python": "exit 1",  # no optional extra installed: its rows are named and skipped
     }
     for name, body in stand_ins.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -182,11 +206,15 @@ def test_the_demo_goes_on_past_a_failed_job_and_still_writes_its_report(tmp_path
     )
     assert result.returncode == 2 and "spinebench-train: error: boom" in result.stderr
     evals = [line for line in result.stdout.splitlines() if line.startswith("eval of: ")]
-    assert len(evals) == 1 and f"ckpt={out}/segmentation_phantom_tiny/unet-paper-s0-smoke " in evals[0]
+    assert len(evals) == 1 and f"ckpt={out}/segmentation_phantom/unet_light-demo-s0 " in evals[0]
     trains = [line for line in result.stdout.splitlines() if line.startswith("train of: ")]
-    assert trains == [
-        f"train of: -m experiment={experiments(task)} data={task}_phantom_tiny debug=smoke "
-        f"paths.log_dir={out} skip_finished=true"
-        for task in ("detection", "segmentation")
-    ]
+    common = f"paths.log_dir={out} skip_finished=true"
+    expected = []
+    for group, smoke in (("demo", ""), ("paper", "debug=smoke ")):
+        for task in ("detection", "segmentation"):
+            rows = [r for r in demo_rows(task)[0 if group == "demo" else 1] if r != "yolov7"]
+            if rows:
+                expected.append(f"train of: -m experiment={','.join(f'{group}/{r}' for r in rows)} {smoke}{common}")
+    assert trains == expected
     assert "report of: " in result.stdout and "some jobs failed" in result.stderr
+    assert "demo: the yolov7 row needs an optional extra (pip install -e '.[yolov7]'); skipped" in result.stderr

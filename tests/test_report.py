@@ -1299,3 +1299,39 @@ def test_the_markdown_matches_the_golden_file(tmp_path, monkeypatch):
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "README.md differs from tests/data/report_golden.md (see the module's docstring)"
+
+
+def test_a_smoke_runs_scores_are_labelled_as_a_pipeline_check(tmp_path):
+    """A run trained under trainer.limit_train_batches (debug=smoke) scores near zero by design: every cell of its
+    metrics says so, so the demo's table does not read as broken models."""
+    outputs = tmp_path / "outputs"
+    data = _data_block("phantom", "detection_phantom_tiny", tmp_path / "data")
+    write_detection_run(outputs / "ssd300-smoke", "ssd300", "ssd300", data, seed=4, smoke_steps=1)
+    write_detection_run(outputs / "retinanet", "retinanet", "retinanet", data, seed=5)
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    assert cell(table, "smoke_steps", model="ssd300", status="finished") == 1
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    smoke = _table_row(text, "SSD300")
+    assert smoke[0].endswith("**(smoke run, 1 step: a pipeline check, not a score)**")
+    assert all(cell.endswith("(smoke run)") for cell in smoke[2::3])  # every score of ours says it
+    assert "smoke run" not in "".join(_table_row(text, "RetinaNet"))
+
+
+def test_a_segmentation_record_as_the_scorer_writes_it_is_valid():
+    """The segmentation scorer's metrics block carries a text note (`averaging`) beside its numbers: the report's
+    record check skipped every segmentation run for it."""
+    from spinebench.report.collect import invalid_record
+    from spinebench.segmentation.metrics import SegmentationScorer
+
+    import torch
+
+    scorer = SegmentationScorer()
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 10, (2, 16, 16))
+    scorer.update(torch.as_tensor(reference), torch.as_tensor(reference))
+    metrics = scorer.metrics()
+    assert isinstance(metrics["averaging"], str)
+    record = RunRecord(task="segmentation", model="unet", model_name="unet", data={"kind": "phantom"}, metrics=metrics)
+    assert invalid_record(record) is None
+    assert invalid_record(RunRecord(**{**record.__dict__, "metrics": {**metrics, "mean_dice": 7.5}})) is not None

@@ -13,13 +13,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from spinebench.build import build, to_container
+from spinebench.build import build, check_saved_targets, suite_targets, to_container
 from spinebench.contract import CHECKPOINT_DIR, Benchmark, RunContext, RunRecord
 from spinebench.data.check import refuse_unreadable
 from spinebench.data.source import DatasetSpec
 from spinebench.engine import TrainerConfig, check_same_settings, resolve_device, seed_everything
-from spinebench.errors import ConfigError
-from spinebench.hydra_run import config_label
+from spinebench.errors import ConfigError, RunStateError
+from spinebench.hydra_run import CONFIG_DIR, config_label
 from spinebench.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_run_folder
 from spinebench.runinfo import collect_env, device_name, git_commit
 
@@ -95,6 +95,8 @@ def _finish(
 ) -> dict:
     """The record, written last: the folder is finished."""
     split = spec.split_size("test") if ctx.trainer.limit_test_images else result.get("test_images")
+    limit = ctx.trainer.limit_train_batches  # an evaluation inherits it from the run that trained the checkpoint
+    run.setdefault("smoke_steps", ctx.trainer.epochs * limit if limit else None)
     device = device_name(ctx.device)
     record = RunRecord.assemble(
         spec, benchmark, device, facts, result, started, test_split_images=split, git=git_commit(), **run
@@ -127,23 +129,26 @@ def train(cfg: DictConfig) -> dict:
     trainer = trainer_config(cfg.trainer, cfg.seed)
     benchmark = build_benchmark(cfg.model)
     folder = RunFolder(Path(cfg.paths.output_dir), benchmark.resume_files)
-    check_resumable(folder, resolved, benchmark, cfg)
-    if cfg.get("skip_finished") and folder.is_finished:  # `make reproduce` re-runs a sweep: keep finished rows
-        try:
-            doc = folder.record().to_json()
-            log.info(
-                "skipping %s: already finished (%s exists; skip_finished=false redoes it)", folder.path, METRICS_FILE
-            )
-            return doc
-        except (OSError, ValueError) as error:  # its checkpoints are whole: resume (nothing to train) and test
-            log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", folder.path, error)
-    folder.settle_kept()  # left by a redo that was killed
-    with folder.attempt():
-        spec, ctx = _start(cfg, benchmark, folder, trainer, resolved, keep_finished=True)
-        facts = benchmark.fit(ctx, spec) or {}
-        folder.trained()
-        result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
-        return _finish(folder, spec, benchmark, ctx, facts, result, started, config=config_label())
+    with folder.lock():  # one command per run folder, for its whole life
+        check_resumable(folder, resolved, benchmark, cfg)
+        if cfg.get("skip_finished") and folder.is_finished:  # `make reproduce` re-runs a sweep: keep finished rows
+            try:
+                doc = folder.record().to_json()
+                log.info(
+                    "skipping %s: already finished (%s exists; skip_finished=false redoes it)",
+                    folder.path,
+                    METRICS_FILE,
+                )
+                return doc
+            except (OSError, ValueError) as error:  # its checkpoints are whole: resume (nothing to train) and test
+                log.warning("%s is unreadable (%s): the run is tested again from its checkpoint", folder.path, error)
+        folder.settle_kept()  # left by a redo that was killed
+        with folder.attempt():
+            spec, ctx = _start(cfg, benchmark, folder, trainer, resolved, keep_finished=True)
+            facts = benchmark.fit(ctx, spec) or {}
+            folder.trained()
+            result = benchmark.test(ctx, spec, ctx.run_dir / CHECKPOINT_DIR / "best.pt")
+            return _finish(folder, spec, benchmark, ctx, facts, result, started, config=config_label())
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate
@@ -157,13 +162,16 @@ def evaluate(cfg: DictConfig) -> dict:
     source = RunFolder(checkpoint_run_folder(cfg.ckpt))
     checkpoint = source.best_checkpoint(cfg.ckpt)
     saved = to_container(OmegaConf.load(source.file(CONFIG_FILE)))
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise RunStateError(f"{source.file(CONFIG_FILE)}: holds no model block; not a config a run wrote")
+    check_saved_targets(saved["model"], "model", suite_targets(CONFIG_DIR))  # before anything is imported
     trainer_node, given = saved["trainer"], to_container(cfg.trainer)
     trainer_node.update({k: v for k, v in given.items() if v is not None})
     trainer_node["limit_test_images"] = given.get("limit_test_images")  # never the training run's smoke limit
     trainer = trainer_config(trainer_node, cfg.seed)
     benchmark = build_benchmark(OmegaConf.create(saved["model"]))
     folder = RunFolder(Path(cfg.paths.output_dir))
-    with folder.attempt():
+    with folder.lock(), folder.attempt():
         resolved = {**to_container(cfg), "checkpoint_config": saved}
         spec, ctx = _start(cfg, benchmark, folder, trainer, resolved, keep_finished=False)
         result = benchmark.test(ctx, spec, checkpoint)

@@ -314,7 +314,20 @@ def _test_limit(folder: Path) -> int | None:
     return limit if _count(limit) and limit > 0 else None
 
 
-SCORES = ("mAP50", "mAP50_95", "AR100", "precision", "recall", "f1", "mean_dice", "mIoU", "cord_dice", "cord_iou")
+SCORES = (
+    "mAP50",
+    "mAP50_95",
+    "AR100",
+    "precision",
+    "recall",
+    "f1",
+    "mean_dice",
+    "mIoU",
+    "cord_dice",
+    "cord_iou",
+    "foreground_mean_dice",
+    "foreground_mIoU",
+)
 PER_CLASS = ("dice_per_class", "iou_per_class")
 COUNTS = ("params", "trainable_params", "test_images", "test_split_images", "epochs")
 TEXTS = ("task", "model", "model_name")
@@ -357,7 +370,7 @@ def invalid_record(record: Any) -> str | None:
             problem = next(filter(None, (_score_problem(f"{name}.{k}", v) for k, v in value.items())), None)
         elif name in SCORES:
             problem = _score_problem(name, value)
-        elif isinstance(value, (dict, list)) or value is None:
+        elif isinstance(value, (dict, list, str)) or value is None:  # a note such as segmentation's `averaging`
             problem = None
         else:
             problem = None if _is_number(value) else f"has a metric {name} that is not a number ({value!r})"

@@ -63,14 +63,21 @@ def name_cell(row: Row, others: bool = False, partial: bool = False) -> str:
         name += f" (+{row['others']} other run{'s' if row['others'] > 1 else ''} in the CSV)"
     if partial and row.get("partial_test"):
         name += f" **({row['partial_test']})**"
+    steps = number(row.get("smoke_steps")) if _finished(row) else None
+    if steps:
+        name += f" **(smoke run, {steps:.0f} step{'s' if steps != 1 else ''}: a pipeline check, not a score)**"
     return name
+
+
+def scored(r: Row, col: str) -> str:
+    """Our value of column `col` with its interval; a smoke run's says so (its row's name says what that is)."""
+    value = fmt_ci(r[col], r[f"{col}_ci_low"], r[f"{col}_ci_high"])
+    return f"{value} (smoke run)" if number(r.get("smoke_steps")) else value
 
 
 def ours_cell(metric: str) -> Callable[[Row], str]:
     col = column(metric)
-    return lambda r: (
-        fmt_ci(r[col], r[f"{col}_ci_low"], r[f"{col}_ci_high"]) if _finished(r) else status_cell(r["status"])
-    )
+    return lambda r: scored(r, col) if _finished(r) else status_cell(r["status"])
 
 
 def speed_cell(proc: str) -> Callable[[Row], str]:
@@ -131,11 +138,7 @@ def per_class_view(names: Sequence[str]) -> View:
             (
                 name,
                 lambda r, c=col, first=i == 0: (
-                    fmt_ci(r[c], r[f"{c}_ci_low"], r[f"{c}_ci_high"])
-                    if _finished(r)
-                    else status_cell(r["status"])
-                    if first
-                    else ""
+                    scored(r, c) if _finished(r) else status_cell(r["status"]) if first else ""
                 ),
             )
         )
@@ -173,11 +176,17 @@ def others_view(table: TaskTable, metrics: Sequence[str]) -> View:
     ]
 
 
+def inline(value: Any) -> str:
+    """Text read from a run (a model or data label, an error) on one line: a newline in it would end a table row
+    or start a heading of its own."""
+    return " ".join(str(value).split())
+
+
 def render_table(rows: Iterable[Row], view: View) -> list[str]:
-    """A GitHub Markdown table; a | inside a cell is escaped."""
+    """A GitHub Markdown table; a cell is one line, and a | inside it is escaped."""
     lines = ["| " + " | ".join(header for header, _ in view) + " |", "|" + "---|" * len(view)]
     for row in rows:
-        lines.append("| " + " | ".join(str(cell(row)).replace("|", "\\|") for _, cell in view) + " |")
+        lines.append("| " + " | ".join(inline(cell(row)).replace("|", "\\|") for _, cell in view) + " |")
     return lines
 
 
@@ -186,7 +195,7 @@ def banner(finished: Sequence[Row]) -> list[str]:
     """One line per distinct data label of a group's runs, with why it is unverified where it is."""
     sources: list[DataSource] = [r["source"] for r in finished]
     if any(s.is_phantom for s in sources):
-        labels = dict.fromkeys(s.label for s in sources if s.is_phantom)
+        labels = dict.fromkeys(inline(s.label) for s in sources if s.is_phantom)
         return [
             f"> **PHANTOM DATA** - {'; '.join(labels)}.",
             (
@@ -198,14 +207,14 @@ def banner(finished: Sequence[Row]) -> list[str]:
     lines = []
     for source in {(s.label, s.unverified_reason): s for s in sources}.values():
         if source.kind == "unknown":
-            lines.append(f"> Data: {source.label}: **not known to be the Kumar et al. release**.")
+            lines.append(f"> Data: {inline(source.label)}: **not known to be the Kumar et al. release**.")
         elif source.kind == "unverified":
             lines.append(
-                f"> Data: {source.label} (real data, **UNVERIFIED**: not verified against the release "
-                f"manifest: {source.unverified_reason})."
+                f"> Data: {inline(source.label)} (real data, **UNVERIFIED**: not verified against the release "
+                f"manifest: {inline(source.unverified_reason)})."
             )
         else:
-            lines.append(f"> Data: {source.label}.")
+            lines.append(f"> Data: {inline(source.label)}.")
     return [*lines, ""]
 
 
@@ -223,7 +232,7 @@ def group_section(table: TaskTable, rows: pd.DataFrame, human: bool, classes: Se
         kind = "no zero-shot run yet" if human else "no finished runs yet"
     metrics = table.reported_human if human else table.reported
     ours = source.ours if source is not None else "ours"
-    lines = [f"### {title} - {'zero-shot on human - ' if human else ''}{group} - {kind}", ""]
+    lines = [f"### {title} - {'zero-shot on human - ' if human else ''}{inline(group)} - {inline(kind)}", ""]
     if finished:
         lines += banner(finished)
     lines += render_table(shown, metric_view(table, metrics, ours)) + [""]
@@ -335,7 +344,7 @@ def render_markdown(
             rel = plot.name if out is None else str(plot.resolve().relative_to(out.parent.resolve()))
             lines += [f"![{plot.stem}]({rel})", ""]
     if notes:
-        lines += ["## Skipped and notes", ""] + [f"- {note}" for note in notes] + [""]
+        lines += ["## Skipped and notes", ""] + [f"- {inline(note)}" for note in notes] + [""]
     bibtex = manuscript.citation.get("bibtex")
     if bibtex:
         lines += ["## Citation", "", "```bibtex", bibtex.rstrip(), "```", ""]
