@@ -116,3 +116,20 @@ def test_an_override_naming_no_config_file_is_a_config_error():
     with pytest.raises(ConfigError, match=r"model=yolov99: no such config \(configs/model/ has "):
         check_overrides(["model=yolov99"])
     check_overrides(["model=faster_rcnn,retinanet", "model=glob(ssd*)", "data=null"])
+
+
+def test_a_non_ascii_value_unquoted_is_one_line_saying_how_to_quote_it(tmp_path):
+    """Hydra's override lexer refused `data.root=/data/dätä` in twenty lines; quoted, Hydra takes it."""
+    with pytest.raises(ConfigError, match=r"^data.root=/data/dätä: Hydra reads a value with non-ASCII characters"):
+        check_overrides(["data=detection_real", "data.root=/data/dätä"])
+    check_overrides(["data=detection_real", "data.root='/data/dätä'"])
+    env = dict(os.environ, SPINEBENCH_ROOT=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinebench.train", "data=detection_real", "data.root=/data/dätä"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "data.root='/data/dätä'" in proc.stderr

@@ -82,6 +82,11 @@ def check_overrides(argv: list[str]) -> None:
         return
     for arg in argv:
         key, is_override, value = arg.partition("=")
+        if is_override and not value.isascii() and value[:1] not in "'\"":  # Hydra's lexer: 20 lines
+            raise ConfigError(
+                f"{key}={value}: Hydra reads a value with non-ASCII characters only in quotes: "
+                f"give {key}='{value}' (quoted inside the shell's quotes)"
+            )
         if is_override and key.startswith("trainer."):
             check_trainer_key(key.split(".")[1:], value)
         group = key.removeprefix("+")
