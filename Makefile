@@ -41,14 +41,14 @@ PAPER_RUNS = $(foreach m,$(DET),$(DET_DIR)/$(call RUN,$(m))) $(foreach m,$(SEG),
 FAILED := $(OUTPUTS)/.reproduce-failed
 RUNS ?= $(OUTPUTS)
 
-.PHONY: help setup test test-all lint docs format demo reproduce zero-shot report phantom-figure bench clean
+.PHONY: help setup test test-all lint docs format demo reproduce zero-shot report export phantom-figure bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 setup:  ## create .venv and install spinebench with its test extras (torch 2.14.1 from the local disk)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,export]'
 
 test:  ## the quick tier CI runs: unit and smoke tests (CPU only, under 5 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -91,6 +91,14 @@ zero-shot:  ## score the finished segmentation paper runs on the human set (HUMA
 
 report:  ## tables and plots of the finished runs in RUNS (default: everything under outputs/) -> RESULTS/
 	$(BIN)/spinebench report $(RUNS) --out $(RESULTS)
+
+# every finished paper run (<row>-paper-s<seed>, its metrics.json written) under OUTPUTS; evaluations have no best.pt
+EXPORT_RUNS = $(sort $(patsubst %/metrics.json,%,$(wildcard $(foreach r,$(ROWS),$(OUTPUTS)/*/$(r)-paper-s*/metrics.json))))
+
+export:  ## every finished paper run under outputs/ to ONNX, checked against PyTorch and timed (<run>/export/)
+	@$(if $(strip $(EXPORT_RUNS)),status=0; for run in $(EXPORT_RUNS); do \
+	  $(BIN)/spinebench export ckpt=$$run || { status=1; echo "export: $$run did not export (the line above says why)"; }; \
+	done; exit $$status,echo "no finished paper run under $(OUTPUTS) to export")
 
 phantom-figure:  ## regenerate docs/phantom_example.png
 	$(BIN)/python scripts/make_phantom_figure.py

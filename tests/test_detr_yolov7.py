@@ -150,6 +150,7 @@ def test_a_pickled_yolov7_weights_file_is_refused_in_one_line(tmp_path, cache_di
     assert "holds a pickled model" in error and "state_dict" in error
 
 
+@pytest.mark.slow
 @needs_yolov7
 def test_yolov7_weights_for_another_nc_are_one_line_and_write_nothing(tmp_path, cache_dir):
     from spinebench.detection.yolov7 import YoloV7, build_yolov7
@@ -180,6 +181,7 @@ def test_yolov7_letterbox_and_detections_invert_each_other():
     assert torch.allclose(boxes, box, atol=1e-3) and scores.tolist() == pytest.approx([0.9])
 
 
+@pytest.mark.slow
 @needs_yolov7
 def test_yolov7_loss_of_a_batch_without_boxes_is_finite_on_the_cpu():
     """Only negative images: the package's assigner would build its empty assignments on cuda:0."""

@@ -1321,10 +1321,10 @@ def test_a_smoke_runs_scores_are_labelled_as_a_pipeline_check(tmp_path):
 def test_a_segmentation_record_as_the_scorer_writes_it_is_valid():
     """The segmentation scorer's metrics block carries a text note (`averaging`) beside its numbers: the report's
     record check skipped every segmentation run for it."""
+    import torch
+
     from spinebench.report.collect import invalid_record
     from spinebench.segmentation.metrics import SegmentationScorer
-
-    import torch
 
     scorer = SegmentationScorer()
     rng = np.random.default_rng(0)

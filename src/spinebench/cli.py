@@ -70,6 +70,81 @@ def _data_check(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def _data_audit(args: argparse.Namespace) -> int:
+    from spinebench.data.audit import TOP_PAIRS, audit_dataset, write_pairs_png
+
+    try:
+        report = audit_dataset(
+            args.root,
+            args.task,
+            workers=args.workers,
+            threshold=args.threshold,
+            max_hash_distance=args.max_hash_distance,
+            subject_pattern=args.subject_pattern,
+        )
+    except DataError as error:
+        console.print(f"[red]error:[/] {error}")
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if args.png:
+        write_pairs_png(report.pairs, args.png)
+    thresholds = report.thresholds
+    table = Table(
+        title=f"near-duplicates across splits in {args.root} ({args.task}; similarity >= {thresholds['similarity']}, "
+        f"hash distance <= {thresholds['max_hash_distance']} bits)"
+    )
+    for column in ("splits", "pairs", "images involved", "share of the later split affected"):
+        table.add_column(column)
+    for name, entry in report.split_pairs.items():
+        later = name.split("-")[1]
+        table.add_row(name, str(entry["pairs"]), str(entry["images"]), f"{entry[f'share_of_{later}']:.1%}")
+    console.print(table)
+    for pair in report.pairs[:TOP_PAIRS]:  # whole lines: a table cell would cut long paths short
+        console.print(
+            f"{pair['similarity']:.3f} ({pair['hash_distance']} bits): {pair['a']} <-> {pair['b']}",
+            markup=False,
+            highlight=False,
+        )
+    for split, entry in report.clusters.items():
+        console.print(
+            f"within {split}: {entry['clusters']} near-duplicate cluster(s) holding {entry['images_in_clusters']} "
+            f"of {entry['images']} images (largest {entry['largest']})"
+        )
+    subjects = report.subjects
+    if not subjects["available"]:
+        console.print(f"subjects: no file name matches {subjects['pattern']!r} (--subject-pattern sets it)")
+    else:
+        shared = ", ".join(f"{s} ({'/'.join(sp)})" for s, sp in subjects["shared"].items()) or "none"
+        console.print(
+            f"subjects per split: { {k: len(v) for k, v in subjects['per_split'].items()} }; in more than one split: {shared}"
+        )
+        if subjects["unmatched"]:
+            console.print(
+                f"{subjects['unmatched']} file name(s) without a subject id, e.g. {subjects['unmatched_examples'][0]}"
+            )
+    verdict = (
+        "[red]leakage found[/]" if report.found else "[green]no near-duplicates or subjects shared across splits[/]"
+    )
+    console.print(verdict)
+    return 1 if report.found else 0
+
+
+def _data_resplit(args: argparse.Namespace) -> int:
+    from spinebench.data.resplit import resplit, write_splits
+
+    content = resplit(
+        args.root, args.task, by=args.by, seed=args.seed, subject_pattern=args.subject_pattern, workers=args.workers
+    )
+    write_splits(content, args.out)
+    console.print(
+        f"[green]{args.out}[/]: split by {args.by} (seed {args.seed}): "
+        + ", ".join(f"{s} {content['counts'][s]} (release {content['release_counts'].get(s, 0)})" for s in SPLITS)
+        + f"; {content['moved_from_release_split']} image(s) moved from their release split"
+    )
+    return 0
+
+
 def _data_phantom(args: argparse.Namespace) -> int:
     from spinebench.data.phantom import write_phantom
 
@@ -82,9 +157,17 @@ def _data_phantom(args: argparse.Namespace) -> int:
         seed=args.seed,
         domain=args.domain,
         workers=args.workers,
+        sweep_frames=args.sweep_frames,
+        leak_share=args.leak_share,
     )
     console.print(f"[yellow]SYNTHETIC PHANTOM[/] ({args.task}, {args.domain}, seed {args.seed}) written to {out}")
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from spinebench.export import main as export_main  # noqa: PLC0415 - torch.onnx only when exporting
+
+    return export_main(args.pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +198,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_data_check)
 
+    from spinebench.data.audit import MAX_HASH_DISTANCE, SIMILARITY, SUBJECT_PATTERN  # noqa: PLC0415
+
+    audit = data.add_parser(
+        "audit", help="near-duplicate frames and subjects shared across splits (exit 0 none, 1 found, 2 unusable)"
+    )
+    audit.add_argument("root", type=Path)
+    audit.add_argument("--task", choices=TASKS, required=True)
+    audit.add_argument("--json", type=Path, help="also write the report, every pair included, as JSON")
+    audit.add_argument("--png", type=Path, help="write the closest cross-split pairs side by side to this PNG")
+    audit.add_argument("--threshold", type=float, default=SIMILARITY, help="similarity (0..1) from which a pair counts")
+    audit.add_argument("--max-hash-distance", type=int, default=MAX_HASH_DISTANCE, help="pHash bits (of 64)")
+    audit.add_argument(
+        "--subject-pattern", default=SUBJECT_PATTERN, help="regex on file names, subject id in its first group"
+    )
+    audit.add_argument("--workers", type=int, default=1)
+    audit.set_defaults(func=_data_audit)
+
+    resplit = data.add_parser("resplit", help="write a train/val/test split file keeping subjects or clusters whole")
+    resplit.add_argument("root", type=Path)
+    resplit.add_argument("--task", choices=TASKS, required=True)
+    resplit.add_argument("--by", choices=("subject", "cluster"), default="subject")
+    resplit.add_argument("--out", type=Path, required=True)
+    resplit.add_argument("--seed", type=int, default=0)
+    resplit.add_argument("--subject-pattern", default=SUBJECT_PATTERN)
+    resplit.add_argument("--workers", type=int, default=1)
+    resplit.set_defaults(func=_data_resplit)
+
     phantom = data.add_parser("phantom", help="write a synthetic phantom in the release's exact layout")
     phantom.add_argument("--task", choices=TASKS, required=True)
     phantom.add_argument("--out", type=Path, required=True)
@@ -124,7 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--domain", choices=("porcine", "human"), default="porcine")
     phantom.add_argument("--workers", type=int, default=1)
+    phantom.add_argument("--sweep-frames", type=int, default=1, help="consecutive near-duplicate frames per sweep")
+    phantom.add_argument(
+        "--leak-share", type=float, default=0.0, help="share of val/test images that are altered copies of train ones"
+    )
     phantom.set_defaults(func=_data_phantom)
+
+    export = commands.add_parser(
+        "export",
+        help="a finished run's best.pt as ONNX, checked against PyTorch and timed on the CPU (docs/export.md)",
+    )
+    export.add_argument(
+        "pairs",
+        nargs="+",
+        metavar="key=value",
+        help="ckpt=<run folder or its checkpoints/best.pt> [format=onnx] [opset=N] [dynamic_batch=true] "
+        "[images=16] [threads=N]",
+    )
+    export.set_defaults(func=_export)
 
     from spinebench.report import add_report_parser  # noqa: PLC0415 - keeps `spinebench data` start-up light
 

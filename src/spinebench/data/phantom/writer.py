@@ -167,10 +167,61 @@ def render_planned(task: str, domain: str, seed: int, split: str, item: dict) ->
     return render_sample(sequence, domain, item["injured"], animal=item["animal"])
 
 
+LEAK_KINDS = ("gain", "shift", "speckle", "jpeg")  # how a leaked copy differs from its train original
+
+
+def _shift(array: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Probe motion: the field of view moves by (dx, dy) pixels, the edge rows/columns repeat."""
+    rows = np.clip(np.arange(array.shape[0]) - dy, 0, array.shape[0] - 1)
+    cols = np.clip(np.arange(array.shape[1]) - dx, 0, array.shape[1] - 1)
+    return array[rows][:, cols]
+
+
+def _new_speckle(image: np.ndarray, rng: np.random.Generator, level: float) -> np.ndarray:
+    """Partly decorrelated speckle: PSF-sized grains of fresh noise added in the log-compressed domain."""
+    grains = cv2.GaussianBlur(rng.normal(0.0, 1.0, image.shape).astype(np.float32), (0, 0), 1.2)
+    grains *= level / max(float(grains.std()), 1e-6)
+    return np.clip(image.astype(np.float32) + grains, 0, 255).round().astype(np.uint8)
+
+
+def derive_frame(sample: PhantomSample, kind: str, rng: np.random.Generator) -> PhantomSample:
+    """A near-duplicate of `sample`: `sweep` (the next frame of a sweep: 1-3 px of probe motion, slight gain,
+    new speckle) or one of LEAK_KINDS (gain and brightness, a 1-3 px shift, new speckle, JPEG re-encoding)."""
+    if kind not in ("sweep", *LEAK_KINDS):
+        raise ValueError(f"unknown frame kind {kind!r}")
+    image, labels, box = sample.image, sample.labels, sample.box
+    dx = dy = 0
+    if kind in ("sweep", "shift"):
+        dx, dy = (int(v) * int(s) for v, s in zip(rng.integers(1, 4, 2), rng.choice([-1, 1], 2)))
+        image, labels = _shift(image, dx, dy), _shift(labels, dx, dy)
+        if box is not None:
+            xmin, ymin, xmax, ymax = box
+            box = (max(xmin + dx, 0), max(ymin + dy, 0), min(xmax + dx, IMAGE_WIDTH), min(ymax + dy, IMAGE_HEIGHT))
+    if kind == "sweep":
+        gain, offset = rng.uniform(0.95, 1.05), rng.uniform(-4, 4)
+    elif kind == "gain":  # darker or brighter by 15-30 %, and an offset
+        gain, offset = rng.choice([rng.uniform(0.7, 0.85), rng.uniform(1.15, 1.3)]), rng.uniform(-15, 15)
+    if kind in ("sweep", "gain"):
+        image = np.clip(image.astype(np.float32) * gain + offset, 0, 255).round().astype(np.uint8)
+    if kind in ("sweep", "speckle"):
+        image = _new_speckle(image, rng, 10.0 if kind == "sweep" else 20.0)
+    if kind == "jpeg":
+        quality = int(rng.integers(50, 81))
+        _, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        image = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+    params = dict(sample.params, derived={"kind": kind, "shift": [dx, dy]})
+    return PhantomSample(image, labels, sample.envelope, sample.coherent, box, sample.injured, params)
+
+
 def _write_one(job: tuple) -> None:
     task, domain, seed, split, out, item = job
     sequence = image_seed(seed, task, domain, split, item["index"])
-    sample = render_planned(task, domain, seed, split, item)
+    source = item.get("source")
+    if source is None:
+        sample = render_planned(task, domain, seed, split, item)
+    else:  # a near-duplicate of another planned image (a later sweep frame, or a copy leaked from train)
+        sample = render_planned(task, domain, seed, source["split"], source)
+        sample = derive_frame(sample, item["kind"], np.random.default_rng(sequence.spawn(2)[1]))
     out = Path(out)
     name = item["name"] + ".png"
     if task == "segmentation":
@@ -237,11 +288,18 @@ def write_phantom(
     seed: int = 0,
     domain: str = "porcine",
     workers: int = 1,
+    sweep_frames: int = 1,
+    leak_share: float = 0.0,
 ) -> Path:
     """Write a synthetic phantom of one release (`task`) under `out`; returns `out`.
 
     Layout: segmentation -> `{split}_images/` + `{split}_masks/` (VOC-palette RGB); detection -> `{split}/`
     with PNG and Pascal-VOC XML side by side (pre-injury images: no XML or an XML without objects).
+
+    `sweep_frames` > 1 writes each split as sweeps: runs of that many consecutive near-duplicate frames of one
+    animal. `leak_share` > 0 makes that share of the val and test images altered copies of train images (named
+    after the train animal), listed in PHANTOM.json's `planted`: data with the leakage `spinebench data audit`
+    looks for. The defaults write the clean phantom, byte for byte as before.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown phantom task {task!r}: expected one of {', '.join(TASKS)}")
@@ -272,16 +330,20 @@ def write_phantom(
         "note": NOTE,
         "complete": False,  # True once every file is written: a killed generation is redone, never used
     }
+    if isinstance(sweep_frames, bool) or not isinstance(sweep_frames, (int, np.integer)) or sweep_frames < 1:
+        raise ConfigError(f"sweep_frames must be a positive integer, got {sweep_frames!r}")
+    if not 0.0 <= float(leak_share) <= 1.0:
+        raise ConfigError(f"leak_share must lie in [0, 1], got {leak_share!r}")
+    plans = {split: plan_split(task, domain, seed, split, int(n)) for split, n in counts.items() if n}
+    if sweep_frames > 1 or leak_share > 0:
+        meta["sweeps"] = {"sweep_frames": int(sweep_frames), "leak_share": float(leak_share)}
+        meta["planted"] = _plant(plans, task, domain, seed, int(sweep_frames), float(leak_share))
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     jobs = []
-    for split, n in counts.items():
-        if n == 0:
-            continue
+    for split, plan in plans.items():
         for folder in _folders(task, split):
             (out / folder).mkdir(parents=True, exist_ok=True)
-        jobs += [
-            (task, domain, int(seed), split, str(out), item) for item in plan_split(task, domain, seed, split, int(n))
-        ]
+        jobs += [(task, domain, int(seed), split, str(out), item) for item in plan]
     if workers > 1 and not _main_reimportable():
         log.warning(
             "the main script (%s) cannot be re-imported by worker processes: writing the phantom in one process",
@@ -315,6 +377,49 @@ def write_phantom(
     meta["complete"] = True
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _image_path(task: str, split: str, name: str) -> str:
+    return f"{split}_images/{name}.png" if task == "segmentation" else f"{split}/{name}.png"
+
+
+def _plant(plans: dict[str, list[dict]], task: str, domain: str, seed: int, frames: int, share: float) -> list[dict]:
+    """Turn plan entries into near-duplicates in place: later sweep frames copy their sweep's first frame
+    (animal, injury, name), and `share` of val/test entries become altered copies of train sweeps' first
+    frames. Returns the planted cross-split pairs (release-relative paths and the alteration)."""
+    prefix = "pig" if domain == "porcine" else "pt"
+
+    def rename(item: dict) -> None:
+        item["name"] = f"{prefix}{item['animal']:02d}_{'post' if item['injured'] else 'pre'}_{item['index']:04d}"
+
+    for split, plan in plans.items():
+        for item in plan:
+            if item["index"] % frames:
+                first = plan[item["index"] - item["index"] % frames]
+                item.update(animal=first["animal"], injured=first["injured"], kind="sweep")
+                item["source"] = {k: first[k] for k in ("index", "injured", "animal")} | {"split": split}
+                rename(item)
+    planted = []
+    originals = [item for item in plans.get("train", []) if "source" not in item]
+    if not share or not originals:
+        return planted
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _CODES[task], _CODES[domain], 10**6 + 1]))
+    for split in ("val", "test"):
+        plan = plans.get(split, [])
+        chosen = sorted(rng.choice(len(plan), size=int(round(share * len(plan))), replace=False).tolist())
+        for n, position in enumerate(chosen):
+            item, first = plan[position], originals[int(rng.integers(len(originals)))]
+            item.update(animal=first["animal"], injured=first["injured"], kind=LEAK_KINDS[n % len(LEAK_KINDS)])
+            item["source"] = {k: first[k] for k in ("index", "injured", "animal")} | {"split": "train"}
+            rename(item)
+            planted.append(
+                {
+                    "a": _image_path(task, "train", first["name"]),
+                    "b": _image_path(task, split, item["name"]),
+                    "kind": item["kind"],
+                }
+            )
+    return planted
 
 
 def _main_reimportable() -> bool:
