@@ -131,7 +131,9 @@ def test_a_torchvision_detector_exports_with_its_nms_and_gives_pytorchs_boxes(tm
 
 @pytest.mark.slow
 def test_samed_exports_with_its_frozen_encoder_in_the_graph(tmp_path_factory, cache_dir):
-    run = smoke(tmp_path_factory, cache_dir, "samed", ["experiment=paper/samed", "data=segmentation_phantom_tiny"])
+    run = smoke(
+        tmp_path_factory, cache_dir, "samed", ["model=samed", "model.image_size=128", "data=segmentation_phantom_tiny"]
+    )
     export_run(run, images=1)
     parity = read(run, PARITY_FILE)
     assert parity["passed"] and parity["pixel_agreement"] >= 0.995 and parity["model"] == "samed"

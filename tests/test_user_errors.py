@@ -26,6 +26,12 @@ USER_ERRORS = [  # (id, command line, what its one line says)
         ["model=faster_rcnn", DET, SMOKE, "trainer.data_on_device=gpu"],
         "trainer.data_on_device must be auto, true or false, got 'gpu'",
     ),
+    (
+        "smoke preset under an experiment",
+        ["experiment=paper/ssd300", DET, SMOKE],
+        "experiment=paper/ssd300 sets its own trainer (epochs, batch size, run folder), which wins over trainer=smoke: "
+        "for the smoke budget on a recipe give debug=smoke instead",
+    ),
     ("seed", ["model=faster_rcnn", DET, SMOKE, "seed=abc"], "seed must be an integer, got 'abc'"),
     (
         "no data root",

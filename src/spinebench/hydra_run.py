@@ -72,3 +72,17 @@ def config_label(choices: dict[str, Any] | None = None, overrides: list[str] | N
         label += f" + debug/{choices['debug']}.yaml"
     recipe = [o for o in overrides if not o.lstrip("+~").startswith(NOT_RECIPE)]
     return label + (" " + " ".join(recipe) if recipe else "")
+
+
+def refuse_smoke_preset_under_an_experiment() -> None:
+    """`experiment=<e> trainer=smoke` trained the paper's epochs and batch size (an experiment's trainer keys win
+    over a preset's) in the real row's folder: a smoke budget on a recipe is `debug=smoke`."""
+    hydra = hydra_config()
+    choices = dict(hydra.runtime.choices) if hydra else {}
+    if choices.get("experiment") and choices.get("trainer") == "smoke" and not choices.get("debug"):
+        from spinebench.errors import ConfigError
+
+        raise ConfigError(
+            f"experiment={choices['experiment']} sets its own trainer (epochs, batch size, run folder), which wins "
+            "over trainer=smoke: for the smoke budget on a recipe give debug=smoke instead"
+        )

@@ -19,7 +19,7 @@ from spinebench.data.check import refuse_unreadable
 from spinebench.data.source import DatasetSpec
 from spinebench.engine import TrainerConfig, check_same_settings, resolve_device, seed_everything
 from spinebench.errors import ConfigError, RunStateError
-from spinebench.hydra_run import CONFIG_DIR, config_label
+from spinebench.hydra_run import CONFIG_DIR, config_label, refuse_smoke_preset_under_an_experiment
 from spinebench.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder, checkpoint_run_folder
 from spinebench.runinfo import collect_env, device_name, git_commit
 
@@ -125,6 +125,7 @@ def check_resumable(folder: RunFolder, resolved: dict, benchmark: Benchmark, cfg
 def train(cfg: DictConfig) -> dict:
     """Train + test one model on one dataset; returns the metrics.json document."""
     started = time.perf_counter()
+    refuse_smoke_preset_under_an_experiment()
     resolved = to_container(cfg)
     trainer = trainer_config(cfg.trainer, cfg.seed)
     benchmark = build_benchmark(cfg.model)
