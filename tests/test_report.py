@@ -1335,3 +1335,106 @@ def test_a_segmentation_record_as_the_scorer_writes_it_is_valid():
     record = RunRecord(task="segmentation", model="unet", model_name="unet", data={"kind": "phantom"}, metrics=metrics)
     assert invalid_record(record) is None
     assert invalid_record(RunRecord(**{**record.__dict__, "metrics": {**metrics, "mean_dice": 7.5}})) is not None
+
+
+# ---------------------------------------------------------------- the exported model's CPU speed
+EPYC = "cpu (AMD EPYC, x86_64, 2 threads)"
+
+
+def _export(run: Path, ort_fps: float, eager_fps: float, passed: bool | None = True, load: float | None = None):
+    """What `spinebench export` leaves in a run folder: export/speed.json, and export/parity.json (none when
+    `passed` is None)."""
+    folder = run / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    ort = {"latency_ms": 1000 / ort_fps, "fps": ort_fps, "images": 8, **({"load": load} if load is not None else {})}
+    speed = {"batch": 1, "threads": 2, "cpu": "AMD EPYC", "onnxruntime": ort, "pytorch_eager": {"fps": eager_fps}}
+    (folder / "speed.json").write_text(json.dumps(speed))
+    if passed is not None:
+        (folder / "parity.json").write_text(json.dumps({"task": "detection", "passed": passed}))
+
+
+def test_the_export_files_the_report_reads_are_the_exporters():
+    from spinebench import export
+    from spinebench.report import collect
+
+    assert (collect.EXPORT_DIR, collect.EXPORT_SPEED_FILE, collect.EXPORT_PARITY_FILE) == (
+        export.EXPORT_DIR,
+        export.SPEED_FILE,
+        export.PARITY_FILE,
+    )
+
+
+def test_an_exported_cpu_speed_is_a_second_cpu_score_among_exports(tmp_path):
+    """A run with a passed export shows onnxruntime's FPS and a score whose FPS_best is the fastest exported FPS of
+    the table's runs (not eager's); a run without an export reads '-'; a failed or unchecked export is not scored
+    and does not set FPS_best, and the report says why."""
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs" / "detection_real"
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=1, device=EPYC, fps=20.0, load=0.3)
+    write_detection_run(outputs / "frcnn", "faster_rcnn", "faster_rcnn", data, seed=2, device=EPYC, fps=2.0, load=0.5)
+    write_detection_run(outputs / "ssd300", "ssd300", "ssd300", data, seed=3, device=EPYC, fps=9.0, load=0.4)
+    write_detection_run(outputs / "retina", "retinanet", "retinanet", data, seed=4, device=EPYC, fps=1.0, load=0.5)
+    write_detection_run(outputs / "ssd512", "ssd512", "ssd512", data, seed=5, device=EPYC, fps=8.0, load=0.4)
+    _export(outputs / "yolov8m", ort_fps=40.0, eager_fps=21.0, load=0.6)  # speed.json records its own load
+    _export(outputs / "frcnn", ort_fps=5.0, eager_fps=2.1)  # no load: the eager one, same CPU and threads
+    _export(outputs / "retina", ort_fps=500.0, eager_fps=1.0, passed=False)
+    _export(outputs / "ssd512", ort_fps=400.0, eager_fps=8.0, passed=None)
+    result = compare([outputs], load_manuscript(), n_resamples=5)
+    table = result.table
+    by = {r.model: r for r in result.collection.runs}
+
+    def exported(model: str, column: str):
+        return cell(table, column, model=model, status="finished")
+
+    assert exported("yolov8m", "fps_cpu_exported") == 40.0
+    assert exported("faster_rcnn", "fps_cpu_exported") == 5.0
+    assert exported("faster_rcnn", "fps_cpu_eager_beside_export") == 2.1
+    assert exported("yolov8m", "load_cpu_exported") == 0.6
+    assert exported("faster_rcnn", "load_cpu_exported") == 0.5
+    assert exported("faster_rcnn", "load_cpu_exported_from").startswith("metrics.json")
+    assert exported("faster_rcnn", "hardware_cpu_exported") == "cpu (AMD EPYC, 2 threads, onnxruntime)"
+    # the paper's formula with FPS_best = the fastest passed export (40, not the failed 500 nor eager's 20)
+    assert exported("yolov8m", "implantability_cpu_exported") == pytest.approx(
+        by["yolov8m"].values["mAP50"] / 2 + (40.0 / 40.0) / 4 + (1 - 0.6) / 4
+    )
+    assert exported("faster_rcnn", "implantability_cpu_exported") == pytest.approx(
+        by["faster_rcnn"].values["mAP50"] / 2 + (5.0 / 40.0) / 4 + (1 - 0.5) / 4
+    )
+    # the eager CPU score is unchanged by the exports: FPS_best is eager yolov8m's 20
+    assert exported("faster_rcnn", "implantability_cpu") == pytest.approx(
+        by["faster_rcnn"].values["mAP50"] / 2 + (2.0 / 20.0) / 4 + (1 - 0.5) / 4
+    )
+    for model in ("ssd300", "retinanet", "ssd512"):
+        assert exported(model, "fps_cpu_exported") is None
+        assert exported(model, "implantability_cpu_exported") is None
+    assert any("retina: its export/speed.json is not shown" in n and "failed its parity" in n for n in result.notes)
+    assert any("ssd512: its export/speed.json is not shown" in n and "parity.json" in n for n in result.notes)
+
+    assert run_report([outputs], tmp_path / "results", n_resamples=5, plots=False) == 0
+    text = (tmp_path / "results" / "README.md").read_text()
+    speed = _section(text, "### Detection").split("Speed and implantability:")[1].split("Traceability")[0]
+    header = next(line for line in speed.splitlines() if line.startswith("| model"))
+    column = [h.strip() for h in header.strip("|").split("|")].index("CPU exported (ORT): FPS / impl.")
+    assert (
+        _table_row(speed, "Faster R-CNN")[column]
+        == f"5.00 / {exported('faster_rcnn', 'implantability_cpu_exported'):.3f}"
+    )
+    assert [_table_row(speed, name)[column] for name in ("SSD300", "RetinaNet", "SSD512", "DETR")] == ["-"] * 4
+    assert "*CPU exported (ORT)*" in speed and "second CPU score" in speed
+
+
+def test_an_exported_speed_on_other_threads_has_its_own_fps_best(tmp_path):
+    """Exported FPS timed with other threads (or on another CPU) is another hardware label: it does not set the
+    FPS_best of an export timed with 2 threads, and borrows no eager load timed with 2."""
+    data, outputs = _data_block("real", "detection_real", tmp_path / "data"), tmp_path / "outputs" / "detection_real"
+    write_detection_run(outputs / "yolov8m", "yolov8m", "yolov8m", data, seed=1, device=EPYC, fps=20.0, load=0.3)
+    write_detection_run(outputs / "frcnn", "faster_rcnn", "faster_rcnn", data, seed=2, device=EPYC, fps=2.0, load=0.5)
+    _export(outputs / "yolov8m", ort_fps=40.0, eager_fps=21.0)
+    _export(outputs / "frcnn", ort_fps=5.0, eager_fps=2.1)
+    speed = json.loads((outputs / "yolov8m" / "export" / "speed.json").read_text())
+    (outputs / "yolov8m" / "export" / "speed.json").write_text(json.dumps({**speed, "threads": 16}))
+    table = compare([outputs], load_manuscript(), n_resamples=5).table
+    frcnn = rows(table, model="faster_rcnn", status="finished").iloc[0]
+    yolo = rows(table, model="yolov8m", status="finished").iloc[0]
+    assert frcnn["implantability_cpu_exported"] == pytest.approx(frcnn["mAP50"] / 2 + 1 / 4 + (1 - 0.5) / 4)
+    assert yolo["fps_cpu_exported"] == 40.0 and yolo["load_cpu_exported"] is None
+    assert yolo["implantability_cpu_exported"] is None

@@ -5,10 +5,14 @@ rule); it is read through `RunFolder.record()`, so a record of any schema reads 
 that looks like a run without it (killed, failed, still running) is never a result, but is kept as `Unfinished`,
 from its status.json, so that its manuscript row says "unfinished" or "failed: <error>" rather than "not run".
 One bad folder is a note naming it, never a stopped report.
+
+A run's own export/speed.json (`spinebench export`) adds its onnxruntime CPU speed, only when export/parity.json
+says the exported model passed its parity check: a graph that scores otherwise than the run is not the run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 RUN_MARKERS = (STATUS_FILE, CONFIG_FILE, ENV_FILE, CHECKPOINT_DIR)  # or ".hydra" beside a *.log (`_looks_like_a_run`)
 SKIP_DIRS = {CHECKPOINT_DIR, "predictions", "overlays", ".hydra", "__pycache__", ".git", ".venv", "plots"}
 PROCESSORS = ("cpu", "gpu")
+# spinebench.export's files, named here so that a report never imports torch (tests check they agree)
+EXPORT_DIR, EXPORT_SPEED_FILE, EXPORT_PARITY_FILE = "export", "speed.json", "parity.json"
+EXPORTED = "cpu_exported"  # the key of the exported CPU speed and score, beside "cpu" and "gpu"
+LOAD_FROM_EXPORT, LOAD_FROM_EAGER = "speed.json", "metrics.json (eager PyTorch on the same CPU and threads)"
 
 
 def display_path(path: Path | str) -> str:
@@ -55,6 +63,9 @@ class Run:
     intervals: dict[str, Any] = field(default_factory=dict)  # bootstrap interval per metric key
     implantability: dict[str, float | None] = field(default_factory=dict)  # our score per processor
     notes: list[str] = field(default_factory=list)  # what the report says about this run
+    # batch-1 CPU speed through onnxruntime from export/speed.json, when the export passed its parity check:
+    # {"fps", "load", "load_from", "hardware", "threads", "eager_fps"}; None without one
+    exported: dict[str, Any] | None = None
 
     @cached_property
     def source(self) -> DataSource:
@@ -394,6 +405,53 @@ def _malformed(run: Run) -> str | None:
     return None
 
 
+def _exported_load(run: Run, speed: dict[str, Any], cpu: str, threads: Any) -> tuple[float | None, str]:
+    """The CPU load of the exported timing: speed.json's own when it records one, else the run's eager CPU load
+    when that was timed on the same CPU model with the same threads (the closest measure there is); else none,
+    and the exported speed has no score."""
+    for block in (_mapping(speed.get("onnxruntime")), speed):
+        load = block.get("load")
+        if _is_number(load) and 0 <= load <= 1:
+            return float(load), LOAD_FROM_EXPORT
+    eager = run.speeds.get("cpu") or {}
+    hardware, load = str(eager.get("hardware") or ""), eager.get("load")
+    same = hardware.startswith(f"cpu ({cpu}, ") and hardware.endswith(f", {threads} threads)")
+    return (float(load), LOAD_FROM_EAGER) if same and _is_number(load) and 0 <= load <= 1 else (None, "")
+
+
+def _read_export(run: Run, where: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's exported CPU speed (see `Run.exported`) and a note when its export/ holds one the report does not
+    use (parity failed or missing, a file that is not the exporter's)."""
+    folder = run.path / EXPORT_DIR
+    if not (folder / EXPORT_SPEED_FILE).is_file():
+        return None, None
+    unused = f"{where}: its {EXPORT_DIR}/{EXPORT_SPEED_FILE} is not shown or scored"
+    try:
+        speed = json.loads((folder / EXPORT_SPEED_FILE).read_text())
+        parity = json.loads((folder / EXPORT_PARITY_FILE).read_text())
+    except FileNotFoundError:
+        return None, f"{unused}: no {EXPORT_DIR}/{EXPORT_PARITY_FILE} says the exported model matches the run"
+    except (OSError, ValueError) as exc:
+        return None, f"{unused}: unreadable ({exc})"
+    if not isinstance(parity, dict) or parity.get("passed") is not True:
+        return None, f"{unused}: the exported model failed its parity check ({EXPORT_DIR}/{EXPORT_PARITY_FILE})"
+    ort = _mapping(speed.get("onnxruntime")) if isinstance(speed, dict) else {}
+    fps = ort.get("fps")
+    if not (_is_number(fps) and fps > 0):
+        return None, f"{unused}: its onnxruntime FPS is not a positive number ({fps!r})"
+    cpu, threads = str(speed.get("cpu") or "unknown model"), speed.get("threads")
+    load, load_from = _exported_load(run, speed, cpu, threads)
+    eager = _mapping(speed.get("pytorch_eager")).get("fps")
+    return {
+        "fps": float(fps),
+        "load": load,
+        "load_from": load_from,
+        "hardware": f"cpu ({cpu}, {threads if threads is not None else '?'} threads, onnxruntime)",
+        "threads": threads,
+        "eager_fps": float(eager) if _is_number(eager) else None,
+    }, None
+
+
 def _load_run(folder: Path, notes: list[str]) -> Run | None:
     where = display_path(folder)
     try:
@@ -419,6 +477,9 @@ def _load_run(folder: Path, notes: list[str]) -> Run | None:
                 f"{where}: its {processor} FPS is 0 in {METRICS_FILE}: that speed is shown as not "
                 "measured and has no implantability"
             )
+    run.exported, unused = _read_export(run, where)
+    if unused:
+        run.notes.append(unused)
     notes.extend(run.notes)
     return run
 

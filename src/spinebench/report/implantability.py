@@ -14,6 +14,12 @@ Method
 * ``load`` is the processor's utilisation (0-1) during the timed passes: the process's CPU utilisation from
   psutil normalised by the core count (CPU), or the GPU utilisation sampled through NVML every 50 ms (GPU).
 
+A second CPU score, `run.implantability["cpu_exported"]`, puts the run's exported model in place of eager
+PyTorch: FPS is export/speed.json's onnxruntime batch-1 FPS (a run whose export passed its parity check only),
+load speed.json's own when it records one, else the run's eager CPU load timed on the same CPU with the same
+threads (`spinebench.report.collect`); FPS_best is the fastest exported FPS among the runs the table shows on the
+same CPU and threads. It is never compared with, nor sets FPS_best for, the eager scores.
+
 The normalisation by FPS_best and mean Dice as A are reconstructions: with them the formula reproduces every
 score printed in the paper within 0.0065 but SAMed's CPU score (tests/test_manuscript.py checks all 26). A score is
 only defined where FPS and load were both measured; otherwise it is None.
@@ -69,8 +75,9 @@ def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> Non
     """Set `run.implantability[processor]`. The compared models, whose fastest sets FPS_best, are the runs a table
     shows: per manuscript row the run `pick` chooses, among the runs of the same task and data source measured on
     the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared). Any
-    other run (an older one, a model without a row) is scored as if it had joined them."""
-    from spinebench.report.collect import pick
+    other run (an older one, a model without a row) is scored as if it had joined them. The exported CPU speed
+    (`run.exported`) is scored the same way under "cpu_exported", among exported speeds only."""
+    from spinebench.report.collect import EXPORTED, pick
 
     groups: dict[tuple, list[tuple[Run, dict]]] = {}
     tables: dict[tuple, list[Run]] = {}
@@ -78,7 +85,8 @@ def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> Non
         if run.domain == "human" or run.task not in ACCURACY_METRIC:
             continue
         tables.setdefault((run.task, run.source.group), []).append(run)
-        for processor, speed in run.speeds.items():
+        timed = {**run.speeds, **({EXPORTED: run.exported} if run.exported else {})}
+        for processor, speed in timed.items():
             groups.setdefault((run.task, run.source.group, processor, speed["hardware"]), []).append((run, speed))
     shown = set()  # the runs the tables show, picked among all of a table's runs (any hardware)
     for (task, _), table_runs in tables.items():

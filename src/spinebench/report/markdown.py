@@ -1,6 +1,6 @@
 """The comparison table rendered as results/README.md: per task and data source, the metrics (paper, ours [95%
-CI], difference), per-class Dice, speed and implantability, the run behind each row, and the runs of models
-without a manuscript row; then plots, notes and the citation.
+CI], difference), per-class Dice, speed and implantability (eager, and the exported model's on the CPU), the run
+behind each row, and the runs of models without a manuscript row; then plots, notes and the citation.
 
 Each Markdown table is a view of the comparison table: a list of (header, cell) pairs, rendered by one function.
 A phantom's tables say PHANTOM in their heading, banner and column headers, so no reader takes them for a
@@ -95,6 +95,21 @@ def speed_cell(proc: str) -> Callable[[Row], str]:
     return cell
 
 
+def exported_cell(r: Row) -> str:
+    """The run's exported model on the CPU (onnxruntime): FPS / implantability, '-' without a passed export."""
+    fps = number(r.get("fps_cpu_exported")) if _finished(r) else None
+    return "-" if fps is None else f"{fps:.2f} / {fmt(r['implantability_cpu_exported'])}"
+
+
+EXPORTED_NOTE = (
+    "*CPU exported (ORT)*: the run's `export/model.onnx` timed batch-1 through onnxruntime by `spinebench export` "
+    "(`export/speed.json`; shown only when `export/parity.json` passed). Its implantability is a second CPU score, "
+    "not comparable with the eager one: FPS_best is the fastest exported FPS among this table's runs on the same "
+    "CPU and threads, and the load is speed.json's own, else the run's eager CPU load on the same CPU and threads "
+    "(`load_cpu_exported_from` in the CSV)."
+)
+
+
 def paper_speed_cell(proc: str) -> Callable[[Row], str]:
     def cell(r: Row) -> str:
         fps, load, score = (number(r[f"paper_{k}_{proc}"]) for k in ("fps", "load", "implantability"))
@@ -151,6 +166,7 @@ SPEED_VIEW: View = [
     ("params ours", lambda r: _count(r["params"])),
     ("CPU paper: FPS / load / impl.", paper_speed_cell("cpu")),
     ("CPU ours", speed_cell("cpu")),
+    ("CPU exported (ORT): FPS / impl.", exported_cell),
     ("GPU paper: FPS / load / impl.", paper_speed_cell("gpu")),
     ("GPU ours", speed_cell("gpu")),
     ("our hardware", hardware_cell),
@@ -241,6 +257,8 @@ def group_section(table: TaskTable, rows: pd.DataFrame, human: bool, classes: Se
         lines += render_table(shown, per_class_view(classes)) + [""]
     if not human:
         lines += ["Speed and implantability:", ""] + render_table(shown, SPEED_VIEW) + [""]
+        if any(number(r.get("fps_cpu_exported")) is not None for r in shown if _finished(r)):
+            lines += [EXPORTED_NOTE, ""]
     if finished:
         lines += ["Traceability (the run behind each row):", ""]
         lines += render_table([r for r in shown if _finished(r)], TRACE_VIEW) + [""]

@@ -5,7 +5,8 @@ shows there (`shown`, with how many `others` it hides), or, with no finished run
 "unfinished (see skipped)", "failed: <error>"); each hidden run and each run of a model without a manuscript row
 has a row of its own too, so every finished run is in the table once. Beside our metrics sit their bootstrap
 intervals (`<metric>_ci_low/_high`), the paper's value (`paper_<metric>`, the human side's for a zero-shot row)
-and the difference (`<metric>_diff` = ours - paper), then speed, implantability and what traces the run.
+and the difference (`<metric>_diff` = ours - paper), then speed, implantability (eager PyTorch per processor, and
+the run's exported model on the CPU through onnxruntime, `*_cpu_exported`) and what traces the run.
 
 The Markdown (`spinebench.report.markdown`) and the plots render this table; `<task>.csv` is its finished runs.
 Groups come in the order a reader trusts them (verified real data, unverified, unknown source, phantom); rows in
@@ -23,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from spinebench.report.bootstrap import DETECTION_METRICS, flat_segmentation_metrics
-from spinebench.report.collect import Collection, Run, Unfinished, display_path, pick
+from spinebench.report.collect import EXPORTED, Collection, Run, Unfinished, display_path, pick
 from spinebench.report.manuscript import Manuscript, Row, TaskTable
 
 SEGMENTATION_METRICS = ("mIoU", "mean_dice", "cord_iou", "cord_dice", "foreground_mIoU", "foreground_mean_dice")
@@ -68,6 +69,16 @@ SPEED = [
         ("paper_implantability", ""),
     )
 ]
+# the run's export/speed.json, when its export passed the parity check: onnxruntime's batch-1 CPU FPS, the load
+# the score used and where it comes from, the CPU and threads, eager PyTorch's FPS timed beside it, the score
+EXPORTED_SPEED = [
+    "fps_cpu_exported",
+    "load_cpu_exported",
+    "load_cpu_exported_from",
+    "hardware_cpu_exported",
+    "fps_cpu_eager_beside_export",
+    "implantability_cpu_exported",
+]
 TAIL = [
     "params",
     "paper_params",
@@ -76,6 +87,7 @@ TAIL = [
     "load_cpu",
     "load_gpu",
     *SPEED,
+    *EXPORTED_SPEED,
     "epochs",
     "paper_epochs",
     "input_size",
@@ -233,8 +245,15 @@ def _run_row(
                 f"implantability_{proc}": run.implantability.get(proc),
             }
         )
+    exported = run.exported or {}
     row.update(
         {
+            "fps_cpu_exported": exported.get("fps"),
+            "load_cpu_exported": exported.get("load"),
+            "load_cpu_exported_from": exported.get("load_from"),
+            "hardware_cpu_exported": exported.get("hardware"),
+            "fps_cpu_eager_beside_export": exported.get("eager_fps"),
+            "implantability_cpu_exported": run.implantability.get(EXPORTED),
             "epochs": record.epochs,
             "input_size": json.dumps(record.input_size),
             "pretrained": record.pretrained,
