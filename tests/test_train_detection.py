@@ -7,38 +7,20 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from spinebench.detection.torchvision_benchmark import DetectorModule
 from spinebench.entry import Entry, check_overrides
 from spinebench.errors import ConfigError, RunStateError
 from spinebench.evaluate import run_id  # (importing it registers the eval config's resolver)
-from spinebench.hydra_run import CONFIG_DIR
 from spinebench.pipeline import evaluate, train
 from spinebench.report import collect_runs
 from spinebench.run_folder import RunFolder
 
-
-def compose_cfg(config_name: str, overrides: list[str], out: Path, cache_dir: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name,
-            overrides=[f"paths.root_dir={out}", f"paths.cache_dir={cache_dir}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out / "run")
-        del cfg["hydra"]
-    return cfg
+from helpers.hydra import compose_cfg
 
 
 @pytest.mark.gpu
