@@ -241,13 +241,8 @@ class TorchvisionDetector(Benchmark):
         )
         return {
             **info,
-            "epochs": result.epochs,
-            "best_epoch": result.best_epoch,
-            "best_val": result.best_metric,
-            "monitor": MONITOR,
-            "train_images_per_s": result.train_images_per_s,
+            **result.facts(MONITOR),
             "input_size": self.effective_size(ctx),
-            "history": result.history,
         }
 
     def test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict[str, Any]:

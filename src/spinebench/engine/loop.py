@@ -60,6 +60,17 @@ class FitResult:
     best_path: Path | None = None
     last_path: Path | None = None
 
+    def facts(self, monitor: str) -> dict[str, Any]:
+        """What every adapter's fit() reports of the loop to the run record (`history` is dropped there)."""
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_val": self.best_metric,
+            "monitor": monitor,
+            "train_images_per_s": self.train_images_per_s,
+            "history": self.history,
+        }
+
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch; cuDNN deterministic, or autotuned (benchmark) when not. The flags are set

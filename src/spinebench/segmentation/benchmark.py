@@ -262,15 +262,10 @@ class SegmentationBenchmark(Benchmark):
         )
         return {
             **info,
-            "epochs": result.epochs,
-            "best_epoch": result.best_epoch,
-            "best_val": result.best_metric,
-            "monitor": trainer.monitor or MONITOR,
-            "train_images_per_s": result.train_images_per_s,
+            **result.facts(trainer.monitor or MONITOR),
             "input_size": self.effective_size(ctx),
             "trainable_params": count_parameters(module.model, True),
             "fit_wall_time_s": result.wall_time_s,
-            "history": result.history,
         }
 
     def test(self, ctx: RunContext, spec: DatasetSpec, checkpoint: Path) -> dict[str, Any]:
