@@ -44,6 +44,11 @@ USER_ERRORS = [  # (id, command line, what its one line says)
         "split 'test' is missing",
     ),
     ("weights path", ["model=faster_rcnn", DET, SMOKE, "model.weights={tmp}/nope.pth"], "nope.pth: file not found"),
+    (  # the other bad split files: tests/test_splits.py
+        "split file",
+        ["model=unet_light", SEG, SMOKE, "data.splits={tmp}/splits.json"],
+        "splits.json: split file not found (write one with `spinebench data resplit ",
+    ),
     (
         "resize",
         ["model=faster_rcnn", DET, SMOKE, "model.resize=crop"],

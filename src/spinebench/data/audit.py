@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from spinebench.data.detection import image_folder
-from spinebench.data.images import list_images, pil_open, read_gray
+from spinebench.data.images import pil_open, read_gray
 from spinebench.data.layout import SPLITS, find_splits
+from spinebench.data.splits import split_images
 from spinebench.errors import ConfigError, DataError
 
 # The first run of letters+digits before "_" or "-": the phantom's `pig07_post_0012.png` gives `pig07`.
@@ -118,8 +118,7 @@ def _fingerprint_job(job: tuple[str, str]) -> tuple[str, str, int | None, np.nda
 def list_split_images(root: Path, task: str, splits: tuple[str, ...] = SPLITS) -> dict[str, list[Path]]:
     """The image files of each split present (DataError: no release of `task` under `root`)."""
     found = find_splits(Path(root), task)
-    folders = {s: (image_folder(found[s]) if task == "detection" else found[s]) for s in splits if s in found}
-    return {split: list_images(folder) for split, folder in folders.items()}
+    return {split: split_images(root, task, split) for split in splits if split in found}
 
 
 def fingerprint_all(images: dict[str, list[Path]], workers: int = 1) -> list[Image]:

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SEGMENTATION_CLASSES, SEGMENTATION_CLASSES
-from spinebench.data.detection import class_index, clip_box, image_folder, parse_voc_xml, split_annotations
+from spinebench.data.detection import class_index, clip_box, parse_voc_xml, split_annotations
 from spinebench.data.images import list_images, read_gray, read_rgb
-from spinebench.data.layout import SPLITS, find_splits, split_folder
-from spinebench.data.segmentation import decode_mask, mask_folder
-from spinebench.data.source import MANIFEST, changed_since_fetch, provenance_file
+from spinebench.data.layout import SPLITS, find_splits, mask_folder, split_folder, split_image_folder
+from spinebench.data.segmentation import decode_mask
+from spinebench.data.source import MANIFEST, DatasetSpec, changed_since_fetch, provenance_file
+from spinebench.data.splits import mask_of, release_root, split_images, uses_split_file
 from spinebench.errors import DataError
 
 MAX_EXAMPLES = 5
@@ -165,31 +166,43 @@ def check_segmentation_file(split: str, path: Path, mask: Path) -> FileResult:
     return result
 
 
-def _detection_jobs(report: CheckReport, split: str, folder: Path) -> list[tuple]:
-    images = image_folder(folder)
-    paths = list_images(images)
-    annotations = split_annotations(images)  # where the reader looks, so a file it would miss is reported
-    for stem in sorted(annotations.keys() - {p.stem for p in paths}):
-        for xml in annotations[stem]:
-            report.add("annotation_without_image", str(xml))
+def _detection_jobs(report: CheckReport, split: str, images: list[Path]) -> list[tuple]:
+    """One job per image, its XML looked for where the reader looks (per image folder: a split file may draw on
+    several); an image with two XML files is reported."""
+    annotations: dict[Path, dict[str, list[Path]]] = {}
     jobs = []
-    for path in paths:
-        xmls = annotations.get(path.stem, [])
+    for path in images:
+        if path.parent not in annotations:
+            annotations[path.parent] = split_annotations(path.parent)
+        xmls = annotations[path.parent].get(path.stem, [])
         if len(xmls) > 1:
             report.add("duplicate_annotation", str(path), ", ".join(map(str, xmls)))
         jobs.append((check_detection_file, split, path, xmls[0] if xmls else None))
     return jobs
 
 
-def _segmentation_jobs(report: CheckReport, split: str, folder: Path) -> list[tuple]:
-    masks_dir = mask_folder(folder)
-    images = {p.name: p for p in list_images(folder)}
-    masks = {p.name: p for p in list_images(masks_dir)} if masks_dir.is_dir() else {}
-    for name in sorted(images.keys() - masks.keys()):
-        report.add("image_without_mask", str(images[name]), f"no {masks_dir / name}")
-    for name in sorted(masks.keys() - images.keys()):
-        report.add("mask_without_image", str(masks[name]))
-    return [(check_segmentation_file, split, images[n], masks[n]) for n in sorted(images.keys() & masks.keys())]
+def _segmentation_jobs(report: CheckReport, split: str, images: list[Path]) -> list[tuple]:
+    jobs = []
+    for path in images:
+        if mask_of(path).is_file():
+            jobs.append((check_segmentation_file, split, path, mask_of(path)))
+        else:
+            report.add("image_without_mask", str(path), f"no {mask_of(path)}")
+    return jobs
+
+
+def _orphans(report: CheckReport, task: str, folder: Path, images: list[Path]) -> None:
+    """Label files of a release image folder that no image claims (a split file may leave some unused: those
+    are not looked for)."""
+    stems, names = {p.stem for p in images}, {p.name for p in images}
+    if task == "detection":
+        annotations = split_annotations(folder)  # where the reader looks, so a file it would miss is reported
+        for stem in sorted(annotations.keys() - stems):
+            for xml in annotations[stem]:
+                report.add("annotation_without_image", str(xml))
+    elif (masks_dir := mask_folder(folder)).is_dir():
+        for name in sorted({p.name for p in list_images(masks_dir)} - names):
+            report.add("mask_without_image", str(masks_dir / name))
 
 
 def _run(job: tuple) -> FileResult:
@@ -210,7 +223,9 @@ def check_dataset(
         if split not in found:
             report.add("missing_split", str(root), split)
             continue
-        split_jobs = (_detection_jobs if task == "detection" else _segmentation_jobs)(report, split, found[split])
+        images = split_images(root, task, split)
+        _orphans(report, task, split_image_folder(root, task, split), images)
+        split_jobs = (_detection_jobs if task == "detection" else _segmentation_jobs)(report, split, images)
         report.split_counts[split] = len(split_jobs)
         if not split_jobs:
             report.add("empty_split", str(found[split]))
@@ -229,12 +244,25 @@ def check_dataset(
     return report
 
 
-def refuse_unreadable(root: Path, task: str, splits: Sequence[str]) -> None:
+def refuse_unreadable(data: Path | DatasetSpec, task: str, splits: Sequence[str]) -> None:
     """Raise DataError naming the first file of `splits` that a run could not read (what the readers refuse).
-    Called before training, so a broken test split is found before the training, not after it."""
-    for split in splits:  # the layout's own message for a missing split: what it found instead
-        split_folder(Path(root), task, split)
-    report = check_dataset(root, task, splits=splits, provenance=False)
+    Called before training, so a broken test split is found before the training, not after it. `data`: a
+    release root (its folders), or a DatasetSpec (the images its split file lists, when it has one)."""
+    root = release_root(data)
+    if uses_split_file(data):
+        report = CheckReport(task=task, root=str(root))
+        jobs = [
+            job
+            for split in splits
+            for job in (_detection_jobs if task == "detection" else _segmentation_jobs)(
+                report, split, split_images(data, task, split)
+            )
+        ]
+        _summarise(report, [_run(job) for job in jobs])
+    else:
+        for split in splits:  # the layout's own message for a missing split: what it found instead
+            split_folder(root, task, split)
+        report = check_dataset(root, task, splits=splits, provenance=False)
     refused = {kind: entry for kind, entry in report.problems.items() if kind in READERS_REFUSE}
     if refused:
         kind, entry = next(iter(refused.items()))

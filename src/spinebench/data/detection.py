@@ -14,13 +14,17 @@ import os
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spinebench.classes import DETECTION_CLASSES
-from spinebench.data.images import image_size, list_images
-from spinebench.data.layout import split_folder
+from spinebench.data.images import image_size
+from spinebench.data.splits import split_images, split_origin
 from spinebench.errors import DataError
+
+if TYPE_CHECKING:
+    from spinebench.data.source import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +114,6 @@ def clip_box(box: tuple[float, float, float, float], width: int, height: int) ->
     return clipped, outside, degenerate
 
 
-def image_folder(split_dir: Path) -> Path:
-    """`<split>/images/` when the split uses sub-folders, else the split folder itself."""
-    images = split_dir / "images"
-    return images if images.is_dir() else split_dir
-
-
 def split_annotations(images_dir: Path) -> dict[str, list[Path]]:
     """The XML files of a split by stem: beside the images, in the split folder (when the images sit in
     `<split>/images/`) and in `<split>/annotations/` or `Annotations/`; `.xml` in any case. One stem with
@@ -167,21 +165,26 @@ def read_sample(image: Path, xml: Path | None) -> DetectionSample:
     )
 
 
-def read_detection_split(root: Path, split: str) -> list[DetectionSample]:
-    """All samples of one split, negatives included, in file-name order."""
-    folder = image_folder(split_folder(root, "detection", split))
-    images = list_images(folder)
+def read_detection_split(data: Path | DatasetSpec, split: str) -> list[DetectionSample]:
+    """All samples of one split, negatives included: a release folder's (`data` a root) in file-name order, or
+    those a DatasetSpec's split file lists, in its order; each image's XML is looked for beside it."""
+    images = split_images(data, "detection", split)
+    where = split_origin(data, "detection", split)
     if not images:
-        raise DataError(f"{folder}: split {split!r} holds no images")
-    annotations = split_annotations(folder)
-    samples = [read_sample(image, annotation_of(image, annotations)) for image in images]
+        raise DataError(f"{where}: split {split!r} holds no images")
+    annotations: dict[Path, dict[str, list[Path]]] = {}  # per image folder: a split file may draw on several
+    samples = []
+    for image in images:
+        if image.parent not in annotations:
+            annotations[image.parent] = split_annotations(image.parent)
+        samples.append(read_sample(image, annotation_of(image, annotations[image.parent])))
     other_size = [s for s in samples if s.annotation_size not in (None, (s.width, s.height))]
     if other_size:  # boxes drawn on a resized copy, or an XML that belongs to another image
         first = other_size[0]
         log.warning(
             "%s: %d of %d annotations give a <size> other than their image's, e.g. %s (%dx%d, image %dx%d); "
             "their boxes are used as they are (`spinebench data check` lists them)",
-            folder,
+            where,
             len(other_size),
             len(samples),
             first.annotation,

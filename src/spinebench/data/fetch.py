@@ -23,9 +23,10 @@ from typing import Any
 
 from spinebench.atomic import free_space, is_disk_fault, write_error
 from spinebench.classes import IMAGE_HEIGHT, IMAGE_WIDTH
-from spinebench.data.images import IMAGE_SUFFIXES, list_images, pil_open
+from spinebench.data.images import IMAGE_SUFFIXES, pil_open
 from spinebench.data.layout import find_splits
 from spinebench.data.source import MANIFEST, sha256
+from spinebench.data.splits import split_images
 from spinebench.errors import DataError
 
 # Google Drive file ids of the two releases (manuscript.md; github.com/HEPIUSLAB/ultrasound_spinal_cord_dataset).
@@ -146,12 +147,8 @@ def release_check(task: str, out: Path) -> list[str]:
     and per split, and image size. [] when it matches."""
     facts, reasons = RELEASE_FACTS[task], []
     counts: dict[str, int] = {}
-    for split, folder in find_splits(out, task).items():
-        if task == "detection":
-            from spinebench.data.detection import image_folder
-
-            folder = image_folder(folder)
-        images = list_images(folder)
+    for split in find_splits(out, task):
+        images = split_images(out, task, split)  # the release's own split: what a run without data.splits reads
         counts[split] = len(images)
         for path in images[:1]:
             try:

@@ -60,3 +60,26 @@ def split_folder(root: Path, task: str, split: str) -> Path:
         have = ", ".join(sorted(splits)) or "none"
         raise DataError(f"{root}: {task} split {split!r} is missing (found: {have})")
     return splits[split]
+
+
+def image_folder(split_dir: Path) -> Path:
+    """Detection: `<split>/images/` when the split uses sub-folders, else the split folder itself."""
+    images = split_dir / "images"
+    return images if images.is_dir() else split_dir
+
+
+def mask_folder(image_folder: Path) -> Path:
+    """Segmentation: `<split>_masks/` beside `<split>_images/`."""
+    return image_folder.with_name(image_folder.name[: -len("_images")] + "_masks")
+
+
+def image_folders(root: Path, task: str) -> dict[str, Path]:
+    """Map split -> the folder holding its images (detection: `<split>/` or `<split>/images/`)."""
+    found = find_splits(root, task)
+    return {split: image_folder(folder) if task == "detection" else folder for split, folder in found.items()}
+
+
+def split_image_folder(root: Path, task: str, split: str) -> Path:
+    """The folder holding one split's images, with split_folder's message when the split is missing."""
+    folder = split_folder(root, task, split)
+    return image_folder(folder) if task == "detection" else folder

@@ -26,10 +26,10 @@ from spinebench.data.audit import (
     subject_of,
 )
 from spinebench.data.layout import SPLITS
+from spinebench.data.splits import FORMAT  # what `data.splits=FILE` reads back
 from spinebench.errors import ConfigError, DataError
 
 BY = ("subject", "cluster")
-FORMAT = "spinebench-splits/1"
 
 
 def _groups_by_subject(paths: list[Path], pattern_text: str) -> dict[str, list[int]]:

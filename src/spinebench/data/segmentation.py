@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spinebench.classes import IGNORE_INDEX, SEGMENTATION_PALETTE
 from spinebench.data.images import list_images, read_rgb
-from spinebench.data.layout import split_folder
+from spinebench.data.layout import mask_folder
+from spinebench.data.splits import mask_of, split_images, split_origin, uses_split_file
 from spinebench.errors import DataError
+
+if TYPE_CHECKING:
+    from spinebench.data.source import DatasetSpec
 
 # A 24-bit RGB key per palette colour gives a vectorised lookup with one np.searchsorted.
 _KEYS = SEGMENTATION_PALETTE.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int64)
@@ -60,25 +65,22 @@ def read_mask(path: Path) -> np.ndarray:
     return decode_mask(read_rgb(path))[0]
 
 
-def mask_folder(image_folder: Path) -> Path:
-    """`<split>_masks/` beside `<split>_images/`."""
-    return image_folder.with_name(image_folder.name[: -len("_images")] + "_masks")
-
-
-def read_segmentation_split(root: Path, split: str) -> list[SegmentationSample]:
-    """Image/mask pairs of one split; DataError naming the first image without mask (or vice versa)."""
-    images_dir = split_folder(root, "segmentation", split)
-    masks_dir = mask_folder(images_dir)
-    if not masks_dir.is_dir():
-        raise DataError(f"{masks_dir}: mask folder for split {split!r} is missing")
-    images = {p.name: p for p in list_images(images_dir)}
-    masks = {p.name: p for p in list_images(masks_dir)}
+def read_segmentation_split(data: Path | DatasetSpec, split: str) -> list[SegmentationSample]:
+    """Image/mask pairs of one split (`data` a release root, or a DatasetSpec whose split file lists the images);
+    DataError naming the first image without mask, or, for a release folder, the first mask without image."""
+    images = split_images(data, "segmentation", split)
     if not images:
-        raise DataError(f"{images_dir}: split {split!r} holds no images")
-    if missing := sorted(images.keys() - masks.keys()):
-        raise DataError(
-            f"{images_dir / missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} images lack one)"
-        )
-    if orphans := sorted(masks.keys() - images.keys()):
-        raise DataError(f"{masks_dir / orphans[0]}: mask without an image in {images_dir} ({len(orphans)} such masks)")
-    return [SegmentationSample(image=images[name], mask=masks[name]) for name in sorted(images)]
+        raise DataError(f"{split_origin(data, 'segmentation', split)}: split {split!r} holds no images")
+    for folder in dict.fromkeys(image.parent for image in images):  # one for a release folder; a split file's
+        masks_dir = mask_folder(folder)
+        if not masks_dir.is_dir():
+            raise DataError(f"{masks_dir}: mask folder for split {split!r} is missing")
+        masks = {p.name for p in list_images(masks_dir)}
+        names = {image.name for image in images if image.parent == folder}
+        if missing := sorted(names - masks):
+            raise DataError(
+                f"{folder / missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} images lack one)"
+            )
+        if (orphans := sorted(masks - names)) and not uses_split_file(data):  # a file may leave masks unused
+            raise DataError(f"{masks_dir / orphans[0]}: mask without an image in {folder} ({len(orphans)} such masks)")
+    return [SegmentationSample(image=image, mask=mask_of(image)) for image in images]

@@ -18,6 +18,7 @@ from typing import Any
 
 from spinebench.data.images import IMAGE_SUFFIXES, pil_open
 from spinebench.data.layout import find_splits
+from spinebench.data.splits import SplitFile, load_splits, split_images
 from spinebench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,14 @@ PHANTOM_IMAGES_PER_WORKER = 100  # below this a process pool costs more to start
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset folder of one task and where it came from."""
+    """A dataset folder of one task and where it came from; `splits`: the split file (data.splits) whose lists
+    replace the release's split folders, None for the release's own split."""
 
     name: str
     task: str
     root: Path
     source: dict[str, Any] = field(default_factory=dict)
+    splits: SplitFile | None = None
 
     @property
     def is_phantom(self) -> bool:
@@ -51,27 +54,31 @@ class DatasetSpec:
         return f"real release ({self.root})" if self.source.get("verified") else f"unverified folder ({self.root})"
 
     def describe(self) -> dict[str, Any]:
-        """The data block every record carries: name, task, label and the provenance (kind, domain, stamp, ...)."""
-        return {"name": self.name, "task": self.task, "label": self.label, **self.source}
+        """The data block every record carries: name, task, label and the provenance (kind, domain, stamp, ...);
+        `splits` (file, sha256, sizes) only for a run on a split file."""
+        about = {"name": self.name, "task": self.task, "label": self.label, **self.source}
+        if self.splits is not None:
+            about["splits"] = self.splits.describe()
+        return about
+
+    def images(self, split: str) -> list[Path]:
+        """The image files of one split: the split file's list, or the release folder's."""
+        return split_images(self, self.task, split)
 
     def split_size(self, split: str) -> int:
         """Images in one split (the record's test_split_images: a score of fewer is partial)."""
-        from spinebench.data.images import list_images
-        from spinebench.data.layout import split_folder
-
-        folder = split_folder(self.root, self.task, split)
-        if self.task == "detection":
-            from spinebench.data.detection import image_folder
-
-            folder = image_folder(folder)
-        return len(list_images(folder))
+        return len(self.images(split))
 
     @staticmethod
     def resume_rule(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-        """Data keys a resume may change: the domain label, and a phantom's folder (a phantom is named by
-        data.phantom.*; its folder follows the cache's)."""
+        """Data keys a resume may change: the domain label, a phantom's folder (a phantom is named by
+        data.phantom.*; its folder follows the cache's), and the split file's path while its content
+        (data.splits_sha256, which is compared) is the same."""
         phantom = all(any(key.startswith("data.phantom.") for key in flat) for flat in (saved, current))
-        return ["data.domain", *(["data.root"] if phantom else [])]
+        same_split = saved.get("data.splits_sha256") is not None and all(
+            flat.get("data.splits_sha256") == saved.get("data.splits_sha256") for flat in (saved, current)
+        )
+        return ["data.domain", *(["data.root"] if phantom else []), *(["data.splits"] if same_split else [])]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -202,12 +209,20 @@ HUMAN_DETECTION = (
 
 
 def prepare_dataset(
-    name: str, task: str, root: str | Path, phantom: dict[str, Any] | None = None, domain: str = "porcine"
+    name: str,
+    task: str,
+    root: str | Path,
+    phantom: dict[str, Any] | None = None,
+    domain: str = "porcine",
+    splits: str | Path | None = None,
+    splits_sha256: str | None = None,
 ) -> DatasetSpec:
     """Return the dataset at `root`, generating a phantom there first when `phantom` parameters are given.
 
     `domain` ("porcine" or "human") decides which side of the segmentation table its scores go to (human: the
-    zero-shot columns); a phantom's own stamp says it instead."""
+    zero-shot columns); a phantom's own stamp says it instead. `splits`: a split file (`spinebench data resplit`)
+    whose train/val/test lists replace the release's folders, checked here, before any training (its test images
+    are decoded too, as the release's test split is); `splits_sha256`: the content the resolved config recorded."""
     if domain not in ("porcine", "human"):
         raise DataError(f"data.domain must be porcine or human, got {domain!r}")
     if phantom is not None and phantom.get("domain", "porcine") != domain:  # the stamp would win, unsaid
@@ -243,7 +258,11 @@ def prepare_dataset(
     source["domain"] = (source.get("stamp") or {}).get("domain") or domain
     if task == "detection" and source["domain"] == "human":  # a folder whose phantom stamp says so
         raise DataError(f"{root}: its PHANTOM.json says human, and {HUMAN_DETECTION}")
-    spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=source)
+    chosen = load_splits(splits, root, task, splits_sha256) if splits is not None else None
+    spec = DatasetSpec(name=name, task=task, root=root.resolve(), source=source, splits=chosen)
     if phantom is None and spec.is_phantom:
         log.warning("%s is a phantom: results will be labelled as synthetic", root)
+    if chosen is not None:
+        sizes = ", ".join(f"{split} {n}" for split, n in chosen.describe()["sizes"].items())
+        log.info("splits from %s (%s; sha256 %s...)", chosen.path, sizes, chosen.sha256[:12])
     return spec

@@ -117,8 +117,8 @@ class EngineDetector(Benchmark):
         trainer = ctx.trainer
         self.size = self.effective_size(ctx)
         model, info = self.build(ctx, load_weights=True)
-        train_samples = read_detection_split(spec.root, "train")
-        val_samples = read_detection_split(spec.root, "val")
+        train_samples = read_detection_split(spec, "train")
+        val_samples = read_detection_split(spec, "val")
         train_loader = self._loader(train_samples, ctx, True, trainer.batch_size)
         val_loader = _Limited(self._loader(val_samples, ctx, False, trainer.val_batch_size), trainer.limit_val_batches)
         module = self.train_module(model, coco_ground_truth(val_samples), ctx)
@@ -145,7 +145,7 @@ class EngineDetector(Benchmark):
         model, _ = self.build(ctx, load_weights=False)
         self.load_trained(model, state["model"], Path(checkpoint))
         model.to(device).eval()
-        samples = read_detection_split(spec.root, "test")
+        samples = read_detection_split(spec, "test")
         if trainer.limit_test_images:
             samples = samples[: trainer.limit_test_images]
         loader = self._loader(samples, ctx, False, trainer.val_batch_size)

@@ -205,8 +205,8 @@ class TorchvisionDetector(Benchmark):
     def fit(self, ctx: RunContext, spec: DatasetSpec) -> dict[str, Any]:
         trainer = ctx.trainer
         model, info = self._build(ctx, load_weights=True)
-        train_samples = read_detection_split(spec.root, "train")
-        val_samples = read_detection_split(spec.root, "val")
+        train_samples = read_detection_split(spec, "train")
+        val_samples = read_detection_split(spec, "val")
         device = ctx.device
         train_loader = detection_loader(
             build_dataset(train_samples, ctx.cache_dir),
@@ -251,7 +251,7 @@ class TorchvisionDetector(Benchmark):
         model, _ = self._build(ctx, load_weights=False, pretrained=built_pretrained(state["model"]))
         model.load_state_dict(state["model"])  # strict: a checkpoint of the other layout would not load
         model.to(device).eval()
-        samples = read_detection_split(spec.root, "test")
+        samples = read_detection_split(spec, "test")
         if trainer.limit_test_images:
             samples = samples[: trainer.limit_test_images]
         loader = detection_loader(

@@ -240,9 +240,9 @@ class SegmentationBenchmark(Benchmark):
         trainer, device = ctx.trainer, ctx.device
         module = self.module(ctx, augment=trainer.augment)
         info = self._starting_point(module.model)
-        train_set = SegmentationSplit(spec.root, "train", ctx.cache_dir)
+        train_set = SegmentationSplit(spec, "train", ctx.cache_dir)
         val_limit = trainer.limit_val_batches * trainer.val_batch_size if trainer.limit_val_batches else None
-        val_set = SegmentationSplit(spec.root, "val", ctx.cache_dir, limit=val_limit)
+        val_set = SegmentationSplit(spec, "val", ctx.cache_dir, limit=val_limit)
         train_loader = self.loader(
             train_set, trainer.batch_size, True, trainer.num_workers, device, ctx.seed, on_device=trainer.data_on_device
         )
@@ -274,7 +274,7 @@ class SegmentationBenchmark(Benchmark):
         module = self.module(ctx, augment=False, trained=state.get("config") or {})
         load_model_state(module.model, state["model"], source=f"checkpoint {checkpoint}")
         module.model.to(device).eval()
-        dataset = SegmentationSplit(spec.root, "test", ctx.cache_dir, limit=trainer.limit_test_images)
+        dataset = SegmentationSplit(spec, "test", ctx.cache_dir, limit=trainer.limit_test_images)
         loader = self.loader(
             dataset, trainer.val_batch_size, False, trainer.num_workers, device, on_device=trainer.data_on_device
         )

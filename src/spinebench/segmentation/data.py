@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from spinebench.data.cache import decoded_cache
 from spinebench.data.images import read_rgb
 from spinebench.data.segmentation import decode_mask, read_mask, read_segmentation_split
 from spinebench.errors import DataError
+
+if TYPE_CHECKING:
+    from spinebench.data.source import DatasetSpec
 
 MASK_TAG = "segmentation-mask-v1"  # bump when read_mask's decoding changes
 # Above this share of a split's labelled (non-background) mask pixels off the palette, its masks are not in the
@@ -29,8 +33,9 @@ class SegmentationSplit(Dataset):
     a mismatch raises DataError naming the file.
     """
 
-    def __init__(self, root: Path | str, split: str, cache_dir: Path | str, limit: int | None = None):
-        samples = read_segmentation_split(Path(root), split)
+    def __init__(self, data: Path | str | DatasetSpec, split: str, cache_dir: Path | str, limit: int | None = None):
+        """`data`: a release root, or a DatasetSpec (whose split file, when it has one, lists the images)."""
+        samples = read_segmentation_split(Path(data) if isinstance(data, str) else data, split)
         if limit:
             samples = samples[:limit]
         self.split = split
