@@ -42,6 +42,7 @@ def check_speed(run: Path) -> dict:
     assert speed["batch"] == 1 and speed["threads"] == torch.get_num_threads()
     for side in ("onnxruntime", "pytorch_eager"):
         assert speed[side]["fps"] > 0 and speed[side]["latency_ms"] == pytest.approx(1000 / speed[side]["fps"])
+        assert 0 <= speed[side]["load"] <= 1  # a fraction (0.0: the timing was shorter than the CPU clock ticks)
     return speed
 
 
@@ -145,7 +146,66 @@ def test_a_row_without_an_exporter_stops_in_one_line():
     from spinebench.export import exporter_for
 
     class Other(Benchmark):
-        name = "detr"
+        name = "other"
 
-    with pytest.raises(ConfigError, match=r"detr \(Other\) has no ONNX export yet"):
+    with pytest.raises(ConfigError, match=r"other \(Other\) has no ONNX export yet"):
         exporter_for(Other())
+
+
+def test_box_parity_pairs_equal_boxes_and_sets_near_ties_at_the_cut_apart():
+    from spinebench.export import box_parity
+
+    # boxes clamped to the top edge: zero area, no IoU; float noise moves them by 1e-3 px (a smoke RetinaNet's)
+    edge_a, edge_b = [342.0621, 0.0, 690.0, 0.0], [342.0599, 0.0, 690.0, 0.0]
+    a = (np.array([[10, 10, 50, 50], edge_a, [100, 100, 200, 150]], np.float32), np.array([0.9, 0.5, 0.0046001]))
+    b = (np.array([[10, 10, 50, 50.5], edge_b, [300, 100, 400, 150]], np.float32), np.array([0.9, 0.5, 0.0046]))
+    mean_iou, paired, unpaired, at_cut = box_parity([a], [b])
+    assert (paired, unpaired, at_cut) == (2, 0, 2)  # the last boxes differ, both at the cut
+    assert mean_iou == pytest.approx((40 * 40 / (40 * 40.5) + 1.0) / 2)
+    b_far = (b[0], np.array([0.9, 0.5, 0.3]))  # the stray box scored well above the cut: no swap, a real miss
+    assert box_parity([a], [b_far])[2:] == (2, 0)
+    assert box_parity([a], [(b[0][:2], b[1][:2])])[2:] == (1, 0)  # a box the other output lacks, with none swapped
+    b_moved = (np.array([[10, 10, 50, 50.5], [300, 0, 690, 0], [100, 100, 200, 150]], np.float32), b[1])
+    assert box_parity([a], [b_moved])[1:] == (2, 2, 0)  # zero-area boxes 42 px apart: not the same box
+
+
+@pytest.mark.slow
+def test_detr_exports_through_dynamo_with_its_resize_and_box_scaling_in_the_graph(tmp_path_factory, cache_dir):
+    from spinebench.report.collect import LOAD_FROM_EXPORT, _load_run
+
+    run = smoke(tmp_path_factory, cache_dir, "detr", ["model=detr_light", "data=detection_phantom_tiny"])
+    with pytest.raises(ConfigError, match="dynamic_batch=true"):
+        export_run(run, dynamic_batch=True)
+    with pytest.raises(ConfigError, match="opset=17: the dynamo exporter"):
+        export_run(run, opset=17)
+    export_run(run, images=2)
+    parity = read(run, PARITY_FILE)
+    assert parity["passed"] and parity["graph"]["exporter"] == "torch.onnx dynamo" and parity["model"] == "detr_light"
+    # every query is a box, no NMS: the two outputs pair one to one
+    assert parity["boxes_matched"] == 2 * 20 and parity["boxes_unmatched"] == parity["boxes_unmatched_at_cut"] == 0
+    assert parity["matched_box_iou"] > 0.999 and parity["mAP_difference"] <= 0.005
+    speed = check_speed(run)
+    session = ort.InferenceSession(str(run / EXPORT_DIR / MODEL_FILE), providers=["CPUExecutionProvider"])
+    boxes, scores, labels = session.run(None, {"image": np.full((275, 690), 128, np.uint8)})
+    assert boxes.shape == (20, 4) and scores.shape == labels.shape == (20,)
+    assert (labels == 0).all() and (boxes >= 0).all() and (boxes[:, [0, 2]] <= 690).all()
+    # the report scores the exported speed with the load onnxruntime's own timing measured
+    notes: list[str] = []
+    exported = _load_run(run, notes).exported
+    assert exported["load"] == speed["onnxruntime"]["load"] and exported["load_from"] == LOAD_FROM_EXPORT
+
+
+@pytest.mark.slow
+def test_yolov7_exports_with_its_letterbox_and_nms_in_the_graph(tmp_path_factory, cache_dir):
+    run = smoke(tmp_path_factory, cache_dir, "yolov7", ["model=yolov7_tiny", "data=detection_phantom_tiny"])
+    with pytest.raises(ConfigError, match="opset=21: the TorchScript"):
+        export_run(run, opset=21)
+    export_run(run, images=2)
+    parity = read(run, PARITY_FILE)
+    assert parity["passed"] and parity["graph"]["exporter"].endswith("(dynamo=False)")
+    assert parity["boxes_matched"] > 0 and parity["matched_box_iou"] >= 0.95 and parity["unmatched_share"] <= 0.01
+    check_speed(run)
+    session = ort.InferenceSession(str(run / EXPORT_DIR / MODEL_FILE), providers=["CPUExecutionProvider"])
+    boxes, scores, labels = session.run(None, {"image": np.full((275, 690), 128, np.uint8)})
+    assert 0 < len(boxes) <= 100 and boxes.shape[1:] == (4,) and len(scores) == len(labels) == len(boxes)
+    assert (labels == 0).all() and (scores > 0.001).all() and (boxes[:, [1, 3]] <= 275 + 1e-3).all()

@@ -5,13 +5,16 @@ checked against the PyTorch model on the run's test split and timed on the CPU t
 
 Writes into the run folder's export/: model.onnx, parity.json (the exported model against PyTorch on the first
 `images` test images; the export fails when the score moves by more than TOLERANCE) and speed.json (batch-1 CPU
-latency through onnxruntime beside eager PyTorch, same machine, same threads, one process). The model is rebuilt
+latency and CPU load through onnxruntime beside eager PyTorch, same machine, same threads, one process; the load is
+spinebench.speed's, as the run's eager CPU FPS records it, and the report's exported score uses onnxruntime's).
+The model is rebuilt
 as spinebench-eval rebuilds it: the run's config.yaml model node (allow-listed targets) and the adapter's own
 checkpoint loading. What each row's graph takes and gives: docs/export.md.
 
-Exporters: segmenters through torch.onnx's dynamo exporter; torchvision detectors through the TorchScript exporter
-(`dynamo=False`): torch.export cannot trace their post-processing, whose NMS and box filtering branch on how
-many boxes there are (a data-dependent shape); YOLOv8 through ultralytics' own export (its boxes decoded in the graph, ultralytics' NMS beside it).
+Exporters: segmenters and DETR through torch.onnx's dynamo exporter; torchvision detectors and YOLOv7 through the
+TorchScript exporter (`dynamo=False`): torch.export cannot trace their post-processing, whose NMS and box filtering
+branch on how many boxes there are (a data-dependent shape); YOLOv8 through ultralytics' own export (its boxes
+decoded in the graph, ultralytics' NMS beside it). DETR and YOLOv7 export their adapter's own `detect`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import contextlib
 import logging
 import os
 import shutil
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +40,7 @@ from spinebench.errors import ConfigError, RunStateError, WeightsError
 from spinebench.hydra_run import CONFIG_DIR
 from spinebench.run_folder import CONFIG_FILE, RunFolder, checkpoint_run_folder
 from spinebench.runinfo import cpu_model
+from spinebench.speed import measure_inference
 
 log = logging.getLogger("spinebench")
 
@@ -47,6 +50,10 @@ TOLERANCE = 0.005  # the largest |mean Dice| or |mAP50-95| difference the export
 MIN_PIXEL_AGREEMENT = 0.995  # segmentation: the least fraction of pixels given the same class
 MIN_BOX_IOU, MAX_UNPAIRED = 0.95, 0.01  # detection: paired boxes' mean IoU (NMS may keep another of near-tied
 # overlapping candidates), and the largest share of boxes left unpaired
+SCORE_TIE = 1e-5  # detection: an unpaired box scored within this of the lowest kept score is a near-tie at the
+# output's cut (top-k or score threshold), counted apart (a smoke model's scores differ by 1e-7 there)
+SAME_BOX_PX = 0.05  # two zero-area boxes (no IoU) this close, in native pixels, are the same box (float noise
+# moves a coordinate clamped to a 690-pixel image by some 1e-3 px)
 DYNAMO_OPSETS = (18, 23)  # torch.onnx's dynamo exporter writes opset 18 and converts up to what onnx knows
 TORCHSCRIPT_OPSETS = (11, 20)  # torchvision's detection ops need 11; torch's TorchScript exporter stops at 20
 YOLO_OPSETS = (11, 22)
@@ -110,19 +117,15 @@ class Rebuilt:
 
 # ------------------------------------------------------------------------------------------------ timing
 def _latency(run: Callable[[Any], Any], inputs: Sequence[Any]) -> dict[str, float]:
-    for x in inputs[:SPEED_WARMUP]:
-        run(x)
-    start = time.perf_counter()
-    for x in inputs:
-        run(x)
-    seconds = (time.perf_counter() - start) / len(inputs)
-    return {"latency_ms": seconds * 1000.0, "fps": 1.0 / seconds, "images": len(inputs)}
+    """spinebench.speed's batch-1 clock and CPU load (the process's CPU time over the timed passes, a fraction of
+    all cores), the measure of the run's own eager CPU FPS and load in metrics.json."""
+    speed = measure_inference(run, inputs, "cpu", warmup=SPEED_WARMUP, n=len(inputs))
+    return {"latency_ms": 1000.0 / speed.fps, "fps": speed.fps, "load": speed.cpu_load, "images": len(inputs)}
 
 
 def speed_doc(eager: Callable, exported: Callable, inputs: Sequence[Any], threads: int, what: str) -> dict:
-    """Batch-1 CPU latency of both, on the same inputs, threads and machine (one process)."""
-    with torch.inference_mode():
-        torch_speed = _latency(eager, inputs)
+    """Batch-1 CPU latency and load of both, on the same inputs, threads and machine (one process)."""
+    torch_speed = _latency(eager, inputs)
     return {
         "batch": 1,
         "threads": threads,
@@ -184,7 +187,7 @@ def export_segmenter(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: 
     module = benchmark.module(ctx, augment=False, trained=state.get("config") or {})
     load_model_state(module.model, state["model"], source=f"checkpoint {run.checkpoint}")
     graph = MaskGraph(module).eval()
-    dataset = SegmentationSplit(run.spec.root, "test", ctx.cache_dir, limit=images)
+    dataset = SegmentationSplit(run.spec, "test", ctx.cache_dir, limit=images)
     first = dataset[0][0][None]
     example = first.expand(2, -1, -1).contiguous() if dynamic_batch else first  # a batch of 1 would be fixed
     shapes = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None
@@ -262,65 +265,167 @@ class BoxGraph(nn.Module):
         return out["boxes"], out["scores"], out["labels"] - self.label_offset
 
 
-def box_parity(torch_boxes: list[np.ndarray], ort_boxes: list[np.ndarray]) -> tuple[float | None, int, int]:
-    """Mean IoU of the boxes paired one-to-one across the two outputs (Hungarian on IoU), the boxes paired, and
-    those left unpaired (a box of one output with no counterpart of IoU > 0.5 in the other)."""
+def box_parity(torch_out: list[tuple], ort_out: list[tuple]) -> tuple[float | None, int, int, int]:
+    """Boxes paired one-to-one across the two outputs, image by image (Hungarian on IoU; a pair needs IoU > 0.5):
+    their mean IoU, how many pairs, the boxes left unpaired, and those of the unpaired swapped at the output's cut
+    (one box of each output, both scored within SCORE_TIE of the lowest score either kept for that image: a top-k
+    near-tie that float noise may order either way). Each output is a list of (boxes N x 4, scores N) per image."""
     from scipy.optimize import linear_sum_assignment
     from torchvision.ops import box_iou
 
-    ious, unpaired = [], 0
-    for a, b in zip(torch_boxes, ort_boxes):
-        if len(a) == 0 or len(b) == 0:
-            unpaired += len(a) + len(b)
-            continue
-        iou = box_iou(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)).numpy()
-        rows, cols = linear_sum_assignment(-iou)
-        matched = iou[rows, cols]
-        ious += matched[matched > 0.5].tolist()
-        unpaired += len(a) + len(b) - 2 * int((matched > 0.5).sum())
-    return (float(np.mean(ious)) if ious else None), len(ious), unpaired
+    ious, unpaired, at_cut = [], 0, 0
+    for (a, a_scores), (b, b_scores) in zip(torch_out, ort_out):
+        a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
+        a_scores, b_scores = np.asarray(a_scores, np.float32), np.asarray(b_scores, np.float32)
+        left_a, left_b = np.ones(len(a), bool), np.ones(len(b), bool)
+        if len(a) and len(b):
+            iou = box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+            # two zero-area boxes (a box clamped to an image edge) have no IoU: the same box, or none
+            same = np.abs(a[:, None] - b[None]).max(-1) <= SAME_BOX_PX
+            iou = np.where(np.isnan(iou), same.astype(np.float32), iou)
+            rows, cols = linear_sum_assignment(-iou)
+            pairs = iou[rows, cols] > 0.5
+            ious += iou[rows, cols][pairs].tolist()
+            left_a[rows[pairs]], left_b[cols[pairs]] = False, False
+        if left_a.any() or left_b.any():  # a box of each output swapped at the cut: both scored at the lowest kept
+            floor = min(np.min(a_scores, initial=np.inf), np.min(b_scores, initial=np.inf))
+            swaps = min((a_scores[left_a] <= floor + SCORE_TIE).sum(), (b_scores[left_b] <= floor + SCORE_TIE).sum())
+            at_cut += 2 * int(swaps)
+            unpaired += int(left_a.sum() + left_b.sum()) - 2 * int(swaps)
+    return (float(np.mean(ious)) if ious else None), len(ious), unpaired, at_cut
 
 
-def detection_parity(samples, torch_dets: list[dict], ort_dets: list[dict], boxes: tuple[list, list]) -> dict:
+def detection_parity(samples, torch_dets: list[dict], ort_dets: list[dict], outputs: tuple[list, list]) -> dict:
+    """COCO scores of both outputs against the ground truth, and their boxes paired (`box_parity`)."""
     from spinebench.detection.coco import coco_ground_truth, score_coco
 
     ground_truth = coco_ground_truth(samples)
     ours, theirs = score_coco(ground_truth, torch_dets), score_coco(ground_truth, ort_dets)
-    mean_iou, paired, unpaired = box_parity(*boxes)
+    mean_iou, paired, unpaired, at_cut = box_parity(*outputs)
     difference = max(abs(ours["mAP50_95"] - theirs["mAP50_95"]), abs(ours["mAP50"] - theirs["mAP50"]))
-    unpaired_share = unpaired / max(1, 2 * paired + unpaired)
+    unpaired_share = unpaired / max(1, 2 * paired + unpaired + at_cut)
     return {
         "task": "detection",
         "images": len(samples),
         "matched_box_iou": mean_iou,
         "boxes_matched": paired,
         "boxes_unmatched": unpaired,
+        "boxes_unmatched_at_cut": at_cut,
         "mAP50_pytorch": ours["mAP50"],
         "mAP50_onnxruntime": theirs["mAP50"],
         "mAP50_95_pytorch": ours["mAP50_95"],
         "mAP50_95_onnxruntime": theirs["mAP50_95"],
         "mAP_difference": difference,
         "unmatched_share": unpaired_share,
-        "tolerance": {"mAP_difference": TOLERANCE, "matched_box_iou_min": MIN_BOX_IOU, "unmatched_share": MAX_UNPAIRED},
+        "tolerance": {
+            "mAP_difference": TOLERANCE,
+            "matched_box_iou_min": MIN_BOX_IOU,
+            "unmatched_share": MAX_UNPAIRED,
+            "score_tie_at_cut": SCORE_TIE,
+        },
         "passed": difference <= TOLERANCE
         and unpaired_share <= MAX_UNPAIRED
         and (mean_iou is None or mean_iou >= MIN_BOX_IOU),
     }
 
 
-def export_torchvision(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: bool, images: int, threads: int):
+class EngineBoxGraph(nn.Module):
+    """One native uint8 image (H x W) -> boxes, scores, labels as BoxGraph gives them, through the adapter's own
+    `detect` (spinebench-eval's prediction): DETR's stretch, ImageNet normalisation, softmax and box scaling;
+    YOLOv7's letterbox, box decoding, score threshold and NMS; all inside the graph."""
+
+    def __init__(self, benchmark, model: nn.Module):
+        super().__init__()
+        self.benchmark, self.model = benchmark, model
+
+    def forward(self, image: torch.Tensor):
+        x = image.float().div(255.0)
+        boxes, scores, labels = self.benchmark.detect(self.model, [x.unsqueeze(0).expand(3, -1, -1)])[0]
+        return boxes, scores, labels
+
+
+def one_image_per_call(run: Rebuilt, dynamic_batch: bool, why: str) -> None:
+    if dynamic_batch:
+        raise ConfigError(
+            f"dynamic_batch=true: {run.benchmark.name}'s graph takes one image per call ({why}); "
+            "leave dynamic_batch out"
+        )
+
+
+def export_box_graph(
+    run: Rebuilt, out: Path, graph: nn.Module, dynamo: bool, opset: int | None, images: int, threads: int
+):
+    """Export a one-image graph (uint8 H x W -> boxes, scores, labels), then score its outputs through
+    onnxruntime against the graph's own in PyTorch on the first `images` test images, and time both."""
     from spinebench.data.detection import read_detection_split
     from spinebench.detection.coco import detections_to_coco
-    from spinebench.detection.data import LABEL_OFFSET, build_dataset
+    from spinebench.detection.data import build_dataset
+
+    samples = read_detection_split(run.spec, "test")[:images]
+    dataset = build_dataset(samples, run.ctx.cache_dir)
+    example = dataset[0][0]
+    path = out / MODEL_FILE
+    names = {"input_names": ["image"], "output_names": ["boxes", "scores", "labels"]}
+    if dynamo:
+        chosen, exporter = opset or DYNAMO_OPSETS[0], "torch.onnx dynamo"
+        log.info("exporting %s through torch.onnx (dynamo, opset %d)", run.benchmark.name, chosen)
+        with quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=chosen, verbose=False, **names)
+            program.save(str(path))
+    else:
+        chosen, exporter = opset or 17, "torch.onnx TorchScript (dynamo=False)"
+        log.info("exporting %s through torch.onnx (TorchScript, dynamo=False, opset %d)", run.benchmark.name, chosen)
+        with quiet_exporter(), torch.no_grad():
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=chosen,
+                dynamic_axes={"boxes": {0: "n"}, "scores": {0: "n"}, "labels": {0: "n"}},
+                **names,
+            )
+    session = ort_session(path, threads)
+    torch_dets, ort_dets, torch_out, ort_out, speed_inputs = [], [], [], [], []
+    for index in range(len(dataset)):
+        image = dataset[index][0]
+        with torch.no_grad():
+            boxes, scores, labels = (t.numpy() for t in graph(image))
+        o_boxes, o_scores, o_labels = session.run(None, {"image": image.numpy()})
+        torch_dets += detections_to_coco(index + 1, boxes, scores.tolist(), labels.tolist())
+        ort_dets += detections_to_coco(index + 1, o_boxes, o_scores.tolist(), o_labels.tolist())
+        torch_out.append((boxes, scores))
+        ort_out.append((o_boxes, o_scores))
+        if len(speed_inputs) < SPEED_IMAGES:
+            speed_inputs.append(image)
+    parity = detection_parity(samples, torch_dets, ort_dets, (torch_out, ort_out))
+    speed = speed_doc(
+        graph,
+        lambda x: session.run(None, {"image": x.numpy()}),
+        speed_inputs,
+        threads,
+        "uint8 image in, boxes out (resize, normalisation, box decoding and any NMS included)",
+    )
+    graph_io = {
+        "exporter": exporter,
+        "opset": chosen,
+        "input": {"name": "image", "dtype": "uint8", "shape": list(example.shape)},
+        "output": [
+            {"name": "boxes", "dtype": "float32", "shape": ["n", 4], "meaning": "xyxy, native pixels"},
+            {"name": "scores", "dtype": "float32", "shape": ["n"]},
+            {"name": "labels", "dtype": "int64", "shape": ["n"], "meaning": "0 = hematoma"},
+        ],
+    }
+    return parity, speed, graph_io
+
+
+def export_torchvision(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: bool, images: int, threads: int):
+    from spinebench.detection.data import LABEL_OFFSET
     from spinebench.detection.models import built_pretrained
     from spinebench.engine import load_checkpoint
 
     check_opset(opset, TORCHSCRIPT_OPSETS, "TorchScript (dynamo=False)")
-    if dynamic_batch:
-        raise ConfigError(
-            f"dynamic_batch=true: {run.benchmark.name}'s graph takes one image per call (torchvision detectors "
-            "take a list of images); leave dynamic_batch out"
-        )
+    one_image_per_call(run, dynamic_batch, "torchvision detectors take a list of images")
     benchmark, ctx = run.benchmark, run.ctx
     state = load_checkpoint(run.checkpoint)
     model, _ = benchmark._build(ctx, load_weights=False, pretrained=built_pretrained(state["model"]))
@@ -332,56 +437,25 @@ def export_torchvision(run: Rebuilt, out: Path, opset: int | None, dynamic_batch
             "(another model's checkpoint?)"
         ) from None
     graph = BoxGraph(model.eval(), LABEL_OFFSET).eval()
-    samples = read_detection_split(run.spec.root, "test")[:images]
-    dataset = build_dataset(samples, ctx.cache_dir)
-    example = dataset[0][0]
-    path = out / MODEL_FILE
-    chosen = opset or 17
-    log.info("exporting %s through torch.onnx (TorchScript, dynamo=False, opset %d)", benchmark.name, chosen)
-    with quiet_exporter(), torch.no_grad():
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=chosen,
-            input_names=["image"],
-            output_names=["boxes", "scores", "labels"],
-            dynamic_axes={"boxes": {0: "n"}, "scores": {0: "n"}, "labels": {0: "n"}},
-        )
-    session = ort_session(path, threads)
-    torch_dets, ort_dets, torch_boxes, ort_boxes, speed_inputs = [], [], [], [], []
-    for index in range(len(dataset)):
-        image = dataset[index][0]
-        with torch.no_grad():
-            boxes, scores, labels = (t.numpy() for t in graph(image))
-        o_boxes, o_scores, o_labels = session.run(None, {"image": image.numpy()})
-        torch_dets += detections_to_coco(index + 1, boxes, scores.tolist(), labels.tolist())
-        ort_dets += detections_to_coco(index + 1, o_boxes, o_scores.tolist(), o_labels.tolist())
-        torch_boxes.append(boxes)
-        ort_boxes.append(o_boxes)
-        if len(speed_inputs) < SPEED_IMAGES:
-            speed_inputs.append(image)
-    parity = detection_parity(samples, torch_dets, ort_dets, (torch_boxes, ort_boxes))
-    speed = speed_doc(
-        graph,
-        lambda x: session.run(None, {"image": x.numpy()}),
-        speed_inputs,
-        threads,
-        "uint8 image in, boxes out (resize, normalisation, box decoding and NMS included)",
-    )
-    shape = list(example.shape)
-    graph_io = {
-        "exporter": "torch.onnx TorchScript (dynamo=False)",
-        "opset": chosen,
-        "input": {"name": "image", "dtype": "uint8", "shape": shape},
-        "output": [
-            {"name": "boxes", "dtype": "float32", "shape": ["n", 4], "meaning": "xyxy, native pixels"},
-            {"name": "scores", "dtype": "float32", "shape": ["n"]},
-            {"name": "labels", "dtype": "int64", "shape": ["n"], "meaning": "0 = hematoma"},
-        ],
-    }
-    return parity, speed, graph_io
+    return export_box_graph(run, out, graph, False, opset, images, threads)
+
+
+def export_engine_detector(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: bool, images: int, threads: int):
+    """DETR through the dynamo exporter (its graph has no data-dependent shape: every query is a box); YOLOv7
+    through the TorchScript one, as the torchvision detectors, for its score threshold and NMS."""
+    from spinebench.detection.detr import Detr
+    from spinebench.engine import load_checkpoint
+
+    benchmark, ctx = run.benchmark, run.ctx
+    dynamo = isinstance(benchmark, Detr)
+    check_opset(opset, *((DYNAMO_OPSETS, "dynamo") if dynamo else (TORCHSCRIPT_OPSETS, "TorchScript (dynamo=False)")))
+    one_image_per_call(run, dynamic_batch, "the image's own size sets its resize and box scaling")
+    benchmark.size = benchmark.effective_size(ctx)  # as test() sets it: the input the run was trained and scored at
+    state = load_checkpoint(run.checkpoint)
+    model, _ = benchmark.build(ctx, load_weights=False)
+    benchmark.load_trained(model, state["model"], run.checkpoint)  # WeightsError: another model's checkpoint
+    graph = EngineBoxGraph(benchmark, model.eval()).eval()
+    return export_box_graph(run, out, graph, dynamo, opset, images, threads)
 
 
 def export_yolo(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: bool, images: int, threads: int):
@@ -420,7 +494,7 @@ def export_yolo(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: bool,
     path = out / MODEL_FILE
     shutil.move(str(exported), path)
     shutil.rmtree(work, ignore_errors=True)
-    samples = read_detection_split(run.spec.root, "test")[:images]
+    samples = read_detection_split(run.spec, "test")[:images]
     torch.set_num_threads(threads)
     model = YOLO(str(run.checkpoint))  # export() left the one it exported fused and in its export mode
     onnx_model = YOLO(str(path), task="detect")
@@ -428,11 +502,12 @@ def export_yolo(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: bool,
     ort_dets = predict_coco(onnx_model, samples, imgsz, "cpu", 1)
 
     def boxes_of(dets):
-        per = [[] for _ in samples]
+        per = [([], []) for _ in samples]
         for d in dets:
             x, y, w, h = d["bbox"]
-            per[d["image_id"] - 1].append([x, y, x + w, y + h])
-        return [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in per]
+            per[d["image_id"] - 1][0].append([x, y, x + w, y + h])
+            per[d["image_id"] - 1][1].append(d["score"])
+        return [(np.asarray(b, dtype=np.float32).reshape(-1, 4), np.asarray(s, np.float32)) for b, s in per]
 
     parity = detection_parity(samples, torch_dets, ort_dets, (boxes_of(torch_dets), boxes_of(ort_dets)))
     import cv2
@@ -461,6 +536,7 @@ def export_yolo(run: Rebuilt, out: Path, opset: int | None, dynamic_batch: bool,
 
 # ------------------------------------------------------------------------------------------------ dispatch
 def exporter_for(benchmark: Benchmark) -> Callable:
+    from spinebench.detection.engine_detector import EngineDetector
     from spinebench.detection.torchvision_benchmark import TorchvisionDetector
     from spinebench.detection.yolo import YoloV8
     from spinebench.segmentation.benchmark import SegmentationBenchmark
@@ -471,9 +547,11 @@ def exporter_for(benchmark: Benchmark) -> Callable:
         return export_torchvision
     if isinstance(benchmark, YoloV8):
         return export_yolo
+    if isinstance(benchmark, EngineDetector):
+        return export_engine_detector
     raise ConfigError(
-        f"{benchmark.name} ({type(benchmark).__name__}) has no ONNX export yet: segmenters, torchvision detectors "
-        "and YOLOv8 export (docs/export.md says what the others need)"
+        f"{benchmark.name} ({type(benchmark).__name__}) has no ONNX export yet: spinebench exports segmenters, "
+        "torchvision detectors, YOLOv8, DETR and YOLOv7 (docs/export.md)"
     )
 
 

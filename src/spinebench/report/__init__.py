@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spinebench.report.bootstrap import N_RESAMPLES, SEED, bootstrap_run
-from spinebench.report.collect import Collection, Run, collect_runs, commit_label, pick
+from spinebench.report.collect import Collection, Run, collect_runs, commit_label, pick, pick_seeds
 from spinebench.report.datasource import DataSource
 from spinebench.report.implantability import implantability, score_runs
 from spinebench.report.manuscript import Manuscript, ManuscriptError, load_manuscript
@@ -43,6 +43,7 @@ __all__ = [
     "implantability",
     "load_manuscript",
     "pick",
+    "pick_seeds",
     "run_report",
     "score_runs",
 ]

@@ -8,6 +8,11 @@ One bad folder is a note naming it, never a stopped report.
 
 A run's own export/speed.json (`spinebench export`) adds its onnxruntime CPU speed, only when export/parity.json
 says the exported model passed its parity check: a graph that scores otherwise than the run is not the run.
+
+Seeds and splits: a manuscript row shows the run `pick` chooses on one split (the release's own, or each split file
+a run was trained on, `data.splits`), together with the other seeds of that run's recipe (`pick_seeds`): runs that
+differ only in the seed (same model, data, config label apart from `seed=N`, split file). Runs on different splits
+are never one row, nor averaged together.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,6 +48,8 @@ PROCESSORS = ("cpu", "gpu")
 EXPORT_DIR, EXPORT_SPEED_FILE, EXPORT_PARITY_FILE = "export", "speed.json", "parity.json"
 EXPORTED = "cpu_exported"  # the key of the exported CPU speed and score, beside "cpu" and "gpu"
 LOAD_FROM_EXPORT, LOAD_FROM_EAGER = "speed.json", "metrics.json (eager PyTorch on the same CPU and threads)"
+SEED_OVERRIDE = re.compile(r"^[+~]*seed=")  # the seed in a config label (`make reproduce` passes seed=N)
+RELEASE_SPLIT = ""  # the split id of a run on the release's own train/val/test folders
 
 
 def display_path(path: Path | str) -> str:
@@ -66,6 +74,8 @@ class Run:
     # batch-1 CPU speed through onnxruntime from export/speed.json, when the export passed its parity check:
     # {"fps", "load", "load_from", "hardware", "threads", "eager_fps"}; None without one
     exported: dict[str, Any] | None = None
+    # an evaluation: the record of the run whose checkpoint it scored (None when unreadable): its seed and recipe
+    training: RunRecord | None = None
 
     @cached_property
     def source(self) -> DataSource:
@@ -176,6 +186,54 @@ class Run:
     def finished_at(self) -> float:
         return (self.path / METRICS_FILE).stat().st_mtime
 
+    @property
+    def seed(self) -> int | None:
+        """The seed that made the model: the record's, or for an evaluation its training run's (None: unknown,
+        and the run is averaged with no other)."""
+        if self.record.checkpoint_run:
+            return record_seed(self.training) if self.training is not None else None
+        return record_seed(self.record)
+
+    @property
+    def splits(self) -> dict[str, Any]:
+        """The split file the run was trained and scored on (`data.splits`: file, sha256, sizes); {} on the
+        release's own split."""
+        return _mapping(self.data.get("splits"))
+
+    @property
+    def split_id(self) -> str:
+        """What tells two splits apart: the split file's sha256 (its path when none is recorded), RELEASE_SPLIT
+        ("") for the release's own split."""
+        splits = self.splits
+        return str(splits.get("sha256") or splits.get("file") or "re-split") if splits else RELEASE_SPLIT
+
+    @property
+    def split_name(self) -> str:
+        """The split file's name ('splits.json'), '' on the release's split."""
+        splits = self.splits
+        return Path(str(splits.get("file") or "unnamed split file")).name if splits else ""
+
+    @property
+    def split_label(self) -> str:
+        """The split file's name and the first 8 hex digits of its sha256 ('splits.json (1a2b3c4d)'), ''."""
+        sha = str(self.splits.get("sha256") or "")
+        return f"{self.split_name} ({sha[:8]})" if sha else self.split_name
+
+    @property
+    def recipe(self) -> tuple:
+        """What the seeds of one row share: task, manuscript row, model config, data block, split file and config
+        label without its `seed=N`; for an evaluation also its training run's model, data and label."""
+        own = (self.task, self.model, self.model_name, data_key(self.data), self.split_id)
+        own += (recipe_label(self.record.config),)
+        if not self.record.checkpoint_run:
+            return own
+        trained = self.training
+        return (
+            *own,
+            "evaluation",
+            None if trained is None else (trained.model_name, data_key(trained.data), recipe_label(trained.config)),
+        )
+
 
 @dataclass
 class Unfinished:
@@ -233,17 +291,68 @@ def same_commit(a: str, b: str) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
-def pick(runs: Sequence[Run], model: str) -> tuple[Run | None, int]:
-    """The run a manuscript row shows, and how many others it has: one made with the row's own model config
-    before a variant filed under the row (unet_light, deeplabv3_light), then a training run before a later
-    `spinebench-eval` of a checkpoint on the same data, then the most recently finished."""
-    matching = [r for r in runs if r.model == model]
+def recipe_label(config: str | None) -> str:
+    """A config label without its `seed=N`: what the seeds of one recipe share."""
+    return " ".join(token for token in str(config or "").split() if not SEED_OVERRIDE.match(token))
+
+
+def record_seed(record: RunRecord) -> int | None:
+    """A record's seed: its `seed` key, else the `seed=N` of its config label (a record from before the key);
+    None when neither says."""
+    value = getattr(record, "seed", None)
+    if value is None:
+        value = record.extra.get("seed")
+    if value is None:
+        given = [t.split("=", 1)[1] for t in str(record.config or "").split() if SEED_OVERRIDE.match(t)]
+        value = given[-1] if given else None
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def data_key(data: dict[str, Any]) -> str:
+    """A data block as one comparable value, without its split file (the recipe names that apart)."""
+    return json.dumps({k: v for k, v in data.items() if k != "splits"}, sort_keys=True, default=str)
+
+
+def _rank(model: str):
+    """The order of today's rule: the row's own model config before a variant filed under it, a training run
+    before an evaluation, then the most recently finished."""
+    return lambda r: (r.model_name == model, not r.record.checkpoint_run, r.finished_at)
+
+
+def pick(runs: Sequence[Run], model: str, split: str = RELEASE_SPLIT) -> tuple[Run | None, int]:
+    """The run a manuscript row shows on one split (the release's own by default), and how many others of the row
+    it has there: one made with the row's own model config before a variant filed under the row (unet_light,
+    deeplabv3_light), then a training run before a later `spinebench-eval` of a checkpoint on the same data, then
+    the most recently finished."""
+    matching = [r for r in runs if r.model == model and r.split_id == split]
     if not matching:
         return None, 0
-    return (
-        max(matching, key=lambda r: (r.model_name == model, not r.record.checkpoint_run, r.finished_at)),
-        len(matching) - 1,
-    )
+    return max(matching, key=_rank(model)), len(matching) - 1
+
+
+def pick_seeds(runs: Sequence[Run], model: str, split: str = RELEASE_SPLIT) -> tuple[list[Run], int]:
+    """The runs a manuscript row shows on one split, by seed, and how many others of the row it hides there:
+    the run `pick` chooses and every other seed of its recipe (`Run.recipe`; a seed run twice counts its top run
+    by `pick`'s order). A run of unknown seed stands alone."""
+    chosen, _ = pick(runs, model, split)
+    if chosen is None:
+        return [], 0
+    matching = [r for r in runs if r.model == model and r.split_id == split]
+    if chosen.seed is None:
+        return [chosen], len(matching) - 1
+    per_seed: dict[int, Run] = {}
+    for run in sorted((r for r in matching if r.seed is not None and r.recipe == chosen.recipe), key=_rank(model)):
+        per_seed[run.seed] = run  # ascending: the top run of a seed is written last
+    per_seed[chosen.seed] = chosen
+    return [per_seed[s] for s in sorted(per_seed)], len(matching) - len(per_seed)
+
+
+def splits_of(runs: Sequence[Run]) -> list[str]:
+    """The split ids of `runs`, the release's own first, then the split files by name."""
+    ids = {r.split_id: r.split_name for r in runs}
+    return sorted(ids, key=lambda s: (s != RELEASE_SPLIT, ids[s], s))
 
 
 @dataclass
@@ -484,6 +593,18 @@ def _load_run(folder: Path, notes: list[str]) -> Run | None:
     return run
 
 
+def _training_record(path: str, runs: dict[Path, Run]) -> RunRecord | None:
+    """The record of the training run an evaluation scored: a collected run's, else its folder's metrics.json
+    (None when it cannot be read: the evaluation's seed is then unknown)."""
+    folder = Path(path).resolve()
+    if folder in runs:
+        return runs[folder].record
+    try:
+        return RunFolder(folder).record() if (folder / METRICS_FILE).is_file() else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def collect_runs(paths: Iterable[str | Path]) -> Collection:
     """Walk `paths` (run folders or folders of runs): the finished runs sorted by task, model and folder, and the
     unfinished ones."""
@@ -509,6 +630,9 @@ def collect_runs(paths: Iterable[str | Path]) -> Collection:
                 if pending.path not in unfinished:
                     unfinished[pending.path] = pending
                     notes.append(pending.note)
+    for run in runs.values():
+        if run.record.checkpoint_run:
+            run.training = _training_record(str(run.record.checkpoint_run), runs)
     for note in notes:
         log.info(note)
     ordered = sorted(runs.values(), key=lambda r: (r.task, r.model, str(r.path)))

@@ -9,8 +9,9 @@ Method
   times ``n`` single-image forward passes over test images after ``warmup`` passes (CUDA synchronised).
 * ``FPS_best`` is the highest FPS among the compared models *of the same task on the same processor*. For the
   manuscript that is the paper's rows; for our runs it is the runs one table shows (same task, same data source,
-  one run per manuscript row) measured on the same hardware label, so a score never mixes a CPU with a GPU or two
-  different GPUs, nor a run the table does not show into FPS_best.
+  one run per manuscript row and split, or the seeds of its recipe) measured on the same hardware label, so a score
+  never mixes a CPU with a GPU or two different GPUs, nor a run the table does not show into FPS_best. A row over
+  seeds shows the mean of its seeds' scores.
 * ``load`` is the processor's utilisation (0-1) during the timed passes: the process's CPU utilisation from
   psutil normalised by the core count (CPU), or the GPU utilisation sampled through NVML every 50 ms (GPU).
 
@@ -73,11 +74,11 @@ def fps_best(values: Iterable[float | None]) -> float | None:
 
 def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> None:
     """Set `run.implantability[processor]`. The compared models, whose fastest sets FPS_best, are the runs a table
-    shows: per manuscript row the run `pick` chooses, among the runs of the same task and data source measured on
-    the same processor and hardware (porcine side only: the zero-shot evaluations are not speed-compared). Any
-    other run (an older one, a model without a row) is scored as if it had joined them. The exported CPU speed
+    shows: per manuscript row and split the runs `pick_seeds` chooses (the picked run and its other seeds), among
+    the runs of the same task and data source measured on the same processor and hardware (porcine side only: the
+    zero-shot evaluations are not speed-compared). Any other run (an older one, a model without a row) is scored as if it had joined them. The exported CPU speed
     (`run.exported`) is scored the same way under "cpu_exported", among exported speeds only."""
-    from spinebench.report.collect import EXPORTED, pick
+    from spinebench.report.collect import EXPORTED, pick_seeds, splits_of
 
     groups: dict[tuple, list[tuple[Run, dict]]] = {}
     tables: dict[tuple, list[Run]] = {}
@@ -88,10 +89,14 @@ def score_runs(runs: Sequence[Run], manuscript: Manuscript | None = None) -> Non
         timed = {**run.speeds, **({EXPORTED: run.exported} if run.exported else {})}
         for processor, speed in timed.items():
             groups.setdefault((run.task, run.source.group, processor, speed["hardware"]), []).append((run, speed))
-    shown = set()  # the runs the tables show, picked among all of a table's runs (any hardware)
+    shown = (
+        set()
+    )  # the runs the tables show (every seed of a row's, on each split), among a table's runs on any hardware
     for (task, _), table_runs in tables.items():
         table = manuscript.tasks.get(task) if manuscript else None
-        shown |= {id(pick(table_runs, key)[0]) for key in (table.rows if table else {r.model for r in table_runs})}
+        for key in table.rows if table else {r.model for r in table_runs}:
+            for split in splits_of(table_runs):
+                shown |= {id(run) for run in pick_seeds(table_runs, key, split)[0]}
     for (task, _, processor, _), group in groups.items():
         rows = {
             i: {"accuracy": run.values.get(ACCURACY_METRIC[task]), "fps": speed["fps"], "load": speed["load"]}

@@ -4,7 +4,9 @@ behind each row, and the runs of models without a manuscript row; then plots, no
 
 Each Markdown table is a view of the comparison table: a list of (header, cell) pairs, rendered by one function.
 A phantom's tables say PHANTOM in their heading, banner and column headers, so no reader takes them for a
-reproduction; a cell is escaped for the table it sits in.
+reproduction; a cell is escaped for the table it sits in. A row that averages seeds reads `mean ± sd (n seeds)`
+where a run reads `value [95% CI]`; a row trained on a split file says "re-split: <file>" in its model cell, and
+the traceability table then names the file. A report without either reads as before.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 from spinebench.report.collect import same_commit
 from spinebench.report.datasource import DataSource
 from spinebench.report.manuscript import Manuscript, TaskTable
-from spinebench.report.tables import FINISHED, HUMAN, column, number
+from spinebench.report.tables import AGGREGATE, FINISHED, HUMAN, column, number, runs_only
 
 Row = dict[str, Any]
 View = list[tuple[str, Callable[[Row], str]]]
@@ -53,12 +55,27 @@ def _finished(row: Row) -> bool:
     return row["status"] == FINISHED
 
 
+def _aggregate(row: Row) -> bool:
+    return row.get("seed") == AGGREGATE
+
+
+def fmt_seeds(r: Row, col: str, digits: int = 3) -> str:
+    """An aggregate row's value: 'mean ± sd (n seeds)', n the seeds that gave the metric."""
+    if number(r[col]) is None:
+        return "-"
+    n = (r.get("seed_counts") or {}).get(col, r["n_seeds"])
+    spread = "" if number(r.get(f"{col}_sd")) is None else f" ± {fmt(r[f'{col}_sd'], digits)}"
+    return f"{fmt(r[col], digits)}{spread} ({n} seed{'s' if n != 1 else ''})"
+
+
 def name_cell(row: Row, others: bool = False, partial: bool = False) -> str:
     """The manuscript row's name, with the model config behind it when it is a variant (unet_light under U-Net),
     the count of runs the CSV adds, and a partial test split."""
     name = row["paper_name"]
     if _finished(row) and row["model_name"] and row["model_name"] != row["model"]:
         name += f" (ours: `{row['model_name']}`)"
+    if _finished(row) and row.get("splits"):
+        name += f" (re-split: {row['splits_name']})"
     if others and row["others"]:  # the hidden one may be newer (pick prefers the row's own config): not "older"
         name += f" (+{row['others']} other run{'s' if row['others'] > 1 else ''} in the CSV)"
     if partial and row.get("partial_test"):
@@ -70,8 +87,9 @@ def name_cell(row: Row, others: bool = False, partial: bool = False) -> str:
 
 
 def scored(r: Row, col: str) -> str:
-    """Our value of column `col` with its interval; a smoke run's says so (its row's name says what that is)."""
-    value = fmt_ci(r[col], r[f"{col}_ci_low"], r[f"{col}_ci_high"])
+    """Our value of column `col` with its interval (over seeds: mean ± sd); a smoke run's says so (its row's name
+    says what that is)."""
+    value = fmt_seeds(r, col) if _aggregate(r) else fmt_ci(r[col], r[f"{col}_ci_low"], r[f"{col}_ci_high"])
     return f"{value} (smoke run)" if number(r.get("smoke_steps")) else value
 
 
@@ -184,6 +202,9 @@ TRACE_VIEW: View = [
 ]
 
 
+SPLIT_COLUMN = ("split file (sha256)", lambda r: r["splits"] or "the release's")
+
+
 def others_view(table: TaskTable, metrics: Sequence[str]) -> View:
     return [
         ("model (no manuscript row)", lambda r: f"`{r['model_name'] or r['model']}`"),
@@ -260,8 +281,10 @@ def group_section(table: TaskTable, rows: pd.DataFrame, human: bool, classes: Se
         if any(number(r.get("fps_cpu_exported")) is not None for r in shown if _finished(r)):
             lines += [EXPORTED_NOTE, ""]
     if finished:
+        traced = [r for r in shown if _finished(r)]
+        resplit = any(r.get("splits") for r in traced)
         lines += ["Traceability (the run behind each row):", ""]
-        lines += render_table([r for r in shown if _finished(r)], TRACE_VIEW) + [""]
+        lines += render_table(traced, [*TRACE_VIEW, SPLIT_COLUMN] if resplit else TRACE_VIEW) + [""]
     if rowless:
         lines += ["Runs of models without a manuscript row:", ""]
         lines += render_table(rowless, others_view(table, metrics)) + [""]
@@ -299,8 +322,26 @@ def commit_line(commits: Iterable[str], checkout: str | None = None) -> str:
 
 
 def run_commits(table: pd.DataFrame) -> list[str]:
-    """One commit label per finished run of the table."""
-    return list(table.loc[table["status"] == FINISHED, "commit"])
+    """One commit label per finished run of the table (an aggregate row over seeds is not a run)."""
+    return list(runs_only(table)["commit"])
+
+
+def _seeds_and_splits_legend(table: pd.DataFrame) -> str:
+    """What a row over seeds and a re-split row mean, only when the report has one ('' otherwise)."""
+    text = ""
+    if (table["seed"] == AGGREGATE).any():
+        text += (
+            " *mean ± sd (n seeds)*: a row whose run has other seeds of the same recipe (same model, data, config "
+            "apart from the seed, split) shows the mean over them and their sample standard deviation (ddof=1); "
+            "*diff* = mean - paper; speed and implantability are means over the seeds; each seed's value and 95% "
+            "CI are in the CSV."
+        )
+    if table["splits"].astype(bool).any():
+        text += (
+            " *re-split*: trained and scored on a split file (`data.splits=`), not the release's own split; the "
+            "traceability table names the file."
+        )
+    return text
 
 
 def _discrepancy_note(manuscript: Manuscript) -> str:
@@ -329,7 +370,7 @@ def render_markdown(
     checkout: str | None = None,
 ) -> str:
     """results/README.md; `generated` is the time it names, `out` the file (plots are linked relative to it)."""
-    finished = int((table["status"] == FINISHED).sum())
+    finished = len(runs_only(table))
     intro = (
         f"Generated by `spinebench report` on {generated} from {finished} finished run(s); never edited by "
         f"hand. Manuscript numbers: `benchmarks/manuscript.yaml` ({manuscript.short_citation})."
@@ -339,7 +380,9 @@ def render_markdown(
         "*diff* = ours - paper. A row without a finished run (no `metrics.json`) reads **not run**, or "
         "**unfinished** / **failed: <error>** when a run folder of it exists (see the notes). "
         "Implantability = A/2 + (FPS/FPS_best)/4 + (1 - load)/4 with FPS_best taken among the runs of the "
-        "same table on the same hardware (see `spinebench.report.implantability`)." + _discrepancy_note(manuscript)
+        "same table on the same hardware (see `spinebench.report.implantability`)."
+        + _discrepancy_note(manuscript)
+        + _seeds_and_splits_legend(table)
     )
     lines = ["# Results: spinebench vs the manuscript", "", intro, "", legend, ""]
     commits = commit_line(run_commits(table), checkout)

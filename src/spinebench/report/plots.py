@@ -1,7 +1,8 @@
 """The report's pictures (matplotlib, PNG): what a person would rather look at than read.
 
-* `<task>_bars.png`: per reported metric, grouped bars of the paper vs ours per manuscript row (95% CI as error
-  bars; phantom groups hatched and labelled PHANTOM), from the comparison table.
+* `<task>_bars.png`: per reported metric, grouped bars of the paper vs ours per manuscript row on the release's
+  split (95% CI as error bars, ± sd for a row over seeds; phantom groups hatched and labelled PHANTOM), from the
+  comparison table.
 * `<task>_accuracy_vs_fps.png`: accuracy (mAP50 / mean Dice) against batch-1 FPS, the implantability view,
   the paper's CPU and GPU points beside ours, from the comparison table.
 * `detection_pr_<source>.png`: precision-recall curves at IoU 0.5 of every detection run of one data source,
@@ -29,7 +30,7 @@ from spinebench.data.segmentation import overlay
 from spinebench.report.collect import Collection, Run, pick
 from spinebench.report.implantability import ACCURACY_METRIC
 from spinebench.report.manuscript import Manuscript
-from spinebench.report.tables import FINISHED, HUMAN, column, number
+from spinebench.report.tables import AGGREGATE, FINISHED, HUMAN, column, number
 
 matplotlib.use("Agg")  # files only: a report needs no display, and a machine without one must draw them too
 log = logging.getLogger(__name__)
@@ -80,13 +81,17 @@ def bar_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Path) 
         ax.bar(x - 0.4 + width / 2, values_paper, width, label="paper", color="0.6")
         col = column(metric)
         for g, group_rows in enumerate(groups.values()):
-            shown = {r["model"]: r for r in group_rows[group_rows["shown"].astype(bool)].to_dict("records")}
+            on_release = group_rows["shown"].astype(bool) & ~group_rows["splits"].astype(bool)  # re-split: tables
+            shown = {r["model"]: r for r in group_rows[on_release].to_dict("records")}
             values, low, high = [], [], []
             for k in keys:
                 row = shown.get(k)
                 v = number(row[col]) if row else None
                 v = np.nan if v is None else v
                 lo, hi = (number(row[f"{col}_ci_low"]), number(row[f"{col}_ci_high"])) if row else (None, None)
+                sd = number(row[f"{col}_sd"]) if row and row["seed"] == AGGREGATE else None
+                if sd is not None and not np.isnan(v):  # a row over seeds: ± its standard deviation
+                    lo, hi = v - sd, v + sd
                 values.append(v)
                 low.append(v - lo if lo is not None else 0.0)
                 high.append(hi - v if hi is not None else 0.0)
@@ -120,7 +125,10 @@ def bar_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Path) 
         ax.set_ylabel(("human " if human else "") + paper.label(metric))
         ax.grid(axis="y", alpha=0.3)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=7, loc="outside upper center", ncol=3)
-    axes[0, 0].set_title(f"{task}: paper vs ours (95% bootstrap CI); hatched = PHANTOM, not a reproduction", fontsize=9)
+    seeds = "; ± sd over seeds" if (rows["seed"] == AGGREGATE).any() else ""
+    axes[0, 0].set_title(
+        f"{task}: paper vs ours (95% bootstrap CI{seeds}); hatched = PHANTOM, not a reproduction", fontsize=9
+    )
     return _save(fig, out / f"{task}_bars.png")
 
 
@@ -144,7 +152,7 @@ def scatter_plot(table: pd.DataFrame, manuscript: Manuscript, task: str, out: Pa
                 ax.annotate(name, (fps, acc), fontsize=6, color="0.4", xytext=(3, 2), textcoords="offset points")
     rows = table[(table["task"] == task) & (table["domain"] != HUMAN)]
     for g, group_rows in enumerate(_finished_groups(rows).values()):
-        records = group_rows.to_dict("records")
+        records = [r for r in group_rows.to_dict("records") if r["seed"] != AGGREGATE]  # each seed is a point
         pts = [
             (number(r[f"fps_{proc}"]), number(r[column(metric)]), r["model_name"], proc)
             for r in records
@@ -266,8 +274,9 @@ def segmentation_grids(collection: Collection, out: Path, n_images: int = 4) -> 
         # one run per model: the latest
         chosen = []
         for model in dict.fromkeys(r.model for r in with_preds):
-            run, _ = pick(with_preds, model)
-            chosen.append(run)
+            run, _ = pick(with_preds, model)  # on the release's split: a re-split run scored other test images
+            if run is not None:
+                chosen.append(run)
         if not chosen:
             continue
         common = set.intersection(*[{p.name for p in (r.path / "predictions").glob("*.png")} for r in chosen])

@@ -1,12 +1,18 @@
 """The comparison table: every number the report shows, as one pandas DataFrame, and its CSV files.
 
-One row per manuscript row x task side (porcine, or zero-shot on human) x data-source group: the run `pick`
-shows there (`shown`, with how many `others` it hides), or, with no finished run, the row's `status` ("not run",
-"unfinished (see skipped)", "failed: <error>"); each hidden run and each run of a model without a manuscript row
-has a row of its own too, so every finished run is in the table once. Beside our metrics sit their bootstrap
-intervals (`<metric>_ci_low/_high`), the paper's value (`paper_<metric>`, the human side's for a zero-shot row)
-and the difference (`<metric>_diff` = ours - paper), then speed, implantability (eager PyTorch per processor, and
-the run's exported model on the CPU through onnxruntime, `*_cpu_exported`) and what traces the run.
+One row per manuscript row x task side (porcine, or zero-shot on human) x data-source group x split (the
+release's own, then each split file a run of the row was trained on: `splits`): the run `pick` shows there
+(`shown`, with how many `others` it hides), or, with no finished run on the release's split, the row's `status`
+("not run", "unfinished (see skipped)", "failed: <error>"); each hidden run and each run of a model without a
+manuscript row has a row of its own too, so every finished run is in the table once. Beside our metrics sit their
+bootstrap intervals (`<metric>_ci_low/_high`), the paper's value (`paper_<metric>`, the human side's for a
+zero-shot row) and the difference (`<metric>_diff` = ours - paper), then speed, implantability (eager PyTorch per
+processor, and the run's exported model on the CPU through onnxruntime, `*_cpu_exported`) and what traces the run.
+
+Seeds: when the row's run has other seeds of its recipe (`pick_seeds`), the shown row is an aggregate (`seed` =
+"mean", `n_seeds`): each metric the mean over the seeds, `<metric>_sd` their sample standard deviation (ddof=1),
+the difference from the mean, no interval; speed and implantability the mean over seeds timed on one hardware.
+Each seed's run follows it as a row of its own (`shown` false, its `seed`, its interval).
 
 The Markdown (`spinebench.report.markdown`) and the plots render this table; `<task>.csv` is its finished runs.
 Groups come in the order a reader trusts them (verified real data, unverified, unknown source, phantom); rows in
@@ -21,15 +27,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from spinebench.report.bootstrap import DETECTION_METRICS, flat_segmentation_metrics
-from spinebench.report.collect import EXPORTED, Collection, Run, Unfinished, display_path, pick
+from spinebench.report.collect import (
+    EXPORTED,
+    RELEASE_SPLIT,
+    Collection,
+    Run,
+    Unfinished,
+    display_path,
+    pick_seeds,
+    recipe_label,
+    splits_of,
+)
 from spinebench.report.manuscript import Manuscript, Row, TaskTable
 
 SEGMENTATION_METRICS = ("mIoU", "mean_dice", "cord_iou", "cord_dice", "foreground_mIoU", "foreground_mean_dice")
 NOT_RUN = "not run"
 FINISHED = "finished"
+AGGREGATE = "mean"  # the `seed` of a row that averages the seeds of one recipe
 PORCINE, HUMAN = "porcine", "human"
 
 HEAD = [
@@ -42,7 +60,10 @@ HEAD = [
     "status",
     "shown",
     "others",
+    "seed",
+    "n_seeds",
     "split",
+    "splits",
     "test_images",
     "test_split_images",
     "partial_test",
@@ -105,6 +126,19 @@ TAIL = [
     "notes",
 ]
 NOT_IN_CSV = {"task", "status", "source"}  # a CSV is one task's finished runs; `source` is the DataSource itself
+# beside `source`, not in the CSV: the split file's name (the model cell's "re-split: <name>") and, on an aggregate
+# row, how many seeds gave each metric
+INTERNAL = ["source", "splits_name", "seed_counts"]
+# averaged over seeds where every seed has a value; per processor only when every seed was timed on one hardware
+MEAN_OVER_SEEDS = ("fps_batch1", "load_cpu", "load_gpu", "train_images_per_s", "wall_time_s")
+TIMED = {
+    "cpu": ("hardware_cpu", ("fps_cpu", "load_cpu_measured", "implantability_cpu")),
+    "gpu": ("hardware_gpu", ("fps_gpu", "load_gpu_measured", "implantability_gpu")),
+    "cpu exported": (
+        "hardware_cpu_exported",
+        ("fps_cpu_exported", "load_cpu_exported", "fps_cpu_eager_beside_export", "implantability_cpu_exported"),
+    ),
+}
 
 
 def column(metric: str) -> str:
@@ -171,6 +205,7 @@ def _metric_cells(
         cells[col] = values.get(key)
         cells[f"{col}_ci_low"] = interval.low if interval else None
         cells[f"{col}_ci_high"] = interval.high if interval else None
+        cells[f"{col}_sd"] = None  # an aggregate row's, over its seeds
         if key in paper_keys:
             ours = number(values.get(key))
             cells[f"paper_{col}"] = paper.get(key)
@@ -212,7 +247,9 @@ def _run_row(
         "status": FINISHED,
         "shown": shown,
         "others": others,
+        "seed": run.seed,
         "split": record.split,
+        "splits": run.split_label,
         "test_images": run.test_images,
         "test_split_images": run.test_split_images,
         "partial_test": run.partial_test,
@@ -268,9 +305,80 @@ def _run_row(
             "run_dir": display_path(run.path),
             "notes": "; ".join(run.notes),
             "source": source,
+            "splits_name": run.split_name,
         }
     )
     return row
+
+
+def _common(values: Sequence[Any]) -> Any:
+    """One cell for several seeds' values: the value when they agree, else the distinct ones joined."""
+    if all(v == values[0] for v in values):
+        return values[0]
+    return ", ".join(dict.fromkeys(str(v) for v in values if v is not None and v != ""))
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    """The mean when every seed has a number (a speed or score some seeds lack is not averaged), else None."""
+    numbers = [number(v) for v in values]
+    return None if not numbers or any(v is None for v in numbers) else float(np.mean(numbers))
+
+
+def _aggregate_row(seeds: Sequence[dict[str, Any]], keys: Sequence[str], others: int) -> dict[str, Any]:
+    """The shown row of a manuscript row with several seeds of one recipe, from the seeds' own rows: per metric
+    the mean, the sample standard deviation (ddof=1) and the difference of the mean from the paper; speed and
+    implantability the mean over seeds timed on one hardware; every other cell the seeds' common value (or
+    their distinct values joined)."""
+    row = {name: _common([s.get(name) for s in seeds]) for name in seeds[0]}
+    n, notes, counts = len(seeds), [], {}
+    for key in keys:
+        col = column(key)
+        present = [v for v in (number(s.get(col)) for s in seeds) if v is not None]
+        counts[col] = len(present)
+        mean = float(np.mean(present)) if present else None
+        row[col] = mean
+        row[f"{col}_sd"] = float(np.std(present, ddof=1)) if len(present) > 1 else None
+        row[f"{col}_ci_low"] = row[f"{col}_ci_high"] = None  # each seed's interval is on its own row
+        if f"{col}_diff" in row:
+            paper = number(row.get(f"paper_{col}"))
+            row[f"{col}_diff"] = None if mean is None or paper is None else mean - paper
+    for name in MEAN_OVER_SEEDS:
+        row[name] = _mean([s.get(name) for s in seeds])
+    for what, (hardware, columns) in TIMED.items():
+        timed_on = [s.get(hardware) for s in seeds]
+        if any(timed_on) and (not all(timed_on) or len(set(timed_on)) > 1):
+            notes.append(f"{what} speed not averaged: the seeds were not all timed on one hardware (see the CSV)")
+            timed_on = [None]
+        row[hardware] = timed_on[0]
+        for name in columns:
+            row[name] = _mean([s.get(name) for s in seeds]) if timed_on[0] else None
+    seed_list = ",".join(str(s["seed"]) for s in seeds)
+    row.update(
+        {
+            "shown": True,
+            "others": others,
+            "seed": AGGREGATE,
+            "n_seeds": n,
+            "config": " ".join(filter(None, (recipe_label(seeds[0].get("config")), f"seed={seed_list}"))),
+            "notes": "; ".join(dict.fromkeys([*notes, *(s["notes"] for s in seeds if s.get("notes"))])),
+            "source": seeds[0]["source"],
+            "seed_counts": counts,
+        }
+    )
+    return row
+
+
+def _shown_rows(
+    runs: Sequence[Run], others: int, mrow: Row, human: bool, keys: Sequence[str], paper_keys: set[str]
+) -> list[dict[str, Any]]:
+    """The rows of the runs a manuscript row shows on one split: the run, or with several seeds an aggregate row
+    followed by each seed's."""
+    if len(runs) == 1:
+        return [_run_row(runs[0], mrow, human, keys, paper_keys, shown=True, others=others)]
+    seeds = [_run_row(r, mrow, human, keys, paper_keys, shown=False) for r in runs]
+    for seed in seeds:
+        seed["n_seeds"] = len(seeds)
+    return [_aggregate_row(seeds, keys, others), *seeds]
 
 
 def _status_row(
@@ -337,23 +445,25 @@ def comparison_table(collection: Collection, manuscript: Manuscript) -> pd.DataF
                 continue
             for group, members, pending in _groups(side, collection.unfinished_of(task, human)):
                 for key, mrow in table.rows.items():
-                    chosen, others = pick(members, key)
-                    if chosen is None:
-                        rows.append(_status_row(task, human, group, key, mrow, pending, keys, paper_keys))
-                        continue
-                    rows.append(_run_row(chosen, mrow, human, keys, paper_keys, shown=True, others=others))
-                    rows += [
-                        _run_row(r, mrow, human, keys, paper_keys, shown=False)
-                        for r in members
-                        if r.model == key and r is not chosen
-                    ]
+                    mine = [r for r in members if r.model == key]
+                    for split in dict.fromkeys([RELEASE_SPLIT, *splits_of(mine)]):
+                        chosen, others = pick_seeds(mine, key, split)
+                        if not chosen:  # only the release's split reads "not run": a split file is a row once run
+                            rows.append(_status_row(task, human, group, key, mrow, pending, keys, paper_keys))
+                            continue
+                        rows += _shown_rows(chosen, others, mrow, human, keys, paper_keys)
+                        rows += [
+                            _run_row(r, mrow, human, keys, paper_keys, shown=False)
+                            for r in mine
+                            if r.split_id == split and all(r is not c for c in chosen)
+                        ]
                 rows += [
                     _run_row(r, None, human, keys, paper_keys, shown=True)
                     for r in sorted(members, key=lambda r: r.model_name)
                     if r.model not in table.rows
                 ]
     metric_columns = [c for task, keys in attrs["metrics"].items() for c in _metric_columns(keys, manuscript, task)]
-    columns = [*HEAD, *dict.fromkeys(metric_columns), *TAIL, "source"]
+    columns = [*HEAD, *dict.fromkeys(metric_columns), *TAIL, *INTERNAL]
     frame = pd.DataFrame(rows, columns=columns, dtype=object)  # object: an int stays an int
     frame = frame.where(frame.notna(), None)  # and a missing cell is None, not NaN
     frame.attrs = attrs
@@ -365,7 +475,8 @@ def _metric_columns(keys: Sequence[str], manuscript: Manuscript, task: str) -> l
     out = []
     for key in keys:
         col = column(key)
-        out += [col, f"{col}_ci_low", f"{col}_ci_high"] + ([f"paper_{col}", f"{col}_diff"] if key in paper_keys else [])
+        out += [col, f"{col}_ci_low", f"{col}_ci_high", f"{col}_sd"]
+        out += [f"paper_{col}", f"{col}_diff"] if key in paper_keys else []
     return out
 
 
@@ -375,9 +486,14 @@ def csv_columns(table: pd.DataFrame, task: str, manuscript: Manuscript) -> list[
     return [c for c in [*HEAD, *metric_columns, *TAIL] if c not in NOT_IN_CSV]
 
 
+def runs_only(table: pd.DataFrame) -> pd.DataFrame:
+    """The table's rows of finished runs: neither a manuscript row without one nor an aggregate over seeds."""
+    return table[(table["status"] == FINISHED) & (table["seed"] != AGGREGATE)]
+
+
 def write_csv(table: pd.DataFrame, task: str, manuscript: Manuscript, path: Path) -> Path:
     """`<task>.csv`: one row per finished run of the task, in the table's order (a hidden run after the one its
-    manuscript row shows)."""
+    manuscript row shows), and before a row's seeds the aggregate line over them (`seed` = mean)."""
     runs = table[(table["task"] == task) & (table["status"] == FINISHED)]
     path.parent.mkdir(parents=True, exist_ok=True)
     runs.reindex(columns=csv_columns(table, task, manuscript)).to_csv(path, index=False, na_rep="")
