@@ -190,7 +190,7 @@ def _guarded_error(cfg, capsys) -> str:
             "spinebench.train",
             "model=yolov99",
             "spinebench-train: error: model=yolov99: no such config (configs/model/ has "
-            "deeplabv3, deeplabv3_light, detr, faster_rcnn, ",
+            "deeplabv3, deeplabv3_light, detr, detr_light, faster_rcnn, ",
         ),
         (
             "spinebench.train",

@@ -118,7 +118,7 @@ OTHER_MODELS = sorted(
 
 
 def test_other_segmentation_model_configs_exist():
-    assert OTHER_MODELS == ["deeplabv3_light", "swin_unet_light", "unet_light", "unet_smp"]
+    assert OTHER_MODELS == ["deeplabv3_light", "swin_unet_light", "transunet_light", "unet_light", "unet_smp"]
 
 
 @pytest.mark.parametrize("name", OTHER_MODELS)

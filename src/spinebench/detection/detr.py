@@ -43,12 +43,17 @@ COCO_CLASSES = 91  # DETR-R50's COCO head: 91 class slots + no-object
 FILES = ("detr-resnet-50.safetensors", "detr-resnet-50.pth")  # what `auto` looks for (transformers' key names)
 LOSS_KEYS = ("class_cost", "bbox_cost", "giou_cost", "eos_coefficient", "bbox_loss_coefficient",
              "giou_loss_coefficient", "auxiliary_loss")  # fmt: skip
+# DetrConfig's layout keys a config may change (model.architecture): the paper's row keeps transformers' defaults
+# (ResNet-50, d_model 256, 6 + 6 layers of 8 heads, feed-forward 2048, 100 queries); detr_light narrows them
+ARCHITECTURE_KEYS = ("backbone", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                     "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_queries")  # fmt: skip
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKBONE, FROZEN_STEM = "model.backbone.", ("conv1.", "bn1.", "layer1.")
 
 
-def build_detr(head: str = "paper", loss: dict | None = None) -> nn.Module:
-    """DetrForObjectDetection (timm ResNet-50, random init) with the head layout `head` (module docstring)."""
+def build_detr(head: str = "paper", loss: dict | None = None, architecture: dict | None = None) -> nn.Module:
+    """DetrForObjectDetection (timm ResNet-50 unless `architecture` names another timm backbone, random init) with
+    the head layout `head` (module docstring)."""
     from transformers import DetrConfig, DetrForObjectDetection
 
     if head not in HEADS:
@@ -58,6 +63,7 @@ def build_detr(head: str = "paper", loss: dict | None = None) -> nn.Module:
         use_timm_backbone=True,
         use_pretrained_backbone=False,
         **(loss or {}),
+        **(architecture or {}),
     )
     model = DetrForObjectDetection(config)
     if head == "paper":
@@ -142,6 +148,7 @@ class Detr(EngineDetector):
         backbone_lr_scale: float = 0.1,
         final_lr_scale: float = 5.0,
         loss: dict | None = None,
+        architecture: dict | None = None,
     ):
         super().__init__(name, row, checked_input_size(input_size), weights)
         if head not in HEADS:
@@ -151,13 +158,17 @@ class Detr(EngineDetector):
         unknown = sorted(set(self.loss) - set(LOSS_KEYS))
         if unknown:
             raise ConfigError(f"unknown key model.loss.{unknown[0]} (known: {', '.join(LOSS_KEYS)})")
+        self.architecture = dict(architecture or {})
+        unknown = sorted(set(self.architecture) - set(ARCHITECTURE_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown key model.architecture.{unknown[0]} (known: {', '.join(ARCHITECTURE_KEYS)})")
         for key, value in (("backbone_lr_scale", backbone_lr_scale), ("final_lr_scale", final_lr_scale)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"model.{key}={value!r}: must be a number >= 0")
         self.backbone_lr_scale, self.final_lr_scale = float(backbone_lr_scale), float(final_lr_scale)
 
     def build(self, ctx: RunContext | None, load_weights: bool) -> tuple[nn.Module, dict[str, Any]]:
-        model = build_detr(self.head, self.loss)
+        model = build_detr(self.head, self.loss, self.architecture)
         choice = (
             resolve_weights(self.weights, FILES, ctx.cache_dir if ctx else None, self.name) if load_weights else None
         )

@@ -38,6 +38,7 @@ from torchvision.ops import batched_nms
 from spinebench.contract import RunContext
 from spinebench.detection.data import LABEL_OFFSET
 from spinebench.detection.engine_detector import DetectorTrainModule, EngineDetector
+from spinebench.engine import distributed
 from spinebench.errors import ConfigError, WeightsError
 from spinebench.weights import resolve_weights
 
@@ -46,7 +47,11 @@ log = logging.getLogger(__name__)
 INSTALL = "pip install -e '.[yolov7]'"
 PACKAGE = "sas_yolov7"
 MODEL_YAML = "cfg/training/yolov7.yaml"
-HYP_YAML = "data/hyp.scratch.p5.yaml"
+# the package's hyperparameters for each network file it ships (YOLOv7's train.py pairs them the same way)
+HYP_YAML = {
+    "cfg/training/yolov7.yaml": "data/hyp.scratch.p5.yaml",
+    "cfg/training/yolov7-tiny.yaml": "data/hyp.scratch.tiny.yaml",
+}
 FILES = ("yolov7_training.pt",)
 STRIDE = 32  # the largest of its three detection levels (8, 16, 32)
 PAD = 114 / 255  # YOLOv7's letterbox grey
@@ -64,13 +69,18 @@ def require_package() -> None:
         ) from error
 
 
-def build_yolov7(nc: int = 1) -> nn.Module:
-    """The package's Model from its cfg/training/yolov7.yaml, with `nc` classes, random weights."""
+def build_yolov7(nc: int = 1, cfg: str = MODEL_YAML) -> nn.Module:
+    """The package's Model from one of its network files (the paper's cfg/training/yolov7.yaml by default), with
+    `nc` classes, random weights."""
     require_package()
+    if cfg not in HYP_YAML:
+        raise ConfigError(f"model.cfg={cfg!r}: one of {', '.join(HYP_YAML)} (the sas-yolov7 network files)")
     from sas_yolov7.models.yolo import Model
 
     logging.getLogger("sas_yolov7").setLevel(logging.WARNING)  # its per-layer table
-    return Model(str(importlib.resources.files(PACKAGE) / MODEL_YAML), ch=3, nc=nc)
+    model = Model(str(importlib.resources.files(PACKAGE) / cfg), ch=3, nc=nc)
+    model.cfg_file = cfg
+    return model
 
 
 def head_classes(state: dict[str, Any]) -> int | None:
@@ -101,9 +111,9 @@ class YoloV7Module(DetectorTrainModule):
 
     def _average(self) -> AveragedModel:
         if self.ema is None:
-            self.ema = AveragedModel(self.model, avg_fn=_ema_average, use_buffers=True)
+            self.ema = AveragedModel(distributed.unwrap(self.model), avg_fn=_ema_average, use_buffers=True)
         if self.pending:
-            self.ema.update_parameters(self.model)
+            self.ema.update_parameters(distributed.unwrap(self.model))
             self.pending = False
         return self.ema
 
@@ -122,7 +132,7 @@ class YoloV7Module(DetectorTrainModule):
     def parameter_groups(self) -> list[dict]:
         """YOLOv7's: weight decay on convolution weights only (not on norms, biases, implicit layers)."""
         decay, no_decay = [], []
-        for module in self.model.modules():
+        for module in distributed.unwrap(self.model).modules():
             for name, parameter in module.named_parameters(recurse=False):
                 is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
                 (decay if is_weight else no_decay).append(parameter)
@@ -138,13 +148,13 @@ class YoloV7Module(DetectorTrainModule):
 
 
 class _SafeOTA:
-    """The package's ComputeLossOTA, with its gains from hyp.scratch.p5 scaled as YOLOv7's train.py does. A batch
+    """The package's ComputeLossOTA, with its gains from the network's hyp file (hyp.scratch.p5 for YOLOv7) scaled as YOLOv7's train.py does. A batch
     in which no box has a candidate cell (only negative images) is given empty assignments on its own device: the
     package builds them on 'cuda:0'."""
 
     def __init__(self, loss_class, model: nn.Module):
         detect = model.model[-1]
-        hyp = yaml.safe_load((importlib.resources.files(PACKAGE) / HYP_YAML).read_text())
+        hyp = yaml.safe_load((importlib.resources.files(PACKAGE) / HYP_YAML[model.cfg_file]).read_text())
         size = float(model.imgsz)
         hyp["box"] *= 3 / detect.nl
         hyp["cls"] *= detect.nc / 80 * 3 / detect.nl
@@ -175,20 +185,23 @@ class YoloV7(EngineDetector):
         imgsz: int = 320,
         num_classes: int = 1,
         weights: str | None = "auto",
+        cfg: str = MODEL_YAML,
     ):
         require_package()
+        if cfg not in HYP_YAML:
+            raise ConfigError(f"model.cfg={cfg!r}: one of {', '.join(HYP_YAML)} (the sas-yolov7 network files)")
         if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz <= 0 or imgsz % STRIDE:
             raise ConfigError(f"model.imgsz={imgsz!r}: YOLOv7 needs a multiple of its stride {STRIDE} (e.g. 320)")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"model.num_classes={num_classes!r}: must be a positive integer")
         super().__init__(name, row, [imgsz, imgsz], weights)
-        self.num_classes = num_classes
+        self.num_classes, self.cfg = num_classes, cfg
 
     def size_multiple(self) -> int:
         return STRIDE
 
     def build(self, ctx: RunContext | None, load_weights: bool) -> tuple[nn.Module, dict[str, Any]]:
-        model = build_yolov7(self.num_classes)
+        model = build_yolov7(self.num_classes, self.cfg)
         model.imgsz = self.size[0]
         choice = (
             resolve_weights(self.weights, FILES, ctx.cache_dir if ctx else None, self.name) if load_weights else None
@@ -226,7 +239,7 @@ class YoloV7(EngineDetector):
         matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if len(matched) < len(own) // 2:
             raise WeightsError(
-                f"model.weights={path}: {len(matched)} of {len(own)} tensors fit cfg/training/yolov7.yaml "
+                f"model.weights={path}: {len(matched)} of {len(own)} tensors fit {self.cfg} "
                 "(a state dict of another architecture?)"
             )
         model.load_state_dict(matched, strict=False)
@@ -246,12 +259,12 @@ class YoloV7(EngineDetector):
         try:
             model.load_state_dict(weights)
         except RuntimeError as error:
-            raise WeightsError(f"{checkpoint}: does not fit cfg/training/yolov7.yaml") from error
+            raise WeightsError(f"{checkpoint}: does not fit {self.cfg}") from error
 
     # -- images and boxes -------------------------------------------------------------------------------------
     def _geometry(self, height: int, width: int) -> tuple[float, int, int, int, int]:
         """(scale, new height, new width, top, left) of letterboxing height x width into the square input."""
-        side = self.size[0]
+        side, height, width = self.size[0], int(height), int(width)  # ints under ONNX tracing too (spinebench export)
         scale = side / max(height, width)
         new_h, new_w = round(height * scale), round(width * scale)
         return scale, new_h, new_w, (side - new_h) // 2, (side - new_w) // 2

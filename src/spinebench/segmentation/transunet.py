@@ -29,6 +29,9 @@ from spinebench.errors import ConfigError, WeightsError
 from spinebench.segmentation.models import NETWORK, Segmenter, load_matching, read_weights, takes_pretrained
 from spinebench.segmentation.sized_benchmark import built_for_input
 
+# the ViT's keys a config may narrow (network.transformer): the paper's row keeps ViT-B (768 wide, 12 blocks of 12
+# heads); transunet_light narrows them
+TRANSFORMER_KEYS = ("depth", "embed_dim", "num_heads", "mlp_ratio")
 PATCH = 16  # the ResNet's output stride: one token per 16 x 16 pixels
 SKIP_CHANNELS = (512, 256, 64)  # the ResNet's 1/8 (stage 2), 1/4 (stage 1) and 1/2 (root) features
 # the file TransUNet's README points to (Google's ViT release), and timm's copy of the same weights
@@ -62,12 +65,19 @@ class TransUNet(nn.Module):
         img_size: Sequence[int] = (256, 256),
         decoder_channels: Sequence[int] = (256, 128, 64, 16),
         vit: str = "vit_base_r50_s16_224",
+        transformer: dict | None = None,
     ):
         super().__init__()
         import timm
 
         self.encoder = timm.create_model(
-            vit, pretrained=False, num_classes=0, img_size=tuple(img_size), class_token=False, global_pool=""
+            vit,
+            pretrained=False,
+            num_classes=0,
+            img_size=tuple(img_size),
+            class_token=False,
+            global_pool="",
+            **(transformer or {}),
         )
         backbone = self.encoder.patch_embed.backbone
         if len(backbone.stages) != 3:
@@ -156,9 +166,11 @@ def build_transunet(
     img_size: Sequence[int] = (256, 256),
     decoder_channels: Sequence[int] = (256, 128, 64, 16),
     encoder_weights: str | None = None,
+    transformer: dict | None = None,
 ) -> Segmenter:
     """TransUNet R50-ViT-B/16 for `img_size` (set by the benchmark from model.input_size); `decoder_channels`
-    narrower for a lighter decoder (the encoder stays ViT-B: the pretrained weights are its)."""
+    narrower for a lighter decoder, `transformer` (depth, embed_dim, num_heads, mlp_ratio) for a smaller ViT
+    than ViT-B (the ResNet stays R50)."""
     size = checked_input_size(img_size)
     if any(side % PATCH for side in size):
         raise ConfigError(
@@ -168,7 +180,14 @@ def build_transunet(
     channels = positive_ints(decoder_channels, f"{NETWORK}.decoder_channels")
     if len(channels) != 4:
         raise ConfigError(f"{NETWORK}.decoder_channels={list(channels)}: TransUNet has four upsampling blocks")
-    net = TransUNet(num_classes, size, channels)
+    transformer = dict(transformer or {})
+    unknown = sorted(set(transformer) - set(TRANSFORMER_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key {NETWORK}.transformer.{unknown[0]} (known: {', '.join(TRANSFORMER_KEYS)})")
+    width, heads = transformer.get("embed_dim", 768), transformer.get("num_heads", 12)
+    if width % heads:
+        raise ConfigError(f"{NETWORK}.transformer: embed_dim {width} is not a multiple of num_heads {heads}")
+    net = TransUNet(num_classes, size, channels, transformer=transformer)
     model = Segmenter(net, num_classes, PATCH)
     model.pretrained_source = load_encoder(net, encoder_weights)
     return model
