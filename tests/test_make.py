@@ -218,3 +218,44 @@ def test_the_demo_goes_on_past_a_failed_job_and_still_writes_its_report(tmp_path
     assert trains == expected
     assert "report of: " in result.stdout and "some jobs failed" in result.stderr
     assert "demo: the yolov7 row needs an optional extra (pip install -e '.[yolov7]'); skipped" in result.stderr
+
+
+def test_seeds_and_gpus_make_one_sweep_per_task_with_the_gpu_launcher_and_a_plan_first():
+    result = dry_run("MODELS=unet,yolov8m", "SEEDS=0,1,2", "GPUS=4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    plan = next(i for i, line in enumerate(lines) if "spinebench plan" in line)
+    train = [i for i, line in enumerate(lines) if "spinebench-train -m" in line]
+    assert "--rows yolov8m,unet --seeds 0,1,2 --gpus 4" in lines[plan] and plan < train[0]
+    assert all("seed=0,1,2 hydra/launcher=gpus gpus=4" in lines[i] for i in train) and len(train) == 2
+    report = next(line for line in lines if "spinebench report" in line)
+    for seed in (0, 1, 2):  # every seed's runs reach the report
+        assert f"outputs/segmentation_phantom/unet-paper-s{seed} " in report
+        assert f"outputs/detection_phantom/yolov8m-paper-s{seed} " in report
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["GPUS=0"], "GPUS=0: the number of GPUs to run jobs on, a whole number >= 1"),
+        (["SEEDS=0,x"], "SEED=x is not a whole number"),
+    ],
+)
+def test_bad_gpus_or_seeds_are_refused(args, message):
+    result = dry_run(*args)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_reproduce_slurm_submits_every_row_at_once_and_needs_a_partition(tmp_path):
+    def slurm(*args):
+        return subprocess.run(
+            ["make", "-n", "--no-print-directory", "reproduce-slurm", *args], cwd=ROOT, capture_output=True, text=True
+        )
+
+    refused = slurm()
+    assert refused.returncode != 0 and "PARTITION=<the cluster's partition> is required" in refused.stderr
+    result = slurm("MODELS=samed,yolov8m", "PARTITION=gpu", "ACCOUNT=lab", "SEEDS=0,1")
+    assert result.returncode == 0, result.stderr
+    assert "for row in yolov8m; do" in result.stdout and "for row in samed; do" in result.stdout
+    assert "seed=0,1 hydra/launcher=slurm hydra.launcher.partition=gpu hydra.launcher.account=lab" in result.stdout
+    assert "& pids=" in result.stdout and "wait $pid" in result.stdout  # every row submitted at once, then waited

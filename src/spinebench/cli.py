@@ -142,6 +142,7 @@ def _data_resplit(args: argparse.Namespace) -> int:
         + ", ".join(f"{s} {content['counts'][s]} (release {content['release_counts'].get(s, 0)})" for s in SPLITS)
         + f"; {content['moved_from_release_split']} image(s) moved from their release split"
     )
+    console.print(f"train or evaluate on it with data.splits={Path(args.out).resolve()}")
     return 0
 
 
@@ -168,6 +169,17 @@ def _export(args: argparse.Namespace) -> int:
     from spinebench.export import main as export_main  # noqa: PLC0415 - torch.onnx only when exporting
 
     return export_main(args.pairs)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from spinebench.launch import check_gpus
+    from spinebench.plan import markdown, plan, summary
+
+    rows = [row.strip() for row in args.rows.split(",") if row.strip()] if args.rows else None
+    seeds = [seed for seed in args.seeds.split(",") if seed.strip()]
+    plans = plan(rows)
+    print(markdown(plans) if args.markdown else summary(plans, len(seeds), check_gpus(args.gpus)))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
         "[images=16] [threads=N]",
     )
     export.set_defaults(func=_export)
+
+    planner = commands.add_parser(
+        "plan", help="rows, seeds, jobs and estimated GPU-hours of a reproduction on H200s (docs/scale-out.md)"
+    )
+    planner.add_argument("--rows", default="", help="comma-separated paper rows (default: every row)")
+    planner.add_argument("--seeds", default="0", help="comma-separated seeds, as make reproduce SEEDS=0,1,2")
+    planner.add_argument("--gpus", type=int, default=1, help="GPUs running jobs at once")
+    planner.add_argument("--markdown", action="store_true", help="the docs' table instead")
+    planner.set_defaults(func=_plan)
 
     from spinebench.report import add_report_parser  # noqa: PLC0415 - keeps `spinebench data` start-up light
 

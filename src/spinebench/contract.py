@@ -103,6 +103,7 @@ class RunRecord:
     test_images: int | None = None  # images scored
     test_split_images: int | None = None  # images in the whole test split (more: a partial, smoke-run score)
     epochs: int | None = None
+    seed: int | None = None  # the training seed (an evaluation: the training run's), what the report averages over
     smoke_steps: int | None = None  # trained under trainer.limit_train_batches: at most this many steps (a smoke run)
     input_size: list[int] | None = None
     pretrained: bool | None = None

@@ -16,8 +16,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from spinebench.atomic import is_disk_fault, write_error
+from spinebench.engine import distributed
 from spinebench.errors import ConfigError, SpinebenchError
 from spinebench.hydra_run import CONFIG_DIR, is_multirun, output_dir
+from spinebench.launch import check_launch_overrides, read_failed_jobs, report_failed_job, start_failed_jobs_file
 from spinebench.run_folder import RunFolder
 
 log = logging.getLogger("spinebench")
@@ -102,9 +104,12 @@ def check_overrides(argv: list[str]) -> None:
 class Entry:
     """One command-line program: checks its arguments, runs its task under Hydra, and ends it."""
 
-    def __init__(self, program: str, argv_checks: tuple[Callable[[list[str]], None], ...] = (check_overrides,)):
+    def __init__(
+        self,
+        program: str,
+        argv_checks: tuple[Callable[[list[str]], None], ...] = (check_overrides, check_launch_overrides),
+    ):
         self.program, self.argv_checks = program, argv_checks
-        self.failed_jobs: list[str] = []  # a sweep's jobs that failed ("run folder: error")
 
     def refuse(self, message: str) -> None:
         print(f"{self.program}: error: {message}", file=sys.stderr)
@@ -127,24 +132,33 @@ class Entry:
                 if cause is None:
                     raise  # a bug: Hydra prints its traceback and exits 1 (status.json keeps it too)
                 folder = output_dir()
-                if folder is not None:
+                if folder is not None and distributed.is_main():  # under torchrun the folder is rank 0's
                     RunFolder(folder).drop_if_untouched()
                 self.refuse(one_line(cause))
             message = one_line(cause) if cause else f"{type(error).__name__}: {one_line(error)}"
             log.error("job failed (%s), the sweep continues: %s", self.program, message)
             if cause is None:
                 log.error("traceback:\n%s", "".join(traceback.format_exception(error)))
-            self.failed_jobs.append(f"{output_dir()}: {message}")
+            report_failed_job(f"{output_dir()}: {message}")  # read by finish(), in the launching process
             return None
 
-    def finish(self) -> None:
+    def finish(self, failed_jobs: list[str]) -> None:
         """After a sweep: exit 2 when any job failed, each named, so that a script (`make reproduce`) knows."""
-        if self.failed_jobs:
-            for failed in self.failed_jobs:
+        if failed_jobs:
+            for failed in failed_jobs:
                 print(f"{self.program}: error: {failed}", file=sys.stderr)
-            self.refuse(f"{len(self.failed_jobs)} job(s) of the sweep failed (the others ran)")
+            self.refuse(f"{len(failed_jobs)} job(s) of the sweep failed (the others ran)")
 
     def main(self, app: Callable[[], Any]) -> None:
         self.check_argv(sys.argv[1:])
-        app()
-        self.finish()
+        if not {"-m", "--multirun"} & set(sys.argv[1:]):
+            app()
+            return
+        # a sweep's jobs may run in other processes (a launcher's workers, a cluster's nodes): they report their
+        # failures in a file under outputs/, where a cluster's shared file system takes them too
+        failures = start_failed_jobs_file(Path(os.environ.get("SPINEBENCH_ROOT") or Path.cwd()) / "outputs")
+        try:
+            app()
+        finally:
+            failed_jobs = read_failed_jobs(failures)
+        self.finish(failed_jobs)

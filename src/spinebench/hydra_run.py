@@ -16,6 +16,14 @@ import spinebench.engine.config  # noqa: F401 - registers trainer/base, the sche
 CONFIG_DIR = str(Path(os.environ.get("SPINEBENCH_CONFIGS", Path(__file__).resolve().parents[2] / "configs")))
 if not OmegaConf.has_resolver("spinebench.cwd"):  # configs/paths/default.yaml's root_dir
     OmegaConf.register_new_resolver("spinebench.cwd", os.getcwd)
+if not OmegaConf.has_resolver("spinebench.sha256"):  # configs/data/*.yaml's splits_sha256: the split file's content
+    from spinebench.data.splits import content_sha256
+
+    OmegaConf.register_new_resolver("spinebench.sha256", content_sha256)
+if not OmegaConf.has_resolver("spinebench.rank_zero"):  # configs/hydra/default.yaml: under torchrun only rank 0
+    OmegaConf.register_new_resolver(  # writes the run folder's .hydra/ (the other ranks compose the same config)
+        "spinebench.rank_zero", lambda value: value if os.environ.get("RANK", "0") == "0" else None
+    )
 
 # Overrides that say where files go or which config files were chosen (the label names those already).
 NOT_RECIPE = (
@@ -30,6 +38,9 @@ NOT_RECIPE = (
     "trainer=",
     "experiment=",
     "debug=",
+    "gpus=",
+    "resources.",
+    "hydra/",
 )
 
 

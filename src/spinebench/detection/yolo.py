@@ -36,8 +36,10 @@ from spinebench.contract import CHECKPOINT_DIR, Benchmark, RunContext
 from spinebench.data.check import refuse_unreadable
 from spinebench.data.detection import DetectionSample, read_detection_split
 from spinebench.data.layout import find_splits
+from spinebench.data.splits import release_root
 from spinebench.detection.coco import coco_ground_truth, detections_to_coco
 from spinebench.detection.outputs import score_and_write
+from spinebench.engine import distributed
 from spinebench.errors import ConfigError, RunStateError, WeightsError
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
@@ -148,11 +150,15 @@ def yolo_label_lines(sample: DetectionSample) -> list[str]:
 
 
 def export_yolo_dataset(
-    root: Path, out: Path, splits: Sequence[str] | None = None, samples: dict[str, list[DetectionSample]] | None = None
+    data: Path | DatasetSpec,
+    out: Path,
+    splits: Sequence[str] | None = None,
+    samples: dict[str, list[DetectionSample]] | None = None,
 ) -> Path:
-    """YOLO layout at `out` (images/<split>/ symlinks to the release, labels/<split>/*.txt); returns data.yaml."""
+    """YOLO layout at `out` (images/<split>/ symlinks to the release, labels/<split>/*.txt); returns data.yaml.
+    `data`: a release root, or a DatasetSpec (whose split file, when it has one, lists each split's images)."""
     out = Path(out).resolve()
-    available = find_splits(root, "detection")
+    available = find_splits(release_root(data), "detection")
     splits = [s for s in (splits or ("train", "val", "test")) if s in available]
     samples = dict(samples or {})
     for split in splits:
@@ -161,7 +167,7 @@ def export_yolo_dataset(
             if folder.exists():
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
-        for sample in samples.get(split) or read_detection_split(root, split):
+        for sample in samples.get(split) or read_detection_split(data, split):
             (images_dir / sample.image.name).symlink_to(sample.image.resolve())
             (labels_dir / f"{sample.image.stem}.txt").write_text(
                 "".join(line + "\n" for line in yolo_label_lines(sample))
@@ -256,6 +262,11 @@ class YoloV8(Benchmark):
         return [path for path in candidates if path.is_file()]
 
     def fit(self, ctx: RunContext, spec: DatasetSpec) -> dict[str, Any]:
+        if distributed.launched():
+            raise ConfigError(
+                "YOLOv8 trains on several GPUs through ultralytics' own DDP, not under torchrun: run spinebench-train "
+                "alone with model.args.device=[0,1]"
+            )
         with keep_torch_threads():
             return self._fit(ctx, spec)
 
@@ -284,12 +295,12 @@ class YoloV8(Benchmark):
 
     def _fit(self, ctx: RunContext, spec: DatasetSpec) -> dict[str, Any]:
         # ultralytics skips an image it cannot read with a warning: spinebench's readers refuse it, for every model
-        refuse_unreadable(spec.root, "detection", ("train", "val"))
+        refuse_unreadable(spec, "detection", ("train", "val"))
         ultralytics_env(ctx.cache_dir, allow_download=self.download)
         YOLO = _yolo()
         self.check_args()
         run_dir = Path(ctx.run_dir).resolve()
-        train_samples = read_detection_split(spec.root, "train")
+        train_samples = read_detection_split(spec, "train")
         weights_dir = run_dir / YOLO_DIR / "weights"
         state_file = run_dir / YOLO_DIR / STATE_FILE
         last = weights_dir / "last.pt"
@@ -297,7 +308,7 @@ class YoloV8(Benchmark):
         trained_epochs = 0
         if last.is_file() and state_file.is_file():
             state = json.loads(state_file.read_text())
-            data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})
+            data_yaml = export_yolo_dataset(spec, run_dir / DATA_DIR, samples={"train": train_samples})
             start = time.perf_counter()
             if _finished(last):
                 log.info("%s: %s is a finished ultralytics run: nothing to train", self.name, last)
@@ -330,7 +341,7 @@ class YoloV8(Benchmark):
             )
             model = _load_yolo(YOLO, source, choice.path)  # before anything is written: a bad file leaves no folder
             exporting = time.perf_counter()
-            data_yaml = export_yolo_dataset(spec.root, run_dir / DATA_DIR, samples={"train": train_samples})
+            data_yaml = export_yolo_dataset(spec, run_dir / DATA_DIR, samples={"train": train_samples})
             start += time.perf_counter() - exporting  # not training time (as before: plain ultralytics has no export)
             state = {"pretrained": choice.pretrained, "pretrained_source": choice.source, "model_source": source}
             state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -369,10 +380,10 @@ class YoloV8(Benchmark):
         run_dir = Path(ctx.run_dir).resolve()
         if not Path(checkpoint).is_file():
             raise RunStateError(f"{checkpoint}: checkpoint not found")
-        samples = read_detection_split(spec.root, "test")
+        samples = read_detection_split(spec, "test")
         if ctx.trainer.limit_test_images:
             samples = samples[: ctx.trainer.limit_test_images]
-        data_yaml = export_yolo_dataset(spec.root, run_dir / TEST_DATA_DIR, splits=("test",), samples={"test": samples})
+        data_yaml = export_yolo_dataset(spec, run_dir / TEST_DATA_DIR, splits=("test",), samples={"test": samples})
         model = YOLO(str(checkpoint))
         imgsz, device = self.effective_imgsz(ctx), self._device(ctx)
         batch = ctx.trainer.val_batch_size

@@ -64,6 +64,10 @@ Behaviour:
 - Host syncs: the losses stay on the device and are read back every SYNC_EVERY (20) steps, so the CPU can queue
   the next step while the GPU works; a NaN/inf loss stops the run there with the epoch and step that produced it
   (`last.pt` still holds the last good epoch). Loaders should keep their workers (`persistent_workers`).
+- Several GPUs: under `torchrun --nproc_per_node=N` (spinebench.engine.distributed) the model trains through
+  DistributedDataParallel, each rank on its shard of the EpochSampler's order and batch_size / N images a step
+  (trainer.batch_size is the global batch); `module.model` is the DDP wrapper during the training steps only
+  (reach the network with distributed.unwrap there), and rank 0 alone writes checkpoints.
 - Loader randomness: build train loaders with `sampler=EpochSampler(dataset)` (or any sampler with `set_epoch`);
   fit() calls `set_epoch(epoch)` so the shuffle is a function of (seed, epoch) only.
 """

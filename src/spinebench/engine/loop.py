@@ -27,6 +27,7 @@ from torch import nn
 
 from spinebench.atomic import is_disk_fault, write_error
 from spinebench.contract import CHECKPOINT_DIR, ResumeRule
+from spinebench.engine import distributed
 from spinebench.engine.config import ConfigError, TrainerConfig, resolve_device
 from spinebench.errors import RunStateError
 
@@ -91,7 +92,9 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
-    """Shuffles with a permutation that depends only on (seed, epoch): resuming at epoch k reproduces it."""
+    """Shuffles with a permutation that depends only on (seed, epoch): resuming at epoch k reproduces it. Under
+    torchrun a shuffled (training) sampler yields this rank's shard of that permutation (distributed.shard); an
+    evaluation order is never sharded."""
 
     def __init__(self, data_source, seed: int = 0, shuffle: bool = True):
         self.n = len(data_source)
@@ -104,10 +107,10 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         if not self.shuffle:
             return iter(range(self.n))
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        return iter(distributed.shard(torch.randperm(self.n, generator=generator).tolist()))
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // distributed.world_size()) if self.shuffle else self.n
 
 
 def autocast_for(device: torch.device, enabled: bool = True):
@@ -463,6 +466,7 @@ def fit(
     model = module.model.to(device)
     if device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    trained = distributed.wrap(model, device)  # under torchrun: DDP, the gradients averaged over the ranks
     params = module.parameter_groups() if hasattr(module, "parameter_groups") else model.parameters()
     optimizer = build_optimizer(list(params), cfg)
     try:
@@ -492,7 +496,7 @@ def fit(
             log.info("resuming from %s at epoch %d/%d", last_path, start_epoch, cfg.epochs)
 
     images_seen, train_time = 0, 0.0
-    with _Progress(_progress_enabled(cfg.progress)) as progress:
+    with _Progress(_progress_enabled(cfg.progress) and distributed.is_main()) as progress:
         for epoch in range(start_epoch, cfg.epochs):
             sampler = getattr(train_loader, "sampler", None)
             for candidate in (sampler, getattr(train_loader, "batch_sampler", None)):
@@ -510,28 +514,33 @@ def fit(
             model.train()
             task = progress.add(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
             meter = _EpochMeter(epoch)
-            for step, batch in enumerate(batches):
-                if step >= steps_per_epoch:
-                    break
-                with autocast_for(device, cfg.amp):
-                    out = module.training_step(batch, device)
-                loss = out["loss"] if isinstance(out, dict) else out
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
-                    )
-                optimizer.step()
-                epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this step used: the history's (the last step's)
-                scheduler.step()
-                global_step += 1
-                if meter.add(loss, _batch_size(module, batch)):
-                    progress.update(task, **meter.read())
+            module.model = trained  # the training steps run through DDP's wrapper (itself in one process)
+            try:
+                for step, batch in enumerate(batches):
+                    if step >= steps_per_epoch:
+                        break
+                    with autocast_for(device, cfg.amp):
+                        out = module.training_step(batch, device)
+                    loss = out["loss"] if isinstance(out, dict) else out
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(
+                            [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
+                        )
+                    optimizer.step()
+                    epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this step used: the history's (the last)
+                    scheduler.step()
+                    global_step += 1
+                    if meter.add(loss, _batch_size(module, batch)):
+                        progress.update(task, **meter.read())
+            finally:
+                module.model = model  # validation, checkpoints and scoring see the network itself
             progress.update(task, **meter.read())
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            epoch_images, epoch_time = meter.images, time.perf_counter() - meter.start
+            # every rank trained as many images as this one (distributed.shard pads the shards to one length)
+            epoch_images, epoch_time = meter.images * distributed.world_size(), time.perf_counter() - meter.start
             images_seen, train_time = images_seen + epoch_images, train_time + epoch_time
 
             metrics: dict[str, float] = {}
@@ -565,7 +574,9 @@ def fit(
                 "monitor": monitor,
                 "config": config,
             }
-            save_checkpoints(state, last_path, best_path if improved else None)
+            distributed.check_weights_agree(model, epoch + 1)
+            if distributed.is_main():
+                save_checkpoints(state, last_path, best_path if improved else None)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
             log.info(
                 "epoch %d/%d  loss %.4f  %.1f img/s  %s%s",
@@ -577,7 +588,8 @@ def fit(
                 "  (best)" if improved else "",
             )
 
-    if not best_path.is_file() and last_path.is_file():  # e.g. every validation gave NaN: best = last
+    distributed.barrier()  # the other ranks leave with rank 0's checkpoints in place
+    if distributed.is_main() and not best_path.is_file() and last_path.is_file():  # every validation NaN: best = last
         _publish(last_path, best_path)
     return FitResult(
         epochs=cfg.epochs,
