@@ -197,3 +197,40 @@ def test_yolov7_loss_of_a_batch_without_boxes_is_finite_on_the_cpu():
     assert torch.isfinite(out["loss"]) and out["loss"] > 0
     one_box = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 30.0]]), "labels": torch.tensor([1])}, no_boxes[0]]
     assert torch.isfinite(module.losses([torch.rand(3, 64, 80)] * 2, one_box)["loss"])
+
+
+def test_detr_light_is_a_narrow_detr_with_trainable_backbone_norms(tmp_path, cache_dir):
+    """detr_light (CPU learning runs): ResNet-18, d_model 128, 20 queries, and the backbone's norms trainable
+    BatchNorm2d (from scratch DETR's frozen ones are identities); the paper's DETR keeps them frozen."""
+    from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
+
+    light = benchmark_of(["model=detr_light", DET], tmp_path, cache_dir)
+    model, _ = light.build(None, load_weights=False)
+    assert count_parameters(model) == 12_667_334 and model.config.num_queries == 20 and model.config.d_model == 128
+    norms = [m for m in model.model.backbone.modules() if isinstance(m, (nn.BatchNorm2d, DetrFrozenBatchNorm2d))]
+    assert norms and all(type(m) is nn.BatchNorm2d and m.weight.requires_grad for m in norms)
+    paper = detr_module.build_detr("paper")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in paper.model.backbone.modules())
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("model.backbone_norm=group", "model.backbone_norm must be frozen or batch, got 'group'"),
+        ("+model.architecture.d_ff=8", "unknown key model.architecture.d_ff (known: backbone, d_model"),
+    ],
+)
+def test_a_detr_layout_setting_that_does_not_exist_is_one_line(override, says, tmp_path, cache_dir):
+    with pytest.raises(Exception) as raised:
+        benchmark_of(["model=detr_light", DET, override], tmp_path, cache_dir)
+    assert says in str(raised.value)
+
+
+@needs_yolov7
+def test_yolov7_tiny_is_the_package_s_tiny_network_and_another_file_is_refused(tmp_path, cache_dir):
+    tiny = benchmark_of(["model=yolov7_tiny", DET], tmp_path, cache_dir)
+    model, facts = tiny.build(None, load_weights=False)
+    assert count_parameters(model) == 6_014_988 and facts["pretrained"] is False
+    with pytest.raises(Exception) as raised:
+        benchmark_of(["model=yolov7", DET, "model.cfg=cfg/training/yolov7-x.yaml"], tmp_path, cache_dir)
+    assert "model.cfg='cfg/training/yolov7-x.yaml': one of cfg/training/yolov7.yaml" in str(raised.value)

@@ -197,3 +197,16 @@ def test_a_broken_npz_is_one_line(tmp_path, transunet_64):
     with pytest.raises(WeightsError, match="R50\\+ViT-B_16") as error:
         load_encoder(transunet_64.net, path)
     assert "\n" not in str(error.value)
+
+
+def test_transunet_light_narrows_the_vit_and_refuses_keys_it_does_not_take():
+    """transunet_light (CPU learning runs): the same R50 and skips, a 4-block ViT of width 192."""
+    model, benchmark = paper_network("transunet", "model=transunet_light", "model.input_size=[64,128]")
+    assert benchmark.name == "transunet_light" and len(model.net.encoder.blocks) == 4
+    assert model.net.encoder.embed_dim == 192 and count_parameters(model) == 16_403_946
+    with torch.no_grad():
+        assert model.eval()(grey(1, [64, 128])).shape == (1, 10, 64, 128)
+    with pytest.raises(ConfigError, match=r"unknown key model.network.transformer.width \(known: depth"):
+        build_transunet(img_size=[64, 64], transformer={"width": 8})
+    with pytest.raises(ConfigError, match="embed_dim 100 is not a multiple of num_heads 3"):
+        build_transunet(img_size=[64, 64], transformer={"embed_dim": 100, "num_heads": 3})

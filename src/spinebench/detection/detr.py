@@ -51,9 +51,29 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKBONE, FROZEN_STEM = "model.backbone.", ("conv1.", "bn1.", "layer1.")
 
 
-def build_detr(head: str = "paper", loss: dict | None = None, architecture: dict | None = None) -> nn.Module:
+NORMS = ("frozen", "batch")
+
+
+def train_backbone_norms(model: nn.Module) -> int:
+    """The backbone's frozen batch norms as trainable BatchNorm2d (fresh: scale 1, shift 0, statistics 0 / 1); how
+    many. transformers freezes them for a pretrained backbone, as DETR does; from random weights a frozen norm is
+    the identity, which leaves a from-scratch ResNet without normalisation."""
+    from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
+
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, DetrFrozenBatchNorm2d):
+                setattr(parent, name, nn.BatchNorm2d(child.weight.numel()))
+                replaced += 1
+    return replaced
+
+
+def build_detr(
+    head: str = "paper", loss: dict | None = None, architecture: dict | None = None, backbone_norm: str = "frozen"
+) -> nn.Module:
     """DetrForObjectDetection (timm ResNet-50 unless `architecture` names another timm backbone, random init) with
-    the head layout `head` (module docstring)."""
+    the head layout `head` (module docstring) and the backbone's norms frozen (DETR's) or trained (`batch`)."""
     from transformers import DetrConfig, DetrForObjectDetection
 
     if head not in HEADS:
@@ -66,6 +86,10 @@ def build_detr(head: str = "paper", loss: dict | None = None, architecture: dict
         **(architecture or {}),
     )
     model = DetrForObjectDetection(config)
+    if backbone_norm not in NORMS:
+        raise ConfigError(f"model.backbone_norm must be {' or '.join(NORMS)}, got {backbone_norm!r}")
+    if backbone_norm == "batch":
+        train_backbone_norms(model.model.backbone)
     if head == "paper":
         model.class_labels_classifier = nn.Sequential(model.class_labels_classifier, nn.Linear(COCO_CLASSES + 1, 2))
         model.config.num_labels = 1  # the loss sees the last layer's hematoma + no-object
@@ -149,8 +173,12 @@ class Detr(EngineDetector):
         final_lr_scale: float = 5.0,
         loss: dict | None = None,
         architecture: dict | None = None,
+        backbone_norm: str = "frozen",
     ):
         super().__init__(name, row, checked_input_size(input_size), weights)
+        if backbone_norm not in NORMS:
+            raise ConfigError(f"model.backbone_norm must be {' or '.join(NORMS)}, got {backbone_norm!r}")
+        self.backbone_norm = backbone_norm
         if head not in HEADS:
             raise ConfigError(f"model.head must be {' or '.join(HEADS)}, got {head!r}")
         self.head = head
@@ -168,7 +196,7 @@ class Detr(EngineDetector):
         self.backbone_lr_scale, self.final_lr_scale = float(backbone_lr_scale), float(final_lr_scale)
 
     def build(self, ctx: RunContext | None, load_weights: bool) -> tuple[nn.Module, dict[str, Any]]:
-        model = build_detr(self.head, self.loss, self.architecture)
+        model = build_detr(self.head, self.loss, self.architecture, self.backbone_norm)
         choice = (
             resolve_weights(self.weights, FILES, ctx.cache_dir if ctx else None, self.name) if load_weights else None
         )
