@@ -1,13 +1,17 @@
 """Training throughput of the detectors through spinebench vs the model's compute-only step rate.
 
-For each torchvision detector, in the same process and on the same device:
+For each torchvision detector, and each detector of spinebench's own EngineDetector (DETR, YOLOv7), in the same
+process and on the same device:
   spinebench   images/s of the engine after a warm-up epoch, over at least --steps steps (spinebench.engine.fit:
                cached uint8 batches, gathered from the split held on a CUDA device or else pinned by workers,
                device augmentation, autocast, optimizer step); timed before the compute-only loop and again after
                it (resumed from the checkpoint), and the mean of the two taken, so that a drift of the device's
                speed during the run cancels (both are in the JSON)
   compute      images/s of model + loss + backward + optimizer step on batches already on the device (an epoch's
-               first --steps batches, augmented beforehand: the same mix of images with and without a box)
+               first --steps batches, augmented beforehand: the same mix of images with and without a box), with
+               the optimizer fit() builds (its parameter groups). DETR and YOLOv7: their TrainModule's `losses`
+               (DETR's resize to its input and set loss with the Hungarian matcher; YOLOv7's letterbox, OTA loss
+               and the EMA update of its weights), what their engine step runs after the data path
   ratio        spinebench / compute (the data path costs under 10% when >= 0.9)
   held         images/s of the engine's own loop (spinebench.engine.fit) on those same batches already on the
                device: the engine minus its data path, timed between the compute-only loop and the second engine
@@ -27,11 +31,16 @@ profile_<model>_{engine,compute}.txt.
     python benchmarks/bench_detection_train.py                                  # CPU, tiny (minutes)
     python benchmarks/bench_detection_train.py --device cuda --data detection_phantom --batch 16 \
         --steps 50 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --yolo-epochs 3 --json bench.json
+    python benchmarks/bench_detection_train.py --models detr_light,yolov7_tiny --max-input-size 160 --steps 2 \
+        --workers 0 --data-on-device true                                     # DETR, YOLOv7 (the [yolov7] extra), CPU
+    python benchmarks/bench_detection_train.py --device cuda --data detection_phantom_paper --batch 16 \
+        --steps 40 --models detr,yolov7 --workers 8 --json bench_detr_yolov7.json   # the paper's layouts
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import math
 import os
@@ -80,6 +89,20 @@ def torchvision_configs() -> list[str]:
 
 
 TORCHVISION = torchvision_configs()  # faster_rcnn, retinanet, ssd300, ssd512
+
+
+def is_engine_detector(name: str) -> bool:
+    """configs/model/<name>.yaml builds an EngineDetector (DETR, YOLOv7 and their light variants): a detector
+    outside torchvision's API, trained by the same engine."""
+    from spinebench.detection.engine_detector import EngineDetector
+
+    target = config_target(name) or ""
+    module, _, attribute = target.rpartition(".")
+    try:
+        built = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(built, type) and issubclass(built, EngineDetector)
 
 
 def compose_train(overrides: list[str]):
@@ -155,12 +178,54 @@ def data_path_rate(loader, device: torch.device, steps: int) -> tuple[float, flo
     return images / (time.perf_counter() - start), 1000 * fetch_cpu / done
 
 
+def torchvision_subject(family, ctx):
+    """A torchvision detector: its network, its engine TrainModule, and the compute-only step's loss (the model's
+    summed loss dict, called directly)."""
+    from spinebench.detection.torchvision_benchmark import DetectorModule
+
+    model, _ = family._build(ctx, load_weights=False)
+    return (
+        model,
+        lambda: DetectorModule(model, None, augment=True),
+        lambda _, images, targets: sum(model(images, targets).values()),
+    )
+
+
+def engine_detector_subject(family, ctx):
+    """DETR or YOLOv7 (an EngineDetector): its network at the run's input size, the TrainModule spinebench-train
+    trains it with (DETR's parameter groups, YOLOv7's EMA and no-decay groups), and the compute-only step's loss:
+    that module's own `losses` (DETR's resize and set loss, YOLOv7's letterbox, OTA loss and EMA update) on
+    batches already on the device."""
+    family.size = family.effective_size(ctx)  # as EngineDetector.fit
+    model, _ = family.build(ctx, load_weights=False)
+    return (
+        model,
+        lambda: family.train_module(model, {}, ctx),
+        lambda module, images, targets: module.losses(images, targets)["loss"],
+    )
+
+
+def on_held_batches(module):
+    """`module` fed batches as to_device returned them: nothing left to move (the engine minus its data path)."""
+    module.training_step = lambda batch, device: module.losses(*batch[:2])
+    return module
+
+
 def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
+    return bench_engine(name, args, spec, cache, torchvision_subject)
+
+
+def bench_engine_detector(name: str, args, spec, cache: Path) -> dict:
+    return bench_engine(name, args, spec, cache, engine_detector_subject)
+
+
+def bench_engine(name: str, args, spec, cache: Path, subject) -> dict:
+    """The rates of the module docstring for one model trained by spinebench.engine.fit; `subject(family, ctx)`
+    gives its network, a factory of its TrainModule and its compute-only loss `loss(module, images, targets)`."""
     from spinebench.contract import RunContext
     from spinebench.data.detection import read_detection_split
     from spinebench.data.resident import ResidentBatches
     from spinebench.detection.data import build_dataset, detection_loader, to_device
-    from spinebench.detection.torchvision_benchmark import DetectorModule
     from spinebench.engine import autocast_for, fit, resolve_device
     from spinebench.engine.loop import build_optimizer
     from spinebench.speed import pass_rate
@@ -175,8 +240,8 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
     family = model_benchmark(name, weights=None)  # configs/model/<name>.yaml, untrained
     with tempfile.TemporaryDirectory() as tmp:
         ctx = RunContext(Path(tmp), cache, cfg, device, 0, {})
-        model, _ = family._build(ctx, load_weights=False)
-        result = fit(DetectorModule(model, None, augment=True), loader, None, cfg, tmp, monitor="none")
+        model, train_module, step_loss = subject(family, ctx)
+        result = fit(train_module(), loader, None, cfg, tmp, monitor="none")
         timed = result.history[1:]  # equal-size epochs: the mean of their rates is the rate of all of them
         spinebench = sum(h["images_per_s"] for h in timed) / len(timed)
         data_only, fetch_ms = data_path_rate(loader, device, args.steps)
@@ -188,32 +253,30 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
         # beforehand. The engine's own mix of images with and without a box: the detectors' loss costs depend on
         # it, and one fixed batch set the reference by its own count of boxes (7 to 13 of 16 on the paper phantom).
         model.train()
-        optimizer = build_optimizer(list(model.parameters()), cfg)
+        reference = train_module()
+        params = reference.parameter_groups() if hasattr(reference, "parameter_groups") else model.parameters()
+        optimizer = build_optimizer(list(params), cfg)  # the optimizer fit() builds
         held = [to_device(batch, device, augment=True) for _, batch in zip(range(args.steps), loader)]
 
         def train_steps(n: int) -> None:  # n optimizer steps over the held batches in turn
             for i in range(n):
                 images, targets, _ = held[i % len(held)]
                 with autocast_for(device, cfg.amp):
-                    loss = sum(model(images, targets).values())
+                    loss = step_loss(reference, images, targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-
-        class HeldBatchModule(DetectorModule):  # batches as to_device returned them: nothing left to move
-            def training_step(self, batch, device):
-                return self.losses(*batch[:2])
 
         timed_images = sum(len(held[i % len(held)][1]) for i in range(args.steps))
         compute = pass_rate(lambda: train_steps(args.steps), timed_images, device)  # after one untimed pass
         # the engine's loop on those held batches: a warm-up epoch and one timed epoch, in a folder of its own
         on_held = fit(
-            HeldBatchModule(model), held, None, trainer_cfg(args, epochs=2), Path(tmp) / "held", monitor="none"
+            on_held_batches(train_module()), held, None, trainer_cfg(args, epochs=2), Path(tmp) / "held", monitor="none"
         ).history[1]["images_per_s"]
         # the engine's timed epochs once more, resumed from its checkpoint: engine, compute-only, engine. A drift of
         # the device's speed during the run then shows as two engine rates apart, and their mean cancels it.
         again = fit(
-            DetectorModule(model, None, augment=True),
+            train_module(),
             loader,
             None,
             trainer_cfg(args, epochs=cfg.epochs + len(timed), data_on_device=args.data_on_device),
@@ -230,14 +293,7 @@ def bench_torchvision(name: str, args, spec, cache: Path) -> dict:
                 f"{steps} steps",
                 {
                     "engine": without_checkpoints(
-                        lambda: fit(
-                            DetectorModule(model, None, augment=True),
-                            loader,
-                            None,
-                            profile_cfg,
-                            Path(tmp) / "profiled",
-                            monitor="none",
-                        )
+                        lambda: fit(train_module(), loader, None, profile_cfg, Path(tmp) / "profiled", monitor="none")
                     ),
                     "compute": lambda: train_steps(steps),
                 },
@@ -401,10 +457,32 @@ def add_common_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     )
 
 
-def run_models(args, torchvision_row, yolo_row) -> list[dict]:
-    """One row per model of --models (yolov8* through `yolo_row`, the rest `torchvision_row`), written to --json
-    after each (a run cut short by a time limit keeps what it measured); the table last."""
+def row_functions(names: list[str], torchvision_row, yolo_row, engine_row=None) -> list:
+    """Each model's row function (yolov8*: `yolo_row`; DETR, YOLOv7: `engine_row`; the rest `torchvision_row`),
+    checked before any work: a name without a config, or an engine detector where there is no `engine_row`, stops
+    in one line."""
+    unknown = [name for name in names if not (REPO / "configs" / "model" / f"{name}.yaml").is_file()]
+    if unknown:
+        raise SystemExit(f"no model config {', '.join(unknown)} (configs/model/<name>.yaml)")
+    rows = []
+    for name in names:
+        if name.startswith("yolov8"):
+            rows.append(yolo_row)
+        elif is_engine_detector(name):
+            if engine_row is None:
+                raise SystemExit(f"{name}: this benchmark times the torchvision detectors and YOLOv8 only")
+            rows.append(engine_row)
+        else:
+            rows.append(torchvision_row)
+    return rows
+
+
+def run_models(args, torchvision_row, yolo_row, engine_row=None) -> list[dict]:
+    """One row per model of --models (row_functions says whose), written to --json after each (a run cut short by
+    a time limit keeps what it measured); the table last."""
     logging.basicConfig(level=logging.WARNING)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    functions = row_functions(names, torchvision_row, yolo_row, engine_row)
     cache = Path(args.cache)
     spec = dataset(args.data, cache)
     from spinebench.runinfo import device_name, git_commit, write_json
@@ -417,8 +495,8 @@ def run_models(args, torchvision_row, yolo_row) -> list[dict]:
         "git": git_commit(),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        row = (yolo_row if name.startswith("yolov8") else torchvision_row)(name, args, spec, cache)
+    for name, row_function in zip(names, functions):
+        row = row_function(name, args, spec, cache)
         rows.append(row)
         meta["device"] = device_name(row["device"])
         print(
@@ -452,7 +530,7 @@ def main(argv=None) -> int:
     add_common_arguments(parser, batch=2)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per epoch / compute loop")
     parser.add_argument("--yolo-epochs", type=int, default=1)
-    run_models(parser.parse_args(argv), bench_torchvision, bench_yolo)
+    run_models(parser.parse_args(argv), bench_torchvision, bench_yolo, bench_engine_detector)
     return 0
 
 

@@ -16,6 +16,9 @@ untimed one; evaluate_split before and after predict, the mean taken.
 
     python benchmarks/bench_segmentation_train.py --model unet --batch 16 --json out.json          # GPU
     python benchmarks/bench_segmentation_train.py --model unet_light --batch 2 --size 64 160 --steps 4   # CPU try
+    python benchmarks/bench_segmentation_train.py --model transunet --batch 16 --json out.json     # at its config's 256
+    python benchmarks/bench_segmentation_train.py --model swin_unet_light --batch 2 --size 64 64 --steps 2   # CPU try
+TransUNet and Swin-UNet (SizedSegmentationBenchmark) are built for the input size, --size or their config's.
 """
 
 from __future__ import annotations

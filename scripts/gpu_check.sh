@@ -7,13 +7,19 @@
 # $OUT/gpu_check.tgz on the device.
 #   run(command="SPINEBENCH_GIT_COMMIT=<git rev-parse HEAD, typed here> bash scripts/gpu_check.sh", carry=[".whl"],
 #       timeout_s=600)        # the copy there has no .git: the commit label of its results comes from that variable
+# GPU_CHECK_STAGES (comma-separated) picks the stages; each call below fits the 10-minute budget on its own:
+#   detection,inference,learn,segmentation   the default: the call above (learn = the learning run + the gpu tests)
+#   detr-yolov7,transunet-swin,ddp           the second call: DETR and YOLOv7 training vs compute-only (issue 28),
+#                                            TransUNet and Swin-UNet (issue 29), one process vs the DDP path under
+#                                            torchrun on the same GPU (issue 30); YOLOv7 needs the sas-yolov7 wheel
+#                                            in .whl (the [yolov7] extra)
 # CPU try-out (tiny settings, same code path; the .venv of `make setup`):  GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
 # Exit status 1 when any stage failed (each failure is said where it happened and listed at the end), else 0;
 # 2 before any work when a knob is mistyped or the python has no torch (the wheels not carried).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # the knobs, checked before any work: a typo must not silently become a 5 s slot or the CPU settings
-for knob in GPU_CHECK_BUDGET_S GPU_CHECK_DET_S GPU_CHECK_TEST_S GPU_CHECK_LEARN_S LEARN_EPOCHS; do
+for knob in GPU_CHECK_BUDGET_S GPU_CHECK_DET_S GPU_CHECK_TEST_S GPU_CHECK_LEARN_S LEARN_EPOCHS GPU_CHECK_DET2_S GPU_CHECK_DDP_S; do
   if [ -n "${!knob-}" ] && ! [[ ${!knob} =~ ^[1-9][0-9]*$ ]]; then
     echo "scripts/gpu_check.sh: $knob=${!knob} is not a whole number above 0" >&2; exit 2
   fi
@@ -21,6 +27,14 @@ done
 if [ -n "${GPU_CHECK_DEVICE-}" ] && [[ ! $GPU_CHECK_DEVICE =~ ^(cuda|cpu)$ ]]; then
   echo "scripts/gpu_check.sh: GPU_CHECK_DEVICE=$GPU_CHECK_DEVICE is not cuda or cpu" >&2; exit 2
 fi
+ALL_STAGES=(detection inference learn segmentation detr-yolov7 transunet-swin ddp)
+STAGES=${GPU_CHECK_STAGES:-detection,inference,learn,segmentation}
+for name in ${STAGES//,/ }; do
+  if [[ " ${ALL_STAGES[*]} " != *" $name "* ]]; then
+    echo "scripts/gpu_check.sh: GPU_CHECK_STAGES=$STAGES names $name, not a stage (${ALL_STAGES[*]})" >&2; exit 2
+  fi
+done
+wants() { [[ ",$STAGES," == *",$1,"* ]]; }  # wants STAGE: it was asked for
 OUT=${OUT:-$PWD/outputs/gpu_check}; mkdir -p "$OUT"
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 if [ -z "${PY-}" ]; then  # the device has no .venv: its python3 gets the carried wheels
@@ -68,45 +82,79 @@ if [ "$DEVICE" = cuda ]; then
   DET=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models retinanet,faster_rcnn,yolov8m,ssd300,ssd512 --yolo-epochs 2 --workers 8 --profile retinanet)
   INFER=(--device cuda --data detection_phantom_paper --batch 16 --passes 2 --models faster_rcnn,retinanet,ssd300,ssd512,yolov8m --workers 8 --profile faster_rcnn)
   SEG_MODELS=(unet deeplabv3 segformer samed); SEG=(--device cuda --batch 16 --steps 30 --workers 8)
+  DET2=(--device cuda --data detection_phantom_paper --batch 16 --steps 40 --models detr,yolov7 --workers 8)
+  SEG2_MODELS=(transunet swin_unet); SEG2=("${SEG[@]}")  # at their configs' input sizes (256, 128)
+  DDP=(--device cuda --model unet --data segmentation_phantom --batch 16 --epochs 5)
 else
   DET=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --yolo-epochs 1 --workers 0 --data-on-device true --profile faster_rcnn)
   INFER=(--device cpu --data detection_phantom_tiny --batch 2 --passes 1 --models faster_rcnn,yolov8n --max-input-size 160 --yolo-imgsz 160 --workers 0 --profile faster_rcnn)
   SEG_MODELS=(unet_light); SEG=(--device cpu --batch 2 --size 64 160 --steps 2 --workers 0)
+  DET2=(--device cpu --data detection_phantom_tiny --batch 2 --steps 2 --models detr_light,yolov7_tiny --max-input-size 160 --workers 0 --data-on-device true)
+  SEG2_MODELS=(transunet_light swin_unet_light); SEG2=(--device cpu --batch 2 --size 64 64 --steps 2 --workers 0)
+  DDP=(--device cpu --model unet_light --data segmentation_phantom_tiny --batch 4 --size 64 64 --steps 2 --epochs 2 --workers 0 --ranks 1,2)
 fi
-stage "detection benchmark" "$OUT/bench_detection.txt" "${GPU_CHECK_DET_S:-300}" \
-  $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json"
-stage "inference benchmark" "$OUT/bench_detection_infer.txt" 90 \
-  $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json"
+if wants detection; then
+  stage "detection benchmark" "$OUT/bench_detection.txt" "${GPU_CHECK_DET_S:-300}" \
+    $PY benchmarks/bench_detection_train.py "${DET[@]}" --json "$OUT/bench_detection.json"
+fi
+if wants inference; then
+  stage "inference benchmark" "$OUT/bench_detection_infer.txt" 90 \
+    $PY benchmarks/bench_detection_infer.py "${INFER[@]}" --json "$OUT/bench_detection_infer.json"
+fi
 # 2. a learning run (GPU) and, beside it, the tests that need CUDA (they run only here; at 268 tests the whole
 #    suite no longer fit the slot the budget leaves it)
-MARK=${GPU_CHECK_TEST_MARK-gpu}; SELECT=(); [ -n "$MARK" ] && SELECT=(-m "$MARK")
-stage tests "$OUT/tests.txt" "${GPU_CHECK_TEST_S:-230}" \
-  $PY -m pytest -q -p no:cacheprovider "${SELECT[@]}" ${GPU_CHECK_TESTS:-tests} &
-TESTS_PID=$!
-RUNS=$(mktemp -d)  # fresh each call: a warm machine keeps outputs/, and an old run there would resume or be reported
-trap 'rm -rf "$RUNS"' EXIT  # its checkpoints go however the script ends
-if [ "$DEVICE" = cuda ]; then
-  LEARN=(trainer=gpu trainer.epochs=${LEARN_EPOCHS:-24} trainer.batch_size=8 trainer.optimizer.lr=0.01 trainer.grad_clip=10 data=detection_phantom)
-else
-  LEARN=(trainer=smoke data=detection_phantom_tiny)
+if wants learn; then
+  MARK=${GPU_CHECK_TEST_MARK-gpu}; SELECT=(); [ -n "$MARK" ] && SELECT=(-m "$MARK")
+  stage tests "$OUT/tests.txt" "${GPU_CHECK_TEST_S:-230}" \
+    $PY -m pytest -q -p no:cacheprovider "${SELECT[@]}" ${GPU_CHECK_TESTS:-tests} &
+  TESTS_PID=$!
+  RUNS=$(mktemp -d)  # fresh each call: a warm machine keeps outputs/, and an old run there would resume or be reported
+  trap 'rm -rf "$RUNS"' EXIT  # its checkpoints go however the script ends
+  if [ "$DEVICE" = cuda ]; then
+    LEARN=(trainer=gpu trainer.epochs=${LEARN_EPOCHS:-24} trainer.batch_size=8 trainer.optimizer.lr=0.01 trainer.grad_clip=10 data=detection_phantom)
+  else
+    LEARN=(trainer=smoke data=detection_phantom_tiny)
+  fi
+  stage "learning run" "$OUT/learn_faster_rcnn.log" "${GPU_CHECK_LEARN_S:-230}" \
+    $PY -m spinebench.train model=faster_rcnn "${LEARN[@]}" run_name=gpu-check-faster_rcnn paths.log_dir="$RUNS" skip_finished=false
+  mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --parents {} "$OUT/runs/" \;)
+  wait $TESTS_PID || FAILED+=(tests)
+  echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 fi
-stage "learning run" "$OUT/learn_faster_rcnn.log" "${GPU_CHECK_LEARN_S:-230}" \
-  $PY -m spinebench.train model=faster_rcnn "${LEARN[@]}" run_name=gpu-check-faster_rcnn paths.log_dir="$RUNS" skip_finished=false
-mkdir -p "$OUT/runs" && (cd "$RUNS" && find . -type f ! -name '*.pt' -exec cp --parents {} "$OUT/runs/" \;)
-wait $TESTS_PID || FAILED+=(tests)
-echo "tests: $(tail -n 1 "$OUT/tests.txt")"
 
 # 3. segmentation training and inference throughput, with what time is left
-for model in "${SEG_MODELS[@]}"; do
-  stage "segmentation benchmark $model" "$OUT/bench_seg_$model.txt" 150 \
-    $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json"
-done
+if wants segmentation; then
+  for model in "${SEG_MODELS[@]}"; do
+    stage "segmentation benchmark $model" "$OUT/bench_seg_$model.txt" 150 \
+      $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG[@]}" --json "$OUT/bench_seg_$model.json"
+  done
+fi
 
-# 4. the short table, last
+# 4. the second call's stages: the newer rows' training throughput, spinebench vs compute-only (DETR and YOLOv7 in
+#    one process, as the other detectors; TransUNet and Swin-UNet as the other segmenters), then the DDP path's cost:
+#    one process vs torchrun on the same GPU, each a fresh process (benchmarks/bench_ddp.py says how world size 1
+#    is made to take the DDP path)
+if wants detr-yolov7; then
+  stage "detection benchmark detr, yolov7" "$OUT/bench_detection_detr_yolov7.txt" "${GPU_CHECK_DET2_S:-240}" \
+    $PY benchmarks/bench_detection_train.py "${DET2[@]}" --json "$OUT/bench_detection_detr_yolov7.json"
+fi
+if wants transunet-swin; then
+  for model in "${SEG2_MODELS[@]}"; do
+    stage "segmentation benchmark $model" "$OUT/bench_seg_$model.txt" 100 \
+      $PY benchmarks/bench_segmentation_train.py --model "$model" "${SEG2[@]}" --json "$OUT/bench_seg_$model.json"
+  done
+fi
+if wants ddp; then
+  stage "ddp benchmark" "$OUT/bench_ddp.txt" "${GPU_CHECK_DDP_S:-150}" \
+    $PY benchmarks/bench_ddp.py "${DDP[@]}" --json "$OUT/bench_ddp.json"
+fi
+
+# 5. the short table, last
 $PY - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1]); rows = []
-for name, suffix in (("bench_detection.json", ""), ("bench_detection_infer.json", " infer")):
+for name, suffix in (("bench_detection.json", ""), ("bench_detection_detr_yolov7.json", ""),
+                     ("bench_detection_infer.json", " infer")):
     if (out / name).exists():
         doc = json.loads((out / name).read_text())
         rows += [(r["model"] + suffix, r["path"], r["images_per_s"], r["reference"], r["reference_images_per_s"], r["ratio"],
@@ -120,6 +168,14 @@ for f in sorted(out.glob("bench_seg_*.json")):
     if "infer_ratio" in r:
         rows.append((r["model"] + " infer", "evaluate_split", r["infer_spinebench_images_per_s"], "predict only",
                      r["infer_compute_only_images_per_s"], r["infer_ratio"], None, None, None, r["device"]))
+if (out / "bench_ddp.json").exists():  # the DDP path at 1 rank vs one process (issue 30: cost under 5%)
+    r = json.loads((out / "bench_ddp.json").read_text())
+    if "ratio" in r:
+        rows.append((r["model"] + " ddp 1 rank", "torchrun DDP", r["ddp_images_per_s"], "one process",
+                     r["single_images_per_s"], r["ratio"], None, None, None, r["device"]))
+    rows += [(f"{r['model']} ddp {run['world_size']} ranks", "torchrun DDP", run["images_per_s"], "one process",
+              r["single_images_per_s"], run["images_per_s"] / r["single_images_per_s"], None, None, None, r["device"])
+             for run in r["runs"] if run["world_size"] > 1]
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 for metrics in sorted(out.glob("runs/**/metrics.json")):
     m = json.loads(metrics.read_text()); t = m["metrics"]
@@ -135,7 +191,7 @@ for model, _, ours, ref, ref_ips, ratio, data_path, workers_path, held, device i
           f" {workers_path or float('nan'):>10.1f} {held or float('nan'):>7.1f}  {device}")
 PY
 
-# 5. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)
+# 6. the device tool brings back at most 8 files from $OUT: pack them into one archive there (the table is on stdout)
 if [ "${GPU_CHECK_PACK:-$([ "$DEVICE" = cuda ] && echo 1 || echo 0)}" = 1 ]; then
   tar czf /tmp/gpu_check.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/gpu_check.tgz "$OUT/" \
     && echo "packed: $OUT/gpu_check.tgz"

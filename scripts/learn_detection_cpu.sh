@@ -3,6 +3,7 @@
 #   bash scripts/learn_detection_cpu.sh                       # yolov8n faster_rcnn retinanet ssd300 (~2.5 h)
 #   bash scripts/learn_detection_cpu.sh ssd512                # ~2.9x SSD300's compute per image: run it on its own
 #   bash scripts/learn_detection_cpu.sh retinanet ssd300      # some of them
+#   bash scripts/learn_detection_cpu.sh yolov7_tiny detr_light  # the light variants of the YOLOv7 and DETR rows
 # Each run lands in outputs/detection_phantom/<run_name>; a killed run resumes when the same line runs again.
 # Logs and start/end times: ${LOG_DIR:-outputs/learn-logs}. Then: spinebench report <run folders> --out ...
 cd "$(dirname "$0")/.." && LOG_DIR=${LOG_DIR:-outputs/learn-logs} && mkdir -p "$LOG_DIR"
@@ -24,7 +25,18 @@ recipe() {  # the overrides of one model's run, in `args`
                      run_name=learn-retinanet-128-e10) ;;
     ssd300) args=(model=ssd300 trainer.epochs=30 "${SSD_SGD[@]}" run_name=learn-ssd300-e30) ;;
     ssd512) args=(model=ssd512 trainer.epochs=20 "${SSD_SGD[@]}" run_name=learn-ssd512-e20) ;;
-    *) echo "unknown model $1 (yolov8n faster_rcnn retinanet ssd300 ssd512)" >&2; return 1 ;;
+    # the paper's YOLOv7 recipe file with the tiny network at 128 px and YOLOv7's own SGD (lr 0.01, momentum 0.937)
+    yolov7_tiny) args=(experiment=paper/yolov7 model=yolov7_tiny model.imgsz=128 trainer.name=cpu_learn
+                       trainer.epochs=80 trainer.batch_size=16 trainer.num_workers=0 trainer/optimizer=sgd
+                       '~trainer.optimizer.betas' trainer.optimizer.lr=0.01 trainer.optimizer.momentum=0.937
+                       trainer.optimizer.nesterov=true trainer.optimizer.weight_decay=0.0005
+                       trainer.scheduler.warmup_epochs=1 trainer.fps_images=10 trainer.progress=false) ;;
+    # the paper's DETR recipe file (AdamW, clip 0.1) with the narrow DETR at 96 x 224, lr 2e-4 on every group
+    detr_light) args=(experiment=paper/detr model=detr_light 'model.input_size=[96,224]' trainer.name=cpu_learn
+                      trainer.epochs=150 trainer.batch_size=8 trainer.num_workers=0 trainer.optimizer.lr=0.0002
+                      trainer.grad_clip=0.1 model.backbone_lr_scale=1.0 model.final_lr_scale=1.0
+                      trainer.fps_images=10 trainer.progress=false) ;;
+    *) echo "unknown model $1 (yolov8n faster_rcnn retinanet ssd300 ssd512 yolov7_tiny detr_light)" >&2; return 1 ;;
   esac
 }
 MODELS=("$@"); (( ${#MODELS[@]} )) || MODELS=(yolov8n faster_rcnn retinanet ssd300)

@@ -116,3 +116,16 @@ def test_torchrun_mistakes_end_in_one_line(tmp_path, cache_dir, overrides, messa
     assert proc.returncode != 0
     assert f"spinebench-train: error: {message}" in proc.stderr, proc.stderr[-3000:]
     assert "/spinebench/" not in proc.stderr  # no traceback through our code (torchrun prints its own after)
+
+
+def test_yolov8_under_torchrun_points_to_ultralytics_own_ddp(monkeypatch, tmp_path, cache_dir):
+    """ultralytics starts its own DDP processes (model.args.device=[0,1]); under torchrun it would start N x N."""
+    from spinebench.build import build
+    from spinebench.errors import ConfigError
+
+    from helpers.hydra import compose_cfg
+
+    yolo = build(compose_cfg("train", ["model=yolov8n"], tmp_path, cache_dir).model, "model")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"not under torchrun: run spinebench-train alone with model.args.device"):
+        yolo.fit(None, None)
