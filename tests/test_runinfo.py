@@ -70,6 +70,12 @@ def test_config_label_is_the_recipe_not_the_file_locations():
         )
         == "experiment/paper/ssd300.yaml + trainer/smoke.yaml trainer.name=smoke"
     )
+    assert (  # a light variant trained under a paper recipe says so
+        config_label(
+            {"experiment": "paper/yolov7", "model": "yolov7_tiny"}, ["experiment=paper/yolov7", "model=yolov7_tiny"]
+        )
+        == "experiment/paper/yolov7.yaml + model/yolov7_tiny.yaml"
+    )
     assert config_label({}, []) is None
 
 

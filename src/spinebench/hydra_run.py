@@ -73,6 +73,8 @@ def config_label(choices: dict[str, Any] | None = None, overrides: list[str] | N
     overrides = (list(hydra.overrides.task) if hydra else []) if overrides is None else overrides
     if choices.get("experiment"):
         label = f"experiment/{choices['experiment']}.yaml"
+        if any(o.lstrip("+").startswith("model=") for o in overrides):  # another network under the recipe
+            label += f" + model/{choices.get('model')}.yaml"
         if choices.get("trainer") not in (None, "default"):
             label += f" + trainer/{choices['trainer']}.yaml"
     elif choices.get("model"):
