@@ -167,14 +167,7 @@ def test_training_benchmark_measures_every_rate_it_reports(tmp_path, cache_dir, 
         ["--steps", "2", "--data-on-device", "true"],
         tmp_path,
         cache_dir,
-        timed=[
-            "images_per_s_before_reference",
-            "images_per_s_after_reference",
-            "engine_on_held_batches_images_per_s",
-            "reference_images_per_s",
-            "data_path_images_per_s",
-            "data_path_workers_images_per_s",
-        ],
+        timed=DETECTOR_RATES,
     )
     assert doc["meta"]["data"].startswith("PHANTOM") and doc["meta"]["data"].endswith(": data=detection_phantom_tiny")
     assert doc["meta"]["device"].startswith("cpu")
