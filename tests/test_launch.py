@@ -160,3 +160,15 @@ def test_jobs_go_longest_first_to_the_gpu_free_earliest():
     assert wall_hours([5, 1], 1) == 6
     with pytest.raises(ConfigError, match="unknown row detr9000"):
         plan(["detr9000"])
+
+
+def test_the_failed_jobs_file_falls_back_to_the_temporary_folder(tmp_path, monkeypatch):
+    from spinebench.launch import FAILED_JOBS_ENV, read_failed_jobs, report_failed_job, start_failed_jobs_file
+
+    monkeypatch.setenv(FAILED_JOBS_ENV, "")  # restored after the test: start_failed_jobs_file sets it
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the outputs folder would be: nothing can be made below it
+    path = start_failed_jobs_file(blocked / "outputs")
+    assert path.parent != blocked and os.environ[FAILED_JOBS_ENV] == str(path)
+    report_failed_job("outputs/x: model   y failed")
+    assert read_failed_jobs(path) == ["outputs/x: model y failed"] and not path.exists()

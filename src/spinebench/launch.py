@@ -91,9 +91,13 @@ def report_failed_job(line: str) -> None:
 
 
 def start_failed_jobs_file(root: Path) -> Path:
-    """A fresh file for this command's failed jobs, named in the environment its jobs inherit."""
-    root.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=".failed-jobs-", suffix=".txt", dir=root)
+    """A fresh file for this command's failed jobs, named in the environment its jobs inherit (in the temporary
+    folder when `root` cannot be written: a read-only checkout whose runs go elsewhere)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(prefix=".failed-jobs-", suffix=".txt", dir=root)
+    except OSError:
+        descriptor, name = tempfile.mkstemp(prefix="spinebench-failed-jobs-", suffix=".txt")
     os.close(descriptor)
     os.environ[FAILED_JOBS_ENV] = name
     return Path(name)
