@@ -612,3 +612,16 @@ def test_ultralytics_gets_the_trainer_optimizer_by_its_own_names():
     assert ultralytics_optimizer({"_target_": "torch.optim.RMSprop"}, {})["optimizer"] == "RMSProp"
     with pytest.raises(ConfigError, match=r"^trainer.optimizer._target_=torch.optim.LBFGS: ultralytics builds only"):
         ultralytics_optimizer({"_target_": "torch.optim.LBFGS"}, {})
+
+
+def test_the_fit_result_names_the_metric_that_chose_best(tmp_path):
+    """The record's `monitor` is what picked best.pt: trainer.monitor when set, else the task's default."""
+    _, default = _run(tmp_path / "default", 1)
+    assert default.facts()["monitor"] == "neg_mse"
+
+    class TwoMetrics(ToyModule):
+        def validation(self, loader, device):
+            return {**super().validation(loader, device), "other": 0.0}
+
+    _, chosen = _run(tmp_path / "chosen", 1, module=TwoMetrics(), monitor="other")
+    assert chosen.facts()["monitor"] == "other" and chosen.monitor == "other"

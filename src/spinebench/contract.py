@@ -44,6 +44,22 @@ class RunContext:
     config: dict[str, Any]
     resume_rules: tuple[ResumeRule, ...] = ()  # keys a resume may change, from the runner, data and model
 
+    def fit(self, module: Any, train_loader: Any, val_loader: Any, monitor: str, config: dict | None = None) -> Any:
+        """spinebench.engine.fit in this run's folder, under its trainer settings and resume rules; `config` (what
+        the checkpoints record) is the run's config unless an adapter adds keys to it. Returns the FitResult."""
+        from spinebench.engine import fit  # the engine imports this module
+
+        return fit(
+            module,
+            train_loader,
+            val_loader,
+            self.trainer,
+            self.run_dir,
+            config=self.config if config is None else config,
+            monitor=monitor,
+            resume_rules=self.resume_rules,
+        )
+
 
 class Benchmark:
     """One model family behind `spinebench-train` / `spinebench-eval`; a model config's `_target_` builds it.

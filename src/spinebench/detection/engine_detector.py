@@ -27,7 +27,7 @@ from spinebench.detection.coco import COCO_METRICS, coco_ground_truth, detection
 from spinebench.detection.data import build_dataset, detection_loader, to_device
 from spinebench.detection.outputs import score_and_write
 from spinebench.detection.torchvision_benchmark import MONITOR, _Limited, collector_paused
-from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
+from spinebench.engine import TEST_SPLIT_AMP, autocast_for, load_checkpoint, precision_label
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
 
@@ -122,19 +122,10 @@ class EngineDetector(Benchmark):
         train_loader = self._loader(train_samples, ctx, True, trainer.batch_size)
         val_loader = _Limited(self._loader(val_samples, ctx, False, trainer.val_batch_size), trainer.limit_val_batches)
         module = self.train_module(model, coco_ground_truth(val_samples), ctx)
-        result = fit(
-            module,
-            train_loader,
-            val_loader,
-            trainer,
-            ctx.run_dir,
-            config=ctx.config,
-            monitor=MONITOR,
-            resume_rules=ctx.resume_rules,
-        )
+        result = ctx.fit(module, train_loader, val_loader, MONITOR)
         return {
             **info,
-            **result.facts(MONITOR),
+            **result.facts(),
             "input_size": self.effective_size(ctx),
         }
 

@@ -37,7 +37,7 @@ from spinebench.detection.models import (
     resolve_resize,
 )
 from spinebench.detection.outputs import score_and_write
-from spinebench.engine import TEST_SPLIT_AMP, autocast_for, fit, load_checkpoint, precision_label
+from spinebench.engine import TEST_SPLIT_AMP, autocast_for, load_checkpoint, precision_label
 from spinebench.engine.config import input_size as checked_input_size
 from spinebench.runinfo import count_parameters
 from spinebench.speed import batch1_speed
@@ -229,19 +229,10 @@ class TorchvisionDetector(Benchmark):
             trainer.limit_val_batches,
         )
         module = DetectorModule(model, coco_ground_truth(val_samples), augment=trainer.augment)
-        result = fit(
-            module,
-            train_loader,
-            val_loader,
-            trainer,
-            ctx.run_dir,
-            config=ctx.config,
-            monitor=MONITOR,
-            resume_rules=ctx.resume_rules,
-        )
+        result = ctx.fit(module, train_loader, val_loader, MONITOR)
         return {
             **info,
-            **result.facts(MONITOR),
+            **result.facts(),
             "input_size": self.effective_size(ctx),
         }
 

@@ -60,14 +60,15 @@ class FitResult:
     resumed_from: int | None = None  # epochs already done when this process started (None: fresh run)
     best_path: Path | None = None
     last_path: Path | None = None
+    monitor: str | None = None  # the validation metric that chose best.pt (trainer.monitor, else the task's)
 
-    def facts(self, monitor: str) -> dict[str, Any]:
+    def facts(self) -> dict[str, Any]:
         """What every adapter's fit() reports of the loop to the run record (`history` is dropped there)."""
         return {
             "epochs": self.epochs,
             "best_epoch": self.best_epoch,
             "best_val": self.best_metric,
-            "monitor": monitor,
+            "monitor": self.monitor,
             "train_images_per_s": self.train_images_per_s,
             "history": self.history,
         }
@@ -601,6 +602,7 @@ def fit(
         resumed_from=resumed_from,
         best_path=best_path,
         last_path=last_path,
+        monitor=monitor,
     )
 
 

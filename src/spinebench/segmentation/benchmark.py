@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from spinebench.classes import SEGMENTATION_CLASSES
 from spinebench.contract import Benchmark, ResumeRule, RunContext
 from spinebench.data.resident import ResidentBatches, upload, wants_resident
-from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, fit, load_checkpoint, precision_label
+from spinebench.engine import TEST_SPLIT_AMP, EpochSampler, load_checkpoint, precision_label
 from spinebench.engine.config import input_size as checked_input_size
 from spinebench.engine.config import non_negative_number, positive_int
 from spinebench.errors import ConfigError
@@ -250,19 +250,10 @@ class SegmentationBenchmark(Benchmark):
             val_set, trainer.val_batch_size, False, trainer.num_workers, device, on_device=trainer.data_on_device
         )
         config = {**ctx.config, **self.checkpoint_keys(info["pretrained_source"])}
-        result = fit(
-            module,
-            train_loader,
-            val_loader,
-            trainer,
-            ctx.run_dir,
-            config=config,
-            monitor=MONITOR,
-            resume_rules=ctx.resume_rules,
-        )
+        result = ctx.fit(module, train_loader, val_loader, MONITOR, config=config)
         return {
             **info,
-            **result.facts(trainer.monitor or MONITOR),
+            **result.facts(),
             "input_size": self.effective_size(ctx),
             "trainable_params": count_parameters(module.model, True),
             "fit_wall_time_s": result.wall_time_s,
