@@ -104,6 +104,16 @@ def test_spinebench_train_under_torchrun_writes_one_run_folder_that_evaluates_in
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
 
 
+def test_a_global_batch_that_does_not_divide_among_the_ranks_is_refused(monkeypatch):
+    from spinebench.errors import ConfigError
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert distributed.rank_batch_size(8) == 4
+    with pytest.raises(ConfigError, match=r"trainer.batch_size=3 \(the global batch\) does not divide among 2 ranks"):
+        distributed.rank_batch_size(3)
+
+
+@pytest.mark.slow  # the same refusals end to end through torchrun (the quick tier checks them in-process)
 @pytest.mark.parametrize(
     "overrides, message",
     [
