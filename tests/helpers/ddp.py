@@ -75,6 +75,7 @@ def on_rank(rank: int, world: int, store: str, run_dir: str, out: str, epochs: i
             {"weights": module.model.state_dict(), "resumed_from": result.resumed_from if result else "killed"},
             Path(out) / f"rank{rank}.pt",
         )
+        dist.barrier()  # both ranks done before either tears the group down (a rank that left first aborted gloo)
     finally:
         dist.destroy_process_group()
 
